@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# dicomweb-nb developer entry point; the README quickstart's two commands.
+#
+#   ./dev.sh start [jupyter args]   JupyterLab with the DICOMweb extension, a workspace store
+#                                   preloaded with sample studies, and the example notebooks
+#   ./dev.sh test  [pytest args]    the whole test suite (installs Orthanc and Chromium first)
+#
+# Each command makes its own virtual environment (.venv, or $DICOMWEB_NB_VENV) and installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV=${DICOMWEB_NB_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+
+ensure_venv() {
+    local extras=$1
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "==> creating virtual environment $VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    fi
+    # Reinstall only when the project definition changed since the last install.
+    local stamp="$VENV/.dicomweb-nb-$extras"
+    local digest
+    digest=$(cat pyproject.toml | "$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+        echo "==> installing dicomweb-nb[$extras] into $VENV"
+        "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+        echo "$digest" > "$stamp"
+    fi
+}
+
+have_system_deps() {
+    command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && command -v chromium >/dev/null 2>&1
+}
+
+ensure_system_deps() {
+    # Orthanc (+ its DICOMweb plugin) is the real remote peer of the tests; Chromium drives the browser tests.
+    have_system_deps && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            echo "error: the tests need the Debian packages orthanc, orthanc-dicomweb and chromium; install them as root" >&2
+            exit 1
+        fi
+    fi
+    echo "==> installing Debian packages orthanc orthanc-dicomweb chromium"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        orthanc orthanc-dicomweb chromium fonts-dejavu-core >/dev/null
+    # The package starts a system Orthanc where an init system runs; the tests start their own.
+    $sudo service orthanc stop >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    start)
+        shift
+        ensure_venv lab
+        export PATH="$VENV/bin:$PATH"
+        echo "==> preloading the workspace store (.dicomweb/) with sample studies"
+        dicomweb-nb samples --store "$ROOT/.dicomweb"
+        exec jupyter lab --ServerApp.root_dir="$ROOT" --ServerApp.ip=127.0.0.1 "$@" notebooks/01-quickstart.ipynb
+        ;;
+    test)
+        shift
+        ensure_system_deps
+        ensure_venv test
+        export PATH="$VENV/bin:$PATH"
+        export DICOMWEB_NB_REQUIRE_PEERS=1   # missing Orthanc/Chromium fails the run instead of skipping
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh start [jupyter args] | ./dev.sh test [pytest args]" >&2
+        exit 2
+        ;;
+esac

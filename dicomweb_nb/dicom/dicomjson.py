@@ -1,0 +1,262 @@
+"""DICOM JSON (PS3.18 Annex F) and the Native DICOM Model XML (PS3.19 A.1), on pydicom.
+
+pydicom's ``to_json_dict`` does the per-value work; this module adds what DICOMweb needs around it:
+
+* Bulk data is referenced by a *relative* URI of the form ``bulk/{tag}[/{item}/{tag}...]`` so
+  the answer can be stored once and made absolute per request (behind any base URL or proxy);
+  see ``BULK_PLACEHOLDER`` and ``absolutize_bulk_uris``.
+* Pixel data is always a BulkDataURI, however small (viewers expect it; pydicom would inline
+  values under its threshold).
+* One malformed value (a DS that is not a number, say) does not sink the whole dataset: the
+  element falls back to its raw text, as Orthanc and dcm4chee do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import xml.etree.ElementTree as ET
+from typing import Any, Callable, Iterable
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+from .tags import keyword_of, parse_tag, tag_hex
+
+PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BULK_THRESHOLD = 1024  # bytes; binary values above this are served as bulk data
+
+# Stored metadata names its bulk data ``"BulkDataURI":"<placeholder>bulk/..."``; a JSON string value
+# cannot contain an unescaped quote, so the key-plus-prefix pattern never occurs inside data.
+BULK_PLACEHOLDER = "dwnb:"
+_BULK_PATTERN = f'"BulkDataURI":"{BULK_PLACEHOLDER}'
+_BULK_PATTERN_SPACED = f'"BulkDataURI": "{BULK_PLACEHOLDER}'
+
+DicomJson = dict[str, Any]
+
+
+def dataset_to_json(ds: Dataset, *, bulk_threshold: int = BULK_THRESHOLD, _path: str = "") -> DicomJson:
+    """DICOM JSON of a dataset; binary values over ``bulk_threshold`` as relative BulkDataURI.
+
+    Group 0002 (file meta) is excluded, as PS3.18 F.2 asks.
+    """
+    out: DicomJson = {}
+    for elem in ds:
+        if elem.tag.group == 0x0002:
+            continue
+        key = tag_hex(elem.tag)
+        here = f"{_path}{key}"
+        if elem.VR == "SQ":
+            items = [dataset_to_json(item, bulk_threshold=bulk_threshold, _path=f"{here}/{i}/") for i, item in enumerate(elem.value)]
+            out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            continue
+        if elem.tag in PIXEL_DATA_TAGS or (elem.VR in BINARY_VRS and elem.value is not None and len(elem.value) > bulk_threshold):
+            out[key] = {"vr": elem.VR if elem.VR != "OB or OW" else "OW", "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{here}"}
+            continue
+        out[key] = _element_json(elem, bulk_threshold)
+    return out
+
+
+def _element_json(elem: DataElement, bulk_threshold: int) -> dict[str, Any]:
+    try:
+        result = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=bulk_threshold)
+        json.dumps(result, allow_nan=False)  # NaN/inf in FD values are not JSON
+        return result
+    except Exception:  # noqa: BLE001 - any malformed value falls back to its text, never fails ingest
+        pass
+    value = elem.value
+    if value is None or value == "":
+        return {"vr": elem.VR}
+    if isinstance(value, (bytes, bytearray)):
+        return {"vr": elem.VR, "InlineBinary": base64.b64encode(bytes(value)).decode("ascii")}
+    values = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else [value]
+    return {"vr": elem.VR, "Value": [_text(v) for v in values]}
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return value
+    return str(value)
+
+
+def absolutize_bulk_uris(text: str, instance_url: str) -> str:
+    """Make the stored relative BulkDataURIs of one instance's metadata text absolute."""
+    if BULK_PLACEHOLDER not in text:
+        return text
+    prefix = instance_url.rstrip("/") + "/"
+    return text.replace(_BULK_PATTERN, f'"BulkDataURI":"{prefix}').replace(_BULK_PATTERN_SPACED, f'"BulkDataURI": "{prefix}')
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON as this project writes it everywhere."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# -- reading values ----------------------------------------------------------------------------
+
+def element(obj: DicomJson, key: str | int) -> dict[str, Any] | None:
+    return obj.get(tag_hex(parse_tag(key)))
+
+
+def values(obj: DicomJson, key: str | int) -> list[Any]:
+    """The Value list of an attribute (empty when absent or empty)."""
+    elem = element(obj, key)
+    return list(elem.get("Value", [])) if elem else []
+
+
+def first(obj: DicomJson, key: str | int, default: Any = None) -> Any:
+    vals = values(obj, key)
+    return vals[0] if vals else default
+
+
+def pn_text(value: Any) -> str:
+    """A PN value as the DICOM string form ``Alphabetic=Ideographic=Phonetic`` (trailing groups trimmed)."""
+    if isinstance(value, dict):
+        groups = [value.get("Alphabetic", ""), value.get("Ideographic", ""), value.get("Phonetic", "")]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups)
+    return "" if value is None else str(value)
+
+
+def value_texts(elem: dict[str, Any] | None) -> list[str]:
+    """Each value of a JSON element as text, the form QIDO matching compares."""
+    if not elem:
+        return []
+    vr = elem.get("vr")
+    out = []
+    for v in elem.get("Value", []):
+        if vr == "PN":
+            out.append(pn_text(v))
+        elif isinstance(v, float) and v.is_integer() and vr in ("IS",):
+            out.append(str(int(v)))
+        elif isinstance(v, dict):
+            continue  # sequence items are matched structurally, not as text
+        else:
+            out.append("" if v is None else str(v))
+    return out
+
+
+def make_element(vr: str, vals: Iterable[Any] | None) -> dict[str, Any]:
+    """A JSON element; ``Value`` omitted when empty (PS3.18 F.2.5)."""
+    vals = [] if vals is None else [v for v in vals]
+    if not vals or all(v is None or v == "" for v in vals):
+        return {"vr": vr}
+    if vr == "PN":
+        vals = [v if isinstance(v, dict) else _pn_json(str(v)) for v in vals]
+    return {"vr": vr, "Value": vals}
+
+
+def _pn_json(text: str) -> dict[str, str]:
+    groups = text.split("=")
+    names = ("Alphabetic", "Ideographic", "Phonetic")
+    return {name: g for name, g in zip(names, groups) if g}
+
+
+# -- XML: PS3.19 Native DICOM Model -----------------------------------------------------------
+
+_NATIVE_NS = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
+_PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
+
+
+def json_to_xml(obj: DicomJson) -> bytes:
+    """The Native DICOM Model XML of one DICOM JSON object."""
+    root = ET.Element("NativeDicomModel", xmlns=_NATIVE_NS)
+    _xml_attributes(root, obj)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+
+
+def _xml_attributes(parent: ET.Element, obj: DicomJson) -> None:
+    for key in sorted(obj):
+        elem = obj[key]
+        vr = elem.get("vr", "UN")
+        attrs = {"tag": key, "vr": vr}
+        kw = keyword_of(key)
+        if kw != key:
+            attrs["keyword"] = kw
+        node = ET.SubElement(parent, "DicomAttribute", attrs)
+        if "BulkDataURI" in elem:
+            ET.SubElement(node, "BulkData", uri=elem["BulkDataURI"])
+        elif "InlineBinary" in elem:
+            ET.SubElement(node, "InlineBinary").text = elem["InlineBinary"]
+        for number, value in enumerate(elem.get("Value", []), start=1):
+            if vr == "SQ":
+                item = ET.SubElement(node, "Item", number=str(number))
+                _xml_attributes(item, value or {})
+            elif vr == "PN":
+                pn = ET.SubElement(node, "PersonName", number=str(number))
+                for group in ("Alphabetic", "Ideographic", "Phonetic"):
+                    text = value.get(group) if isinstance(value, dict) else (value if group == "Alphabetic" else None)
+                    if not text:
+                        continue
+                    g = ET.SubElement(pn, group)
+                    for name, comp in zip(_PN_COMPONENTS, text.split("^")):
+                        if comp:
+                            ET.SubElement(g, name).text = comp
+            else:
+                v = ET.SubElement(node, "Value", number=str(number))
+                if value is not None:
+                    v.text = str(value)
+
+
+def xml_to_json(data: bytes | str) -> DicomJson:
+    """DICOM JSON of a Native DICOM Model XML document (the inverse of ``json_to_xml``)."""
+    root = ET.fromstring(data)
+    return _json_from_xml(root)
+
+
+def _strip_ns(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _json_from_xml(node: ET.Element) -> DicomJson:
+    out: DicomJson = {}
+    for attr in node:
+        if _strip_ns(attr.tag) != "DicomAttribute":
+            continue
+        key = attr.get("tag", "").upper()
+        vr = attr.get("vr", "UN")
+        elem: dict[str, Any] = {"vr": vr}
+        vals: list[Any] = []
+        for child in attr:
+            name = _strip_ns(child.tag)
+            if name == "BulkData":
+                elem["BulkDataURI"] = child.get("uri") or child.get("uuid", "")
+            elif name == "InlineBinary":
+                elem["InlineBinary"] = (child.text or "").strip()
+            elif name == "Item":
+                vals.append(_json_from_xml(child))
+            elif name == "PersonName":
+                pn: dict[str, str] = {}
+                for group in child:
+                    comps = {_strip_ns(c.tag): (c.text or "") for c in group}
+                    parts = [comps.get(n, "") for n in _PN_COMPONENTS]
+                    while parts and not parts[-1]:
+                        parts.pop()
+                    pn[_strip_ns(group.tag)] = "^".join(parts)
+                vals.append(pn)
+            elif name == "Value":
+                vals.append(_typed(vr, child.text))
+        if vals:
+            elem["Value"] = vals
+        out[key] = elem
+    return out
+
+
+def _typed(vr: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    if vr in ("IS", "SL", "SS", "UL", "US", "SV", "UV"):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if vr in ("DS", "FL", "FD"):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text

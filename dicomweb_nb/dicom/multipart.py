@@ -1,0 +1,257 @@
+"""Streaming multipart/related (RFC 2387 / RFC 2046 5.1) reader and writer.
+
+The reader is a push parser: feed it bytes as they arrive (tornado's ``data_received`` on the
+server, ``iter_content`` on the client) and it yields part events without ever holding more than
+one chunk plus a boundary's length. Neither the email package nor requests-toolbelt parse
+incrementally without buffering whole parts, which STOW-RS of a 2 GB study cannot afford; hence
+this module.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Union
+
+__all__ = [
+    "MultipartError", "PartBegin", "PartData", "PartEnd", "MultipartParser", "MultipartWriter",
+    "iter_parts", "new_boundary", "encode_multipart",
+]
+
+
+class MultipartError(ValueError):
+    """The body is not a well-formed multipart message."""
+
+
+@dataclass
+class PartBegin:
+    headers: dict[str, str]  # names lower-cased
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+
+@dataclass
+class PartData:
+    data: bytes
+
+
+@dataclass
+class PartEnd:
+    pass
+
+
+Event = Union[PartBegin, PartData, PartEnd]
+
+_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class MultipartParser:
+    """Incremental multipart parser.
+
+    >>> p = MultipartParser("XYZ")
+    >>> events = p.feed(b"--XYZ\\r\\nContent-Type: text/plain\\r\\n\\r\\nhi\\r\\n--XYZ--\\r\\n")
+    >>> p.finish()
+    """
+
+    def __init__(self, boundary: str | bytes):
+        if isinstance(boundary, str):
+            boundary = boundary.encode("latin-1")
+        if not boundary or len(boundary) > 200:
+            raise MultipartError("multipart boundary must be 1 to 200 characters long")
+        self._dash_boundary = b"--" + boundary
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = bytearray()
+        self._state = _PREAMBLE
+        self.parts_seen = 0
+
+    @property
+    def complete(self) -> bool:
+        """True once the closing delimiter has been read."""
+        return self._state == _EPILOGUE
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Consume ``data``; return the events it completes, in order."""
+        if self._state == _EPILOGUE:
+            return []  # epilogue is ignored per RFC 2046
+        self._buffer += data
+        events: list[Event] = []
+        while True:
+            if self._state == _PREAMBLE:
+                if not self._skip_preamble():
+                    break
+            elif self._state == _AFTER_DELIMITER:
+                if not self._read_after_delimiter():
+                    break
+                if self._state == _EPILOGUE:
+                    self._buffer.clear()
+                    break
+            elif self._state == _HEADERS:
+                begin = self._read_headers()
+                if begin is None:
+                    break
+                events.append(begin)
+            elif self._state == _BODY:
+                if not self._read_body(events):
+                    break
+            else:
+                break
+        return events
+
+    def finish(self) -> None:
+        """Call at end of input: raises MultipartError if the message was cut short."""
+        if self._state == _EPILOGUE:
+            return
+        if self._state == _PREAMBLE:
+            raise MultipartError("no multipart boundary found in the body (is the boundary parameter right?)")
+        raise MultipartError("multipart body ended before its closing boundary (truncated upload?)")
+
+    # -- states -------------------------------------------------------------------------------
+    def _skip_preamble(self) -> bool:
+        buf = self._buffer
+        if buf.startswith(self._dash_boundary):
+            del buf[: len(self._dash_boundary)]
+            self._state = _AFTER_DELIMITER
+            return True
+        idx = buf.find(self._delimiter)
+        if idx < 0:
+            keep = len(self._delimiter)
+            if len(buf) > keep:
+                del buf[: len(buf) - keep]
+            return False
+        del buf[: idx + len(self._delimiter)]
+        self._state = _AFTER_DELIMITER
+        return True
+
+    def _read_after_delimiter(self) -> bool:
+        buf = self._buffer
+        if len(buf) < 2:
+            return False
+        if buf[:2] == b"--":
+            self._state = _EPILOGUE
+            return True
+        idx = buf.find(b"\n")
+        if idx < 0:
+            if len(buf) > 1024:
+                raise MultipartError("garbage after a multipart boundary")
+            return False
+        padding = bytes(buf[:idx]).rstrip(b"\r")
+        if padding.strip(b" \t"):
+            raise MultipartError("unexpected characters after a multipart boundary")
+        del buf[: idx + 1]
+        self._state = _HEADERS
+        return True
+
+    def _read_headers(self) -> PartBegin | None:
+        buf = self._buffer
+        if buf.startswith(b"\r\n") or buf.startswith(b"\n"):
+            del buf[: 2 if buf.startswith(b"\r\n") else 1]
+            headers: dict[str, str] = {}
+        else:
+            idx = buf.find(b"\r\n\r\n")
+            sep = 4
+            if idx < 0:
+                idx = buf.find(b"\n\n")
+                sep = 2
+            if idx < 0:
+                if len(buf) > _MAX_HEADER_BYTES:
+                    raise MultipartError("multipart part headers are too long or never end")
+                return None
+            raw = bytes(buf[:idx]).decode("latin-1")
+            del buf[: idx + sep]
+            headers = {}
+            for line in raw.replace("\r\n", "\n").split("\n"):
+                if not line.strip():
+                    continue
+                if line[0] in " \t" and headers:  # obsolete folded header line
+                    last = next(reversed(headers))
+                    headers[last] += " " + line.strip()
+                    continue
+                if ":" not in line:
+                    raise MultipartError(f"malformed multipart part header {line!r}")
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        self._state = _BODY
+        self.parts_seen += 1
+        return PartBegin(headers)
+
+    def _read_body(self, events: list[Event]) -> bool:
+        buf = self._buffer
+        idx = buf.find(self._delimiter)
+        if idx < 0:
+            safe = len(buf) - (len(self._delimiter) - 1)
+            if safe > 0:
+                events.append(PartData(bytes(buf[:safe])))
+                del buf[:safe]
+            return False
+        if idx:
+            events.append(PartData(bytes(buf[:idx])))
+        del buf[: idx + len(self._delimiter)]
+        events.append(PartEnd())
+        self._state = _AFTER_DELIMITER
+        return True
+
+
+def iter_parts(chunks: Iterable[bytes], boundary: str | bytes) -> Iterator[tuple[dict[str, str], bytes]]:
+    """Yield ``(headers, content)`` for each part of a multipart body given as chunks.
+
+    Only one part is held in memory at a time.
+    """
+    parser = MultipartParser(boundary)
+    headers: dict[str, str] = {}
+    pieces: list[bytes] = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        for event in parser.feed(chunk):
+            if isinstance(event, PartBegin):
+                headers, pieces = event.headers, []
+            elif isinstance(event, PartData):
+                pieces.append(event.data)
+            else:
+                yield headers, b"".join(pieces)
+                pieces = []
+        if parser.complete:
+            break
+    parser.finish()
+
+
+def new_boundary() -> str:
+    """A random boundary that cannot plausibly occur in DICOM content."""
+    return "dicomweb-nb-" + secrets.token_hex(16)
+
+
+class MultipartWriter:
+    """Produces the framing bytes of a multipart body; the caller streams each part's content between."""
+
+    def __init__(self, boundary: str | None = None):
+        self.boundary = boundary or new_boundary()
+        self._first = True
+
+    def part_head(self, content_type: str | None, headers: dict[str, str] | None = None) -> bytes:
+        lines = [] if self._first else [b""]
+        self._first = False
+        lines.append(b"--" + self.boundary.encode("latin-1"))
+        if content_type:
+            lines.append(f"Content-Type: {content_type}".encode("latin-1"))
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def close(self) -> bytes:
+        if self._first:
+            return b"--" + self.boundary.encode("latin-1") + b"--\r\n"
+        return b"\r\n--" + self.boundary.encode("latin-1") + b"--\r\n"
+
+
+def encode_multipart(parts: Iterable[tuple[str | None, bytes]], boundary: str | None = None) -> tuple[bytes, str]:
+    """Encode small parts in memory; returns ``(body, boundary)``."""
+    writer = MultipartWriter(boundary)
+    out = bytearray()
+    for content_type, content in parts:
+        out += writer.part_head(content_type)
+        out += content
+    out += writer.close()
+    return bytes(out), writer.boundary

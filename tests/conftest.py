@@ -1,0 +1,6 @@
+"""Shared fixtures: sample data, our server (standalone and as a Jupyter extension), a real Orthanc."""
+
+pytest_plugins = [
+    "tests.fixtures.data",
+    "tests.fixtures.orthanc",
+]
