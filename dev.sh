@@ -59,7 +59,9 @@ case "${1:-}" in
         export PATH="$VENV/bin:$PATH"
         echo "==> preloading the workspace store (.dicomweb/) with sample studies"
         dicomweb-nb samples --store "$ROOT/.dicomweb"
-        exec jupyter lab --ServerApp.root_dir="$ROOT" --ServerApp.ip=127.0.0.1 "$@" notebooks/01-quickstart.ipynb
+        root_flag=()
+        [ "$(id -u)" = 0 ] && root_flag=(--allow-root)
+        exec jupyter lab --ServerApp.root_dir="$ROOT" --ServerApp.ip=127.0.0.1 "${root_flag[@]}" "$@"
         ;;
     test)
         shift

@@ -18,13 +18,13 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from .tags import keyword_of, parse_tag, tag_hex
+from .tags import keyword_of, parse_tag, tag_hex, vr_of
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
 BULK_THRESHOLD = 1024  # bytes; binary values above this are served as bulk data
 
 # Stored metadata names its bulk data ``"BulkDataURI":"<placeholder>bulk/..."``; a JSON string value
@@ -39,23 +39,38 @@ DicomJson = dict[str, Any]
 def dataset_to_json(ds: Dataset, *, bulk_threshold: int = BULK_THRESHOLD, _path: str = "") -> DicomJson:
     """DICOM JSON of a dataset; binary values over ``bulk_threshold`` as relative BulkDataURI.
 
-    Group 0002 (file meta) is excluded, as PS3.18 F.2 asks.
+    Group 0002 (file meta) is excluded, as PS3.18 F.2 asks. Values pydicom deferred (read with
+    ``defer_size``) are judged by their raw length and never loaded when they become bulk data.
     """
     out: DicomJson = {}
-    for elem in ds:
-        if elem.tag.group == 0x0002:
+    for raw in ds.elements():
+        tag = int(raw.tag)
+        if (tag >> 16) == 0x0002:
             continue
-        key = tag_hex(elem.tag)
+        key = tag_hex(tag)
         here = f"{_path}{key}"
+        vr = raw.VR or vr_of(tag)
+        if isinstance(raw, RawDataElement):
+            size = raw.length if raw.length != 0xFFFFFFFF else None
+        else:
+            size = len(raw.value) if isinstance(raw.value, (bytes, bytearray)) else None
+        if tag in PIXEL_DATA_TAGS or (vr in BINARY_VRS and size is not None and size > bulk_threshold):
+            out[key] = {"vr": _binary_vr(vr), "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{here}"}
+            continue
+        try:
+            elem = ds[tag]
+        except Exception:  # noqa: BLE001 - an undecodable element is left out rather than failing the dataset
+            continue
         if elem.VR == "SQ":
             items = [dataset_to_json(item, bulk_threshold=bulk_threshold, _path=f"{here}/{i}/") for i, item in enumerate(elem.value)]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
-        if elem.tag in PIXEL_DATA_TAGS or (elem.VR in BINARY_VRS and elem.value is not None and len(elem.value) > bulk_threshold):
-            out[key] = {"vr": elem.VR if elem.VR != "OB or OW" else "OW", "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{here}"}
-            continue
         out[key] = _element_json(elem, bulk_threshold)
     return out
+
+
+def _binary_vr(vr: str) -> str:
+    return "OW" if vr == "OB or OW" else ("OB" if " or " in vr else vr)
 
 
 def _element_json(elem: DataElement, bulk_threshold: int) -> dict[str, Any]:

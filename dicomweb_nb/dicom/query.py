@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Iterable, Literal
 
 from .dicomjson import DicomJson, pn_text, value_texts
@@ -20,6 +20,7 @@ MatchKind = Literal["universal", "single", "list", "wildcard", "range"]
 
 RESERVED_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby", "count"})
 DATE_VRS = frozenset({"DA", "TM", "DT"})
+NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"})
 MAX_LIMIT = 100_000
 
 
@@ -144,9 +145,26 @@ class Match:
         if self.vr == "PN":
             return _pn_matches(self, text, ci=ci or fuzzy, fuzzy=fuzzy)
         if self.kind == "wildcard":
-            return fnmatchcase(text, self.values[0])
+            return wildcard_matches(self.values[0], text)
+        if self.vr in NUMERIC_VRS:
+            try:
+                return _canonical_number(text) in self.values
+            except ValueError:
+                return False
         text = text.strip() if self.vr != "UI" else text.rstrip("\x00").strip()
         return text in self.values
+
+
+@lru_cache(maxsize=1024)
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    # DICOM wildcards are only * and ?; brackets and other characters are literal (unlike fnmatch).
+    body = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.compile(body, re.DOTALL)
+
+
+def wildcard_matches(pattern: str, text: str) -> bool:
+    """DICOM wildcard matching (PS3.4 C.2.2.2.4): ``*`` any run, ``?`` one character."""
+    return _wildcard_regex(pattern).fullmatch(text) is not None
 
 
 def _pn_matches(match: Match, stored: str, *, ci: bool, fuzzy: bool) -> bool:
@@ -159,7 +177,7 @@ def _pn_matches(match: Match, stored: str, *, ci: bool, fuzzy: bool) -> bool:
     for cand in candidates:
         for pat in patterns:
             if match.kind == "wildcard" or "*" in pat or "?" in pat:
-                if fnmatchcase(cand, pat):
+                if wildcard_matches(pat, cand):
                     return True
             elif cand == pat:
                 return True
@@ -231,7 +249,7 @@ def parse_match(key: str, value: str) -> Match:
             if not re.fullmatch(r"[0-9.]{1,64}", uid):
                 raise QueryError(f"{key}={value!r}: {uid!r} is not a UID (digits and dots, at most 64 characters)")
         return Match(path, vr, "list" if len(uids) > 1 else "single", value, uids)
-    if vr in ("US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"):
+    if vr in NUMERIC_VRS:
         items = [v.strip() for v in value.split("\\")]
         for item in items:
             try:

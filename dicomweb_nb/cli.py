@@ -1,0 +1,181 @@
+"""``dicomweb-nb``: serve a store over DICOMweb, import files into it, preload sample studies."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_STORE = ".dicomweb"
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+
+
+def default_store() -> str:
+    return os.environ.get("DICOMWEB_NB_STORE", DEFAULT_STORE)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _config_from_args(args: argparse.Namespace):
+    from traitlets.config import Config
+    from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
+
+    from .server.config import DicomWeb
+
+    cfg = Config()
+    if args.config:
+        path = Path(args.config)
+        loader_cls = JSONFileConfigLoader if path.suffix == ".json" else PyFileConfigLoader
+        cfg.merge(loader_cls(path.name, path=str(path.parent.resolve())).load_config())
+    for item in args.option or []:
+        if "=" not in item:
+            raise SystemExit(f"error: -c expects NAME=VALUE (a c.DicomWeb option), got {item!r}")
+        name, value = item.split("=", 1)
+        name = name.removeprefix("DicomWeb.").removeprefix("c.DicomWeb.")
+        if name not in DicomWeb.class_trait_names(config=True):
+            raise SystemExit(f"error: unknown option {name!r}; see `dicomweb-nb serve --help-options`")
+        try:
+            cfg.DicomWeb[name] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg.DicomWeb[name] = value
+    return DicomWeb(config=cfg)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import tornado.httpserver
+    import tornado.ioloop
+
+    from .server.app import make_app
+
+    if args.help_options:
+        from .server.config import DicomWeb
+
+        print(DicomWeb.class_get_help())
+        return 0
+    basic = None
+    if args.basic_auth:
+        user, sep, password = args.basic_auth.partition(":")
+        if not sep or not user:
+            raise SystemExit("error: --basic-auth expects USER:PASSWORD")
+        basic = (user, password)
+    token = args.token or os.environ.get("DICOMWEB_NB_TOKEN") or None
+    if not _is_loopback(args.host) and token is None and basic is None and not args.allow_unauthenticated:
+        print(
+            f"error: refusing to serve on {args.host} without authentication: anyone on the network could read "
+            "and write the store. Give --token or --basic-auth, or --allow-unauthenticated if you mean it.",
+            file=sys.stderr,
+        )
+        return 2
+    config = _config_from_args(args)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = make_app(args.store, config, auth_token=token, basic_auth=basic)
+    # Uploads are streamed; the per-request limit is set by the STOW handler (max_upload_size).
+    server = tornado.httpserver.HTTPServer(app, max_body_size=config.max_upload_size, idle_connection_timeout=3600)
+    server.listen(args.port, address=args.host)
+    ctx = app.settings["dicomweb"]
+    counts = ctx.store.counts()
+    print(f"dicomweb-nb serving {ctx.store.root} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
+    print(f"  DICOMweb: http://{args.host}:{args.port}{ctx.root_path}", flush=True)
+    if config.enable_wado:
+        print(f"  WADO-URI: http://{args.host}:{args.port}{ctx.wado_path}", flush=True)
+    loop = tornado.ioloop.IOLoop.current()
+
+    def stop(*_: object) -> None:
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.start()
+    server.stop()
+    ctx.executor.shutdown(wait=False, cancel_futures=True)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .store import Store, import_paths
+
+    store = Store(args.store)
+    try:
+        report = import_paths(store, args.paths, progress=not args.quiet)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {len(report.stored)} instance(s) into {store.root}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} file(s):")
+        for path, reason in report.skipped:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from . import samples
+    from .store import Store, import_paths
+
+    store = Store(args.store)
+    if store.counts()["instances"] and not args.force:
+        print(f"{store.root} already holds studies; leaving it as it is (--force to add the samples again)")
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generated = samples.write_series(list(samples.iter_sample_datasets()), tmp)
+        report = import_paths(store, [*samples.pydicom_test_files(), *generated], progress=not args.quiet)
+    counts = store.counts()
+    print(f"{store.root}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances"
+          f" ({len(report.skipped)} file(s) skipped)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomweb-nb", description="DICOMweb for Jupyter: serve, import, samples.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
+    serve.add_argument("--store", default=default_store(), help="store folder (default: .dicomweb, or $DICOMWEB_NB_STORE)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8042, help="port (default 8042, Orthanc's)")
+    serve.add_argument("--token", help="require 'Authorization: Bearer <token>' (or $DICOMWEB_NB_TOKEN)")
+    serve.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP basic authentication")
+    serve.add_argument("--allow-unauthenticated", action="store_true", help="allow a non-loopback bind without authentication")
+    serve.add_argument("--config", help="a traitlets config file (.py or .json) with c.DicomWeb options")
+    serve.add_argument("-c", dest="option", action="append", metavar="NAME=VALUE", help="set one c.DicomWeb option (repeatable)")
+    serve.add_argument("--help-options", action="store_true", help="list the c.DicomWeb options and exit")
+    serve.add_argument("--quiet", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    imp = sub.add_parser("import", help="import DICOM files and folders into a store (non-DICOM files are skipped)")
+    imp.add_argument("paths", nargs="+")
+    imp.add_argument("--store", default=default_store())
+    imp.add_argument("--quiet", action="store_true")
+    imp.set_defaults(func=cmd_import)
+
+    smp = sub.add_parser("samples", help="preload a store with sample studies (pydicom's test files, generated CT/MR)")
+    smp.add_argument("--store", default=default_store())
+    smp.add_argument("--force", action="store_true", help="add the samples even if the store is not empty")
+    smp.add_argument("--quiet", action="store_true")
+    smp.set_defaults(func=cmd_samples)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

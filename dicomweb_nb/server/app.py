@@ -1,0 +1,74 @@
+"""Assembling a DICOMweb server: the shared context, and the standalone tornado application."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+
+from ..store import Store
+from .base import DicomWebContext, StandaloneBase
+from .config import DicomWeb
+from .routes import build_routes
+
+log = logging.getLogger("dicomweb_nb.server")
+
+
+def url_path_join(*pieces: str) -> str:
+    """Join URL path pieces with exactly one slash between them (keeps a leading and trailing one)."""
+    initial = pieces[0].startswith("/")
+    final = pieces[-1].endswith("/")
+    stripped = [p.strip("/") for p in pieces]
+    result = "/".join(p for p in stripped if p)
+    if initial:
+        result = "/" + result
+    if final and result != "/":
+        result += "/"
+    return result or "/"
+
+
+def make_context(
+    config: DicomWeb,
+    store_dir: str | os.PathLike[str],
+    *,
+    base_url: str = "/",
+    auth_token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+) -> DicomWebContext:
+    """The state shared by all handlers of one server (store opened and reconciled here)."""
+    store = Store(store_dir, duplicates=config.duplicates, pn_case_insensitive=not config.qido_case_sensitive)
+    executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
+    ctx = DicomWebContext(
+        config=config,
+        store=store,
+        executor=executor,
+        root_path=url_path_join(base_url, config.root, "/"),
+        wado_path=url_path_join(base_url, config.wado_root),
+        auth_token=auth_token,
+        basic_auth=basic_auth,
+    )
+    return ctx
+
+
+def routes_for(ctx: DicomWebContext, base: type) -> list[tuple[str, type, dict[str, Any]]]:
+    return build_routes(base, ctx.root_path, ctx.wado_path if ctx.config.enable_wado else None)
+
+
+def make_app(
+    store_dir: str | os.PathLike[str],
+    config: DicomWeb | None = None,
+    *,
+    auth_token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+    **settings: Any,
+) -> web.Application:
+    """The standalone DICOMweb application of ``dicomweb-nb serve`` (no Jupyter involved)."""
+    config = config or DicomWeb()
+    Path(store_dir).mkdir(parents=True, exist_ok=True)
+    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
+    app = web.Application(routes_for(ctx, StandaloneBase), dicomweb=ctx, **settings)
+    return app

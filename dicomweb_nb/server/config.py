@@ -1,0 +1,91 @@
+"""Server configuration: one traitlets class, ``c.DicomWeb.*``, for the extension and ``dicomweb-nb serve``.
+
+Option names follow the Orthanc DICOMweb plugin's (``Root`` -> ``root``, ``StudiesMetadata`` ->
+``studies_metadata``, ...) so its users find their way; the README keeps the full table.
+"""
+
+from __future__ import annotations
+
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, validate
+from traitlets.config import Configurable
+
+METADATA_MODES = ("Full", "MainDicomTags", "Extrapolate")
+
+DEFAULT_SERIES_EXTRAPOLATED = [
+    "BitsAllocated", "BitsStored", "Columns", "HighBit", "PhotometricInterpretation", "PixelSpacing",
+    "PlanarConfiguration", "RescaleIntercept", "RescaleSlope", "Rows", "SOPClassUID", "SamplesPerPixel",
+    "SliceThickness",
+]
+
+
+class DicomWeb(Configurable):
+    """DICOMweb server options (Orthanc DICOMweb plugin equivalents in brackets)."""
+
+    enable = Bool(True, help="Serve the DICOMweb API at all [Enable].").tag(config=True)
+    root = Unicode("/dicom-web/", help="Root path of QIDO-RS, STOW-RS and WADO-RS, under Jupyter's base_url [Root].").tag(config=True)
+    enable_wado = Bool(True, help="Serve WADO-URI [EnableWado].").tag(config=True)
+    wado_root = Unicode("/wado", help="Path of WADO-URI, under Jupyter's base_url [WadoRoot].").tag(config=True)
+    store_dir = Unicode(
+        "",
+        help="Folder of the workspace store; relative paths are taken from Jupyter's root_dir. "
+        "Default: .dicomweb in the root dir. (Orthanc: StorageDirectory / IndexDirectory of the core.)",
+    ).tag(config=True)
+    public_url = Unicode(
+        "",
+        help="Absolute URL of the DICOMweb root as clients see it, when neither the Host header nor "
+        "Forwarded / X-Forwarded-* headers give it right [Host + Ssl].",
+    ).tag(config=True)
+    studies_metadata = Enum(METADATA_MODES, "Full", help="How study-level WADO-RS metadata is produced [StudiesMetadata].").tag(config=True)
+    series_metadata = Enum(METADATA_MODES, "Full", help="How series-level WADO-RS metadata is produced [SeriesMetadata].").tag(config=True)
+    studies_metadata_extrapolated_tags = List(
+        Unicode(), ["AcquisitionDate"], help="Tags added in Extrapolate mode at study level [StudiesMetadataExtrapolatedTags]."
+    ).tag(config=True)
+    series_metadata_extrapolated_tags = List(
+        Unicode(), DEFAULT_SERIES_EXTRAPOLATED, help="Tags added in Extrapolate mode at series level [SeriesMetadataExtrapolatedTags]."
+    ).tag(config=True)
+    enable_metadata_cache = Bool(
+        True,
+        help="Keep the DICOM JSON of each instance computed at ingest and answer metadata from it "
+        "(false re-reads the files on every request) [EnableMetadataCache].",
+    ).tag(config=True)
+    servers = Dict(
+        {},
+        help="Remote DICOMweb servers by name: {'name': {'Url': ..., 'Username': ..., 'Password': ..., "
+        "'HttpHeaders': {...}, 'Timeout': 60}} or {'name': [url, user, password]} [Servers].",
+    ).tag(config=True)
+    servers_in_store = Bool(
+        False, help="Persist servers added with PUT /servers/{name} in the workspace store [ServersInDatabase]."
+    ).tag(config=True)
+    qido_case_sensitive = Bool(
+        False, help="Match person names case-sensitively in QIDO-RS (Orthanc core: CaseSensitivePN)."
+    ).tag(config=True)
+    qido_max_results = Int(
+        0, help="Most matches a QIDO-RS answer holds when the client gives no limit (0: unlimited); "
+        "cut answers carry a Warning header (Orthanc core: LimitFindResults).",
+    ).tag(config=True)
+    duplicates = Enum(
+        ("replace", "reject", "keep"), "replace",
+        help="What STOW-RS does with a SOP Instance UID already stored: replace it, reject the new one "
+        "(failure 0x0111), or keep the stored one (Orthanc core: OverwriteInstances).",
+    ).tag(config=True)
+    max_upload_size = Int(
+        64 * 1024 ** 3, help="Largest STOW-RS request body in bytes; larger ones get 413. The body is streamed to disk, never held in memory."
+    ).tag(config=True)
+    cors_origins = List(
+        Unicode(), [],
+        help="Origins allowed to call the API from a browser (CORS), e.g. an OHIF viewer's; '*' for any.",
+    ).tag(config=True)
+    worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(config=True)
+    chunked_transfer = Bool(True, help="Stream multipart answers [ChunkedTransfers].").tag(config=True)
+    request_timeout = Float(60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout).").tag(config=True)
+
+    @validate("root")
+    def _valid_root(self, proposal):
+        value = "/" + proposal["value"].strip("/") + "/"
+        if value == "//":
+            raise ValueError("root must not be empty")
+        return value
+
+    @validate("wado_root")
+    def _valid_wado_root(self, proposal):
+        return "/" + proposal["value"].strip("/")

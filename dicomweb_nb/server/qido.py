@@ -1,0 +1,70 @@
+"""QIDO-RS (PS3.18 10.6): search studies, series and instances of the store."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from ..dicom import mediatypes as mt
+from ..dicom.dicomjson import json_to_xml
+from ..dicom.multipart import MultipartWriter
+from ..dicom.query import Query, QueryError, parse_query
+from ..store import SearchResult
+from ..store.store import UrlBuilder
+from .base import ApiError, DicomWebMixin
+
+_XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
+
+
+class QidoMixin(DicomWebMixin):
+    """GET handler of the search URLs; ``level`` comes from the route."""
+
+    level: str = "study"
+
+    def initialize(self, level: str = "study", **kwargs: object) -> None:
+        self.level = level
+        super().initialize(**kwargs)  # type: ignore[misc]
+
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """Query parameters, percent-decoded (UTF-8) before anything else looks at them."""
+        try:
+            return parse_qsl(self.request.query, keep_blank_values=True, strict_parsing=False, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise ApiError(400, "the query string is not valid UTF-8 once percent-decoded") from None
+
+    async def get(self, study: str | None = None, series: str | None = None) -> None:
+        if study is not None:
+            study = self.uid(study, "StudyInstanceUID")
+        if series is not None:
+            series = self.uid(series, "SeriesInstanceUID")
+        media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
+        pairs = [(k, v) for k, v in self.query_pairs() if k != "accept"]
+        try:
+            query = parse_query(pairs, self.level)
+        except QueryError as exc:
+            raise ApiError(400, f"bad QIDO-RS query: {exc}") from None
+        max_results = self.ctx.config.qido_max_results or None
+        result = await self.run_blocking(self._search, query, study, series, max_results, self.url_builder())
+        if result.truncated:
+            self.add_header(
+                "Warning",
+                '299 dicomweb-nb "The number of results exceeded the maximum supported by the server. '
+                'Additional results can be requested."',
+            )
+        if media_type == _XML_MULTIPART:
+            writer = MultipartWriter()
+            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))
+            for item in result.items:
+                self.write(writer.part_head(mt.DICOM_XML))
+                self.write(json_to_xml(item))
+            self.finish(writer.close())
+            return
+        self.write_json(result.items, 200, media_type)
+
+    def _search(self, query: Query, study: str | None, series: str | None, max_results: int | None,
+                url: "UrlBuilder") -> SearchResult:
+        if study is not None and series is None and self.level in ("series", "instance"):
+            self.store.instances(study)  # 404 for an unknown study rather than an empty answer
+        if series is not None:
+            self.store.instances(study, series)
+        return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=url,
+                                 max_results=max_results)

@@ -1,0 +1,218 @@
+"""STOW-RS (PS3.18 10.5): ``POST {root}/studies[/{study}]``, streamed to disk part by part.
+
+The body is never held in memory: each part of the multipart/related body is written to a file
+under the store's tmp/ as it arrives (tornado ``stream_request_body``), then all parts are
+checked and indexed together. A bad part fails alone; the good ones are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..dicom import mediatypes as mt
+from ..dicom.dicomjson import json_to_xml
+from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
+from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, describe_failure
+from .base import ApiError, DicomWebMixin
+
+_ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream")
+
+
+@dataclass
+class _Part:
+    number: int
+    path: Path | None = None
+    file: BinaryIO | None = None
+    rejected: str | None = None  # why the part was refused before reading it
+
+
+class StowMixin(DicomWebMixin):
+    """POST handler body; combined with the QIDO / WADO GET handlers on the same URLs."""
+
+    _stow_parser: MultipartParser | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()  # type: ignore[misc]
+        self._stow_parts: list[_Part] = []
+        self._stow_error: ApiError | None = None
+        self._stow_received = 0
+        self._stow_single: _Part | None = None
+        if self.request.method != "POST":
+            return
+        self._stow_response_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, mt.DICOM_XML])
+        limit = self.ctx.config.max_upload_size
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"the upload is {int(length)} bytes; this server accepts at most {limit} (max_upload_size)")
+        self.request.connection.set_max_body_size(limit)
+        raw_type = self.request.headers.get("Content-Type", "")
+        if not raw_type:
+            raise ApiError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"; boundary=...')
+        try:
+            ctype = mt.parse_media_type(raw_type)
+        except mt.MediaTypeError as exc:
+            raise ApiError(400, f"malformed Content-Type: {exc}") from None
+        if ctype.type == mt.DICOM:
+            # Not in PS3.18, but convenient for curl: a single Part 10 file as the whole body.
+            self._stow_single = self._open_part(1)
+            self._stow_parts.append(self._stow_single)
+            return
+        if ctype.type != mt.MULTIPART_RELATED:
+            raise ApiError(415, f'STOW-RS accepts multipart/related; type="application/dicom", not {ctype.type}')
+        part_type = ctype.params.get("type", mt.DICOM).lower()
+        if part_type in (mt.DICOM_JSON, mt.DICOM_XML, mt.JSON):
+            raise ApiError(415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom")
+        if part_type != mt.DICOM:
+            raise ApiError(415, f'STOW-RS parts must be application/dicom, not {part_type}')
+        boundary = ctype.params.get("boundary")
+        if not boundary:
+            raise ApiError(400, "the multipart/related Content-Type has no boundary parameter")
+        try:
+            self._stow_parser = MultipartParser(boundary)
+        except MultipartError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def _open_part(self, number: int) -> _Part:
+        path = self.store.tmp_dir / f"stow-{os.getpid()}-{id(self)}-{number}.part"
+        return _Part(number, path, open(path, "wb"))
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._stow_error is not None or self.request.method != "POST":
+            return
+        self._stow_received += len(chunk)
+        if self._stow_received > self.ctx.config.max_upload_size:
+            self._stow_error = ApiError(413, f"the upload exceeds {self.ctx.config.max_upload_size} bytes (max_upload_size)")
+            self._close_parts()
+            return
+        if self._stow_single is not None:
+            assert self._stow_single.file is not None
+            self._stow_single.file.write(chunk)
+            return
+        assert self._stow_parser is not None
+        try:
+            events = self._stow_parser.feed(chunk)
+        except MultipartError as exc:
+            self._stow_error = ApiError(400, f"malformed multipart body: {exc}")
+            self._close_parts()
+            return
+        for event in events:
+            if isinstance(event, PartBegin):
+                part_type = (event.content_type or mt.DICOM).split(";")[0].strip().lower()
+                number = len(self._stow_parts) + 1
+                if part_type not in _ACCEPTED_PART_TYPES:
+                    self._stow_parts.append(_Part(number, rejected=f"part {number} is {part_type}, not application/dicom"))
+                else:
+                    self._stow_parts.append(self._open_part(number))
+            elif isinstance(event, PartData):
+                current = self._stow_parts[-1]
+                if current.file is not None:
+                    current.file.write(event.data)
+            elif isinstance(event, PartEnd):
+                current = self._stow_parts[-1]
+                if current.file is not None:
+                    current.file.close()
+
+    def _close_parts(self) -> None:
+        for part in self._stow_parts:
+            if part.file is not None and not part.file.closed:
+                part.file.close()
+
+    def _discard_parts(self) -> None:
+        self._close_parts()
+        for part in self._stow_parts:
+            if part.path is not None:
+                try:
+                    part.path.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def on_finish(self) -> None:
+        if getattr(self, "_stow_parts", None):
+            self._discard_parts()  # stored parts were moved away; anything left is a leftover
+        super().on_finish()  # type: ignore[misc]
+
+    def on_connection_close(self) -> None:
+        if getattr(self, "_stow_parts", None):
+            self._discard_parts()
+        super().on_connection_close()  # type: ignore[misc]
+
+    async def post(self, study: str | None = None) -> None:
+        if study is not None:
+            study = self.uid(study, "StudyInstanceUID")
+        if self._stow_error is not None:
+            raise self._stow_error
+        self._close_parts()
+        if self._stow_parser is not None:
+            try:
+                self._stow_parser.finish()
+            except MultipartError as exc:
+                raise ApiError(400, f"malformed multipart body: {exc}") from None
+        if not self._stow_parts:
+            raise ApiError(400, "the multipart body holds no parts")
+        readable = [p for p in self._stow_parts if p.path is not None]
+        outcomes = await self.run_blocking(self._store_parts, readable, study)
+        rejected = [StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}")
+                    for p in self._stow_parts if p.rejected]
+        self._respond(outcomes + rejected, study)
+
+    def _store_parts(self, parts: list[_Part], study: str | None) -> list[StoreOutcome]:
+        for part in parts:
+            assert part.path is not None
+            fd = os.open(part.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return self.store.store_files([p.path for p in parts if p.path], expected_study=study,
+                                      sources=[f"part {p.number}" for p in parts])
+
+    def _respond(self, outcomes: list[StoreOutcome], study: str | None) -> None:
+        url = self.url_builder()
+        referenced, failed, messages = [], [], []
+        for outcome in outcomes:
+            if outcome.stored and outcome.sop_uid:
+                item: dict[str, Any] = {
+                    "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]},
+                    "00081155": {"vr": "UI", "Value": [outcome.sop_uid]},
+                    "00081190": {"vr": "UR", "Value": [url(outcome.study_uid or "", outcome.series_uid, outcome.sop_uid)]},
+                }
+                if outcome.warning_reason is not None:
+                    item["00081196"] = {"vr": "US", "Value": [outcome.warning_reason]}
+                referenced.append(item)
+            else:
+                failed.append({
+                    "00081150": _uid_element(outcome.sop_class_uid),
+                    "00081155": _uid_element(outcome.sop_uid),
+                    "00081197": {"vr": "US", "Value": [outcome.failure_reason or 0x0110]},
+                })
+                reason = outcome.message or describe_failure(outcome.failure_reason or 0x0110)
+                messages.append(f"{outcome.source}: {reason}")
+        body: dict[str, Any] = {}
+        studies = {o.study_uid for o in outcomes if o.stored and o.study_uid}
+        if study or len(studies) == 1:
+            body["00081190"] = {"vr": "UR", "Value": [url(study or next(iter(studies)), None, None)]}
+        if failed:
+            body["00081198"] = {"vr": "SQ", "Value": failed}
+        if referenced:
+            body["00081199"] = {"vr": "SQ", "Value": referenced}
+        warnings = any(o.warning_reason is not None for o in outcomes)
+        status = 200 if not failed and not warnings else (202 if referenced else 409)
+        for message in messages[:20]:
+            self.add_header("Warning", f'299 dicomweb-nb "{_header_safe(message)}"')
+        if self._stow_response_type == mt.DICOM_XML:
+            self.set_status(status)
+            self.set_header("Content-Type", "application/dicom+xml")
+            self.finish(json_to_xml(body))
+        else:
+            self.write_json(body, status, self._stow_response_type)
+
+
+def _uid_element(uid: str | None) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [uid]} if uid else {"vr": "UI"}
+
+
+def _header_safe(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 and ch != '"' else "'" if ch == '"' else " " for ch in text)[:300]

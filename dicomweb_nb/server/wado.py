@@ -1,0 +1,451 @@
+"""WADO-RS (PS3.18 10.4): retrieve instances, metadata, frames and bulk data from the store.
+
+Instances stream from disk in chunks with back-pressure (``await flush()``), so a 2 GB study
+never sits in memory; metadata comes from the DICOM JSON computed at ingest; uncompressed frames
+come from the byte offsets recorded at ingest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any, Iterable
+
+from ..dicom import mediatypes as mt
+from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
+from ..dicom.multipart import MultipartWriter
+from . import transcoding as tc
+from ..store import InstanceRow, NotFoundError
+from ..store import reader
+from ..store.ingest import read_instance
+from .base import ApiError, DicomWebMixin
+from .stow import StowMixin
+
+_DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+_XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
+_OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
+SMALL_FILE = 4 << 20  # files up to this size are read in one call
+
+
+# -- transfer syntax negotiation ------------------------------------------------------------------
+
+@dataclass
+class InstanceDelivery:
+    """How retrieved instances are sent: container (multipart, zip, single) and transfer syntax."""
+
+    container: str  # "multipart" | "zip" | "single"
+    transfer_syntax: str  # a UID, or "*" for as stored
+
+
+def choose_instance_delivery(accepted: list[mt.MediaType], rows: list[InstanceRow], *, allow_single: bool) -> InstanceDelivery:
+    """The first acceptable media range the server can satisfy for every instance (PS3.18 8.7.3)."""
+    reasons: list[str] = []
+    for rng in accepted:
+        if rng.type in (mt.MULTIPART_RELATED, "multipart/*", "*/*"):
+            part_type = rng.params.get("type", mt.DICOM).lower() if rng.type == mt.MULTIPART_RELATED else mt.DICOM
+            if part_type not in (mt.DICOM, "application/*", "*/*"):
+                reasons.append(f"{rng}: instances are application/dicom")
+                continue
+            container = "multipart"
+        elif rng.type == mt.ZIP:
+            container = "zip"
+        elif rng.type in (mt.DICOM, "application/*"):
+            container = "single" if allow_single else "multipart"
+        else:
+            reasons.append(f"{rng.type} is not a media type for DICOM instances")
+            continue
+        ts = rng.params.get("transfer-syntax", mt.EXPLICIT_VR_LITTLE_ENDIAN if rng.type != mt.ZIP else "*")
+        problem = next((p for p in (tc.transcode_problem(row.transfer_syntax, ts) for row in rows) if p), None)
+        if problem:
+            reasons.append(problem)
+            continue
+        return InstanceDelivery(container, ts)
+    raise ApiError(406, "cannot produce an acceptable answer: " + "; ".join(reasons or ["no acceptable media type"]))
+
+
+class RetrieveMixin(DicomWebMixin):
+    """Streams instances of a study, series or one instance."""
+
+    async def retrieve(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        delivery = choose_instance_delivery(self.accepted(), rows, allow_single=instance is not None)
+        url = self.url_builder()
+        if delivery.container == "zip":
+            await self._send_zip(rows, delivery.transfer_syntax)
+            return
+        writer = MultipartWriter() if delivery.container == "multipart" else None
+        if writer is not None:
+            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
+        for row in rows:
+            ts = row.transfer_syntax if delivery.transfer_syntax == "*" else delivery.transfer_syntax
+            if writer is not None:
+                self.write(writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
+                                            {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)}))
+            else:
+                self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={ts}")
+            if ts == row.transfer_syntax:
+                await self._send_file(row)
+            else:
+                self.write(await self.run_blocking(tc.transcode_file, row.path, ts))
+                await self.flush()
+        if writer is not None:
+            self.write(writer.close())
+        self.finish()
+
+    async def _send_file(self, row: InstanceRow) -> None:
+        if row.size <= SMALL_FILE:
+            self.write(await self.run_blocking(_read_whole, row))
+            await self.flush()
+            return
+        chunks = reader.iter_file(row)
+        while True:
+            data = await self.run_blocking(next, chunks, None)
+            if data is None:
+                break
+            self.write(data)
+            await self.flush()
+
+    async def _send_zip(self, rows: list[InstanceRow], transfer_syntax: str) -> None:
+        self.set_header("Content-Type", mt.ZIP)
+        self.set_header("Content-Disposition", 'attachment; filename="dicom.zip"')
+        sink = _ChunkSink()
+        archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        for row in rows:
+            name = f"{row.study_uid}/{row.series_uid}/{row.sop_uid}.dcm"
+            if transfer_syntax in ("*", row.transfer_syntax):
+                with archive.open(zipfile.ZipInfo(name), mode="w", force_zip64=row.size > 0x7FFFFFFF) as entry:
+                    chunks = reader.iter_file(row)
+                    while True:
+                        data = await self.run_blocking(next, chunks, None)
+                        if data is None:
+                            break
+                        entry.write(data)
+                        self.write(sink.take())
+                        await self.flush()
+            else:
+                archive.writestr(name, await self.run_blocking(tc.transcode_file, row.path, transfer_syntax))
+            self.write(sink.take())
+            await self.flush()
+        archive.close()
+        self.write(sink.take())
+        self.finish()
+
+
+class _ChunkSink(io.RawIOBase):
+    """A write-only, unseekable stream zipfile writes into; the handler drains it as it goes."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+def _read_whole(row: InstanceRow) -> bytes:
+    with open(row.path, "rb") as fp:
+        return fp.read()
+
+
+class StudyMixin(StowMixin, RetrieveMixin):
+    """``/studies/{study}``: GET retrieves the study, POST stores into it."""
+
+    async def get(self, study: str) -> None:
+        await self.retrieve(self.uid(study, "StudyInstanceUID"))
+
+
+class SeriesMixin(RetrieveMixin):
+    async def get(self, study: str, series: str) -> None:
+        await self.retrieve(self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"))
+
+
+class InstanceMixin(RetrieveMixin):
+    async def get(self, study: str, series: str, instance: str) -> None:
+        await self.retrieve(self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"),
+                            self.uid(instance, "SOPInstanceUID"))
+
+
+# -- metadata ------------------------------------------------------------------------------------
+
+# Instance-level attributes Orthanc keeps as "main DICOM tags" (MainDicomTags mode).
+_MAIN_INSTANCE_TAGS = {
+    "00080016", "00080018", "00080012", "00080013", "00200013", "00201041", "00280008", "00200100", "00200012",
+    "00200032", "00200037", "00204000", "00280010", "00280011", "00280100", "00280002", "00280004",
+}
+
+
+class MetadataMixin(DicomWebMixin):
+    """``.../metadata`` at study, series and instance level: DICOM JSON (default) or XML."""
+
+    async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        study = self.uid(study, "StudyInstanceUID")
+        series = self.uid(series, "SeriesInstanceUID") if series else None
+        instance = self.uid(instance, "SOPInstanceUID") if instance else None
+        media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        config = self.ctx.config
+        mode = "Full"
+        if instance is None:
+            mode = config.series_metadata if series else config.studies_metadata
+        newest = max(r.stored for r in rows)
+        etag = '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        self.set_header("ETag", etag)
+        self.set_header("Last-Modified", formatdate(newest, usegmt=True))
+        self.set_header("Cache-Control", "private, no-cache")
+        if self._not_modified(etag, newest):
+            self.set_status(304)
+            self.finish()
+            return
+        url = self.url_builder()
+        texts = await self.run_blocking(self._metadata_texts, rows, mode, url)
+        if media_type == _XML_MULTIPART:
+            writer = MultipartWriter()
+            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))
+            for text in texts:
+                self.write(writer.part_head(mt.DICOM_XML))
+                self.write(json_to_xml(json.loads(text)))
+            self.finish(writer.close())
+            return
+        body = ("[" + ",".join(texts) + "]").encode("utf-8")
+        self.set_header("Content-Type", media_type)
+        self.finish(self._maybe_gzip(body))
+
+    def _not_modified(self, etag: str, newest: float) -> bool:
+        inm = self.request.headers.get("If-None-Match")
+        if inm:
+            return etag in [t.strip() for t in inm.split(",")] or inm.strip() == "*"
+        ims = self.request.headers.get("If-Modified-Since")
+        if ims:
+            try:
+                return int(newest) <= parsedate_to_datetime(ims).timestamp()
+            except (TypeError, ValueError):
+                return False
+        return False
+
+    def _maybe_gzip(self, body: bytes) -> bytes:
+        if len(body) < 1024 or "gzip" not in self.request.headers.get("Accept-Encoding", ""):
+            return body
+        self.set_header("Content-Encoding", "gzip")
+        self.add_header("Vary", "Accept-Encoding")
+        return gzip.compress(body, compresslevel=4)
+
+    def _metadata_texts(self, rows: list[InstanceRow], mode: str, url: Any) -> list[str]:
+        config = self.ctx.config
+        if mode == "Full":
+            texts = []
+            for row in rows:
+                text = row.metadata_text if config.enable_metadata_cache else read_instance(row.path).metadata_text
+                texts.append(absolutize_bulk_uris(text, url(row.study_uid, row.series_uid, row.sop_uid)))
+            return texts
+        objects = [json.loads(row.metadata_text) for row in rows]
+        level_keys = self._main_keys(objects[0] if objects else {})
+        extrapolated: dict[str, Any] = {}
+        if mode == "Extrapolate":
+            names = config.series_metadata_extrapolated_tags if len({r.series_uid for r in rows}) == 1 else config.studies_metadata_extrapolated_tags
+            extrapolated = _extrapolate(objects, names)
+        out = []
+        for obj in objects:
+            reduced = {k: v for k, v in obj.items() if k in level_keys and "BulkDataURI" not in v}
+            reduced.update(extrapolated)
+            out.append(json.dumps(dict(sorted(reduced.items())), separators=(",", ":"), ensure_ascii=False))
+        return out
+
+    @staticmethod
+    def _main_keys(sample: dict[str, Any]) -> set[str]:
+        from ..dicom.tags import level_of
+
+        keys = {k for k in sample if level_of(int(k, 16)) in ("study", "series")}
+        return keys | _MAIN_INSTANCE_TAGS
+
+
+def _extrapolate(objects: list[dict[str, Any]], keywords: Iterable[str]) -> dict[str, Any]:
+    """Orthanc's Extrapolate mode: a tag's value when most of 3 sampled instances agree on it."""
+    from ..dicom.tags import parse_tag, tag_hex
+
+    if not objects:
+        return {}
+    picks = [objects[i * (len(objects) - 1) // 2] for i in range(3)] if len(objects) >= 3 else objects
+    out: dict[str, Any] = {}
+    for keyword in keywords:
+        key = tag_hex(parse_tag(keyword))
+        values = [json.dumps(o.get(key), sort_keys=True) for o in picks if key in o]
+        if not values:
+            continue
+        best = max(set(values), key=values.count)
+        if values.count(best) * 2 > len(picks):
+            out[key] = json.loads(best)
+    return out
+
+
+# -- frames and bulk data ----------------------------------------------------------------------
+
+_FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` -> [1, 3, 5]; raises ApiError(400) for anything else."""
+    cleaned = text.replace(" ", "").replace("%2C", ",").replace("%2c", ",")
+    if not _FRAME_LIST.match(cleaned):
+        raise ApiError(400, f"malformed frame list {text!r}: expected comma-separated frame numbers such as 1,3,5")
+    numbers = [int(n) for n in cleaned.split(",")]
+    if any(n < 1 for n in numbers):
+        raise ApiError(400, "frame numbers start at 1")
+    return numbers
+
+
+class FramesMixin(DicomWebMixin):
+    """``.../frames/{list}``: raw (octet-stream) or compressed bitstreams of selected frames."""
+
+    async def get(self, study: str, series: str, instance: str, frame_list: str) -> None:
+        study, series, instance = (self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"),
+                                   self.uid(instance, "SOPInstanceUID"))
+        numbers = parse_frame_list(frame_list)
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        row = rows[0]
+        count = reader.frame_count(row)
+        if not count:
+            raise ApiError(404, f"instance {instance} has no pixel data, so no frames")
+        bad = [n for n in numbers if n > count]
+        if bad:
+            raise ApiError(404, f"frame {bad[0]} is out of range: instance {instance} has {count} frame(s)")
+        part_type, ts, single = self._negotiate(row)
+        writer = None if single else MultipartWriter()
+        if writer is not None:
+            self.set_header("Content-Type", mt.multipart_content_type(part_type, writer.boundary))
+        else:
+            self.set_header("Content-Type", f"{part_type}; transfer-syntax={ts}")
+        base = self.url_builder()(study, series, instance)
+        for n in numbers:
+            data = await self.run_blocking(tc.frame_bytes, row, n - 1, ts)
+            if writer is not None:
+                self.write(writer.part_head(f"{part_type}; transfer-syntax={ts}", {"Content-Location": f"{base}/frames/{n}"}))
+            self.write(data)
+            await self.flush()
+        if writer is not None:
+            self.write(writer.close())
+        self.finish()
+
+    def _negotiate(self, row: InstanceRow) -> tuple[str, str, bool]:
+        """(part media type, transfer syntax, single-part) for the frames of ``row``."""
+        stored_type = mt.TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax)
+        reasons = []
+        for rng in self.accepted():
+            multipart = rng.type in (mt.MULTIPART_RELATED, "multipart/*", "*/*")
+            wanted = (rng.params.get("type", "*/*") if rng.type == mt.MULTIPART_RELATED else
+                      "*/*" if multipart else rng.type).lower()
+            single = not multipart
+            ts = rng.params.get("transfer-syntax")
+            if wanted in ("*/*", "image/*") and stored_type and ts in (None, "*", row.transfer_syntax):
+                return stored_type, row.transfer_syntax, single  # anything goes: the stored bitstream
+            if wanted in ("*/*", mt.OCTET_STREAM, "application/*"):
+                ts = ts or mt.EXPLICIT_VR_LITTLE_ENDIAN
+                if ts == "*":
+                    return stored_type or mt.OCTET_STREAM, row.transfer_syntax, single
+                if ts in tc.UNCOMPRESSED and tc.can_decode(row.transfer_syntax):
+                    return mt.OCTET_STREAM, mt.EXPLICIT_VR_LITTLE_ENDIAN if ts != tc.BIG_ENDIAN else ts, single
+                reasons.append(f"frames cannot be sent as {ts}")
+                continue
+            if wanted == stored_type and ts in (None, "*", row.transfer_syntax):
+                return stored_type, row.transfer_syntax, single
+            if wanted.startswith(("image/", "video/")) and ts and tc.can_encode_frames(ts, row):
+                return wanted, ts, single
+            reasons.append(f"frames of this instance are stored as {row.transfer_syntax}"
+                           f" ({stored_type or 'uncompressed'}), not {wanted}{'; transfer-syntax=' + ts if ts else ''}")
+        raise ApiError(406, "cannot send frames in an acceptable form: " + "; ".join(reasons))
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class BulkDataMixin(DicomWebMixin):
+    """``.../bulk/{tag path}``: the value of a binary element (BulkDataURI target), with HTTP Range."""
+
+    async def get(self, study: str, series: str, instance: str, path: str) -> None:
+        study, series, instance = (self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"),
+                                   self.uid(instance, "SOPInstanceUID"))
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        row = rows[0]
+        is_pixels = path.strip("/").upper() in ("7FE00010", "7FE00008", "7FE00009")
+        if is_pixels and row.layout.encapsulated:
+            await self._send_encapsulated_frames(row, study, series, instance)
+            return
+        try:
+            data = await self.run_blocking(_bulk_bytes, row, path, is_pixels)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        multipart = any(r.type == mt.MULTIPART_RELATED for r in self.accepted()[:1])
+        self.set_header("Accept-Ranges", "bytes")
+        start, end = self._range(len(data))
+        body = data[start:end]
+        if multipart:
+            writer = MultipartWriter()
+            self.set_header("Content-Type", mt.multipart_content_type(mt.OCTET_STREAM, writer.boundary))
+            body = writer.part_head(mt.OCTET_STREAM) + body + writer.close()
+        else:
+            self.set_header("Content-Type", mt.OCTET_STREAM)
+        self.finish(body)
+
+    def _range(self, size: int) -> tuple[int, int]:
+        header = self.request.headers.get("Range")
+        if not header:
+            return 0, size
+        m = _RANGE.match(header.strip())
+        if not m or (not m.group(1) and not m.group(2)):
+            return 0, size  # unsupported forms (several ranges) get the whole value, as RFC 9110 allows
+        if m.group(1):
+            start = int(m.group(1))
+            end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+        else:
+            start, end = max(size - int(m.group(2)), 0), size
+        if start >= size or start >= end:
+            raise ApiError(416, f"range {header} is outside the {size}-byte value", Content_Range=f"bytes */{size}")
+        self.set_status(206)
+        self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        return start, end
+
+    async def _send_encapsulated_frames(self, row: InstanceRow, study: str, series: str, instance: str) -> None:
+        # Compressed pixel data as bulk data is the multipart of its frames' bitstreams (PS3.18 8.7.3.4).
+        writer = MultipartWriter()
+        part_type = mt.TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, mt.OCTET_STREAM)
+        self.set_header("Content-Type", mt.multipart_content_type(part_type, writer.boundary))
+        base = self.url_builder()(study, series, instance)
+        for index in range(reader.frame_count(row)):
+            data = await self.run_blocking(tc.frame_bytes, row, index, row.transfer_syntax)
+            self.write(writer.part_head(f"{part_type}; transfer-syntax={row.transfer_syntax}",
+                                        {"Content-Location": f"{base}/frames/{index + 1}"}))
+            self.write(data)
+            await self.flush()
+        self.finish(writer.close())
+
+
+def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
+    if is_pixels and row.layout.value_offset is not None and row.layout.value_length is not None:
+        with open(row.path, "rb") as fp:
+            fp.seek(row.layout.value_offset)
+            return fp.read(row.layout.value_length)
+    return reader.bulk_value(row, path)
+
+
+__all__ = [
+    "StudyMixin", "SeriesMixin", "InstanceMixin", "MetadataMixin", "FramesMixin", "BulkDataMixin",
+    "RetrieveMixin", "parse_frame_list", "choose_instance_delivery", "NotFoundError",
+]

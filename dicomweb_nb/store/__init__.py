@@ -1,0 +1,26 @@
+"""The workspace store: DICOM files in a folder, an SQLite index, metadata and frame offsets
+computed once at ingest. Knows nothing of HTTP."""
+
+from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, read_instance
+from .store import (
+    FAILURE_CANNOT_UNDERSTAND,
+    FAILURE_DATASET_DOES_NOT_MATCH,
+    FAILURE_DUPLICATE,
+    FAILURE_PROCESSING,
+    FAILURE_STUDY_UID_MISMATCH,
+    InstanceRow,
+    NotFoundError,
+    SearchResult,
+    Store,
+    StoreError,
+    StoreOutcome,
+    describe_failure,
+)
+from .importer import ImportReport, import_paths
+
+__all__ = [
+    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",
+    "InstanceRecord", "read_instance", "NotDicomError", "MissingAttributeError", "ImportReport", "import_paths",
+    "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_DUPLICATE", "FAILURE_PROCESSING",
+    "FAILURE_STUDY_UID_MISMATCH", "describe_failure",
+]

@@ -1,0 +1,342 @@
+"""Read one DICOM file once, at ingest, into everything the read paths will need.
+
+``read_instance`` returns an ``InstanceRecord``: the UIDs, the values of the indexed attributes,
+the instance's DICOM JSON (binary values as relative BulkDataURIs), and the byte ranges of each
+frame of its pixel data, so WADO-RS can later answer metadata and frames without parsing the file.
+
+Pixel data is never loaded: the dataset is read with ``stop_before_pixels`` and large values
+deferred, then the encapsulated fragments are located by walking their item headers in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from ..dicom.dicomjson import BULK_PLACEHOLDER, BULK_THRESHOLD, PIXEL_DATA_TAGS, dataset_to_json, dumps
+from ..dicom.tags import level_of, tag_hex
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM_TAG = 0xFFFEE000
+SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
+DEFLATED = "1.2.840.10008.1.2.1.99"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+
+
+class NotDicomError(ValueError):
+    """The content is not a DICOM Part 10 file (or is truncated beyond reading)."""
+
+
+class MissingAttributeError(ValueError):
+    """A DICOM file lacks an attribute the store needs (a UID)."""
+
+
+@dataclass
+class FrameLayout:
+    """Where the pixel data of an instance lies in its file.
+
+    ``fragments[i]`` is the list of ``(offset, length)`` byte ranges of frame ``i`` (one range for
+    native pixel data; one per fragment for encapsulated data). Empty when frames cannot be
+    located without decoding (deflated files, BitsAllocated 1 packed across frames).
+    """
+
+    pixel_tag: int | None = None
+    encapsulated: bool = False
+    value_offset: int | None = None
+    value_length: int | None = None
+    frames: list[list[tuple[int, int]]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"t": self.pixel_tag, "e": self.encapsulated, "o": self.value_offset,
+                           "l": self.value_length, "f": self.frames}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "FrameLayout":
+        if not text:
+            return cls()
+        d = json.loads(text)
+        return cls(d["t"], d["e"], d["o"], d["l"], [[tuple(r) for r in f] for f in d["f"]])
+
+
+@dataclass
+class InstanceRecord:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    metadata: dict[str, Any]       # DICOM JSON of the instance (relative BulkDataURIs)
+    metadata_text: str             # the same, serialized once
+    layout: FrameLayout
+    number_of_frames: int
+    warnings: list[str] = field(default_factory=list)
+
+    def level_json(self, level: str) -> dict[str, Any]:
+        """The top-level attributes of one information-model level (study or series)."""
+        return {k: v for k, v in self.metadata.items() if level_of(int(k, 16)) == level and "BulkDataURI" not in v}
+
+
+def read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
+    """Parse a DICOM file; raises NotDicomError or MissingAttributeError on bad input."""
+    with warnings.catch_warnings():
+        # pydicom warns about each non-conformant value; the store keeps such values as they are.
+        warnings.simplefilter("ignore")
+        return _read_instance(path)
+
+
+def _read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
+    path = Path(path)
+    try:
+        with open(path, "rb") as fp:
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=BULK_THRESHOLD + 1, force=False)
+            except InvalidDicomError:
+                # Some writers omit the preamble/file meta; accept a raw dataset if it parses with UIDs.
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=BULK_THRESHOLD + 1, force=True)
+            pixel_start = fp.tell()
+            transfer_syntax = _transfer_syntax(ds)
+            json_obj = dataset_to_json(ds)
+            layout = FrameLayout()
+            if transfer_syntax != DEFLATED:
+                layout = _locate_pixel_data(fp, pixel_start, ds, transfer_syntax)
+            elif "PixelData" in pydicom.dcmread(path, defer_size=64):
+                layout = FrameLayout(pixel_tag=0x7FE00010, encapsulated=False)
+            if layout.pixel_tag:
+                vr = "OB" if layout.encapsulated or _int(ds.get("BitsAllocated"), 16) <= 8 else "OW"
+                if layout.pixel_tag != 0x7FE00010:
+                    vr = "OF" if layout.pixel_tag == 0x7FE00008 else "OD"
+                key = tag_hex(layout.pixel_tag)
+                json_obj[key] = {"vr": vr, "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{key}"}
+    except (InvalidDicomError, EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        if isinstance(exc, (NotDicomError, MissingAttributeError)):
+            raise
+        raise NotDicomError(f"not a readable DICOM file: {exc}") from None
+    uids = {}
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+        if not value:
+            raise MissingAttributeError(f"{keyword} is missing or empty")
+        if not _valid_uid(value):
+            raise MissingAttributeError(f"{keyword} {value!r} is not a valid UID")
+        uids[keyword] = value
+    number_of_frames = _int(ds.get("NumberOfFrames"), 1) if layout.pixel_tag else 0
+    warnings: list[str] = []
+    if layout.pixel_tag and layout.encapsulated and layout.frames and len(layout.frames) != number_of_frames:
+        warnings.append(f"NumberOfFrames says {number_of_frames} but the pixel data holds {len(layout.frames)} frames")
+    return InstanceRecord(
+        study_uid=uids["StudyInstanceUID"],
+        series_uid=uids["SeriesInstanceUID"],
+        sop_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        transfer_syntax=transfer_syntax,
+        metadata=json_obj,
+        metadata_text=dumps(json_obj),
+        layout=layout,
+        number_of_frames=number_of_frames,
+        warnings=warnings,
+    )
+
+
+def ensure_part10(path: Path, tmp_dir: Path) -> Path:
+    """``path`` itself when it is a Part 10 file (preamble + DICM); else a Part 10 rewrite under ``tmp_dir``.
+
+    STOW-RS clients often send datasets written without preamble (pydicom's ``dcmwrite`` of a
+    dataset read from the network does), and WADO-RS must answer Part 10 files, so the store keeps
+    only Part 10 files. A missing preamble is prepended without touching the rest of the bytes.
+    """
+    with open(path, "rb") as fp:
+        head = fp.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return path
+    target = tmp_dir / f"{path.name}.{os.getpid()}.{id(path)}.part10"
+    if head[:2] == b"\x02\x00" and head[4:6].isalpha():  # file meta group present, preamble missing
+        with open(path, "rb") as fin, open(target, "wb") as fout:
+            fout.write(b"\x00" * 128 + b"DICM")
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+        return target
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, force=True)
+            ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+            if "TransferSyntaxUID" not in ds.file_meta:
+                ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
+            ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
+            ds.save_as(target, enforce_file_format=True)
+        except Exception as exc:  # noqa: BLE001 - whatever pydicom chokes on is "not DICOM" to the caller
+            try:
+                target.unlink()
+            except FileNotFoundError:
+                pass
+            raise NotDicomError(f"not a readable DICOM file: {exc}") from None
+    return target
+
+
+def _valid_uid(uid: str) -> bool:
+    return 0 < len(uid) <= 64 and all(part.isdigit() for part in uid.split("."))
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if ts:
+        return ts.strip().rstrip("\x00")
+    # No file meta: pydicom guessed the encoding while reading.
+    if ds.is_little_endian is False:
+        return BIG_ENDIAN
+    return IMPLICIT_LE if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
+
+
+def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: str) -> FrameLayout:
+    fp.seek(start)
+    header = fp.read(8)
+    if len(header) < 8:
+        return FrameLayout()
+    little = transfer_syntax != BIG_ENDIAN
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(endian + "HH", header[:4])
+    tag = (group << 16) | elem
+    if tag not in PIXEL_DATA_TAGS:
+        return FrameLayout()
+    implicit = transfer_syntax == IMPLICIT_LE or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    if implicit:
+        (length,) = struct.unpack(endian + "L", header[4:8])
+        value_offset = start + 8
+    else:
+        vr = header[4:6]
+        if vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+            (length,) = struct.unpack(endian + "L", fp.read(4))
+            value_offset = start + 12
+        else:
+            (length,) = struct.unpack(endian + "H", header[6:8])
+            value_offset = start + 8
+    if length == UNDEFINED_LENGTH:
+        frames = _encapsulated_frames(fp, value_offset, ds)
+        return FrameLayout(tag, True, value_offset, None, frames)
+    return FrameLayout(tag, False, value_offset, length, _native_frames(ds, tag, value_offset, length))
+
+
+def _native_frames(ds: Dataset, tag: int, offset: int, length: int) -> list[list[tuple[int, int]]]:
+    rows, columns = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+    samples = _int(ds.get("SamplesPerPixel"), 1)
+    bits = _int(ds.get("BitsAllocated"), 0)
+    if tag == 0x7FE00008:
+        bits = 32
+    elif tag == 0x7FE00009:
+        bits = 64
+    count = _int(ds.get("NumberOfFrames"), 1) or 1
+    if not rows or not columns or bits % 8:
+        return []  # BitsAllocated 1: frames are packed across byte boundaries, so decode instead
+    frame_bytes = rows * columns * samples * (bits // 8)
+    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_42"):
+        frame_bytes = frame_bytes * 2 // 3
+    if frame_bytes * count > length:
+        count = length // frame_bytes  # truncated pixel data: serve the frames that are whole
+    return [[(offset + i * frame_bytes, frame_bytes)] for i in range(count)]
+
+
+def _read_item_header(fp: BinaryIO) -> tuple[int, int] | None:
+    header = fp.read(8)
+    if len(header) < 8:
+        return None
+    group, elem, length = struct.unpack("<HHL", header)
+    return (group << 16) | elem, length
+
+
+def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> list[list[tuple[int, int]]]:
+    """Group the fragments of encapsulated pixel data into frames (PS3.5 A.4)."""
+    fp.seek(value_offset)
+    first = _read_item_header(fp)
+    if first is None or first[0] != ITEM_TAG:
+        raise NotDicomError("encapsulated pixel data does not start with the Basic Offset Table item")
+    bot_length = first[1]
+    bot_raw = fp.read(bot_length)
+    if len(bot_raw) < bot_length:
+        raise NotDicomError("truncated Basic Offset Table")
+    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", bot_raw)) if bot_length else []
+    fragments: list[tuple[int, int, int]] = []  # (offset from first fragment item, data offset, length)
+    first_fragment_pos = fp.tell()
+    while True:
+        pos = fp.tell()
+        item = _read_item_header(fp)
+        if item is None:
+            raise NotDicomError("encapsulated pixel data ends without a Sequence Delimitation Item (truncated file?)")
+        tag, length = item
+        if tag == SEQUENCE_DELIMITER_TAG:
+            break
+        if tag != ITEM_TAG or length == UNDEFINED_LENGTH:
+            raise NotDicomError(f"unexpected element ({tag >> 16:04X},{tag & 0xFFFF:04X}) inside encapsulated pixel data")
+        data_pos = fp.tell()
+        fp.seek(length, os.SEEK_CUR)
+        if fp.tell() > _file_size(fp):
+            raise NotDicomError("a pixel data fragment runs past the end of the file (truncated file?)")
+        fragments.append((pos - first_fragment_pos, data_pos, length))
+    count = _int(ds.get("NumberOfFrames"), 1) or 1
+    extended = _extended_offsets(ds)
+    if extended:
+        return _group_by_offsets(fragments, extended)
+    if basic_offsets and len(basic_offsets) == count:
+        return _group_by_offsets(fragments, basic_offsets)
+    if count == 1:
+        return [[(d, n) for _, d, n in fragments]]
+    if len(fragments) == count:
+        return [[(d, n)] for _, d, n in fragments]
+    return _group_by_jpeg_markers(fp, fragments, count)
+
+
+def _file_size(fp: BinaryIO) -> int:
+    return os.fstat(fp.fileno()).st_size
+
+
+def _extended_offsets(ds: Dataset) -> list[int]:
+    raw = ds.get("ExtendedOffsetTable")
+    if raw is None or not raw.value:
+        return []
+    value = raw.value
+    return list(struct.unpack(f"<{len(value) // 8}Q", value))
+
+
+def _group_by_offsets(fragments: list[tuple[int, int, int]], offsets: list[int]) -> list[list[tuple[int, int]]]:
+    frames: list[list[tuple[int, int]]] = [[] for _ in offsets]
+    bounds = list(offsets) + [1 << 62]
+    index = 0
+    for rel, data, length in fragments:
+        while index + 1 < len(offsets) and rel >= bounds[index + 1]:
+            index += 1
+        frames[index].append((data, length))
+    return frames
+
+
+def _group_by_jpeg_markers(fp: BinaryIO, fragments: list[tuple[int, int, int]], count: int) -> list[list[tuple[int, int]]]:
+    """No usable offset table and more fragments than frames: a frame starts at each JPEG SOI (or J2K SOC)."""
+    frames: list[list[tuple[int, int]]] = []
+    for _, data, length in fragments:
+        fp.seek(data)
+        head = fp.read(4)
+        starts_frame = head[:2] == b"\xff\xd8" or head[:4] == b"\xff\x4f\xff\x51" or head[:4] == b"\x00\x00\x00\x0c"
+        if starts_frame or not frames:
+            frames.append([])
+        frames[-1].append((data, length))
+    if len(frames) != count:
+        return []  # ambiguous: frames will be extracted by pydicom on demand
+    return frames

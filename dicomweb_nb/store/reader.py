@@ -1,0 +1,87 @@
+"""Reading stored instances back: file chunks, frame bitstreams by their recorded offsets, bulk data.
+
+Everything here works from the ``InstanceRow`` the index returns, so a frame is read with one
+seek and one read per fragment, never by parsing the file.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from .ingest import BIG_ENDIAN
+from .store import InstanceRow, NotFoundError
+
+CHUNK = 1 << 20
+
+
+def iter_file(row: InstanceRow, start: int = 0, end: int | None = None, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The stored file's bytes ``[start, end)`` in chunks."""
+    end = row.size if end is None else end
+    with open(row.path, "rb") as fp:
+        fp.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            data = fp.read(min(chunk, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield data
+
+
+def frame_count(row: InstanceRow) -> int:
+    if row.layout.frames:
+        return len(row.layout.frames)
+    return row.number_of_frames
+
+
+def read_stored_frame(row: InstanceRow, index: int) -> bytes:
+    """Frame ``index`` (0-based) as stored: raw pixels, or the compressed bitstream without item headers."""
+    frames = row.layout.frames
+    if not frames:
+        raise LookupError("frame offsets unknown for this instance")
+    if not 0 <= index < len(frames):
+        raise NotFoundError(f"frame {index + 1} is out of range: instance {row.sop_uid} has {len(frames)} frame(s)")
+    with open(row.path, "rb") as fp:
+        pieces = []
+        for offset, length in frames[index]:
+            fp.seek(offset)
+            pieces.append(fp.read(length))
+    return b"".join(pieces)
+
+
+def is_big_endian(row: InstanceRow) -> bool:
+    return row.transfer_syntax == BIG_ENDIAN
+
+
+def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Dataset:
+    return pydicom.dcmread(row.path, stop_before_pixels=stop_before_pixels)
+
+
+def bulk_value(row: InstanceRow, path: str) -> bytes:
+    """The value of the element a BulkDataURI ``bulk/{tag}[/{item}/{tag}...]`` names."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not parts or len(parts) % 2 == 0:
+        raise ValueError(f"malformed bulk data path {path!r}: expected tag[/item/tag...]")
+    try:
+        tags = [int(p, 16) for p in parts[0::2]]
+        items = [int(p) for p in parts[1::2]]
+    except ValueError:
+        raise ValueError(f"malformed bulk data path {path!r}: tags are 8 hex digits, items numbers") from None
+    ds = read_dataset(row)
+    node: Dataset = ds
+    for depth, tag in enumerate(tags):
+        if tag not in node:
+            raise NotFoundError(f"instance {row.sop_uid} has no bulk data at {path}")
+        elem = node[tag]
+        if depth == len(tags) - 1:
+            if elem.VR == "SQ" or not isinstance(elem.value, (bytes, bytearray)):
+                raise NotFoundError(f"{path} of instance {row.sop_uid} is not a binary value")
+            return bytes(elem.value)
+        seq = elem.value
+        if elem.VR != "SQ" or not 0 <= items[depth] < len(seq):
+            raise NotFoundError(f"instance {row.sop_uid} has no item {items[depth]} in {parts[2 * depth]}")
+        node = seq[items[depth]]
+    raise NotFoundError(path)
