@@ -7,7 +7,9 @@ checked and indexed together. A bad part fails alone; the good ones are stored.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,12 +23,25 @@ from .base import ApiError, DicomWebMixin
 _ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream")
 
 
+# fsync blocks on the disk, not the CPU: several in flight let the filesystem commit them together.
+_FSYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-fsync")
+
+
 @dataclass
 class _Part:
     number: int
     path: Path | None = None
     file: BinaryIO | None = None
     rejected: str | None = None  # why the part was refused before reading it
+    synced: Future | None = None  # fsync + close, started as soon as the part is complete
+
+
+def _sync_and_close(fp: BinaryIO) -> None:
+    try:
+        fp.flush()
+        os.fsync(fp.fileno())
+    finally:
+        fp.close()
 
 
 class StowMixin(DicomWebMixin):
@@ -113,12 +128,12 @@ class StowMixin(DicomWebMixin):
             elif isinstance(event, PartEnd):
                 current = self._stow_parts[-1]
                 if current.file is not None:
-                    current.file.close()
+                    current.synced = _FSYNC_POOL.submit(_sync_and_close, current.file)
 
     def _close_parts(self) -> None:
         for part in self._stow_parts:
-            if part.file is not None and not part.file.closed:
-                part.file.close()
+            if part.synced is None and part.file is not None and not part.file.closed:
+                part.file.close()  # parts with an fsync under way are closed by it
 
     def _discard_parts(self) -> None:
         self._close_parts()
@@ -144,7 +159,6 @@ class StowMixin(DicomWebMixin):
             study = self.uid(study, "StudyInstanceUID")
         if self._stow_error is not None:
             raise self._stow_error
-        self._close_parts()
         if self._stow_parser is not None:
             try:
                 self._stow_parser.finish()
@@ -152,6 +166,11 @@ class StowMixin(DicomWebMixin):
                 raise ApiError(400, f"malformed multipart body: {exc}") from None
         if not self._stow_parts:
             raise ApiError(400, "the multipart body holds no parts")
+        if self._stow_single is not None and self._stow_single.file is not None:
+            self._stow_single.synced = _FSYNC_POOL.submit(_sync_and_close, self._stow_single.file)
+        for part in self._stow_parts:
+            if part.synced is not None:
+                await asyncio.wrap_future(part.synced)
         readable = [p for p in self._stow_parts if p.path is not None]
         outcomes = await self.run_blocking(self._store_parts, readable, study)
         rejected = [StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}")
@@ -159,13 +178,6 @@ class StowMixin(DicomWebMixin):
         self._respond(outcomes + rejected, study)
 
     def _store_parts(self, parts: list[_Part], study: str | None) -> list[StoreOutcome]:
-        for part in parts:
-            assert part.path is not None
-            fd = os.open(part.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         return self.store.store_files([p.path for p in parts if p.path], expected_study=study,
                                       sources=[f"part {p.number}" for p in parts])
 
