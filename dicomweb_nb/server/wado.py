@@ -15,7 +15,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
@@ -24,13 +24,14 @@ from . import transcoding as tc
 from ..store import InstanceRow, NotFoundError
 from ..store import reader
 from ..store.ingest import read_instance
+from tornado.ioloop import IOLoop
+
 from .base import ApiError, DicomWebMixin
 from .stow import StowMixin
 
 _DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
 _OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
-SMALL_FILE = 4 << 20  # files up to this size are read in one call
 
 
 # -- transfer syntax negotiation ------------------------------------------------------------------
@@ -80,34 +81,34 @@ class RetrieveMixin(DicomWebMixin):
             await self._send_zip(rows, delivery.transfer_syntax)
             return
         writer = MultipartWriter() if delivery.container == "multipart" else None
-        if writer is not None:
-            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
+        pieces: list[tuple[bytes, InstanceRow, str]] = []
         for row in rows:
             ts = row.transfer_syntax if delivery.transfer_syntax == "*" else delivery.transfer_syntax
+            head = b""
             if writer is not None:
-                self.write(writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
-                                            {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)}))
-            else:
-                self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={ts}")
-            if ts == row.transfer_syntax:
-                await self._send_file(row)
-            else:
-                self.write(await self.run_blocking(tc.transcode_file, row.path, ts))
-                await self.flush()
+                head = writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
+                                        {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)})
+            pieces.append((head, row, ts))
+        tail = writer.close() if writer is not None else b""
         if writer is not None:
-            self.write(writer.close())
+            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
+        else:
+            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={pieces[0][2]}")
+        if all(ts == row.transfer_syntax for _, row, ts in pieces):
+            # Sizes are known: a Content-Length spares both ends the chunked framing.
+            self.set_header("Content-Length", str(sum(len(h) + row.size for h, row, _ in pieces) + len(tail)))
+        await self.stream_blocks(_instance_blocks(pieces, tail))
         self.finish()
 
-    async def _send_file(self, row: InstanceRow) -> None:
-        if row.size <= SMALL_FILE:
-            self.write(await self.run_blocking(_read_whole, row))
-            await self.flush()
-            return
-        chunks = reader.iter_file(row)
+    async def stream_blocks(self, blocks: Iterator[bytes]) -> None:
+        """Send what a blocking generator yields, reading the next block while the last one is sent."""
+        loop = IOLoop.current()
+        pending = loop.run_in_executor(self.ctx.executor, next, blocks, None)
         while True:
-            data = await self.run_blocking(next, chunks, None)
+            data = await pending
             if data is None:
-                break
+                return
+            pending = loop.run_in_executor(self.ctx.executor, next, blocks, None)
             self.write(data)
             await self.flush()
 
@@ -161,9 +162,33 @@ class _ChunkSink(io.RawIOBase):
         return data
 
 
-def _read_whole(row: InstanceRow) -> bytes:
-    with open(row.path, "rb") as fp:
-        return fp.read()
+BLOCK = 2 << 20  # bytes handed to the socket at a time
+
+
+def _instance_blocks(pieces: list[tuple[bytes, InstanceRow, str]], tail: bytes) -> Iterator[bytes]:
+    """The body of a retrieve answer in blocks of about BLOCK bytes: part heads, files (or transcodes)."""
+    buffer = bytearray()
+    for head, row, ts in pieces:
+        buffer += head
+        if ts != row.transfer_syntax:
+            buffer += tc.transcode_file(row.path, ts)
+        else:
+            with open(row.path, "rb") as fp:
+                while True:
+                    want = BLOCK - len(buffer)
+                    data = fp.read(want if want > 0 else BLOCK)
+                    if not data:
+                        break
+                    buffer += data
+                    if len(buffer) >= BLOCK:
+                        yield bytes(buffer)
+                        buffer.clear()
+        if len(buffer) >= BLOCK:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += tail
+    if buffer:
+        yield bytes(buffer)
 
 
 class StudyMixin(StowMixin, RetrieveMixin):
