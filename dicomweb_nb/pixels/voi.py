@@ -183,10 +183,9 @@ class Lut:
         entries = entries or 65536
         if signed_input and first >= 32768:
             first -= 65536
-        raw = item.get("LUTData")
-        if raw is None or raw.value is None:
+        value = item["LUTData"].value if "LUTData" in item else None
+        if value is None:
             raise DisplayError("LUT item without LUT Data")
-        value = raw.value
         if isinstance(value, (bytes, bytearray, memoryview)):
             itemsize = 1 if len(value) == entries else 2
             dtype = np.dtype("u1") if itemsize == 1 else np.dtype("<u2" if little_endian else ">u2")
