@@ -35,6 +35,7 @@ lossy targets set Lossy Image Compression "01" with its method and ratio (PS3.3 
 from __future__ import annotations
 
 import io
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -88,6 +89,7 @@ DEFAULT_JPEG_QUALITY = 90
 DEFAULT_JLS_ERROR = 2
 DEFAULT_J2K_COMPRESSION_RATIO = 10.0
 
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PIXEL_DATA = 0x7FE00010
 _NON_INTEGER_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float / Double Float Pixel Data
 _OFFSET_TABLES = (0x7FE00001, 0x7FE00002)  # Extended Offset Table (Lengths): they describe old fragments
@@ -98,10 +100,10 @@ def _attributes(attrs: ImageAttributes | Dataset) -> ImageAttributes:
 
 
 def _uid(transfer_syntax_uid: str) -> UID:
-    uid = UID(str(transfer_syntax_uid).strip())
-    if not uid.is_valid:
+    text = str(transfer_syntax_uid).strip()
+    if len(text) > 64 or not _UID_SYNTAX.match(text):
         raise TranscodeError(f"{transfer_syntax_uid!r} is not a UID")
-    return uid
+    return UID(text)
 
 
 def _refusal(uid: UID, attrs: ImageAttributes) -> str | None:
