@@ -578,9 +578,13 @@ def render_frames(
     *,
     media_type: str = "image/gif",
     options: RenderOptions | None = None,
+    window: WindowLike | None = None,
+    viewport: ViewportLike | None = None,
+    region: Sequence[float] | None = None,
+    rows: int | None = None,
+    columns: int | None = None,
     frame_time_ms: float | None = None,
     loop: int = 0,
-    **overrides: Any,
 ) -> bytes:
     """Several frames as one animated ``image/gif`` or ``image/png`` (APNG).
 
@@ -598,11 +602,7 @@ def render_frames(
     per_frame = list(attrs) if isinstance(attrs, Sequence) else [attrs] * len(frames)
     if len(per_frame) != len(frames):
         raise DisplayError(f"{len(per_frame)} attribute sets for {len(frames)} frames")
-    opts = _options(options, overrides.pop("window", None), overrides.pop("viewport", None),
-                    overrides.pop("region", None), overrides.pop("rows", None),
-                    overrides.pop("columns", None), None)
-    if overrides:
-        raise TypeError(f"unexpected keyword arguments {sorted(overrides)}")
+    opts = _options(options, window, viewport, region, rows, columns, None)
     first = per_frame[0]
     if opts.window is None and first.is_grayscale and not first.windows and not first.voi_luts:
         low = min(f.min() for f in frames)

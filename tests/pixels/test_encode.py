@@ -62,6 +62,7 @@ ROUND_TRIP_FILES = [
     "CT_small.dcm", "MR_small.dcm", "examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm",
     "693_J2KI.dcm", "SC_rgb_jpeg_gdcm.dcm", "ExplVR_BigEnd.dcm", "image_dfl.dcm", "MR_small_RLE.dcm",
     "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle_16bit.dcm", "examples_overlay.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
 ]
 
 
