@@ -60,6 +60,7 @@ from .voi import ImageAttributes
 
 __all__ = [
     "LOSSY_TRANSFER_SYNTAXES",
+    "TARGET_TRANSFER_SYNTAXES",
     "TranscodeError",
     "UNCOMPRESSED_TRANSFER_SYNTAXES",
     "can_encode",
@@ -84,6 +85,8 @@ LOSSY_TRANSFER_SYNTAXES = {
 }
 _PYDICOM_ENCODED = (RLELossless, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000)
 _CANDIDATES = UNCOMPRESSED_TRANSFER_SYNTAXES + (JPEGBaseline8Bit,) + _PYDICOM_ENCODED
+# Every transfer syntax some image can be encoded in here (can_encode decides for a given image).
+TARGET_TRANSFER_SYNTAXES = frozenset(str(uid) for uid in _CANDIDATES)
 
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_JLS_ERROR = 2

@@ -294,8 +294,9 @@ def parse_wado_uri_params(query: QueryValues) -> WadoUriRequest:
         raise RenderParameterError("requestType", "is required (requestType=WADO)")
     if request_type != "WADO":
         raise RenderParameterError("requestType", f"must be WADO, got {request_type!r}")
-    study = _uid(query, "studyUID", required=True)
-    series = _uid(query, "seriesUID", required=True)
+    # PS3.18 requires studyUID and seriesUID; Orthanc (and so its users' links) needs only objectUID.
+    study = _uid(query, "studyUID", required=False)
+    series = _uid(query, "seriesUID", required=False)
     instance = _uid(query, "objectUID", required=True)
 
     content_types: tuple[str, ...] = ()

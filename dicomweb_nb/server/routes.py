@@ -36,6 +36,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
 
     ``base`` is the RequestHandler subclass that authenticates (see base.py).
     """
+    from .rendered import RenderedMixin, WadoUriMixin
     from .wado import (
         BulkDataMixin,
         FramesMixin,
@@ -53,6 +54,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
     instance = _handler("InstanceHandler", (InstanceMixin,), base)
     metadata = _handler("MetadataHandler", (MetadataMixin,), base)
     frames = _handler("FramesHandler", (FramesMixin,), base)
+    rendered = _handler("RenderedHandler", (RenderedMixin,), base)
     bulk = _handler("BulkDataHandler", (BulkDataMixin,), base)
     not_found = _handler("DicomWebNotFoundHandler", (NotFoundMixin,), base)
     st, se, inst = f"studies/{_SEG}", f"series/{_SEG}", f"instances/{_SEG}"
@@ -69,8 +71,14 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
         (rf"{r}{st}/metadata/?", metadata, {}),
         (rf"{r}{st}/{se}/metadata/?", metadata, {}),
         (rf"{r}{st}/{se}/{inst}/metadata/?", metadata, {}),
+        (rf"{r}{st}/(rendered|thumbnail)/?", rendered, {}),
+        (rf"{r}{st}/{se}/(rendered|thumbnail)/?", rendered, {}),
+        (rf"{r}{st}/{se}/{inst}/(rendered|thumbnail)/?", rendered, {}),
         (rf"{r}{st}/{se}/{inst}/frames/{_SEG}/?", frames, {}),
+        (rf"{r}{st}/{se}/{inst}/frames/{_SEG}/(rendered|thumbnail)/?", rendered, {}),
         (rf"{r}{st}/{se}/{inst}/bulk/(.+)", bulk, {}),
     ]
     routes.append((rf"{r}.*", not_found, {}))
+    if wado_path:
+        routes.insert(0, (rf"{wado_path}/?", _handler("WadoUriHandler", (WadoUriMixin,), base), {}))
     return routes

@@ -1,19 +1,21 @@
 """Transfer syntax changes for WADO-RS answers: whole instances and single frames.
 
 A frame is read from its recorded byte range and, only when the client asked for another
-syntax, decoded (pydicom's decoders) or re-encoded — never the whole multi-frame instance to
-serve one frame.
+syntax, decoded (pydicom's decoders) or re-encoded (``pixels.encode``) — never the whole
+multi-frame instance to serve one frame.
 """
 
 from __future__ import annotations
 
-import io
+import json
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
-from pydicom.uid import UID
 
+from ..pixels import encode
+from ..pixels.voi import ImageAttributes
 from ..store import InstanceRow
 from ..store import reader
 
@@ -38,28 +40,21 @@ def can_decode(transfer_syntax: str) -> bool:
         return False
 
 
-def can_encode(transfer_syntax: str) -> bool:
-    try:
-        from ..pixels import encode
-    except ImportError:
-        return False
-    return encode.can_encode(transfer_syntax)
-
-
 def can_encode_frames(transfer_syntax: str, row: InstanceRow) -> bool:
-    return transfer_syntax not in UNCOMPRESSED and can_encode(transfer_syntax) and can_decode(row.transfer_syntax)
+    if transfer_syntax in UNCOMPRESSED or not can_decode(row.transfer_syntax):
+        return False
+    try:
+        return encode.can_encode(transfer_syntax, image_attributes(row))
+    except (ValueError, LookupError):
+        return False
 
 
 def transcode_problem(stored: str, target: str) -> str | None:
     """Why an instance stored as ``stored`` cannot be sent as ``target``; None when it can."""
     if target in ("*", stored):
         return None
-    if not UID(target).is_valid or not UID(target).is_transfer_syntax:
-        return f"{target} is not a transfer syntax this server knows"
-    if target in (EXPLICIT_LE, IMPLICIT_LE, DEFLATED, BIG_ENDIAN):
-        return None if can_decode(stored) else f"instances stored as {stored} cannot be decoded here"
-    if not can_encode(target):
-        return f"this server has no encoder for {target}"
+    if target not in encode.TARGET_TRANSFER_SYNTAXES:
+        return f"this server cannot write transfer syntax {target}"
     if not can_decode(stored):
         return f"instances stored as {stored} cannot be decoded here"
     return None
@@ -68,24 +63,19 @@ def transcode_problem(stored: str, target: str) -> str | None:
 def transcode_file(path: str, target: str) -> bytes:
     """The Part 10 bytes of the instance at ``path`` in transfer syntax ``target``."""
     ds = pydicom.dcmread(path)
-    current = str(ds.file_meta.TransferSyntaxUID)
-    if current not in UNCOMPRESSED and "PixelData" in ds:
-        ds.decompress(generate_instance_uid=False)
-    if target in UNCOMPRESSED:
-        ds.file_meta.TransferSyntaxUID = target
-        out = io.BytesIO()
-        ds.save_as(out, implicit_vr=target == IMPLICIT_LE, little_endian=target != BIG_ENDIAN, enforce_file_format=True)
-        return out.getvalue()
-    from ..pixels import encode
-
-    ds = encode.transcode_dataset(ds, target)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    try:
+        return encode.dataset_to_bytes(encode.transcode_dataset(ds, target))
+    except encode.TranscodeError as exc:
+        raise TranscodeError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a codec failure on stored data is the same answer to the client
+        raise TranscodeError(f"{path}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
 
 
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based) decoded to a numpy array."""
+    """Frame ``index`` (0-based) decoded to a numpy array (native pixels straight from their offsets)."""
+    native = _native_frame(row, index)
+    if native is not None:
+        return native
     try:
         return pixel_array(row.path, index=index)
     except Exception as exc:  # noqa: BLE001 - every codec failure means the same thing to the client
@@ -93,6 +83,44 @@ def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
             f"frame {index + 1} of instance {row.sop_uid} ({row.transfer_syntax}) cannot be decoded: "
             f"{str(exc).splitlines()[0]}; ask for transfer-syntax=* to get it as stored"
         ) from None
+
+
+def _native_frame(row: InstanceRow, index: int) -> np.ndarray | None:
+    """An uncompressed little-endian frame read from its byte range, without pydicom; None if not that simple."""
+    if row.transfer_syntax not in (EXPLICIT_LE, IMPLICIT_LE) or not row.layout.frames or row.layout.pixel_tag != 0x7FE00010:
+        return None
+    meta = json.loads(row.metadata_text)
+
+    def first(key: str, default: Any) -> Any:
+        values = meta.get(key, {}).get("Value") or [default]
+        return values[0]
+
+    bits, samples = int(first("00280100", 16)), int(first("00280002", 1))
+    rows, columns = int(first("00280010", 0)), int(first("00280011", 0))
+    photometric = str(first("00280004", ""))
+    if bits not in (8, 16, 32) or not rows or not columns or photometric.startswith("YBR_FULL_42"):
+        return None
+    signed = int(first("00280103", 0)) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    data = reader.read_stored_frame(row, index)
+    if len(data) < rows * columns * samples * dtype.itemsize:
+        return None
+    arr = np.frombuffer(data, dtype=dtype, count=rows * columns * samples)
+    if samples == 1:
+        arr = arr.reshape(rows, columns)
+    elif int(first("00280006", 0)) == 1:
+        arr = arr.reshape(samples, rows, columns).transpose(1, 2, 0)
+    else:
+        arr = arr.reshape(rows, columns, samples)
+    bits_stored = int(first("00280101", bits))
+    if bits_stored < bits:
+        # Bits above BitsStored are not pixel data (overlays, garbage); pydicom masks them too.
+        if signed:
+            shift = bits - bits_stored
+            arr = (arr << shift) >> shift
+        else:
+            arr = arr & ((1 << bits_stored) - 1)
+    return arr
 
 
 def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
@@ -106,22 +134,24 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
         arr = decoded_frame(row, index)
         if arr.dtype == np.uint8 and _bits_allocated(row) == 1:
             return pack_bits(arr)
-        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        return little.tobytes()
-    from ..pixels import encode
-
+        return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     arr = decoded_frame(row, index)
-    return encode.encode_frames([arr], _attributes(row), target)[0]
+    try:
+        return encode.encode_frames([arr], image_attributes(row, index), target)[0]
+    except encode.TranscodeError as exc:
+        raise TranscodeError(str(exc)) from None
 
 
 def _bits_allocated(row: InstanceRow) -> int:
-    import json
-
     meta = json.loads(row.metadata_text)
     return int((meta.get("00280100", {}).get("Value") or [16])[0])
 
 
-def _attributes(row: InstanceRow) -> pydicom.Dataset:
-    import json
+def image_attributes(row: InstanceRow, index: int = 0) -> ImageAttributes:
+    """Display and encoding attributes of frame ``index``, from the metadata stored at ingest."""
+    return ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
+                                     bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
 
-    return pydicom.Dataset.from_json(json.loads(row.metadata_text), lambda uri: b"")
+
+def _bulk_path(uri: str) -> str:
+    return uri.split("bulk/", 1)[1] if "bulk/" in uri else uri

@@ -385,8 +385,8 @@ class FramesMixin(DicomWebMixin):
                 ts = ts or mt.EXPLICIT_VR_LITTLE_ENDIAN
                 if ts == "*":
                     return stored_type or mt.OCTET_STREAM, row.transfer_syntax, single
-                if ts in tc.UNCOMPRESSED and tc.can_decode(row.transfer_syntax):
-                    return mt.OCTET_STREAM, mt.EXPLICIT_VR_LITTLE_ENDIAN if ts != tc.BIG_ENDIAN else ts, single
+                if ts in (tc.EXPLICIT_LE, tc.IMPLICIT_LE) and tc.can_decode(row.transfer_syntax):
+                    return mt.OCTET_STREAM, tc.EXPLICIT_LE, single
                 reasons.append(f"frames cannot be sent as {ts}")
                 continue
             if wanted == stored_type and ts in (None, "*", row.transfer_syntax):

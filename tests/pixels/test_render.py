@@ -265,6 +265,9 @@ def test_parse_wado_uri_full_request():
                                    "transferSyntax": "1.2.840.10008.1.2.4.50", "anonymize": "yes"})
     assert dicom.wants_dicom and dicom.transfer_syntax == "1.2.840.10008.1.2.4.50" and dicom.anonymize
     assert parse_wado_uri_params(WADO).content_types == ()
+    # Orthanc's form: objectUID alone identifies the instance.
+    only_object = parse_wado_uri_params({"requestType": "WADO", "objectUID": "1.2.840.1.2.3"})
+    assert (only_object.study_uid, only_object.series_uid, only_object.object_uid) == ("", "", "1.2.840.1.2.3")
 
 
 @pytest.mark.parametrize(
@@ -272,8 +275,8 @@ def test_parse_wado_uri_full_request():
     [
         ({"requestType": None}, "requestType", "is required"),
         ({"requestType": "WADO-RS"}, "requestType", "must be WADO"),
-        ({"studyUID": None}, "studyUID", "is required"),
-        ({"seriesUID": ""}, "seriesUID", "is required"),
+        ({"objectUID": None}, "objectUID", "is required"),
+        ({"studyUID": "1.2.x"}, "studyUID", "not a DICOM UID"),
         ({"objectUID": "1.2.abc"}, "objectUID", "not a DICOM UID"),
         ({"objectUID": "1." * 40 + "1"}, "objectUID", "not a DICOM UID"),
         ({"windowCenter": "40"}, "windowWidth", "together"),

@@ -1,0 +1,184 @@
+"""Rendered resources and thumbnails (PS3.18 10.4.1.1.3, 8.3.5) and WADO-URI (PS3.18 9).
+
+Frames are decoded once (from their recorded offsets when uncompressed) and handed to
+``pixels.render``; window, viewport and quality come from the query as the standard names them.
+"""
+
+from __future__ import annotations
+
+from ..dicom import mediatypes as mt
+from ..dicom.mediatypes import NotAcceptable
+from ..dicom.multipart import MultipartWriter
+from ..pixels import render as rd
+from ..pixels.voi import DisplayError
+from ..store import InstanceRow, NotFoundError
+from ..store import reader
+from . import transcoding as tc
+from .base import ApiError, DicomWebMixin
+from .wado import RetrieveMixin, parse_frame_list
+
+THUMBNAIL_SIZE = 128
+_RENDERED = list(rd.RENDERED_MEDIA_TYPES)
+
+
+def _render_one(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
+    frame = tc.decoded_frame(row, index)
+    attrs = tc.image_attributes(row, index)
+    if thumbnail:
+        return rd.thumbnail(frame, attrs, THUMBNAIL_SIZE, media_type=media_type, options=options)
+    return rd.render(frame, attrs, media_type=media_type, options=options)
+
+
+def _render_animation(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions) -> bytes:
+    frames = [tc.decoded_frame(row, i) for i in indices]
+    attrs = [tc.image_attributes(row, i) for i in indices]
+    return rd.render_frames(frames, attrs, media_type=media_type, options=options)
+
+
+class RenderedMixin(DicomWebMixin):
+    """``.../rendered`` and ``.../thumbnail`` at study, series, instance and frame level."""
+
+    async def get(self, *parts: str) -> None:
+        kind = parts[-1]
+        uids = list(parts[:-1])
+        frame_list = None
+        if len(uids) == 4:  # study, series, instance, frame list
+            frame_list = parse_frame_list(uids.pop())
+        names = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        checked: list[str | None] = [self.uid(u, n) for u, n in zip(uids, names)]
+        study, series, instance = (checked + [None, None])[:3]
+        media_type = self._media_type()
+        try:
+            options = rd.parse_rendered_params(self.request.query_arguments)
+        except rd.RenderParameterError as exc:
+            raise ApiError(400, f"bad rendering parameter {exc}") from None
+        thumbnail = kind == "thumbnail"
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        if instance is None:
+            # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).
+            images = [r for r in rows if reader.frame_count(r)]
+            if not images:
+                raise ApiError(404, "nothing to render: no instance here has pixel data")
+            if thumbnail:
+                first_series = [r for r in images if r.series_uid == images[0].series_uid]
+                await self._send_image(first_series[len(first_series) // 2], 0, media_type, options, True)
+                return
+            await self._send_multipart([(r, 0) for r in images], media_type, options)
+            return
+        row = rows[0]
+        count = reader.frame_count(row)
+        if not count:
+            raise ApiError(404, f"instance {instance} has no pixel data to render")
+        if frame_list is None:
+            if count > 1 and media_type == "image/gif" and not thumbnail:
+                data = await self.run_blocking(_render_animation, row, list(range(count)), media_type, options)
+                self._finish_image(data, media_type)
+                return
+            await self._send_image(row, 0 if not thumbnail else count // 2, media_type, options, thumbnail)
+            return
+        bad = [n for n in frame_list if n > count]
+        if bad:
+            raise ApiError(404, f"frame {bad[0]} is out of range: instance {instance} has {count} frame(s)")
+        if len(frame_list) == 1 or thumbnail:
+            await self._send_image(row, frame_list[0] - 1, media_type, options, thumbnail)
+        elif media_type == "image/gif":
+            data = await self.run_blocking(_render_animation, row, [n - 1 for n in frame_list], media_type, options)
+            self._finish_image(data, media_type)
+        else:
+            await self._send_multipart([(row, n - 1) for n in frame_list], media_type, options)
+
+    def _media_type(self) -> str:
+        for rng in self.accepted():
+            if rng.type == mt.MULTIPART_RELATED:
+                wanted = rng.params.get("type", "image/jpeg").lower()
+                if wanted in _RENDERED:
+                    return wanted
+                continue
+            for offer in _RENDERED:
+                if rng.matches(offer):
+                    return offer
+        raise ApiError(406, f"rendered images are {', '.join(_RENDERED)}; none of them is acceptable here")
+
+    async def _send_image(self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> None:
+        data = await self.run_blocking(_safe_render, row, index, media_type, options, thumbnail)
+        self._finish_image(data, media_type)
+
+    def _finish_image(self, data: bytes, media_type: str) -> None:
+        self.set_header("Content-Type", media_type)
+        self.set_header("Cache-Control", "private, max-age=3600")
+        self.finish(data)
+
+    async def _send_multipart(self, items: list[tuple[InstanceRow, int]], media_type: str, options: rd.RenderOptions) -> None:
+        writer = MultipartWriter()
+        self.set_header("Content-Type", mt.multipart_content_type(media_type, writer.boundary))
+        url = self.url_builder()
+        for row, index in items:
+            data = await self.run_blocking(_safe_render, row, index, media_type, options, False)
+            location = url(row.study_uid, row.series_uid, row.sop_uid) + f"/frames/{index + 1}/rendered"
+            self.write(writer.part_head(media_type, {"Content-Location": location}))
+            self.write(data)
+            await self.flush()
+        self.finish(writer.close())
+
+
+def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
+    try:
+        return _render_one(row, index, media_type, options, thumbnail)
+    except rd.RenderParameterError as exc:
+        raise ApiError(400, f"bad rendering parameter {exc}") from None
+    except NotAcceptable as exc:
+        raise ApiError(406, str(exc)) from None
+    except DisplayError as exc:
+        raise ApiError(406, f"instance {row.sop_uid} cannot be rendered: {exc}") from None
+
+
+class WadoUriMixin(RetrieveMixin):
+    """``{wado_root}?requestType=WADO&studyUID=&seriesUID=&objectUID=&contentType=...`` (PS3.18 9)."""
+
+    async def get(self) -> None:
+        try:
+            request = rd.parse_wado_uri_params(self.request.query_arguments)
+        except rd.RenderParameterError as exc:
+            raise ApiError(400, f"bad WADO-URI request: {exc}") from None
+        row = await self.run_blocking(self._find, request)
+        wants = request.content_types or ("image/jpeg",)
+        media_type = next((t for t in wants if t in (mt.DICOM, *_RENDERED)), None)
+        if media_type is None and any(t in ("*/*", "image/*") for t in wants):
+            media_type = "image/jpeg"
+        if media_type is None:
+            raise ApiError(406, f"WADO-URI serves application/dicom, {', '.join(_RENDERED)}; not {', '.join(wants)}")
+        if media_type == mt.DICOM:
+            target = request.transfer_syntax or row.transfer_syntax
+            problem = tc.transcode_problem(row.transfer_syntax, target)
+            if problem:
+                raise ApiError(406, problem)
+            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
+            self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
+            if target == row.transfer_syntax:
+                self.set_header("Content-Length", str(row.size))
+                await self.stream_blocks(reader.iter_file(row))
+                self.finish()
+            else:
+                self.finish(await self.run_blocking(tc.transcode_file, row.path, target))
+            return
+        count = reader.frame_count(row)
+        if not count:
+            raise ApiError(406, f"object {row.sop_uid} has no pixel data; ask for contentType=application/dicom")
+        index = (request.frame_number or 1) - 1
+        if index >= count:
+            raise ApiError(404, f"frameNumber {index + 1} is out of range: the object has {count} frame(s)")
+        data = await self.run_blocking(_safe_render, row, index, media_type, request.render, False)
+        self.set_header("Content-Type", media_type)
+        self.finish(data)
+
+    def _find(self, request: rd.WadoUriRequest) -> InstanceRow:
+        rows = self.store.instances(None, None, request.object_uid)
+        row = rows[0]
+        if request.study_uid and row.study_uid != request.study_uid:
+            raise NotFoundError(f"object {row.sop_uid} is not in study {request.study_uid}")
+        if request.series_uid and row.series_uid != request.series_uid:
+            raise NotFoundError(f"object {row.sop_uid} is not in series {request.series_uid}")
+        return row
+
+
+__all__ = ["RenderedMixin", "WadoUriMixin", "THUMBNAIL_SIZE"]
