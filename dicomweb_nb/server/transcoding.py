@@ -8,7 +8,10 @@ multi-frame instance to serve one frame.
 from __future__ import annotations
 
 import json
-from typing import Any
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+from typing import Any, Callable
 
 import numpy as np
 import pydicom
@@ -89,12 +92,7 @@ def _native_frame(row: InstanceRow, index: int) -> np.ndarray | None:
     """An uncompressed little-endian frame read from its byte range, without pydicom; None if not that simple."""
     if row.transfer_syntax not in (EXPLICIT_LE, IMPLICIT_LE) or not row.layout.frames or row.layout.pixel_tag != 0x7FE00010:
         return None
-    meta = json.loads(row.metadata_text)
-
-    def first(key: str, default: Any) -> Any:
-        values = meta.get(key, {}).get("Value") or [default]
-        return values[0]
-
+    first = _pixel_module(row)
     bits, samples = int(first("00280100", 16)), int(first("00280002", 1))
     rows, columns = int(first("00280010", 0)), int(first("00280011", 0))
     photometric = str(first("00280004", ""))
@@ -143,14 +141,48 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
 
 
 def _bits_allocated(row: InstanceRow) -> int:
-    meta = json.loads(row.metadata_text)
-    return int((meta.get("00280100", {}).get("Value") or [16])[0])
+    return int(_pixel_module(row)("00280100", 16))
+
+
+def _pixel_module(row: InstanceRow) -> Callable[[str, Any], Any]:
+    """``first(key, default)``: the first value of a top-level attribute of the instance's metadata."""
+    values = _cached_pixel_module(row.sop_uid, row.stored, row.metadata_text)
+
+    def first(key: str, default: Any) -> Any:
+        return values.get(key, default)
+
+    return first
+
+
+@lru_cache(maxsize=4096)
+def _cached_pixel_module(sop_uid: str, stored: float, metadata_text: str) -> dict[str, Any]:
+    meta = json.loads(metadata_text)
+    return {key: elem["Value"][0] for key, elem in meta.items()
+            if key.startswith("0028") and elem.get("Value") and not isinstance(elem["Value"][0], dict)}
+
+
+_ATTRIBUTES: OrderedDict[tuple[str, float, int], ImageAttributes] = OrderedDict()
+_ATTRIBUTES_LOCK = threading.Lock()
 
 
 def image_attributes(row: InstanceRow, index: int = 0) -> ImageAttributes:
-    """Display and encoding attributes of frame ``index``, from the metadata stored at ingest."""
-    return ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
-                                     bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    """Display and encoding attributes of frame ``index``, from the metadata stored at ingest.
+
+    Cached by SOP Instance UID and store time (a replaced instance has a new time), since
+    building them from JSON costs more than rendering a small image.
+    """
+    key = (row.sop_uid, row.stored, index)
+    with _ATTRIBUTES_LOCK:
+        if key in _ATTRIBUTES:
+            _ATTRIBUTES.move_to_end(key)
+            return _ATTRIBUTES[key]
+    attrs = ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
+                                      bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    with _ATTRIBUTES_LOCK:
+        _ATTRIBUTES[key] = attrs
+        while len(_ATTRIBUTES) > 2048:
+            _ATTRIBUTES.popitem(last=False)
+    return attrs
 
 
 def _bulk_path(uri: str) -> str:
