@@ -24,11 +24,13 @@ from pydicom.uid import (
 UID_ROOT = "1.2.826.0.1.3680043.10.1082."  # generate_uid() prefix for this project's samples
 
 
-def pydicom_test_files(*, with_pixels: bool | None = None) -> list[Path]:
+def pydicom_test_files(*, with_pixels: bool | None = None, distinct_sops: bool = True) -> list[Path]:
     """pydicom's bundled DICOM files that are complete composite instances (study, series and SOP UIDs).
 
     ``with_pixels=True`` keeps only those with Pixel Data, ``False`` only those without.
-    Files pydicom cannot read, and those lacking the UIDs a store needs, are left out.
+    Files pydicom cannot read, and those lacking the UIDs a store needs, are left out. Several
+    files are the same instance in other transfer syntaxes (same SOP Instance UID); with
+    ``distinct_sops`` only the first of them is kept, as a store would keep one.
     """
     import pydicom.data
 
@@ -43,7 +45,7 @@ def pydicom_test_files(*, with_pixels: bool | None = None) -> list[Path]:
         except Exception:  # noqa: BLE001 - deliberately broken files are part of pydicom's corpus
             continue
         uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")]
-        if not all(uids) or uids[2] in seen_sops:
+        if not all(uids) or (distinct_sops and uids[2] in seen_sops):
             continue
         has_pixels = "PixelData" in ds
         if with_pixels is not None and has_pixels != with_pixels:

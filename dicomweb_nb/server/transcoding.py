@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Any, Callable
 
 import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
 from ..pixels import encode
+from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
 from ..pixels.voi import ImageAttributes
 from ..store import InstanceRow
 from ..store import reader
@@ -75,50 +76,47 @@ def transcode_file(path: str, target: str) -> bytes:
 
 
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based) decoded to a numpy array (native pixels straight from their offsets)."""
-    native = _native_frame(row, index)
-    if native is not None:
-        return native
+    """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known."""
+    problems = []
+    # Retired big endian: 8-bit samples may sit in byte-swapped OW words, which only the file tells.
+    if row.layout.frames and row.transfer_syntax != BIG_ENDIAN:
+        try:
+            return decode_frame(reader.read_stored_frame(row, index), pixel_attributes(row), row.transfer_syntax)
+        except PixelDecodeError as exc:
+            problems.append(str(exc))
+    # Odd files (no usable offsets, deflated, inconsistent encapsulation): let pydicom read the file,
+    # first only the frame asked for, then, as the last resort, the whole dataset.
+    for attempt in (lambda: pixel_array(row.path, index=index), lambda: _whole_file_frame(row, index)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return attempt()
+        except Exception as exc:  # noqa: BLE001 - every codec failure means the same thing to the client
+            problems.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    raise TranscodeError(
+        f"frame {index + 1} of instance {row.sop_uid} ({row.transfer_syntax}) cannot be decoded: "
+        f"{problems[0]}; ask for transfer-syntax=* to get it as stored"
+    )
+
+
+def _whole_file_frame(row: InstanceRow, index: int) -> np.ndarray:
+    ds = pydicom.dcmread(row.path)
+    arr = ds.pixel_array
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return arr[index] if frames > 1 else arr
+
+
+def pixel_attributes(row: InstanceRow) -> PixelAttributes:
+    """The Image Pixel attributes of a stored instance (cached per instance version)."""
+    return _cached_pixel_attributes(row.sop_uid, row.stored, row.metadata_text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_pixel_attributes(sop_uid: str, stored: float, metadata_text: str) -> PixelAttributes:
     try:
-        return pixel_array(row.path, index=index)
-    except Exception as exc:  # noqa: BLE001 - every codec failure means the same thing to the client
-        raise TranscodeError(
-            f"frame {index + 1} of instance {row.sop_uid} ({row.transfer_syntax}) cannot be decoded: "
-            f"{str(exc).splitlines()[0]}; ask for transfer-syntax=* to get it as stored"
-        ) from None
-
-
-def _native_frame(row: InstanceRow, index: int) -> np.ndarray | None:
-    """An uncompressed little-endian frame read from its byte range, without pydicom; None if not that simple."""
-    if row.transfer_syntax not in (EXPLICIT_LE, IMPLICIT_LE) or not row.layout.frames or row.layout.pixel_tag != 0x7FE00010:
-        return None
-    first = _pixel_module(row)
-    bits, samples = int(first("00280100", 16)), int(first("00280002", 1))
-    rows, columns = int(first("00280010", 0)), int(first("00280011", 0))
-    photometric = str(first("00280004", ""))
-    if bits not in (8, 16, 32) or not rows or not columns or photometric.startswith("YBR_FULL_42"):
-        return None
-    signed = int(first("00280103", 0)) == 1
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    data = reader.read_stored_frame(row, index)
-    if len(data) < rows * columns * samples * dtype.itemsize:
-        return None
-    arr = np.frombuffer(data, dtype=dtype, count=rows * columns * samples)
-    if samples == 1:
-        arr = arr.reshape(rows, columns)
-    elif int(first("00280006", 0)) == 1:
-        arr = arr.reshape(samples, rows, columns).transpose(1, 2, 0)
-    else:
-        arr = arr.reshape(rows, columns, samples)
-    bits_stored = int(first("00280101", bits))
-    if bits_stored < bits:
-        # Bits above BitsStored are not pixel data (overlays, garbage); pydicom masks them too.
-        if signed:
-            shift = bits - bits_stored
-            arr = (arr << shift) >> shift
-        else:
-            arr = arr & ((1 << bits_stored) - 1)
-    return arr
+        return PixelAttributes.from_json(json.loads(metadata_text))
+    except PixelDecodeError as exc:
+        raise TranscodeError(f"instance {sop_uid}: {exc}") from None
 
 
 def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
@@ -141,24 +139,7 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
 
 
 def _bits_allocated(row: InstanceRow) -> int:
-    return int(_pixel_module(row)("00280100", 16))
-
-
-def _pixel_module(row: InstanceRow) -> Callable[[str, Any], Any]:
-    """``first(key, default)``: the first value of a top-level attribute of the instance's metadata."""
-    values = _cached_pixel_module(row.sop_uid, row.stored, row.metadata_text)
-
-    def first(key: str, default: Any) -> Any:
-        return values.get(key, default)
-
-    return first
-
-
-@lru_cache(maxsize=4096)
-def _cached_pixel_module(sop_uid: str, stored: float, metadata_text: str) -> dict[str, Any]:
-    meta = json.loads(metadata_text)
-    return {key: elem["Value"][0] for key, elem in meta.items()
-            if key.startswith("0028") and elem.get("Value") and not isinstance(elem["Value"][0], dict)}
+    return pixel_attributes(row).bits_allocated
 
 
 _ATTRIBUTES: OrderedDict[tuple[str, float, int], ImageAttributes] = OrderedDict()

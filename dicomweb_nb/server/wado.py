@@ -292,8 +292,8 @@ class MetadataMixin(DicomWebMixin):
         study = self.uid(study, "StudyInstanceUID")
         series = self.uid(series, "SeriesInstanceUID") if series else None
         instance = self.uid(instance, "SOPInstanceUID") if instance else None
-        media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
         rows = await self.run_blocking(self.store.instances, study, series, instance)
+        media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
         config = self.ctx.config
         mode = "Full"
         if instance is None:
@@ -308,7 +308,8 @@ class MetadataMixin(DicomWebMixin):
             self.finish()
             return
         url = self.url_builder()
-        texts = await self.run_blocking(self._metadata_texts, rows, mode, url)
+        level = "instance" if instance else "series" if series else "study"
+        texts = await self.run_blocking(self._metadata_texts, rows, mode, level, url)
         if media_type == _XML_MULTIPART:
             writer = MultipartWriter()
             self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))
@@ -340,7 +341,7 @@ class MetadataMixin(DicomWebMixin):
         self.add_header("Vary", "Accept-Encoding")
         return gzip.compress(body, compresslevel=4)
 
-    def _metadata_texts(self, rows: list[InstanceRow], mode: str, url: Any) -> list[str]:
+    def _metadata_texts(self, rows: list[InstanceRow], mode: str, level: str, url: Any) -> list[str]:
         config = self.ctx.config
         if mode == "Full":
             texts = []
@@ -352,7 +353,7 @@ class MetadataMixin(DicomWebMixin):
         level_keys = self._main_keys(objects[0] if objects else {})
         extrapolated: dict[str, Any] = {}
         if mode == "Extrapolate":
-            names = config.series_metadata_extrapolated_tags if len({r.series_uid for r in rows}) == 1 else config.studies_metadata_extrapolated_tags
+            names = config.series_metadata_extrapolated_tags if level == "series" else config.studies_metadata_extrapolated_tags
             extrapolated = _extrapolate(objects, names)
         out = []
         for obj in objects:

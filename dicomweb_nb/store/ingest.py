@@ -219,6 +219,8 @@ def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: s
     if tag not in PIXEL_DATA_TAGS:
         return FrameLayout()
     implicit = transfer_syntax == IMPLICIT_LE or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    if not implicit and not header[4:6].isalpha():
+        implicit = True  # some writers encode Pixel Data implicitly in an explicit file; pydicom copes, so do we
     if implicit:
         (length,) = struct.unpack(endian + "L", header[4:8])
         value_offset = start + 8
