@@ -1,0 +1,273 @@
+"""Decode one frame of pixel data to numpy, whatever its transfer syntax.
+
+Pure functions shared by the notebook client (frames fetched over WADO-RS) and the server
+(frames read from the store to render). The codecs are pydicom's decoders with their plugins
+(pylibjpeg, openjpeg, libjpeg, pyjpegls, RLE); this module only supplies what a lone frame lacks
+compared with a whole file: the Image Pixel attributes (from DICOM JSON or a Dataset) and, for
+compressed syntaxes, the encapsulation pydicom expects around a codestream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
+from pydicom.pixels.processing import apply_modality_lut
+from pydicom.uid import UID
+
+__all__ = [
+    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frames", "apply_rescale", "has_rescale",
+    "EXPLICIT_VR_LITTLE_ENDIAN", "NATIVE_FRAME_SYNTAXES",
+]
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+# Syntaxes whose frames are the raw pixel bytes. A deflated dataset's frames are served inflated,
+# so they are plain little-endian pixels as well (PS3.18 8.7.3.5.2: frames are never deflated).
+NATIVE_FRAME_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+})
+_LITTLE_ENDIAN_NATIVE = frozenset(NATIVE_FRAME_SYNTAXES - {"1.2.840.10008.1.2.2"})
+
+_PIXEL_KEYWORDS = {"7FE00010": "PixelData", "7FE00008": "FloatPixelData", "7FE00009": "DoubleFloatPixelData"}
+
+
+class PixelDecodeError(ValueError):
+    """A frame that cannot be decoded: unknown syntax, missing codec, wrong size or corrupt data."""
+
+
+def _json_first(obj: Mapping[str, Any], tag: str, default: Any = None) -> Any:
+    elem = obj.get(tag)
+    if not elem:
+        return default
+    values = elem.get("Value")
+    if not values:
+        return default
+    return values[0]
+
+
+def _json_number(obj: Mapping[str, Any], tag: str, default: Any = None) -> Any:
+    # DICOM JSON allows IS/DS as JSON numbers or strings (PS3.18 F.2.3.1); read both.
+    value = _json_first(obj, tag, default)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return default
+        return int(number) if number.is_integer() else number
+    return value
+
+
+@dataclass(frozen=True)
+class PixelAttributes:
+    """The Image Pixel module values needed to turn frame bytes into an array, plus the rescale.
+
+    Build one with ``from_json`` (DICOM JSON metadata) or ``from_dataset`` (a pydicom Dataset).
+    """
+
+    rows: int
+    columns: int
+    samples_per_pixel: int = 1
+    bits_allocated: int = 16
+    bits_stored: int = 16
+    pixel_representation: int = 0
+    photometric_interpretation: str = "MONOCHROME2"
+    planar_configuration: int = 0
+    number_of_frames: int = 1
+    pixel_keyword: str = "PixelData"
+    rescale_slope: float | None = None
+    rescale_intercept: float | None = None
+    modality_lut: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # DICOM JSON of the item
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rows, int) and isinstance(self.columns, int)) or self.rows <= 0 or self.columns <= 0:
+            raise PixelDecodeError(f"Rows and Columns must be positive integers, not {self.rows!r} x {self.columns!r}")
+        if self.samples_per_pixel not in (1, 3, 4):
+            raise PixelDecodeError(f"Samples per Pixel {self.samples_per_pixel} is not 1, 3 or 4")
+        if self.bits_allocated not in (1, 8, 16, 32, 64):
+            raise PixelDecodeError(f"Bits Allocated {self.bits_allocated} is not 1, 8, 16, 32 or 64")
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "PixelAttributes":
+        """From an instance's DICOM JSON metadata (as WADO-RS ``/metadata`` returns it)."""
+        rows = _json_number(obj, "00280010")
+        columns = _json_number(obj, "00280011")
+        if rows is None or columns is None:
+            raise PixelDecodeError("the metadata has no Rows / Columns: this instance has no image pixel data")
+        bits_allocated = int(_json_number(obj, "00280100", 16))
+        keyword = next((kw for tag, kw in _PIXEL_KEYWORDS.items() if tag in obj), "PixelData")
+        lut = _json_first(obj, "00283000")
+        return cls(
+            rows=int(rows),
+            columns=int(columns),
+            samples_per_pixel=int(_json_number(obj, "00280002", 1)),
+            bits_allocated=bits_allocated,
+            bits_stored=int(_json_number(obj, "00280101", bits_allocated)),
+            pixel_representation=int(_json_number(obj, "00280103", 0)),
+            photometric_interpretation=str(_json_first(obj, "00280004", "MONOCHROME2")).strip(),
+            planar_configuration=int(_json_number(obj, "00280006", 0)),
+            number_of_frames=max(1, int(_json_number(obj, "00280008", 1) or 1)),
+            pixel_keyword=keyword,
+            rescale_slope=_optional_float(_json_number(obj, "00281053")),
+            rescale_intercept=_optional_float(_json_number(obj, "00281052")),
+            modality_lut=lut if isinstance(lut, dict) else None,
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> "PixelAttributes":
+        """From a pydicom Dataset (its pixel data need not be loaded)."""
+        if "Rows" not in ds or "Columns" not in ds:
+            raise PixelDecodeError("the dataset has no Rows / Columns: it has no image pixel data")
+        bits_allocated = int(ds.get("BitsAllocated", 16))
+        keyword = next((kw for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if kw in ds), "PixelData")
+        lut = None
+        if ds.get("ModalityLUTSequence"):
+            lut = ds.ModalityLUTSequence[0].to_json_dict()
+        frames = ds.get("NumberOfFrames", 1)
+        return cls(
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+            bits_allocated=bits_allocated,
+            bits_stored=int(ds.get("BitsStored", bits_allocated)),
+            pixel_representation=int(ds.get("PixelRepresentation", 0)),
+            photometric_interpretation=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
+            planar_configuration=int(ds.get("PlanarConfiguration", 0) or 0),
+            number_of_frames=max(1, int(frames or 1)),
+            pixel_keyword=keyword,
+            rescale_slope=_optional_float(ds.get("RescaleSlope")),
+            rescale_intercept=_optional_float(ds.get("RescaleIntercept")),
+            modality_lut=lut,
+        )
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """``(rows, columns)`` or ``(rows, columns, samples)``."""
+        if self.samples_per_pixel == 1:
+            return (self.rows, self.columns)
+        return (self.rows, self.columns, self.samples_per_pixel)
+
+    @property
+    def native_frame_length(self) -> int:
+        """Bytes of one uncompressed frame."""
+        pixels = self.rows * self.columns * self.samples_per_pixel
+        if self.bits_allocated == 1:
+            return (pixels + 7) // 8
+        return pixels * (self.bits_allocated // 8)
+
+    def decode_options(self, transfer_syntax_uid: str) -> dict[str, Any]:
+        """The keyword options pydicom's ``Decoder.as_array`` needs for a buffer of one frame."""
+        options: dict[str, Any] = {
+            "rows": self.rows,
+            "columns": self.columns,
+            "samples_per_pixel": self.samples_per_pixel,
+            "bits_allocated": self.bits_allocated,
+            "bits_stored": self.bits_stored,
+            "pixel_representation": self.pixel_representation,
+            "photometric_interpretation": self.photometric_interpretation,
+            "number_of_frames": 1,
+            "pixel_keyword": self.pixel_keyword,
+        }
+        if self.samples_per_pixel > 1:
+            options["planar_configuration"] = self.planar_configuration
+        if self.pixel_keyword == "PixelData" and transfer_syntax_uid in NATIVE_FRAME_SYNTAXES:
+            options["pixel_vr"] = "OW" if self.bits_allocated > 8 else "OB"
+        return options
+
+    def with_photometric_interpretation(self, value: str) -> "PixelAttributes":
+        return replace(self, photometric_interpretation=value)
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, transfer_syntax_uid: str,
+                 *, as_rgb: bool = True) -> np.ndarray:
+    """One frame's bytes (raw pixels, or a codestream for compressed syntaxes) as a numpy array.
+
+    The result has the shape ``attrs.frame_shape`` and the dtype pydicom gives ``ds.pixel_array``;
+    with ``as_rgb`` (the default, as in pydicom) YBR colour data is converted to RGB.
+    Raises PixelDecodeError naming the problem.
+    """
+    uid = UID(transfer_syntax_uid.strip())
+    if not uid.is_valid:
+        raise PixelDecodeError(f"{transfer_syntax_uid!r} is not a transfer syntax UID")
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise PixelDecodeError(f"no pixel data decoder for transfer syntax {uid} ({uid.name})") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise PixelDecodeError(f"decoding {uid.name} needs a plugin that is not installed ({missing})")
+    options = attrs.decode_options(uid)
+    if uid in NATIVE_FRAME_SYNTAXES:
+        expected = attrs.native_frame_length
+        if len(data) < expected:
+            raise PixelDecodeError(f"a native frame of {attrs.rows}x{attrs.columns}x{attrs.samples_per_pixel} at "
+                                   f"{attrs.bits_allocated} bits needs {expected} bytes, got {len(data)}")
+        # Servers may pad a frame to an even length; the decoder must only see the frame itself.
+        source: bytes | bytearray | memoryview = memoryview(data)[:expected]
+        if uid in _LITTLE_ENDIAN_NATIVE:
+            uid = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+            decoder = get_decoder(uid)
+    else:
+        source = encapsulate([bytes(data)])
+    try:
+        array, _ = decoder.as_array(source, index=0, as_rgb=as_rgb, **options)
+    except Exception as exc:  # noqa: BLE001 - codec plugins raise anything; name the frame's syntax
+        raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
+    return array.reshape(attrs.frame_shape)
+
+
+def decode_frames(frames: list[bytes], attrs: PixelAttributes, transfer_syntax_uid: str, *, as_rgb: bool = True) -> np.ndarray:
+    """Several frames of one instance as ``(n, rows, columns[, samples])``."""
+    if not frames:
+        return np.empty((0, *attrs.frame_shape), dtype=np.uint16)
+    first = decode_frame(frames[0], attrs, transfer_syntax_uid, as_rgb=as_rgb)
+    out = np.empty((len(frames), *first.shape), dtype=first.dtype)
+    out[0] = first
+    for i, data in enumerate(frames[1:], start=1):
+        out[i] = decode_frame(data, attrs, transfer_syntax_uid, as_rgb=as_rgb)
+    return out
+
+
+def has_rescale(attrs: PixelAttributes) -> bool:
+    """Whether the stored values differ from modality values (a rescale or a Modality LUT is present)."""
+    if attrs.modality_lut is not None:
+        return True
+    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
+    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
+    return slope != 1.0 or intercept != 0.0
+
+
+def apply_rescale(array: np.ndarray, attrs: PixelAttributes, *, dtype: Any = np.float32) -> np.ndarray:
+    """Stored values to modality values (Hounsfield units for CT): slope/intercept or Modality LUT.
+
+    Colour images (more than one sample) have no modality transform and come back unchanged.
+    Rescaled values are ``dtype`` (float32 by default, enough for any 16-bit image; pass float64 to
+    match pydicom's ``apply_modality_lut`` bit for bit).
+    """
+    if attrs.samples_per_pixel != 1:
+        return array
+    if attrs.modality_lut is not None:
+        # A LUT is a table lookup with edge cases (LUT Descriptor quirks); pydicom implements them.
+        ds = Dataset.from_json({"00283000": {"vr": "SQ", "Value": [dict(attrs.modality_lut)]}})
+        return np.asarray(apply_modality_lut(array, ds), dtype=dtype)
+    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
+    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
+    out = array.astype(dtype, copy=True)
+    scalar = np.dtype(dtype).type
+    if slope != 1.0:
+        out *= scalar(slope)
+    if intercept != 0.0:
+        out += scalar(intercept)
+    return out
