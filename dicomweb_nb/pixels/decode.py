@@ -20,7 +20,7 @@ from pydicom.pixels.processing import apply_modality_lut
 from pydicom.uid import UID
 
 __all__ = [
-    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frames", "apply_rescale", "has_rescale",
+    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale", "has_rescale",
     "EXPLICIT_VR_LITTLE_ENDIAN", "NATIVE_FRAME_SYNTAXES",
 ]
 
@@ -226,6 +226,62 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
     except Exception as exc:  # noqa: BLE001 - codec plugins raise anything; name the frame's syntax
         raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
     return array.reshape(attrs.frame_shape)
+
+
+def _fast_native_dtype(attrs: PixelAttributes, transfer_syntax_uid: str) -> np.dtype | None:
+    """The little-endian integer dtype of a frame that can be read by a plain reinterpretation, else None."""
+    if (transfer_syntax_uid not in _LITTLE_ENDIAN_NATIVE or attrs.samples_per_pixel != 1
+            or attrs.pixel_keyword != "PixelData" or attrs.bits_allocated not in (8, 16, 32)):
+        return None
+    return np.dtype(f"<{'i' if attrs.pixel_representation else 'u'}{attrs.bits_allocated // 8}")
+
+
+def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, attrs: PixelAttributes,
+                      transfer_syntax_uid: str, *, rescale: bool = False) -> None:
+    """Decode one frame straight into ``out`` (typically one slice of a volume being filled).
+
+    The result equals ``decode_frame`` (then ``apply_rescale`` with float32 when ``rescale``).
+    Uncompressed little-endian greyscale frames - most CT and MR - are reinterpreted in place and
+    copied once, with pydicom's unused-bits correction applied on the destination; going through
+    ``decode_frame`` would make and fill one more frame-sized array per slice, which costs as much
+    as receiving the slice. Everything else is decoded by ``decode_frame``.
+    """
+    uid = transfer_syntax_uid.strip()
+    dtype = _fast_native_dtype(attrs, uid)
+    usable = (dtype is not None and out.shape == (attrs.rows, attrs.columns) and len(data) >= attrs.native_frame_length
+              and (out.dtype == dtype if not rescale else out.dtype.kind == "f") and attrs.modality_lut is None)
+    if not usable:
+        array = decode_frame(data, attrs, uid)
+        if rescale:
+            array = apply_rescale(array, attrs, dtype=out.dtype)
+        elif array.dtype != out.dtype:
+            raise PixelDecodeError(f"the frame decodes to {array.dtype}, not the {out.dtype} of its destination "
+                                   "(mixed Pixel Representation or Bits Allocated?)")
+        if array.shape != out.shape:
+            raise PixelDecodeError(f"the frame decodes to shape {array.shape}, not the {out.shape} of its destination")
+        out[...] = array
+        return
+    assert dtype is not None
+    view = np.frombuffer(data, dtype=dtype, count=attrs.rows * attrs.columns).reshape(attrs.rows, attrs.columns)
+    shift = attrs.bits_allocated - attrs.bits_stored
+    if not rescale:
+        np.copyto(out, view)
+        if shift > 0:  # as pydicom: ignore the unused high bits (sign-extending signed values)
+            np.left_shift(out, shift, out=out)
+            np.right_shift(out, shift, out=out)
+        return
+    source = view
+    if shift > 0:
+        source = np.left_shift(view, shift)
+        np.right_shift(source, shift, out=source)
+    scalar = out.dtype.type
+    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
+    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
+    np.copyto(out, source, casting="unsafe")
+    if slope != 1.0:
+        out *= scalar(slope)
+    if intercept != 0.0:
+        out += scalar(intercept)
 
 
 def decode_frames(frames: list[bytes], attrs: PixelAttributes, transfer_syntax_uid: str, *, as_rgb: bool = True) -> np.ndarray:
