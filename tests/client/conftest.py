@@ -127,7 +127,7 @@ def scripted_server():
     scripted = Scripted()
     handler = type("Handler", (_Handler,), {"scripted": scripted})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     scripted.url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
     yield scripted
