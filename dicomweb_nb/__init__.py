@@ -1,0 +1,53 @@
+"""dicomweb-nb: DICOMweb for Jupyter.
+
+>>> import dicomweb_nb as dw
+>>> pacs = dw.connect("http://localhost:8042/dicom-web")   # doctest: +SKIP
+>>> pacs.studies(PatientName="DOE*")                       # doctest: +SKIP
+
+``connect`` gives a ``Client`` (searches as DataFrames, frames and volumes as numpy, STOW with
+a progress bar); ``to_dataframe`` turns any DICOM JSON into a DataFrame; ``errors`` holds the
+exception hierarchy (``errors.DicomWebError`` and its subclasses).
+
+The public names are loaded on first use, so the server and the pure ``dicom``/``pixels``
+modules can be imported without pulling in pandas and requests.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "connect": ("dicomweb_nb.client.connect", "connect"),
+    "Client": ("dicomweb_nb.client.client", "Client"),
+    "to_dataframe": ("dicomweb_nb.client.dataframes", "to_dataframe"),
+    "DicomWebError": ("dicomweb_nb.errors", "DicomWebError"),
+    "Volume": ("dicomweb_nb.pixels.volume", "Volume"),
+    "errors": ("dicomweb_nb.errors", None),
+}
+
+__all__ = ["connect", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "__version__"]
+
+if TYPE_CHECKING:
+    from . import errors
+    from .client.client import Client
+    from .client.connect import connect
+    from .client.dataframes import to_dataframe
+    from .errors import DicomWebError
+    from .pixels.volume import Volume
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'dicomweb_nb' has no attribute {name!r}")
+    module_name, attribute = _PUBLIC[name]
+    module = import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,6 +9,7 @@ compressed syntaxes, the encapsulation pydicom expects around a codestream.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -32,6 +33,7 @@ NATIVE_FRAME_SYNTAXES = frozenset({
 })
 _LITTLE_ENDIAN_NATIVE = frozenset(NATIVE_FRAME_SYNTAXES - {"1.2.840.10008.1.2.2"})
 
+_UID_TEXT = re.compile(r"[0-9]+(\.[0-9]+)*")
 _PIXEL_KEYWORDS = {"7FE00010": "PixelData", "7FE00008": "FloatPixelData", "7FE00009": "DoubleFloatPixelData"}
 
 
@@ -198,9 +200,9 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
     with ``as_rgb`` (the default, as in pydicom) YBR colour data is converted to RGB.
     Raises PixelDecodeError naming the problem.
     """
-    uid = UID(transfer_syntax_uid.strip())
-    if not uid.is_valid:
+    if not _UID_TEXT.fullmatch(transfer_syntax_uid.strip()):
         raise PixelDecodeError(f"{transfer_syntax_uid!r} is not a transfer syntax UID")
+    uid = UID(transfer_syntax_uid.strip())
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:

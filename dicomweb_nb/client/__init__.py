@@ -1,0 +1,20 @@
+"""The DICOMweb client for notebooks: ``connect`` gives a ``Client``.
+
+``Client`` speaks to a ``DicomWebSource`` - ``WebSource`` for any server over HTTP, or an
+in-process source for the workspace store - and turns answers into DataFrames, numpy arrays,
+volumes, pydicom Datasets and PIL images.
+"""
+
+from .client import Client
+from .config import RemoteServer, load_servers, lookup_server, parse_servers, store_folder
+from .connect import connect, set_local_source_factory
+from .dataframes import to_dataframe
+from .http import HttpClient
+from .protocol import DicomWebSource, EncodedFrame, RenderedImage, StowItem
+from .web import WebSource
+
+__all__ = [
+    "connect", "Client", "to_dataframe", "DicomWebSource", "WebSource", "HttpClient", "EncodedFrame", "RenderedImage",
+    "StowItem", "RemoteServer", "load_servers", "lookup_server", "parse_servers", "store_folder",
+    "set_local_source_factory",
+]

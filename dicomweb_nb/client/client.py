@@ -1,0 +1,265 @@
+"""``Client``: DICOMweb for notebooks - searches as DataFrames, pixels as numpy, uploads with a progress bar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pydicom.dataset import Dataset
+
+from ..errors import DicomWebError
+from ..pixels.volume import Volume
+from . import retrieve as _retrieve
+from . import wado
+from .dataframes import to_dataframe
+from .protocol import DicomWebSource, StowItem
+from .qido import build_filters, validate_fields
+from .stow import batches, collect_items, response_outcomes
+
+__all__ = ["Client"]
+
+_RESULT_COLUMNS = ["label", "SOPInstanceUID", "StudyInstanceUID", "status", "failure_reason", "warning_reason",
+                   "retrieve_url", "error", "batch"]
+
+
+class Client:
+    """A DICOMweb service seen from a notebook.
+
+    Make one with ``dw.connect(url)``. Every method names the PS3.18 transaction it uses; UIDs are
+    strings. Searches return DataFrames (see ``dw.to_dataframe``), pixels numpy arrays.
+    """
+
+    def __init__(self, source: DicomWebSource, *, max_workers: int = 8, progress: bool = True):
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.source = source
+        self.max_workers = max_workers
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"<dicomweb_nb.Client {getattr(self.source, 'url', self.source)!r}>"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.source.close()
+
+    @property
+    def url(self) -> str | None:
+        """The DICOMweb root, for a web server."""
+        return getattr(self.source, "url", None)
+
+    # -- QIDO-RS ------------------------------------------------------------------------------
+    def _search(self, level: str, filters: Mapping[str, Any] | None, keywords: Mapping[str, Any], *, study: str | None,
+                series: str | None, fields: str | Iterable[str] | None, limit: int | None, offset: int, fuzzy: bool,
+                raw: bool) -> pd.DataFrame | list[dict]:
+        pairs = build_filters(level, filters, keywords)
+        includes = validate_fields(fields)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, not {offset!r}")
+        found = self.source.search(level, pairs, study=study, series=series, fields=includes, fuzzy=fuzzy,  # type: ignore[arg-type]
+                                   limit=limit, offset=offset)
+        return found if raw else to_dataframe(found)
+
+    def studies(self, filters: Mapping[str, Any] | None = None, *, fields: str | Iterable[str] | None = None,
+                limit: int | None = None, offset: int = 0, fuzzy: bool = False, raw: bool = False,
+                **keywords: Any) -> pd.DataFrame:
+        """Search for studies (QIDO-RS): ``pacs.studies(PatientName="DOE*", StudyDate="20200101-")``.
+
+        Filters are keyword arguments, or a ``filters`` dict for tag numbers (``{"00100010": "DOE*"}``)
+        and sequence paths. Values: text with ``*``/``?`` wildcards, ranges as ``"low-high"`` or a
+        ``(low, high)`` tuple of dates, lists for several values. ``fields`` adds attributes to the
+        answer (``"all"`` for all); ``limit``/``offset`` window the matches (pages past server limits
+        are fetched automatically); ``fuzzy`` asks for fuzzy person-name matching. A bad filter raises
+        ``dw.errors.InvalidFilter`` before anything is sent. ``raw=True`` returns the DICOM JSON list.
+        """
+        return self._search("study", filters, keywords, study=None, series=None, fields=fields, limit=limit,
+                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+
+    def series(self, study: str | None = None, filters: Mapping[str, Any] | None = None, *,
+               fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0, fuzzy: bool = False,
+               raw: bool = False, **keywords: Any) -> pd.DataFrame:
+        """Search for series, in one study or everywhere; arguments as for ``studies``."""
+        return self._search("series", filters, keywords, study=study, series=None, fields=fields, limit=limit,
+                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+
+    def instances(self, study: str | None = None, series: str | None = None, filters: Mapping[str, Any] | None = None, *,
+                  fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0,
+                  fuzzy: bool = False, raw: bool = False, **keywords: Any) -> pd.DataFrame:
+        """Search for instances, in one series, one study or everywhere; arguments as for ``studies``."""
+        if series and not study:
+            raise ValueError("give the study UID along with the series UID")
+        return self._search("instance", filters, keywords, study=study, series=series, fields=fields, limit=limit,
+                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+
+    # -- WADO-RS metadata and datasets -----------------------------------------------------------
+    def metadata(self, study: str, series: str | None = None, instance: str | None = None, *,
+                 raw: bool = False) -> pd.DataFrame:
+        """All attributes of every instance of a study, series or one instance: one row per instance."""
+        found = self.source.retrieve_metadata(study, series, instance)
+        return found if raw else to_dataframe(found)  # type: ignore[return-value]
+
+    def instance(self, study: str, series: str, instance: str) -> Dataset:
+        """One instance as a pydicom Dataset, in the transfer syntax the server stores it in."""
+        datasets = list(wado.iter_datasets(self.source, study, series, instance))
+        if len(datasets) != 1:
+            raise DicomWebError(f"asked for instance {instance}, the server sent {len(datasets)}")
+        return datasets[0]
+
+    def iter_series_datasets(self, study: str, series: str) -> Iterator[Dataset]:
+        """The instances of a series as pydicom Datasets, each parsed as soon as it has arrived."""
+        return wado.iter_datasets(self.source, study, series)
+
+    def series_datasets(self, study: str, series: str) -> list[Dataset]:
+        """The instances of a series as pydicom Datasets (streamed; each file's bytes are dropped once parsed)."""
+        return list(self.iter_series_datasets(study, series))
+
+    def study_datasets(self, study: str) -> list[Dataset]:
+        """The instances of a study as pydicom Datasets."""
+        return list(wado.iter_datasets(self.source, study))
+
+    # -- pixels -------------------------------------------------------------------------------
+    def frames(self, study: str, series: str, instance: str, frames: int | Iterable[int] | None = None, *,
+               rescale: bool = False) -> np.ndarray:
+        """Frames of an instance as ``(n, rows, columns[, samples])``; ``frames`` are 1-based numbers (all by default).
+
+        Frames come in whatever transfer syntax the server stores (JPEG, JPEG-LS, JPEG 2000, RLE...) and
+        are decoded here, with the same results as pydicom's ``pixel_array``. ``rescale=True`` turns
+        stored values into modality values (Rescale Slope/Intercept or Modality LUT; float32).
+        """
+        return wado.fetch_frames(self.source, study, series, instance, frames, rescale=rescale,
+                                 max_workers=self.max_workers)
+
+    def volume(self, study: str, series: str, *, rescale: bool = True, progress: bool | None = None,
+               method: str = "series") -> Volume:
+        """A series as one 3-D ``Volume``: ``.array[k, row, column]`` sorted along the slice normal.
+
+        ``.spacing``, ``.origin``, ``.direction`` and ``.affine`` give its geometry in patient
+        coordinates (mm); ``.to_xarray()`` a labelled array. Values are modality values (HU for CT)
+        unless ``rescale=False``. Raises ``dw.errors.VolumeError`` for series that are not one
+        regular stack (mixed orientations or sizes, duplicated or missing slices).
+        ``method="series"`` (default) streams the series in one retrieve and decodes instances as they
+        arrive; ``"frames"`` fetches metadata then each instance's frames concurrently.
+        """
+        return wado.fetch_volume(self.source, study, series, rescale=rescale, max_workers=self.max_workers,
+                                 progress=self.progress if progress is None else progress, method=method)
+
+    def rendered(self, study: str, series: str | None = None, instance: str | None = None, frame: int | None = None, *,
+                 window: tuple[float, float] | None = None, viewport: tuple[int, int] | None = None,
+                 quality: int | None = None, media_type: str = "image/png") -> Any:
+        """The server's rendering (WADO-RS ``/rendered``) of a study, series, instance or frame as a PIL image.
+
+        ``window=(center, width)`` sets the VOI window, ``viewport=(width, height)`` the size.
+        """
+        params: dict[str, str] = {}
+        if window is not None:
+            center, width = window
+            params["window"] = f"{center:g},{width:g},linear"
+        if viewport is not None:
+            params["viewport"] = f"{int(viewport[0])},{int(viewport[1])}"
+        if quality is not None:
+            params["quality"] = str(int(quality))
+        image = self.source.retrieve_rendered(study, series, instance, frame, media_type=media_type, params=params)
+        return wado.image_from_bytes(image.data)
+
+    def thumbnail(self, study: str, series: str | None = None, instance: str | None = None, frame: int | None = None, *,
+                  size: int | None = 128, media_type: str = "image/png") -> Any:
+        """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering)."""
+        image = self.source.retrieve_thumbnail(study, series, instance, frame, media_type=media_type, size=size)
+        return wado.image_from_bytes(image.data)
+
+    # -- STOW-RS ------------------------------------------------------------------------------
+    def store(self, data: str | os.PathLike[str] | Dataset | bytes | Iterable[Any], *, study: str | None = None,
+              batch_size: int = 50, max_batch_bytes: int = 256 << 20, progress: bool | None = None) -> pd.DataFrame:
+        """Upload DICOM (STOW-RS): file paths, folders (recursively), pydicom Datasets or Part 10 bytes.
+
+        Sent in batches of ``batch_size`` instances (at most ``max_batch_bytes`` each), streamed from
+        disk. Returns one row per input: ``status`` is ``stored``, ``warning`` (stored, with a
+        ``warning_reason``), ``failed`` (``failure_reason`` code or ``error`` text) or ``skipped``
+        (not a DICOM instance). Failures are listed, never dropped; nothing is raised for them.
+        """
+        items, skipped = collect_items(data)
+        frame = self.store_items(items, study=study, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
+                                 progress=progress)
+        if skipped:
+            extra = pd.DataFrame([{"label": label, "status": "skipped", "error": reason} for label, reason in skipped],
+                                 columns=_RESULT_COLUMNS)
+            frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
+        return frame
+
+    def store_items(self, items: Sequence[StowItem], *, study: str | None = None, batch_size: int = 50,
+                    max_batch_bytes: int = 256 << 20, progress: bool | None = None) -> pd.DataFrame:
+        """``store`` for prepared StowItems (used by ``retrieve`` into another server)."""
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        show = self.progress if progress is None else progress
+        rows: list[dict[str, Any]] = []
+        bar = tqdm(total=len(items), desc="store", unit="instance", disable=not show, leave=False)
+        sent: set[int] = set()
+
+        def on_sent(item: StowItem) -> None:
+            if id(item) not in sent:  # a retried batch sends its items again
+                sent.add(id(item))
+                bar.update(1)
+
+        try:
+            for number, batch in enumerate(batches(items, max_count=batch_size, max_bytes=max_batch_bytes)):
+                try:
+                    response = self.source.store_instances(batch, study=study, on_sent=on_sent)
+                    outcomes = response_outcomes(response)
+                    batch_error = None
+                except DicomWebError as exc:
+                    outcomes, batch_error = {}, str(exc)
+                for item in batch:
+                    outcome = outcomes.get(item.sop_instance_uid or "")
+                    row = {"label": item.label, "SOPInstanceUID": item.sop_instance_uid,
+                           "StudyInstanceUID": item.study_instance_uid, "batch": number, "error": batch_error,
+                           "failure_reason": None, "warning_reason": None, "retrieve_url": None}
+                    if outcome is not None:
+                        row.update(outcome)
+                    else:
+                        row["status"] = "failed"
+                        row["error"] = batch_error or "the server's STOW-RS answer does not mention this instance"
+                    rows.append(row)
+        finally:
+            bar.close()
+        frame = pd.DataFrame(rows, columns=_RESULT_COLUMNS)
+        for column in ("failure_reason", "warning_reason"):
+            frame[column] = frame[column].astype("Int64")
+        return frame
+
+    # -- copying elsewhere ------------------------------------------------------------------------
+    def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,
+                 to: "str | os.PathLike[str] | Client", batch_size: int = 50, progress: bool | None = None) -> pd.DataFrame:
+        """Copy a study, series or instance into a folder (``to="downloads/"``) or another server (``to=dw.connect()``).
+
+        Instances the destination already has are skipped, so re-running resumes an interrupted copy.
+        Folders get ``<study>/<series>/<sop>.dcm``. Returns one row per instance with its ``status``
+        (``retrieved``, ``present`` or ``failed`` with ``error``).
+        """
+        from tqdm.auto import tqdm
+
+        show = self.progress if progress is None else progress
+
+        def bar(**kwargs: Any) -> Any:
+            return tqdm(disable=not show, leave=False, **kwargs)
+
+        if isinstance(to, Client):
+            return _retrieve.retrieve_to_client(self.source, study, series, instance, to, max_workers=self.max_workers,
+                                                batch_size=batch_size, progress_bar=bar)
+        if isinstance(to, (str, os.PathLike)):
+            return _retrieve.retrieve_to_folder(self.source, study, series, instance, Path(to),
+                                                max_workers=self.max_workers, progress_bar=bar)
+        raise TypeError(f"retrieve(to=...) takes a folder path or a Client, not {type(to).__name__}")

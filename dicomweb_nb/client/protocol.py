@@ -1,0 +1,93 @@
+"""The DICOMweb transactions the notebook client is built on, as a Protocol.
+
+``Client`` (DataFrames, numpy, volumes, progress bars) only talks to a ``DicomWebSource``:
+``WebSource`` implements it over HTTP for any DICOMweb server, and the workspace store can
+implement it in-process, so ``dw.connect()`` on the workspace needs no HTTP round trip.
+Values are DICOM JSON (PS3.18 Annex F) and Part 10 bytes, so any implementation can be checked
+against another with the same tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+DicomJson = dict[str, Any]
+Level = Literal["study", "series", "instance"]
+
+__all__ = ["DicomJson", "Level", "EncodedFrame", "RenderedImage", "StowItem", "DicomWebSource"]
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One frame as the server sent it: raw pixels or a codestream, and its transfer syntax."""
+
+    data: bytes
+    transfer_syntax_uid: str
+    media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """A rendered image or thumbnail (PNG, JPEG, GIF) with its media type."""
+
+    data: bytes
+    media_type: str
+
+
+@dataclass
+class StowItem:
+    """One instance to store: a Part 10 payload of known size, read only when it is sent.
+
+    ``read()`` returns the whole file; ``label`` names it in results (a path, or ``dataset[i]``).
+    """
+
+    label: str
+    size: int
+    read: Callable[[], bytes]
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    study_instance_uid: str | None = None
+
+
+@runtime_checkable
+class DicomWebSource(Protocol):
+    """What a DICOMweb service offers the client: QIDO-RS, WADO-RS, STOW-RS and rendering."""
+
+    def search(self, level: Level, filters: Sequence[tuple[str, str]], *, study: str | None = None,
+               series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,
+               limit: int | None = None, offset: int = 0) -> list[DicomJson]:
+        """QIDO-RS: every match of ``filters`` (keyword or tag, DICOM query text), all pages."""
+        ...
+
+    def retrieve_metadata(self, study: str, series: str | None = None, instance: str | None = None) -> list[DicomJson]:
+        """WADO-RS metadata: one DICOM JSON object per instance."""
+        ...
+
+    def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
+        """WADO-RS retrieve: the Part 10 bytes of each instance, one at a time as they arrive."""
+        ...
+
+    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
+        """WADO-RS frames (1-based numbers) in the stored transfer syntax where the server allows it."""
+        ...
+
+    def retrieve_rendered(self, study: str, series: str | None = None, instance: str | None = None,
+                          frame: int | None = None, *, media_type: str = "image/png",
+                          params: Mapping[str, str] | None = None) -> RenderedImage:
+        """WADO-RS rendered: a consumer-format image of a study, series, instance or frame."""
+        ...
+
+    def retrieve_thumbnail(self, study: str, series: str | None = None, instance: str | None = None,
+                           frame: int | None = None, *, media_type: str = "image/png",
+                           size: int | None = None) -> RenderedImage:
+        """WADO-RS thumbnail: a small image standing for the resource."""
+        ...
+
+    def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,
+                        on_sent: Callable[[StowItem], None] | None = None) -> DicomJson:
+        """STOW-RS one batch; returns the server's response dataset (may list failures)."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,331 @@
+"""WADO-RS into Python objects: pydicom Datasets, numpy frames and volumes, PIL images.
+
+Frames are fetched concurrently (a bounded thread pool: requests and the codecs release the GIL
+while they wait or decode) and each multipart answer is parsed as it streams in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+
+from ..errors import DicomWebError, InvalidResponse
+from ..pixels.decode import (
+    NATIVE_FRAME_SYNTAXES,
+    PixelAttributes,
+    apply_rescale,
+    decode_frame,
+    PixelDecodeError,
+    decode_frame_into,
+    has_rescale,
+)
+from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
+from .protocol import DicomJson, DicomWebSource
+
+__all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes"]
+
+_MAX_FRAMES_PER_REQUEST = 32
+
+
+def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "slice") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+
+
+def iter_datasets(source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None) -> Iterator[Dataset]:
+    """pydicom Datasets of a study, series or instance, parsed one by one as the answer streams in."""
+    for content in source.iter_instances(study, series, instance):
+        try:
+            yield pydicom.dcmread(BytesIO(content))
+        except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+            raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+
+
+def frame_numbers(frames: int | Iterable[int] | None, number_of_frames: int) -> list[int]:
+    """1-based frame numbers, validated against the instance's Number of Frames."""
+    if frames is None:
+        return list(range(1, number_of_frames + 1))
+    numbers = [int(frames)] if isinstance(frames, (int, np.integer)) else [int(f) for f in frames]
+    if not numbers:
+        raise ValueError("no frame numbers given")
+    bad = [n for n in numbers if not 1 <= n <= number_of_frames]
+    if bad:
+        raise ValueError(f"frame numbers {bad} are outside 1..{number_of_frames} (frames are numbered from 1)")
+    return numbers
+
+
+def _chunks(numbers: Sequence[int], workers: int) -> list[list[int]]:
+    size = max(1, min(_MAX_FRAMES_PER_REQUEST, math.ceil(len(numbers) / max(1, workers * 2))))
+    return [list(numbers[i:i + size]) for i in range(0, len(numbers), size)]
+
+
+def fetch_frames(source: DicomWebSource, study: str, series: str, instance: str, frames: int | Iterable[int] | None = None,
+                 *, rescale: bool = False, max_workers: int = 8, metadata: DicomJson | None = None) -> np.ndarray:
+    """Frames of one instance as ``(n, rows, columns[, samples])``."""
+    if metadata is None:
+        found = source.retrieve_metadata(study, series, instance)
+        if not found:
+            raise InvalidResponse(f"no metadata for instance {instance}")
+        metadata = found[0]
+    attrs = PixelAttributes.from_json(metadata)
+    numbers = frame_numbers(frames, attrs.number_of_frames)
+    chunks = _chunks(numbers, max_workers)
+
+    def fetch(chunk: list[int]) -> list[np.ndarray]:
+        encoded = source.retrieve_frames(study, series, instance, chunk)
+        return [decode_frame(f.data, attrs, f.transfer_syntax_uid) for f in encoded]
+
+    if len(chunks) == 1:
+        decoded = fetch(chunks[0])
+    else:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(chunks))) as pool:
+            decoded = [array for part in pool.map(fetch, chunks) for array in part]
+    out = np.stack(decoded)
+    return apply_rescale(out, attrs) if rescale else out
+
+
+def _is_image(meta: DicomJson) -> bool:
+    return bool(meta.get("00280010")) and bool(meta.get("00280011"))
+
+
+def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bool = True, max_workers: int = 8,
+                 progress: bool = True, method: str = "series") -> Volume:
+    """A series as one Volume sorted along the slice normal (see ``dicomweb_nb.pixels.volume``).
+
+    ``method="series"`` streams the whole series in one WADO-RS retrieve and decodes each instance
+    in a thread pool while the rest is still arriving; ``"frames"`` reads the series metadata, then
+    fetches each instance's frames concurrently (less data when instances carry big headers or
+    only some frames are wanted, and fast on servers that index frames).
+    """
+    if method == "series":
+        return _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
+    if method != "frames":
+        raise ValueError(f"method must be 'series' or 'frames', not {method!r}")
+    metas = [m for m in source.retrieve_metadata(study, series) if _is_image(m)]
+    if not metas:
+        raise VolumeError(f"series {series} has no image instances")
+    slices: list[SliceGeometry] = []
+    owners: list[tuple[int, int]] = []  # (index in metas, frame number) of each slice
+    attrs_of: list[PixelAttributes] = []
+    for index, meta in enumerate(metas):
+        attrs = PixelAttributes.from_json(meta)
+        attrs_of.append(attrs)
+        uid = (meta.get("00080018") or {}).get("Value", [None])[0]
+        for frame in range(1, attrs.number_of_frames + 1):
+            slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))
+            owners.append((index, frame))
+    plan = plan_volume(slices)
+    position_of_slice = {slice_index: k for k, slice_index in enumerate(plan.order)}
+    # One job per instance (chunked for big multi-frame ones): frame numbers and their volume indices.
+    jobs: list[tuple[int, list[int], list[int]]] = []
+    per_instance: dict[int, list[tuple[int, int]]] = {}
+    for slice_index, (meta_index, frame) in enumerate(owners):
+        per_instance.setdefault(meta_index, []).append((frame, position_of_slice[slice_index]))
+    for meta_index, pairs in per_instance.items():
+        for start in range(0, len(pairs), _MAX_FRAMES_PER_REQUEST):
+            part = pairs[start:start + _MAX_FRAMES_PER_REQUEST]
+            jobs.append((meta_index, [f for f, _ in part], [k for _, k in part]))
+    rescaling = rescale and any(has_rescale(a) for a in attrs_of)
+    mixed_types = len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1
+    rescaling = rescaling or (rescale and mixed_types)
+
+    def decode_job(job: tuple[int, list[int], list[int]]) -> tuple[list[int], list[np.ndarray]]:
+        meta_index, frames, targets = job
+        meta = metas[meta_index]
+        attrs = attrs_of[meta_index]
+        uid = meta["00080018"]["Value"][0]
+        encoded = source.retrieve_frames(study, series, uid, frames)
+        arrays = [decode_frame(f.data, attrs, f.transfer_syntax_uid) for f in encoded]
+        if rescaling:
+            arrays = [apply_rescale(a, attrs) for a in arrays]
+        return targets, arrays
+
+    bar = _progress_bar(len(slices), "volume", progress)
+    try:
+        first_targets, first_arrays = decode_job(jobs[0])
+        sample = first_arrays[0]
+        out = np.empty((len(slices), *sample.shape), dtype=sample.dtype)
+
+        def place(targets: list[int], arrays: list[np.ndarray]) -> None:
+            for k, array in zip(targets, arrays):
+                if array.shape != sample.shape:
+                    raise VolumeError(f"slice {slices[plan.order[k]].key!r} decoded to shape {array.shape}, "
+                                      f"others to {sample.shape}")
+                if array.dtype != sample.dtype:
+                    raise VolumeError(f"slice {slices[plan.order[k]].key!r} decoded to {array.dtype}, others to "
+                                      f"{sample.dtype} (mixed Pixel Representation?); rescale=True gives one float type")
+                out[k] = array
+            bar.update(len(targets))
+
+        place(first_targets, first_arrays)
+        if len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs) - 1))) as pool:
+                for targets, arrays in pool.map(decode_job, jobs[1:]):
+                    place(targets, arrays)
+    finally:
+        bar.close()
+    keys = [slices[i].key for i in plan.order]
+    return Volume(out, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
+
+
+def _decode_instance(content: bytes, rescale: bool) -> tuple[list[SliceGeometry], list[Any], PixelAttributes, str] | None:
+    """Geometry and frames of one Part 10 instance (None for a non-image instance).
+
+    Compressed frames come back decoded (and rescaled); uncompressed ones as views of their bytes.
+    """
+    try:
+        ds = pydicom.dcmread(BytesIO(content))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+        raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+    if "PixelData" not in ds or "Rows" not in ds:
+        return None  # a non-image instance (structured report, presentation state) in the series
+    attrs = PixelAttributes.from_dataset(ds)
+    uid = str(ds.SOPInstanceUID)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    geometry = [SliceGeometry.from_dataset(ds, key=(uid, frame), frame=frame) for frame in range(1, attrs.number_of_frames + 1)]
+    if syntax in NATIVE_FRAME_SYNTAXES:
+        # Left encoded: decode_frame_into copies these straight into the volume (see its docstring).
+        length = attrs.native_frame_length
+        pixels = memoryview(ds.PixelData)
+        payloads: list[Any] = [pixels[i * length:(i + 1) * length] for i in range(attrs.number_of_frames)]
+    else:
+        encoded = generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)
+        payloads = [decode_frame(data, attrs, syntax) for data in encoded]
+        if rescale:
+            payloads = [apply_rescale(array, attrs) for array in payloads]
+    return geometry, payloads, attrs, syntax
+
+
+def _volume_from_series(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,
+                        progress: bool) -> Volume:
+    # Decoding is CPU work: more threads than cores only contend for the GIL.
+    workers = max(1, min(max_workers, os.cpu_count() or 2))
+    in_flight = threading.BoundedSemaphore(2 * workers)  # bounds undecoded bytes held in memory
+    # Instances are decoded in arrival order into a growing buffer (pages never written cost no
+    # memory, so reserving room for the whole series is free), then sorted in place at the end:
+    # no second full-size copy of the volume.
+    expected = _series_size(source, study, series)
+    buffer: np.ndarray | None = None
+    geometries: list[SliceGeometry] = []
+    attrs_seen: list[PixelAttributes] = []
+
+    def decode(content: bytes) -> Any:
+        try:
+            return _decode_instance(content, rescale)
+        finally:
+            in_flight.release()
+
+    def place(result: Any) -> None:
+        nonlocal buffer
+        if result is None:
+            return
+        geometry, payloads, attrs, syntax = result
+        shape = attrs.frame_shape
+        if buffer is None:
+            if rescale:
+                dtype = np.dtype(np.float32)
+            elif isinstance(payloads[0], np.ndarray):
+                dtype = payloads[0].dtype
+            else:
+                dtype = decode_frame(payloads[0], attrs, syntax).dtype
+            buffer = np.empty((max(expected, 1) * len(payloads), *shape), dtype=dtype)
+        start = len(geometries)
+        if start + len(payloads) > buffer.shape[0]:
+            grown = np.empty((max(2 * buffer.shape[0], start + len(payloads)), *buffer.shape[1:]), dtype=buffer.dtype)
+            grown[:start] = buffer[:start]
+            buffer = grown
+        if shape != buffer.shape[1:]:
+            raise VolumeError(f"slice {geometry[0].key!r} has shape {shape}, earlier ones {buffer.shape[1:]}")
+        for offset, payload in enumerate(payloads):
+            target = buffer[start + offset]
+            if isinstance(payload, np.ndarray):
+                if payload.dtype != buffer.dtype:
+                    raise VolumeError(f"slice {geometry[offset].key!r} decodes to {payload.dtype}, earlier ones to "
+                                      f"{buffer.dtype} (mixed Pixel Representation?); rescale=True gives one float type")
+                target[...] = payload
+            else:
+                try:
+                    decode_frame_into(target, payload, attrs, syntax, rescale=rescale)
+                except PixelDecodeError as exc:
+                    raise VolumeError(f"slice {geometry[offset].key!r}: {exc}") from exc
+        geometries.extend(geometry)
+        attrs_seen.append(attrs)
+        bar.update(1)
+
+    bar = _progress_bar(expected, "volume", progress, unit="instance")
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for content in source.iter_instances(study, series):
+                in_flight.acquire()
+                pending.append(pool.submit(decode, content))
+                while pending and pending[0].done():
+                    place(pending.popleft().result())
+            while pending:
+                place(pending.popleft().result())
+    finally:
+        bar.close()
+    if buffer is None:
+        raise VolumeError(f"series {series} has no image instances")
+    plan = plan_volume(geometries)
+    volume = buffer[: len(geometries)]
+    _permute_in_place(volume, plan.order)
+    return Volume(volume, plan.spacing, plan.origin, plan.direction, [geometries[i].key for i in plan.order],
+                  rescaled=rescale)
+
+
+def _series_size(source: DicomWebSource, study: str, series: str) -> int:
+    """Number of instances in a series (QIDO), to reserve the volume's memory once; 0 when unknown."""
+    try:
+        found = source.search("series", [("SeriesInstanceUID", series)], study=study,
+                              fields=["NumberOfSeriesRelatedInstances"])
+    except DicomWebError:
+        return 0
+    for obj in found:
+        values = (obj.get("00201209") or {}).get("Value") or []
+        if values:
+            try:
+                return int(values[0])
+            except (TypeError, ValueError):
+                return 0
+    return 0
+
+
+def _permute_in_place(array: np.ndarray, order: Sequence[int]) -> None:
+    """Reorder ``array`` so that ``array[k]`` becomes the old ``array[order[k]]``, one slice of scratch space."""
+    done = [False] * len(order)
+    scratch = np.empty(array.shape[1:], dtype=array.dtype)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        scratch[...] = array[start]
+        k = start
+        while True:
+            source_index = order[k]
+            done[k] = True
+            if source_index == start:
+                array[k] = scratch
+                break
+            array[k] = array[source_index]
+            k = source_index
+
+
+def image_from_bytes(data: bytes) -> Any:
+    """A PIL image, fully loaded (independent of the buffer)."""
+    from PIL import Image
+
+    image = Image.open(BytesIO(data))
+    image.load()
+    return image

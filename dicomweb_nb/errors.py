@@ -1,0 +1,164 @@
+"""The exceptions of dicomweb-nb: one hierarchy rooted at ``DicomWebError``.
+
+Every error a notebook user can get back from a DICOMweb exchange is a ``DicomWebError``; those
+that come from an HTTP answer carry its ``status``, the ``url`` asked and the server's own
+``server_message`` (Orthanc and our server both explain themselves in the body), so
+``except dw.errors.NotFound`` or ``err.status == 404`` both work.
+
+Errors that are also plain value errors (a bad query filter, undecodable pixels) subclass
+``ValueError`` as well, so code written against the standard library's conventions keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .dicom.query import QueryError
+from .pixels.decode import PixelDecodeError
+from .pixels.volume import VolumeError
+
+__all__ = [
+    "DicomWebError", "HTTPStatusError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "NotAcceptable",
+    "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "TooManyRequests", "ServerError", "ServiceUnavailable",
+    "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse",
+    "PixelDecodeError", "VolumeError", "QueryError",
+]
+
+
+class DicomWebError(Exception):
+    """Base of every dicomweb-nb error.
+
+    ``status`` is the HTTP status (None when no answer came back), ``url`` what was asked,
+    ``server_message`` the explanation the server sent (None when it sent none).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None,
+                 server_message: str | None = None, method: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.url = url
+        self.server_message = server_message
+        self.method = method
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.server_message and self.server_message not in text:
+            text += f": {self.server_message}"
+        return text
+
+
+class HTTPStatusError(DicomWebError):
+    """The server answered with an HTTP error status."""
+
+
+class BadRequest(HTTPStatusError):
+    """400: the server did not understand or refused the request."""
+
+
+class Unauthorized(HTTPStatusError):
+    """401: credentials are missing or wrong (see ``connect(username=, password=, token=)``)."""
+
+
+class Forbidden(HTTPStatusError):
+    """403: the credentials do not allow this."""
+
+
+class NotFound(HTTPStatusError):
+    """404: no such study, series, instance or service."""
+
+
+class NotAcceptable(HTTPStatusError):
+    """406: the server cannot produce any of the requested media types."""
+
+
+class Conflict(HTTPStatusError):
+    """409: STOW-RS refused every instance."""
+
+
+class PayloadTooLarge(HTTPStatusError):
+    """413: the upload is larger than the server accepts."""
+
+
+class UnsupportedMediaType(HTTPStatusError):
+    """415: the server does not accept the uploaded media type."""
+
+
+class TooManyRequests(HTTPStatusError):
+    """429: rate limited, and still so after retrying."""
+
+
+class ServerError(HTTPStatusError):
+    """5xx: the server failed."""
+
+
+class ServiceUnavailable(ServerError):
+    """502, 503, 504: the server or a gateway is down, and still so after retrying."""
+
+
+class ConnectionFailed(DicomWebError):
+    """No HTTP answer: refused connection, timeout, reset, TLS failure."""
+
+
+class InvalidFilter(DicomWebError, QueryError):
+    """A search filter that is not valid DICOM; raised before any request is sent."""
+
+
+class ConfigurationError(DicomWebError):
+    """A connection that cannot be set up from the given arguments or configuration."""
+
+
+class UnknownServer(ConfigurationError, KeyError):
+    """``connect(name)`` with a name that is not among the configured servers."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return DicomWebError.__str__(self)
+
+
+class InvalidResponse(DicomWebError):
+    """The server answered 2xx but with a body that is not what DICOMweb promises."""
+
+
+_STATUS_CLASSES: dict[int, type[HTTPStatusError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 406: NotAcceptable, 409: Conflict,
+    413: PayloadTooLarge, 415: UnsupportedMediaType, 429: TooManyRequests,
+    502: ServiceUnavailable, 503: ServiceUnavailable, 504: ServiceUnavailable,
+}
+
+
+def error_class_for_status(status: int) -> type[HTTPStatusError]:
+    """The exception class for an HTTP error status."""
+    if status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status]
+    if status >= 500:
+        return ServerError
+    return HTTPStatusError
+
+
+def server_message_from_body(body: bytes | str | None, content_type: str | None = None) -> str | None:
+    """The human explanation inside an error answer.
+
+    Orthanc answers ``{"Message": ..., "Details": ...}``, jupyter-server ``{"message": ...}``,
+    others plain text or HTML; the first few hundred characters of anything else are kept.
+    """
+    if not body:
+        return None
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = text.strip()
+    if not text:
+        return None
+    if (content_type or "").split(";")[0].strip().endswith("json") or text[:1] in "{[":
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            parts = []
+            for key in ("Message", "message", "error", "Error", "reason", "Details", "details"):
+                value = data.get(key)
+                if isinstance(value, str) and value and value not in parts:
+                    parts.append(value)
+            if parts:
+                return " - ".join(parts)
+    return text[:500]
