@@ -17,9 +17,10 @@ from typing import Any, Mapping
 from ..errors import ConfigurationError, UnknownServer
 
 __all__ = ["RemoteServer", "store_folder", "servers_file", "load_servers", "parse_servers", "lookup_server",
-           "STORE_ENV", "SERVERS_FILENAME"]
+           "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV"]
 
 STORE_ENV = "DICOMWEB_NB_STORE"
+LOCAL_URL_ENV = "DICOMWEB_NB_URL"  # the served DICOMweb root of the workspace store, for URLs in answers
 DEFAULT_STORE_DIRNAME = ".dicomweb"
 SERVERS_FILENAME = "servers.json"
 
@@ -37,13 +38,20 @@ class RemoteServer:
 
 
 def store_folder(folder: str | os.PathLike[str] | None = None) -> Path:
-    """The workspace store folder: ``folder``, else ``$DICOMWEB_NB_STORE``, else ``./.dicomweb``."""
+    """The workspace store folder: ``folder``, else ``$DICOMWEB_NB_STORE`` (the Jupyter extension sets
+    it for its kernels), else the nearest ``.dicomweb`` holding a store in this or a parent folder
+    (a notebook in ``notebooks/`` finds the workspace's), else ``./.dicomweb``."""
     if folder is not None:
         return Path(folder)
     env = os.environ.get(STORE_ENV)
     if env:
         return Path(env)
-    return Path.cwd() / DEFAULT_STORE_DIRNAME
+    cwd = Path.cwd()
+    for parent in (cwd, *cwd.parents):
+        candidate = parent / DEFAULT_STORE_DIRNAME
+        if (candidate / "index.sqlite").exists():
+            return candidate
+    return cwd / DEFAULT_STORE_DIRNAME
 
 
 def servers_file(folder: str | os.PathLike[str] | None = None) -> Path:
@@ -79,16 +87,28 @@ def parse_servers(config: Mapping[str, Any], *, source: str = "servers configura
     return servers
 
 
+SERVERS_ENV = "DICOMWEB_NB_SERVERS"
+
+
 def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, RemoteServer]:
-    """The servers configured for the workspace (empty when there is no servers file)."""
+    """The servers configured for the workspace: ``$DICOMWEB_NB_SERVERS`` (JSON; the Jupyter extension
+    passes ``c.DicomWeb.servers`` to its kernels this way), then the store's servers file (servers
+    added with ``PUT /servers/{name}``), the file winning on a name clash."""
+    servers: dict[str, RemoteServer] = {}
+    env = os.environ.get(SERVERS_ENV)
+    if env:
+        try:
+            servers.update(parse_servers(json.loads(env), source=f"${SERVERS_ENV}"))
+        except ValueError as exc:
+            raise ConfigurationError(f"${SERVERS_ENV} is not valid JSON: {exc}") from None
     path = servers_file(folder)
-    if not path.exists():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read the servers file {path}: {exc}") from None
-    return parse_servers(config, source=str(path))
+    if path.exists():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read the servers file {path}: {exc}") from None
+        servers.update(parse_servers(config, source=str(path)))
+    return servers
 
 
 def lookup_server(name: str, folder: str | os.PathLike[str] | None = None) -> RemoteServer:

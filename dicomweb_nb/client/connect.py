@@ -16,9 +16,7 @@ from .protocol import DicomWebSource
 from .qido import DEFAULT_PAGE_SIZE
 from .web import WebSource
 
-__all__ = ["connect", "set_local_source_factory", "LOCAL_URL_ENV"]
-
-LOCAL_URL_ENV = "DICOMWEB_NB_URL"
+__all__ = ["connect", "set_local_source_factory"]
 
 # Set by the workspace store when it is importable: builds an in-process source for a store folder.
 _local_source_factory: Callable[[Path], DicomWebSource] | None = None
@@ -62,15 +60,10 @@ def connect(
     """
     if target is None:
         folder = store_folder(store)
-        if _local_source_factory is not None:
-            return Client(_local_source_factory(folder), max_workers=max_workers, progress=progress)
-        url = os.environ.get(LOCAL_URL_ENV)
-        if not url:
-            raise ConfigurationError(
-                "connect() without a URL reaches this workspace's own DICOMweb store, and none is known here: "
-                f"start it (dicomweb-nb serve, or JupyterLab with the dicomweb-nb extension) and set ${LOCAL_URL_ENV} "
-                "to its DICOMweb root, or pass a URL / configured server name to connect()")
-        target = url
+        factory = _local_source_factory
+        if factory is None:
+            from ..store.source import local_source as factory
+        return Client(factory(folder), max_workers=max_workers, progress=progress)
     server: RemoteServer | None = None
     if not target.startswith(("http://", "https://")):
         if "://" in target:

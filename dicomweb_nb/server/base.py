@@ -26,7 +26,7 @@ from tornado.ioloop import IOLoop
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
 from ..store import NotFoundError, Store
 from .config import DicomWeb
-from .transcoding import TranscodeError
+from ..store.transcode import TranscodeError
 
 if TYPE_CHECKING:
     from .proxy import RemoteServers

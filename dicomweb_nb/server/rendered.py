@@ -13,26 +13,11 @@ from ..pixels import render as rd
 from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError
 from ..store import reader
-from . import transcoding as tc
+from ..store import transcode as tc
 from .base import ApiError, DicomWebMixin
 from .wado import RetrieveMixin, parse_frame_list
 
-THUMBNAIL_SIZE = 128
 _RENDERED = list(rd.RENDERED_MEDIA_TYPES)
-
-
-def _render_one(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
-    frame = tc.decoded_frame(row, index)
-    attrs = tc.image_attributes(row, index)
-    if thumbnail:
-        return rd.thumbnail(frame, attrs, THUMBNAIL_SIZE, media_type=media_type, options=options)
-    return rd.render(frame, attrs, media_type=media_type, options=options)
-
-
-def _render_animation(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions) -> bytes:
-    frames = [tc.decoded_frame(row, i) for i in indices]
-    attrs = [tc.image_attributes(row, i) for i in indices]
-    return rd.render_frames(frames, attrs, media_type=media_type, options=options)
 
 
 class RenderedMixin(DicomWebMixin):
@@ -56,14 +41,13 @@ class RenderedMixin(DicomWebMixin):
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         if instance is None:
             # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).
-            images = [r for r in rows if reader.frame_count(r)]
-            if not images:
+            chosen = tc.representative(rows)
+            if chosen is None:
                 raise ApiError(404, "nothing to render: no instance here has pixel data")
             if thumbnail:
-                first_series = [r for r in images if r.series_uid == images[0].series_uid]
-                await self._send_image(first_series[len(first_series) // 2], 0, media_type, options, True)
+                await self._send_image(*chosen, media_type, options, True)
                 return
-            await self._send_multipart([(r, 0) for r in images], media_type, options)
+            await self._send_multipart([(r, 0) for r in rows if reader.frame_count(r)], media_type, options)
             return
         row = rows[0]
         count = reader.frame_count(row)
@@ -71,7 +55,7 @@ class RenderedMixin(DicomWebMixin):
             raise ApiError(404, f"instance {instance} has no pixel data to render")
         if frame_list is None:
             if count > 1 and media_type == "image/gif" and not thumbnail:
-                data = await self.run_blocking(_render_animation, row, list(range(count)), media_type, options)
+                data = await self.run_blocking(tc.render_animation, row, list(range(count)), media_type, options)
                 self._finish_image(data, media_type)
                 return
             await self._send_image(row, 0 if not thumbnail else count // 2, media_type, options, thumbnail)
@@ -82,7 +66,7 @@ class RenderedMixin(DicomWebMixin):
         if len(frame_list) == 1 or thumbnail:
             await self._send_image(row, frame_list[0] - 1, media_type, options, thumbnail)
         elif media_type == "image/gif":
-            data = await self.run_blocking(_render_animation, row, [n - 1 for n in frame_list], media_type, options)
+            data = await self.run_blocking(tc.render_animation, row, [n - 1 for n in frame_list], media_type, options)
             self._finish_image(data, media_type)
         else:
             await self._send_multipart([(row, n - 1) for n in frame_list], media_type, options)
@@ -123,7 +107,7 @@ class RenderedMixin(DicomWebMixin):
 
 def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
     try:
-        return _render_one(row, index, media_type, options, thumbnail)
+        return tc.render(row, index, media_type, options, thumbnail=thumbnail)
     except rd.RenderParameterError as exc:
         raise ApiError(400, f"bad rendering parameter {exc}") from None
     except NotAcceptable as exc:
@@ -181,4 +165,4 @@ class WadoUriMixin(RetrieveMixin):
         return row
 
 
-__all__ = ["RenderedMixin", "WadoUriMixin", "THUMBNAIL_SIZE"]
+__all__ = ["RenderedMixin", "WadoUriMixin"]

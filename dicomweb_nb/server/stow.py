@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
-from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, describe_failure
+from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, stow_response
 from .base import ApiError, DicomWebMixin
 
 _ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream")
@@ -182,36 +182,7 @@ class StowMixin(DicomWebMixin):
                                       sources=[f"part {p.number}" for p in parts])
 
     def _respond(self, outcomes: list[StoreOutcome], study: str | None) -> None:
-        url = self.url_builder()
-        referenced, failed, messages = [], [], []
-        for outcome in outcomes:
-            if outcome.stored and outcome.sop_uid:
-                item: dict[str, Any] = {
-                    "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]},
-                    "00081155": {"vr": "UI", "Value": [outcome.sop_uid]},
-                    "00081190": {"vr": "UR", "Value": [url(outcome.study_uid or "", outcome.series_uid, outcome.sop_uid)]},
-                }
-                if outcome.warning_reason is not None:
-                    item["00081196"] = {"vr": "US", "Value": [outcome.warning_reason]}
-                referenced.append(item)
-            else:
-                failed.append({
-                    "00081150": _uid_element(outcome.sop_class_uid),
-                    "00081155": _uid_element(outcome.sop_uid),
-                    "00081197": {"vr": "US", "Value": [outcome.failure_reason or 0x0110]},
-                })
-                reason = outcome.message or describe_failure(outcome.failure_reason or 0x0110)
-                messages.append(f"{outcome.source}: {reason}")
-        body: dict[str, Any] = {}
-        studies = {o.study_uid for o in outcomes if o.stored and o.study_uid}
-        if study or len(studies) == 1:
-            body["00081190"] = {"vr": "UR", "Value": [url(study or next(iter(studies)), None, None)]}
-        if failed:
-            body["00081198"] = {"vr": "SQ", "Value": failed}
-        if referenced:
-            body["00081199"] = {"vr": "SQ", "Value": referenced}
-        warnings = any(o.warning_reason is not None for o in outcomes)
-        status = 200 if not failed and not warnings else (202 if referenced else 409)
+        body, status, messages = stow_response(outcomes, self.url_builder(), study)
         for message in messages[:20]:
             self.add_header("Warning", f'299 dicomweb-nb "{_header_safe(message)}"')
         if self._stow_response_type == mt.DICOM_XML:
@@ -220,10 +191,6 @@ class StowMixin(DicomWebMixin):
             self.finish(json_to_xml(body))
         else:
             self.write_json(body, status, self._stow_response_type)
-
-
-def _uid_element(uid: str | None) -> dict[str, Any]:
-    return {"vr": "UI", "Value": [uid]} if uid else {"vr": "UI"}
 
 
 def _header_safe(text: str) -> str:

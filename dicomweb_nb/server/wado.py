@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
 from ..dicom.multipart import MultipartWriter
-from . import transcoding as tc
+from ..store import transcode as tc
 from ..store import InstanceRow, NotFoundError
 from ..store import reader
 from ..store.ingest import read_instance

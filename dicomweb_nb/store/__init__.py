@@ -15,6 +15,7 @@ from .store import (
     StoreError,
     StoreOutcome,
     describe_failure,
+    stow_response,
 )
 from .importer import ImportReport, import_paths
 
@@ -22,5 +23,5 @@ __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",
     "InstanceRecord", "read_instance", "NotDicomError", "MissingAttributeError", "ImportReport", "import_paths",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_DUPLICATE", "FAILURE_PROCESSING",
-    "FAILURE_STUDY_UID_MISMATCH", "describe_failure",
+    "FAILURE_STUDY_UID_MISMATCH", "describe_failure", "stow_response",
 ]

@@ -156,8 +156,33 @@ class Store:
                 c.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"store {self.root} has index schema {row[0]}, this version reads {SCHEMA_VERSION}")
+        self._hold_store_lock(reconcile)
+
+    def _hold_store_lock(self, reconcile: bool) -> None:
+        """Share the store with other processes; clean up after crashes only when alone.
+
+        Every process with the store open holds a shared lock on ``store.lock`` for its lifetime
+        (the Jupyter server, a notebook kernel, ``dicomweb-nb import``). Reconciling deletes files
+        no index row points at, which in a busy store may be another process's write in progress,
+        so it runs only if the lock can be taken exclusively: no one else has the store open.
+        """
+        self._lock_file = open(self.root / "store.lock", "a+b")
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): a single user is assumed
+            if reconcile:
+                self.reconcile()
+            return
+        alone = False
         if reconcile:
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+        if alone:
             self.reconcile()
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
 
     # -- connections ----------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -190,10 +215,13 @@ class Store:
                 conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close this thread's index connection and give up the store lock."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if not self._lock_file.closed:
+            self._lock_file.close()
 
     # -- crash recovery ---------------------------------------------------------------------------
     def reconcile(self) -> dict[str, int]:
@@ -204,7 +232,7 @@ class Store:
             removed["tmp"] += 1
         with self._write_lock:
             indexed = {row[0] for row in self._conn().execute("SELECT path FROM instances")}
-            for dirpath, _dirs, files in os.walk(self.files_dir):
+            for dirpath, _dirs, files in os.walk(self.files_dir):  # store.lock lives beside files/, not in it
                 for name in files:
                     rel = os.path.relpath(os.path.join(dirpath, name), self.files_dir)
                     if rel not in indexed:
@@ -813,5 +841,43 @@ __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
+    "stow_response",
     "keyword_of",
 ]
+
+
+def stow_response(outcomes: list[StoreOutcome], url: UrlBuilder, study: str | None) -> tuple[DicomJson, int, list[str]]:
+    """The STOW-RS response dataset (PS3.18 10.5.3), its HTTP status, and readable failure lines.
+
+    200: all stored; 202: some failed or carry warnings; 409: none stored.
+    """
+    referenced, failed, messages = [], [], []
+    for outcome in outcomes:
+        if outcome.stored and outcome.sop_uid:
+            item: dict[str, Any] = {
+                "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]},
+                "00081155": {"vr": "UI", "Value": [outcome.sop_uid]},
+                "00081190": {"vr": "UR", "Value": [url(outcome.study_uid or "", outcome.series_uid, outcome.sop_uid)]},
+            }
+            if outcome.warning_reason is not None:
+                item["00081196"] = {"vr": "US", "Value": [outcome.warning_reason]}
+            referenced.append(item)
+        else:
+            failed.append({
+                "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]} if outcome.sop_class_uid else {"vr": "UI"},
+                "00081155": {"vr": "UI", "Value": [outcome.sop_uid]} if outcome.sop_uid else {"vr": "UI"},
+                "00081197": {"vr": "US", "Value": [outcome.failure_reason or FAILURE_PROCESSING]},
+            })
+            reason = outcome.message or describe_failure(outcome.failure_reason or FAILURE_PROCESSING)
+            messages.append(f"{outcome.source}: {reason}")
+    body: DicomJson = {}
+    studies = {o.study_uid for o in outcomes if o.stored and o.study_uid}
+    if study or len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [url(study or next(iter(studies)), None, None)]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    warnings = any(o.warning_reason is not None for o in outcomes)
+    status = 200 if not failed and not warnings else (202 if referenced else 409)
+    return body, status, messages

@@ -11,7 +11,6 @@ import requests
 import dicomweb_nb as dw
 from dicomweb_nb import errors
 from dicomweb_nb.client import load_servers, lookup_server
-from dicomweb_nb.client.connect import LOCAL_URL_ENV
 from dicomweb_nb.client.http import encode_query
 from dicomweb_nb.samples import generate_ct_series
 
@@ -204,12 +203,3 @@ def test_bad_servers_file_is_a_clear_error(tmp_path):
     (tmp_path / "servers.json").write_text(json.dumps({"x": {"Url": "ftp://nowhere"}}))
     with pytest.raises(errors.ConfigurationError, match="'x'.*http"):
         load_servers(tmp_path)
-
-
-def test_connect_without_target_needs_a_known_local_server(tmp_path, monkeypatch, scripted_server):
-    monkeypatch.delenv(LOCAL_URL_ENV, raising=False)
-    monkeypatch.setenv("DICOMWEB_NB_STORE", str(tmp_path))
-    with pytest.raises(errors.ConfigurationError, match=LOCAL_URL_ENV):
-        dw.connect()
-    monkeypatch.setenv(LOCAL_URL_ENV, scripted_server.url)
-    assert dw.connect(progress=False).url == scripted_server.url

@@ -1,4 +1,5 @@
-"""Transfer syntax changes for WADO-RS answers: whole instances and single frames.
+"""Pixel data of stored instances in the form a reader asks for: frames decoded or re-encoded,
+whole instances in another transfer syntax (used by WADO-RS and by the in-process store client).
 
 A frame is read from its recorded byte range and, only when the client asked for another
 syntax, decoded (pydicom's decoders) or re-encoded (``pixels.encode``) — never the whole
@@ -18,10 +19,11 @@ import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
 from ..pixels import encode
+from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
 from ..pixels.voi import ImageAttributes
-from ..store import InstanceRow
-from ..store import reader
+from . import reader
+from .store import InstanceRow
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -168,3 +170,35 @@ def image_attributes(row: InstanceRow, index: int = 0) -> ImageAttributes:
 
 def _bulk_path(uri: str) -> str:
     return uri.split("bulk/", 1)[1] if "bulk/" in uri else uri
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+THUMBNAIL_SIZE = 128
+
+
+def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: "rd.RenderOptions | None" = None,
+           *, thumbnail: bool = False) -> bytes:
+    """Frame ``index`` (0-based) of a stored instance as a consumer image (PS3.18 rendered / thumbnail)."""
+    frame = decoded_frame(row, index)
+    attrs = image_attributes(row, index)
+    if thumbnail:
+        return rd.thumbnail(frame, attrs, THUMBNAIL_SIZE, media_type=media_type, options=options)
+    return rd.render(frame, attrs, media_type=media_type, options=options)
+
+
+def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
+    """Several frames of one instance as an animated GIF (or APNG)."""
+    frames = [decoded_frame(row, i) for i in indices]
+    attrs = [image_attributes(row, i) for i in indices]
+    return rd.render_frames(frames, attrs, media_type=media_type, options=options)
+
+
+def representative(rows: list[InstanceRow]) -> tuple[InstanceRow, int] | None:
+    """The image standing for a study or series: the middle instance of its first series with pixels."""
+    images = [r for r in rows if reader.frame_count(r)]
+    if not images:
+        return None
+    first_series = [r for r in images if r.series_uid == images[0].series_uid]
+    row = first_series[len(first_series) // 2]
+    return row, reader.frame_count(row) // 2

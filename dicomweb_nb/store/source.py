@@ -1,0 +1,178 @@
+"""The workspace store as a ``DicomWebSource``: what ``dw.connect()`` uses in a notebook.
+
+Same transactions and the same answers as the DICOMweb server gives over HTTP (both call the
+store, ``transcode`` and ``stow_response`` here), without an HTTP round trip or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
+from ..dicom.query import QueryError, parse_query
+from ..errors import BadRequest, NotAcceptable, NotFound
+from ..pixels import render as rd
+from . import reader, transcode
+from .store import NotFoundError, Store, stow_response
+
+_LEVEL_PATHS = {"study": "studies", "series": "series", "instance": "instances"}
+
+
+class StoreSource:
+    """In-process access to a store folder with the DICOMweb client's interface.
+
+    ``base_url`` is the DICOMweb root written into RetrieveURL and BulkDataURI (the served
+    address when a server runs on this store; a ``file:`` URL of the folder otherwise).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, base_url: str | None = None):
+        self.store = Store(root)
+        self.base_url = (base_url or self.store.root.as_uri() + "/dicom-web").rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"StoreSource({str(self.store.root)!r})"
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    def _url(self, study: str, series: str | None = None, instance: str | None = None) -> str:
+        url = f"{self.base_url}/studies/{study}"
+        if series:
+            url += f"/series/{series}"
+            if instance:
+                url += f"/instances/{instance}"
+        return url
+
+    def _instances(self, study: str | None, series: str | None = None, instance: str | None = None):
+        try:
+            return self.store.instances(study, series, instance)
+        except NotFoundError as exc:
+            raise NotFound(str(exc), status=404, url=self._url(study or "-", series, instance)) from None
+
+    # -- QIDO-RS ----------------------------------------------------------------------------------
+    def search(self, level: str, filters: Sequence[tuple[str, str]], *, study: str | None = None,
+               series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,
+               limit: int | None = None, offset: int = 0) -> list[DicomJson]:
+        params = list(filters)
+        if fields:
+            params.append(("includefield", ",".join(fields)))
+        if fuzzy:
+            params.append(("fuzzymatching", "true"))
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if offset:
+            params.append(("offset", str(offset)))
+        try:
+            query = parse_query(params, level, max_limit=None)
+        except QueryError as exc:
+            raise BadRequest(f"bad QIDO-RS query: {exc}", status=400, url=self.base_url) from None
+        if series is not None:
+            self._instances(study, series)
+        elif study is not None and level != "study":
+            self._instances(study)
+        return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=self._url).items
+
+    # -- WADO-RS ----------------------------------------------------------------------------------
+    def retrieve_metadata(self, study: str, series: str | None = None, instance: str | None = None) -> list[DicomJson]:
+        rows = self._instances(study, series, instance)
+        return [json.loads(absolutize_bulk_uris(r.metadata_text, self._url(r.study_uid, r.series_uid, r.sop_uid))) for r in rows]
+
+    def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
+        for row in self._instances(study, series, instance):
+            with open(row.path, "rb") as fp:
+                yield fp.read()
+
+    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]):
+        from ..client.protocol import EncodedFrame
+        from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
+
+        row = self._instances(study, series, instance)[0]
+        count = reader.frame_count(row)
+        out = []
+        for number in frames:
+            if not 1 <= number <= count:
+                raise NotFound(f"frame {number} is out of range: instance {instance} has {count} frame(s)", status=404,
+                               url=self._url(study, series, instance))
+            as_stored = bool(row.layout.frames) and row.transfer_syntax not in (transcode.DEFLATED, transcode.BIG_ENDIAN)
+            target = row.transfer_syntax if as_stored else transcode.EXPLICIT_LE
+            try:
+                data = transcode.frame_bytes(row, number - 1, target)
+            except transcode.TranscodeError as exc:
+                raise NotAcceptable(str(exc), status=406, url=self._url(study, series, instance)) from None
+            out.append(EncodedFrame(data, target, TRANSFER_SYNTAX_MEDIA_TYPES.get(target, OCTET_STREAM)))
+        return out
+
+    def retrieve_rendered(self, study: str, series: str | None = None, instance: str | None = None,
+                          frame: int | None = None, *, media_type: str = "image/png",
+                          params: Mapping[str, str] | None = None):
+        options = self._options(params)
+        return self._image(study, series, instance, frame, media_type, options, thumbnail=False)
+
+    def retrieve_thumbnail(self, study: str, series: str | None = None, instance: str | None = None,
+                           frame: int | None = None, *, media_type: str = "image/png", size: int | None = None):
+        options = self._options({"viewport": f"{size},{size}"} if size else None)
+        return self._image(study, series, instance, frame, media_type, options, thumbnail=True)
+
+    def _options(self, params: Mapping[str, str] | None) -> rd.RenderOptions:
+        try:
+            return rd.parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
+        except rd.RenderParameterError as exc:
+            raise BadRequest(f"bad rendering parameter {exc}", status=400, url=self.base_url) from None
+
+    def _image(self, study, series, instance, frame, media_type, options, *, thumbnail):
+        from ..client.protocol import RenderedImage
+
+        rows = self._instances(study, series, instance)
+        if instance is None:
+            chosen = transcode.representative(rows)
+            if chosen is None:
+                raise NotFound("nothing to render: no instance here has pixel data", status=404, url=self._url(study, series))
+            row, index = chosen
+        else:
+            row, index = rows[0], (frame or 1) - 1
+            if not 0 <= index < reader.frame_count(row):
+                raise NotFound(f"frame {index + 1} is out of range", status=404, url=self._url(study, series, instance))
+        try:
+            data = transcode.render(row, index, media_type, options, thumbnail=thumbnail)
+        except (transcode.TranscodeError, rd.RenderParameterError, ValueError) as exc:
+            raise NotAcceptable(str(exc), status=406, url=self._url(study, series, instance)) from None
+        return RenderedImage(data, media_type)
+
+    # -- STOW-RS ----------------------------------------------------------------------------------
+    def store_instances(self, items: Sequence, *, study: str | None = None,
+                        on_sent: Callable[[object], None] | None = None) -> DicomJson:
+        paths = []
+        try:
+            for item in items:
+                path = self.store.tmp_dir / f"local-{os.getpid()}-{secrets.token_hex(6)}.part"
+                with open(path, "wb") as fp:
+                    fp.write(item.read())
+                    fp.flush()
+                    os.fsync(fp.fileno())
+                paths.append(path)
+                if on_sent is not None:
+                    on_sent(item)
+            outcomes = self.store.store_files(paths, expected_study=study, sources=[item.label for item in items])
+        finally:
+            for path in paths:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        body, _status, _messages = stow_response(outcomes, self._url, study)
+        return body
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def local_source(folder: Path) -> StoreSource:
+    """The factory ``dw.connect()`` uses for the workspace store folder."""
+    from ..client.config import LOCAL_URL_ENV
+
+    return StoreSource(folder, base_url=os.environ.get(LOCAL_URL_ENV) or None)
