@@ -1,0 +1,45 @@
+"""Every example notebook runs top to bottom on the embedded default (a store preloaded with the samples)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("notebooks") / ".dicomweb"
+    subprocess.run([str(Path(sys.executable).parent / "dicomweb-nb"), "samples", "--quiet", "--store", str(store)],
+                   check=True, capture_output=True)
+    return store
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_without_outputs(path):
+    book = json.loads(path.read_text())
+    assert all(not cell.get("outputs") and not cell.get("execution_count") for cell in book["cells"] if cell["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path, sample_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("DICOMWEB_NB_STORE", str(sample_store))
+    monkeypatch.delenv("DICOMWEB_NB_URL", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book = nbformat.read(path, as_version=4)
+    client = NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
