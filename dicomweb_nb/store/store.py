@@ -790,8 +790,10 @@ def _remove(path: Path) -> None:
 
 
 def _remove_empty_dirs(root: Path) -> None:
-    for dirpath, dirs, files in os.walk(root, topdown=False):
-        if dirpath != str(root) and not dirs and not files:
+    # Bottom-up; os.walk lists a folder's subfolders before they are removed, so ask rmdir itself
+    # (it refuses a folder that is not empty).
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        if dirpath != str(root) and not files:
             try:
                 os.rmdir(dirpath)
             except OSError:
