@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Iterable
 
 import pytest
@@ -22,7 +23,7 @@ def server(request):
 
 def unique_patient(prefix: str = "P") -> str:
     """A PatientID no other test uses, so tests sharing a server find only their own studies."""
-    return f"{prefix}-{next(_patients):04d}-{id(_patients) % 9973}"
+    return f"{prefix}-{os.getpid()}-{next(_patients):04d}"
 
 
 def small_series(n: int = 2, **kwargs):

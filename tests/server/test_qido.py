@@ -3,7 +3,6 @@ media types, errors, and RetrieveURL behind base_url and reverse proxies."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 
@@ -13,7 +12,7 @@ import requests
 from pydicom.dataset import Dataset
 
 from dicomweb_nb import samples
-from dicomweb_nb.dicom.dicomjson import dataset_to_json, xml_to_json
+from dicomweb_nb.dicom.dicomjson import xml_to_json
 from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.dicom.tags import INSTANCE_RETURN_KEYWORDS, SERIES_RETURN_KEYWORDS, STUDY_RETURN_KEYWORDS, parse_tag
 from dicomweb_nb.store import Store, import_paths
@@ -561,4 +560,3 @@ def test_qido_on_the_jupyter_mount(jupyter_dicomweb):
     raw = requests.get(f"{jupyter_dicomweb.dicomweb_url}/studies?PatientID={pid}&includefield=00081030%2C00100040",
                        headers=jupyter_dicomweb.headers, timeout=30)
     assert raw.status_code == 200 and raw.json()[0][tag("PatientSex")] == {"vr": "CS", "Value": ["O"]}
-    _ = json

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import subprocess
-import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -89,8 +89,6 @@ def test_non_loopback_bind_with_a_token_serves_and_requires_it(tmp_path):
             except requests.ConnectionError:
                 if proc.poll() is not None:
                     pytest.fail(proc.stdout.read())
-                import time
-
                 time.sleep(0.1)
         assert answer.status_code == 401
         assert requests.get(url, headers={"Authorization": "Bearer s3cret"}, timeout=5).status_code == 200
@@ -188,4 +186,3 @@ def test_unknown_paths_under_the_root_are_json_404(server):
     answer = requests.get(f"{server.dicomweb_url}/nothing/here", headers=server.headers, timeout=10)
     assert answer.status_code == 404
     assert "no DICOMweb resource" in answer.json()["message"]
-    _ = sys

@@ -21,7 +21,6 @@ from .conftest import (
     referenced_sops,
     small_series,
     stow,
-    unique_patient,
     value,
 )
 
@@ -259,4 +258,3 @@ def test_every_pydicom_file_can_be_stowed(our_server):
     answer = stow(our_server, multipart_body([f.read_bytes() for f in files]))
     assert answer.status_code == 200, answer.text[:2000]
     assert len(referenced_sops(answer.json())) == len(files)
-    _ = unique_patient
