@@ -270,7 +270,10 @@ def json_to_xml(obj: DicomJson) -> bytes:
     """The Native DICOM Model XML of one DICOM JSON object."""
     root = ET.Element("NativeDicomModel", xmlns=_NATIVE_NS)
     _xml_attributes(root, obj)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    # XML parsers turn a literal CR (and CRLF) into LF (XML 1.0 2.11), and ElementTree does not
+    # escape it; ElementTree writes no CR of its own, so every CR here is data and becomes &#13;.
+    body = ET.tostring(root, encoding="unicode").replace("\r", "&#13;")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body.encode("utf-8")
 
 
 def _xml_attributes(parent: ET.Element, obj: DicomJson) -> None:
@@ -350,9 +353,14 @@ def _json_from_xml(node: ET.Element) -> DicomJson:
     return out
 
 
+_XML_NUMERIC_VRS = ("IS", "SL", "SS", "UL", "US", "SV", "UV", "DS", "FL", "FD")
+
+
 def _typed(vr: str, text: str | None) -> Any:
     if text is None:
-        return None
+        # An empty <Value/>: an empty string among string values (as pydicom writes them in
+        # JSON), null among numbers.
+        return None if vr in _XML_NUMERIC_VRS else ""
     if vr in ("IS", "SL", "SS", "UL", "US", "SV", "UV"):
         try:
             return int(text)

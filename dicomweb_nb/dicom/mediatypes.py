@@ -7,6 +7,7 @@ by the client to read what it was sent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -159,20 +160,35 @@ def parse_media_type(text: str) -> MediaType:
     return MediaType(mtype, params, quality)
 
 
-def parse_accept(header: str | None) -> list[MediaType]:
+class AcceptList(list):
+    """The acceptable media ranges of an Accept header, best first.
+
+    ``refused`` holds the ranges given ``q=0``: RFC 9110 12.5.1 makes them "not acceptable", which
+    overrides a wider range (``application/json;q=0, */*`` refuses JSON).
+    """
+
+    refused: list[MediaType]
+
+    def __init__(self, ranges: Iterable[MediaType] = (), refused: Iterable[MediaType] = ()):
+        super().__init__(ranges)
+        self.refused = list(refused)
+
+
+def _specificity(m: MediaType) -> int:
+    return (m.main != "*") + (m.sub != "*") + bool(m.params)
+
+
+def parse_accept(header: str | None) -> AcceptList:
     """Media ranges of an Accept header, best first (by q, then specificity, then order).
 
-    An absent or empty header accepts anything.
+    An absent or empty header accepts anything. Ranges with ``q=0`` are left out of the list and
+    kept in its ``refused`` attribute.
     """
     if header is None or not header.strip():
-        return [MediaType("*/*")]
+        return AcceptList([MediaType("*/*")])
     ranges = [parse_media_type(part) for part in _split_top(header, ",") if part.strip()]
-
-    def specificity(m: MediaType) -> int:
-        return (m.main != "*") + (m.sub != "*") + bool(m.params)
-
-    ordered = sorted(enumerate(ranges), key=lambda im: (-im[1].quality, -specificity(im[1]), im[0]))
-    return [m for _, m in ordered if m.quality > 0]
+    ordered = sorted(enumerate(ranges), key=lambda im: (-im[1].quality, -_specificity(im[1]), im[0]))
+    return AcceptList((m for _, m in ordered if m.quality > 0), (m for m in ranges if m.quality == 0))
 
 
 class NotAcceptable(ValueError):
@@ -186,12 +202,18 @@ def negotiate(accept: list[MediaType], offers: list[str]) -> tuple[str, MediaTyp
     ``multipart/related; type=application/dicom`` and compared on both parts.
     Returns (offer, the accepting range), or raises NotAcceptable.
     """
+    refused = getattr(accept, "refused", [])
     for rng in accept:
         for offer in offers:
-            if _admits(rng, offer):
+            if _admits(rng, offer) and not _is_refused(refused, rng, offer):
                 return offer, rng
-    wanted = ", ".join(str(r) for r in accept)
+    wanted = ", ".join([str(r) for r in accept] + [f"{r};q=0" for r in refused])
     raise NotAcceptable(f"none of the requested media types ({wanted}) can be produced here; available: {', '.join(offers)}")
+
+
+def _is_refused(refused: list[MediaType], rng: MediaType, offer: str) -> bool:
+    """Whether a q=0 range at least as specific as ``rng`` excludes ``offer``."""
+    return any(_admits(r, offer) and _specificity(r) >= _specificity(rng) for r in refused)
 
 
 def _admits(rng: MediaType, offer: str) -> bool:

@@ -62,9 +62,14 @@ class MultipartParser:
         if not boundary or len(boundary) > 200:
             raise MultipartError("multipart boundary must be 1 to 200 characters long")
         self._dash_boundary = b"--" + boundary
-        self._delimiter = b"\r\n--" + boundary
+        # RFC 2046 delimits parts with CRLF "--" boundary; a bare LF is tolerated too (files edited
+        # or generated on Unix), as Python's email package and werkzeug do. A CR right before the
+        # LF belongs to the delimiter, not to the part.
+        self._delimiter = b"\n--" + boundary
+        self._holdback = len(self._delimiter)  # bytes that may start a delimiter (CR included)
         self._buffer = bytearray()
         self._state = _PREAMBLE
+        self._at_body_start = True  # a dash-boundary counts without a line break only here
         self.parts_seen = 0
 
     @property
@@ -111,13 +116,17 @@ class MultipartParser:
     # -- states -------------------------------------------------------------------------------
     def _skip_preamble(self) -> bool:
         buf = self._buffer
-        if buf.startswith(self._dash_boundary):
-            del buf[: len(self._dash_boundary)]
-            self._state = _AFTER_DELIMITER
-            return True
+        if self._at_body_start:
+            if len(buf) < len(self._dash_boundary) and self._dash_boundary.startswith(bytes(buf)):
+                return False  # too early to tell
+            self._at_body_start = False
+            if buf.startswith(self._dash_boundary):
+                del buf[: len(self._dash_boundary)]
+                self._state = _AFTER_DELIMITER
+                return True
         idx = buf.find(self._delimiter)
         if idx < 0:
-            keep = len(self._delimiter)
+            keep = self._holdback
             if len(buf) > keep:
                 del buf[: len(buf) - keep]
             return False
@@ -150,19 +159,19 @@ class MultipartParser:
             del buf[: 2 if buf.startswith(b"\r\n") else 1]
             headers: dict[str, str] = {}
         else:
-            idx = buf.find(b"\r\n\r\n")
-            sep = 4
-            if idx < 0:
-                idx = buf.find(b"\n\n")
-                sep = 2
-            if idx < 0:
+            # The header block ends at the first empty line, CRLF or bare LF (whichever comes
+            # first: the part's content may well contain the other form).
+            ends = [(i, n) for i, n in ((buf.find(b"\n\r\n"), 3), (buf.find(b"\n\n"), 2)) if i >= 0]
+            if not ends:
                 if len(buf) > _MAX_HEADER_BYTES:
                     raise MultipartError("multipart part headers are too long or never end")
                 return None
+            idx, sep = min(ends)
             raw = bytes(buf[:idx]).decode("latin-1")
             del buf[: idx + sep]
             headers = {}
-            for line in raw.replace("\r\n", "\n").split("\n"):
+            for line in raw.split("\n"):
+                line = line.rstrip("\r")
                 if not line.strip():
                     continue
                 if line[0] in " \t" and headers:  # obsolete folded header line
@@ -181,13 +190,15 @@ class MultipartParser:
         buf = self._buffer
         idx = buf.find(self._delimiter)
         if idx < 0:
-            safe = len(buf) - (len(self._delimiter) - 1)
+            # Keep what could be the start of a delimiter ("\r\n--bound"), emit the rest.
+            safe = len(buf) - self._holdback
             if safe > 0:
                 events.append(PartData(bytes(buf[:safe])))
                 del buf[:safe]
             return False
-        if idx:
-            events.append(PartData(bytes(buf[:idx])))
+        end = idx - 1 if idx and buf[idx - 1] == 0x0D else idx
+        if end:
+            events.append(PartData(bytes(buf[:end])))
         del buf[: idx + len(self._delimiter)]
         events.append(PartEnd())
         self._state = _AFTER_DELIMITER

@@ -8,6 +8,7 @@ reject a bad filter before sending anything, so there is one definition of what 
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +45,13 @@ def normalize_date(text: str, *, upper: bool = False) -> str:
     if not m:
         raise ValueError(f"not a DICOM date (YYYYMMDD): {text!r}")
     year, month, day = m.group(1), m.group(2), m.group(3)
+    if month and not 1 <= int(month) <= 12:
+        raise ValueError(f"not a DICOM date: month {month} in {text!r}")
+    if day:
+        try:
+            _dt.date(int(year), int(month), int(day))
+        except ValueError:
+            raise ValueError(f"not a DICOM date: there is no day {day} in month {month} of {year} ({text!r})") from None
     month = month or ("12" if upper else "01")
     day = day or ("31" if upper else "01")
     return f"{year}{month}{day}"
@@ -56,6 +64,7 @@ def normalize_time(text: str, *, upper: bool = False) -> str:
     if not m:
         raise ValueError(f"not a DICOM time (HHMMSS.FFFFFF): {text!r}")
     hh, mm, ss, frac = m.groups()
+    _check_clock(hh, mm, ss, text)
     filler = "59" if upper else "00"
     mm = mm or filler
     ss = ss or filler
@@ -70,6 +79,9 @@ def normalize_datetime(text: str, *, upper: bool = False) -> str:
     if not m:
         raise ValueError(f"not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX): {text!r}")
     y, mo, d, h, mi, s, frac, _tz = m.groups()
+    if mo:
+        normalize_date(y + mo + (d or ""))  # validates month and day
+    _check_clock(h, mi, s, text)
     hi = upper
     mo = mo or ("12" if hi else "01")
     d = d or ("31" if hi else "01")
@@ -78,6 +90,13 @@ def normalize_datetime(text: str, *, upper: bool = False) -> str:
     s = s or ("59" if hi else "00")
     frac = (frac or "").ljust(6, "9" if hi and not m.group(7) else "0")
     return f"{y}{mo}{d}{h}{mi}{s}.{frac}"
+
+
+def _check_clock(hh: str | None, mm: str | None, ss: str | None, text: str) -> None:
+    # Seconds may be 60 (leap second, PS3.5 Table 6.2-1).
+    for part, top, name in ((hh, 23, "hour"), (mm, 59, "minute"), (ss, 60, "second")):
+        if part is not None and int(part) > top:
+            raise ValueError(f"{name} {part} out of range in {text!r}")
 
 
 _NORMALIZERS = {"DA": normalize_date, "TM": normalize_time, "DT": normalize_datetime}
@@ -224,7 +243,7 @@ def parse_attribute_path(key: str) -> tuple[int, ...]:
     try:
         path = tuple(parse_tag(p) for p in parts)
     except UnknownAttributeError as exc:
-        raise QueryError(str(exc)) from None
+        raise QueryError(f"{key}: {exc}" if len(parts) > 1 else str(exc)) from None
     for tag in path[:-1]:
         if vr_of(tag) != "SQ":
             raise QueryError(f"{keyword_of(tag)} in {key!r} is not a sequence, so it cannot have nested attributes")
@@ -271,7 +290,7 @@ def _canonical_number(text: str) -> str:
 
 def _parse_temporal(path: tuple[int, ...], vr: str, key: str, value: str) -> Match:
     normalizer = _NORMALIZERS[vr]
-    split = _split_range(vr, value)
+    split = _split_range(vr, key, value)
     try:
         if split is None:
             items = value.split("\\")
@@ -288,12 +307,12 @@ def _parse_temporal(path: tuple[int, ...], vr: str, key: str, value: str) -> Mat
     return Match(path, vr, "range", value, low=low, high=high)
 
 
-def _split_range(vr: str, value: str) -> tuple[str, str] | None:
+def _split_range(vr: str, key: str, value: str) -> tuple[str, str] | None:
     if "-" not in value:
         return None
     if vr != "DT":
         if value.count("-") > 1 and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise QueryError(f"{value!r} is not a valid {vr} range (one '-' between the two ends)")
+            raise QueryError(f"{key}={value!r} is not a valid {vr} range (one '-' between the two ends)")
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             return None  # an ISO date, not a range
         low, high = value.split("-", 1)
@@ -344,8 +363,11 @@ def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int
                     continue
                 if item.lower() == "all":
                     query.include_all = True
-                else:
+                    continue
+                try:
                     query.include_paths.append(parse_attribute_path(item))
+                except QueryError as exc:
+                    raise QueryError(f"includefield={value!r}: {exc}") from None
         elif lname == "limit":
             query.limit = _parse_count("limit", value, minimum=0)
             if max_limit is not None and query.limit > max_limit:

@@ -13,6 +13,7 @@ from ..store.store import UrlBuilder
 from .base import ApiError, DicomWebMixin
 
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
+_NON_QUERY_PARAMETERS = frozenset({"accept", "token"})
 
 
 class QidoMixin(DicomWebMixin):
@@ -37,7 +38,9 @@ class QidoMixin(DicomWebMixin):
         if series is not None:
             series = self.uid(series, "SeriesInstanceUID")
         media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
-        pairs = [(k, v) for k, v in self.query_pairs() if k != "accept"]
+        # "accept" is PS3.18's media type parameter; "token" authenticates (jupyter-server and
+        # `dicomweb-nb serve --token` both take it in the URL): neither is a matching key.
+        pairs = [(k, v) for k, v in self.query_pairs() if k not in _NON_QUERY_PARAMETERS]
         try:
             query = parse_query(pairs, self.level)
         except QueryError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -104,7 +105,9 @@ def _read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
                 # Some writers omit the preamble/file meta; accept a raw dataset if it parses with UIDs.
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=BULK_THRESHOLD + 1, force=True)
+                _require_dataset_look(ds)
             pixel_start = fp.tell()
+            _require_complete(ds, _file_size(fp))
             transfer_syntax = _transfer_syntax(ds)
             json_obj = dataset_to_json(ds)
             layout = FrameLayout()
@@ -118,10 +121,10 @@ def _read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
                     vr = "OF" if layout.pixel_tag == 0x7FE00008 else "OD"
                 key = tag_hex(layout.pixel_tag)
                 json_obj[key] = {"vr": vr, "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{key}"}
-    except (InvalidDicomError, EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        if isinstance(exc, (NotDicomError, MissingAttributeError)):
-            raise
-        raise NotDicomError(f"not a readable DICOM file: {exc}") from None
+    except (NotDicomError, MissingAttributeError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - uploads are untrusted: whatever pydicom or zlib chokes on is "not DICOM"
+        raise NotDicomError(f"not a readable DICOM file: {type(exc).__name__}: {exc}") from None
     uids = {}
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
@@ -170,6 +173,8 @@ def ensure_part10(path: Path, tmp_dir: Path) -> Path:
         warnings.simplefilter("ignore")
         try:
             ds = pydicom.dcmread(path, force=True)
+            _require_dataset_look(ds)
+            _require_complete(ds, path.stat().st_size)
             ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
             if "TransferSyntaxUID" not in ds.file_meta:
                 ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
@@ -181,8 +186,33 @@ def ensure_part10(path: Path, tmp_dir: Path) -> Path:
                 target.unlink()
             except FileNotFoundError:
                 pass
+            if isinstance(exc, NotDicomError):
+                raise
             raise NotDicomError(f"not a readable DICOM file: {exc}") from None
     return target
+
+
+def _require_dataset_look(ds: Dataset) -> None:
+    """A file without preamble read with ``force``: pydicom makes "elements" of any bytes, so only
+    a dataset carrying an identifying UID counts as DICOM (a text file is not a dataset that lacks UIDs)."""
+    if not any(k in ds for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")):
+        raise NotDicomError("not a DICOM file: no DICM header, and the content does not read as a DICOM dataset")
+
+
+def _require_complete(ds: Dataset, file_size: int) -> None:
+    """pydicom returns what it read of a truncated file without a word; its last element tells."""
+    tags = list(ds.keys())
+    if not tags:
+        return
+    raw = ds.get_item(tags[-1])
+    if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED_LENGTH:
+        return
+    if raw.value is None:
+        complete = raw.value_tell + raw.length <= file_size
+    else:
+        complete = len(raw.value) >= raw.length
+    if not complete:
+        raise NotDicomError(f"the file is truncated: it ends inside element {tags[-1]}")
 
 
 def _valid_uid(uid: str) -> bool:
@@ -219,8 +249,10 @@ def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: s
     if tag not in PIXEL_DATA_TAGS:
         return FrameLayout()
     implicit = transfer_syntax == IMPLICIT_LE or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
-    if not implicit and not header[4:6].isalpha():
-        implicit = True  # some writers encode Pixel Data implicitly in an explicit file; pydicom copes, so do we
+    if not implicit and not (65 <= header[4] <= 90 and 65 <= header[5] <= 90):
+        # Some writers encode the dataset implicit VR under an explicit transfer syntax (pydicom
+        # reads them after a warning, e.g. its SC_rgb_jpeg.dcm); no VR letters here means implicit.
+        implicit = True
     if implicit:
         (length,) = struct.unpack(endian + "L", header[4:8])
         value_offset = start + 8
@@ -235,6 +267,9 @@ def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: s
     if length == UNDEFINED_LENGTH:
         frames = _encapsulated_frames(fp, value_offset, ds)
         return FrameLayout(tag, True, value_offset, None, frames)
+    if value_offset + length > _file_size(fp):
+        raise NotDicomError(f"the file is truncated: its pixel data should hold {length} bytes, "
+                            f"the file ends after {_file_size(fp) - value_offset}")
     return FrameLayout(tag, False, value_offset, length, _native_frames(ds, tag, value_offset, length))
 
 

@@ -591,8 +591,10 @@ class Store:
             allowed = level_tags_all(level)
             for src in sources:
                 for key, elem in src.items():
-                    if key not in out and "BulkDataURI" not in elem and (allowed is None or int(key, 16) in allowed):
-                        out[key] = elem
+                    if key not in out and (allowed is None or int(key, 16) in allowed):
+                        kept = _without_bulk(elem)
+                        if kept is not None:
+                            out[key] = kept
         fallback: DicomJson | None = None
         for tag in wanted:
             key = tag_hex(tag)
@@ -609,7 +611,8 @@ class Store:
                 if tag == _RETRIEVE_URL:
                     continue
                 elem = make_element(vr_of(tag), None)
-            if "BulkDataURI" in elem:
+            elem = _without_bulk(elem)
+            if elem is None:
                 continue
             out[key] = elem
         if retrieve_url is not None:
@@ -771,6 +774,30 @@ def _matchable(elem: dict[str, Any] | None) -> str | None:
     return text.strip()
 
 
+def _without_bulk(elem: dict[str, Any]) -> dict[str, Any] | None:
+    """An element as QIDO returns it: no bulk data, at any depth.
+
+    Stored metadata names bulk data by a placeholder resolved per instance by WADO-RS metadata; a
+    search answer has no instance URL to resolve it against (study and series results merge
+    instances), so such values are left out, nested ones included.
+    """
+    if "BulkDataURI" in elem:
+        return None
+    if elem.get("vr") != "SQ" or not elem.get("Value"):
+        return elem
+    items = []
+    changed = False
+    for item in elem["Value"]:
+        kept_item = {}
+        for key, sub in (item or {}).items():
+            kept = _without_bulk(sub)
+            if kept is not None:
+                kept_item[key] = kept
+            changed = changed or kept is not sub
+        items.append(kept_item)
+    return {**elem, "Value": items} if changed else elem
+
+
 def _multi(values: list[str]) -> str | None:
     return "\\" + "\\".join(values) + "\\" if values else None
 
@@ -818,8 +845,10 @@ def _remove(path: Path) -> None:
 
 
 def _remove_empty_dirs(root: Path) -> None:
-    for dirpath, dirs, files in os.walk(root, topdown=False):
-        if dirpath != str(root) and not dirs and not files:
+    # Bottom-up; os.walk lists a folder's subfolders before they are removed, so ask rmdir itself
+    # (it refuses a folder that is not empty).
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        if dirpath != str(root) and not files:
             try:
                 os.rmdir(dirpath)
             except OSError:
