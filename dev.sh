@@ -69,6 +69,9 @@ case "${1:-}" in
         ensure_venv test
         export PATH="$VENV/bin:$PATH"
         export DICOMWEB_NB_REQUIRE_PEERS=1   # missing Orthanc/Chromium fails the run instead of skipping
+        # A private temporary root: pytest prunes old runs in the shared one, even a live run's.
+        PYTEST_DEBUG_TEMPROOT=$(mktemp -d -t dicomweb-nb-tests.XXXXXX)
+        export PYTEST_DEBUG_TEMPROOT
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

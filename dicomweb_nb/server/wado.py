@@ -452,6 +452,8 @@ class FramesMixin(DicomWebMixin):
             if wanted in ("*/*", mt.OCTET_STREAM, "application/*"):
                 ts = ts or mt.EXPLICIT_VR_LITTLE_ENDIAN
                 if ts == "*":
+                    if row.transfer_syntax in (tc.DEFLATED, tc.BIG_ENDIAN):
+                        return mt.OCTET_STREAM, tc.EXPLICIT_LE, single  # frames are never deflated nor big endian
                     return stored_type or mt.OCTET_STREAM, row.transfer_syntax, single
                 if ts in (tc.EXPLICIT_LE, tc.IMPLICIT_LE) and tc.can_decode(row.transfer_syntax):
                     return mt.OCTET_STREAM, tc.EXPLICIT_LE, single

@@ -346,3 +346,14 @@ def test_metadata_modes(tmp_path, ct_series_files):
         assert "00280030" in full[0]  # instance metadata is always Full
     finally:
         server.stop()
+
+
+def test_frames_of_a_deflated_instance_come_inflated(loaded):
+    deflated = next(ds for sop, p, ds in _image_files(loaded) if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99")
+    for accept in (STORED_FRAMES, RAW_FRAMES):
+        answer = requests.get(f"{_instance_url(loaded, deflated)}/frames/1", headers={"Accept": accept})
+        assert answer.status_code == 200, answer.text
+        (headers, body), = _parts(answer)
+        assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["content-type"]
+        frame = deflated.pixel_array
+        assert np.array_equal(np.frombuffer(body, dtype=frame.dtype).reshape(frame.shape), frame)
