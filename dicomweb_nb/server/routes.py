@@ -42,6 +42,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
         FramesMixin,
         InstanceMixin,
         MetadataMixin,
+        ResourceBulkDataMixin,
         SeriesMixin,
         StudyMixin,
     )
@@ -56,6 +57,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
     frames = _handler("FramesHandler", (FramesMixin,), base)
     rendered = _handler("RenderedHandler", (RenderedMixin,), base)
     bulk = _handler("BulkDataHandler", (BulkDataMixin,), base)
+    bulkdata = _handler("ResourceBulkDataHandler", (ResourceBulkDataMixin,), base)
     not_found = _handler("DicomWebNotFoundHandler", (NotFoundMixin,), base)
     st, se, inst = f"studies/{_SEG}", f"series/{_SEG}", f"instances/{_SEG}"
     routes: list[tuple[str, type, dict[str, Any]]] = [
@@ -77,6 +79,9 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
         (rf"{r}{st}/{se}/{inst}/frames/{_SEG}/?", frames, {}),
         (rf"{r}{st}/{se}/{inst}/frames/{_SEG}/(rendered|thumbnail)/?", rendered, {}),
         (rf"{r}{st}/{se}/{inst}/bulk/(.+)", bulk, {}),
+        (rf"{r}{st}/bulkdata/?", bulkdata, {}),
+        (rf"{r}{st}/{se}/bulkdata/?", bulkdata, {}),
+        (rf"{r}{st}/{se}/{inst}/bulkdata/?", bulkdata, {}),
     ]
     routes.append((rf"{r}.*", not_found, {}))
     if wado_path:

@@ -11,26 +11,22 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
-import select
-import socket
 import zipfile
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, Iterable, Iterator
+from functools import partial
+from typing import Any, Iterable
 
 from ..dicom import mediatypes as mt
-from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
+from ..dicom.dicomjson import BULK_PLACEHOLDER, absolutize_bulk_uris, json_to_xml
 from ..dicom.multipart import MultipartWriter
 from ..store import transcode as tc
 from ..store import InstanceRow, NotFoundError
 from ..store import reader
 from ..store.ingest import read_instance
-from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, SSLIOStream
-
 from .base import ApiError, DicomWebMixin
+from .streaming import Piece, StreamingMixin
 from .stow import StowMixin
 
 _DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
@@ -74,7 +70,7 @@ def choose_instance_delivery(accepted: list[mt.MediaType], rows: list[InstanceRo
     raise ApiError(406, "cannot produce an acceptable answer: " + "; ".join(reasons or ["no acceptable media type"]))
 
 
-class RetrieveMixin(DicomWebMixin):
+class RetrieveMixin(StreamingMixin):
     """Streams instances of a study, series or one instance."""
 
     async def retrieve(self, study: str, series: str | None = None, instance: str | None = None) -> None:
@@ -85,66 +81,24 @@ class RetrieveMixin(DicomWebMixin):
             await self._send_zip(rows, delivery.transfer_syntax)
             return
         writer = MultipartWriter() if delivery.container == "multipart" else None
-        pieces: list[tuple[bytes, InstanceRow, str]] = []
+        pieces: list[Piece] = []
+        first_ts = ""
         for row in rows:
             ts = row.transfer_syntax if delivery.transfer_syntax == "*" else delivery.transfer_syntax
+            first_ts = first_ts or ts
             head = b""
             if writer is not None:
                 head = writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
                                         {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)})
-            pieces.append((head, row, ts))
-        tail = writer.close() if writer is not None else b""
+            if ts == row.transfer_syntax:
+                pieces.append(Piece(head, row.path, 0, row.size))
+            else:
+                pieces.append(Piece(head, compute=partial(tc.transcode_file, row.path, ts)))
         if writer is not None:
             self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
         else:
-            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={pieces[0][2]}")
-        if all(ts == row.transfer_syntax for _, row, ts in pieces):
-            # Sizes are known: a Content-Length spares both ends the chunked framing.
-            self.set_header("Content-Length", str(sum(len(h) + row.size for h, row, _ in pieces) + len(tail)))
-            if await self._sendfile(pieces, tail):
-                return
-        await self.stream_blocks(_instance_blocks(pieces, tail))
-        self.finish()
-
-    async def _sendfile(self, pieces: list[tuple[bytes, InstanceRow, str]], tail: bytes) -> bool:
-        """Send stored files with sendfile(2): the kernel copies file to socket, Python touches no byte.
-
-        Only for plain (not TLS) HTTP/1.1 connections whose body length is fixed; False when the
-        normal path must be used instead.
-        """
-        conn = self.request.connection
-        stream = getattr(conn, "stream", None)
-        if (not hasattr(os, "sendfile") or not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream)
-                or not hasattr(conn, "_expected_content_remaining") or self._write_buffer):
-            return False
-        await self.flush()  # the status line and headers go out through tornado
-        try:
-            # A larger send buffer means fewer wake-ups of the sending thread per megabyte.
-            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        except OSError:
-            pass
-        if conn._expected_content_remaining is None:  # type: ignore[attr-defined]
-            raise RuntimeError("unexpected HTTP framing")
-        try:
-            sent = await self.run_blocking(_send_pieces, stream.socket.fileno(), pieces, tail)
-        except (BrokenPipeError, ConnectionResetError):
-            stream.close()  # the client went away mid-answer; nothing more to say to it
-            return True
-        conn._expected_content_remaining -= sent  # type: ignore[attr-defined]  # bytes tornado did not write itself
-        self.finish()
-        return True
-
-    async def stream_blocks(self, blocks: Iterator[bytes]) -> None:
-        """Send what a blocking generator yields, reading the next block while the last one is sent."""
-        loop = IOLoop.current()
-        pending = loop.run_in_executor(self.ctx.executor, next, blocks, None)
-        while True:
-            data = await pending
-            if data is None:
-                return
-            pending = loop.run_in_executor(self.ctx.executor, next, blocks, None)
-            self.write(data)
-            await self.flush()
+            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={first_ts}")
+        await self.send_pieces(pieces, writer.close() if writer is not None else b"")
 
     async def _send_zip(self, rows: list[InstanceRow], transfer_syntax: str) -> None:
         self.set_header("Content-Type", mt.ZIP)
@@ -194,68 +148,6 @@ class _ChunkSink(io.RawIOBase):
         data = bytes(self._buffer)
         self._buffer.clear()
         return data
-
-
-BLOCK = 2 << 20  # bytes handed to the socket at a time
-
-
-def _send_pieces(fd: int, pieces: list[tuple[bytes, InstanceRow, str]], tail: bytes) -> int:
-    """Write part heads and sendfile() each stored file to the (non-blocking) socket; runs in a worker."""
-    sent = 0
-    for head, row, _ts in pieces:
-        sent += _write_all(fd, head)
-        with open(row.path, "rb") as fp:
-            offset, remaining = 0, row.size
-            while remaining > 0:
-                try:
-                    n = os.sendfile(fd, fp.fileno(), offset, min(remaining, 1 << 30))
-                except BlockingIOError:
-                    select.select([], [fd], [], 30)
-                    continue
-                if n == 0:
-                    raise ConnectionError(f"{row.path} is shorter than the index says")
-                offset += n
-                remaining -= n
-                sent += n
-    return sent + _write_all(fd, tail)
-
-
-def _write_all(fd: int, data: bytes) -> int:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [], 30)
-            continue
-        view = view[n:]
-    return len(data)
-
-
-def _instance_blocks(pieces: list[tuple[bytes, InstanceRow, str]], tail: bytes) -> Iterator[bytes]:
-    """The body of a retrieve answer in blocks of about BLOCK bytes: part heads, files (or transcodes)."""
-    buffer = bytearray()
-    for head, row, ts in pieces:
-        buffer += head
-        if ts != row.transfer_syntax:
-            buffer += tc.transcode_file(row.path, ts)
-        else:
-            with open(row.path, "rb") as fp:
-                while True:
-                    want = BLOCK - len(buffer)
-                    data = fp.read(want if want > 0 else BLOCK)
-                    if not data:
-                        break
-                    buffer += data
-                    if len(buffer) >= BLOCK:
-                        yield bytes(buffer)
-                        buffer.clear()
-        if len(buffer) >= BLOCK:
-            yield bytes(buffer)
-            buffer.clear()
-    buffer += tail
-    if buffer:
-        yield bytes(buffer)
 
 
 class StudyMixin(StowMixin, RetrieveMixin):
@@ -542,5 +434,83 @@ def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
 
 __all__ = [
     "StudyMixin", "SeriesMixin", "InstanceMixin", "MetadataMixin", "FramesMixin", "BulkDataMixin",
-    "RetrieveMixin", "parse_frame_list", "choose_instance_delivery", "NotFoundError",
+    "RetrieveMixin", "ResourceBulkDataMixin", "parse_frame_list", "choose_instance_delivery", "NotFoundError",
 ]
+
+
+_BULK_URI = re.compile(r'"BulkDataURI":\s*"' + re.escape(BULK_PLACEHOLDER) + r'bulk/([0-9A-Fa-f/]+)"')
+
+
+class ResourceBulkDataMixin(StreamingMixin):
+    """``{study}[/series/{series}[/instances/{instance}]]/bulkdata`` (PS3.18 10.4, Retrieve Bulkdata):
+    every bulk data value of the resource in one multipart answer, each part's Content-Location its
+    BulkDataURI. With the metadata, this is a whole series' pixels in one request, no parsing.
+
+    ``transfer-syntax=*`` (or asking for image/* parts) sends compressed pixel data as stored, one part
+    per frame; otherwise pixel data comes uncompressed (Explicit VR Little Endian).
+    """
+
+    async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        study = self.uid(study, "StudyInstanceUID")
+        series = self.uid(series, "SeriesInstanceUID") if series else None
+        instance = self.uid(instance, "SOPInstanceUID") if instance else None
+        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        as_stored = self._negotiate()
+        url = self.url_builder()
+        writer = MultipartWriter()
+        pieces: list[Piece] = []
+        for row in rows:
+            base = url(row.study_uid, row.series_uid, row.sop_uid)
+            for path in _BULK_URI.findall(row.metadata_text):
+                pieces += _bulk_pieces(writer, row, path, base, as_stored)
+        if not pieces:
+            raise ApiError(404, "this resource holds no bulk data")
+        self.set_header("Content-Type", mt.multipart_content_type(mt.OCTET_STREAM, writer.boundary))
+        await self.send_pieces(pieces, writer.close())
+
+    def _negotiate(self) -> bool:
+        """True to send compressed pixel data as stored."""
+        for rng in self.accepted():
+            if rng.type not in (mt.MULTIPART_RELATED, "*/*", "multipart/*"):
+                continue
+            wanted = rng.params.get("type", mt.OCTET_STREAM).lower() if rng.type == mt.MULTIPART_RELATED else "*/*"
+            ts = rng.params.get("transfer-syntax")
+            if wanted in (mt.OCTET_STREAM, "application/*") and ts in (None, tc.EXPLICIT_LE):
+                return False
+            if wanted in (mt.OCTET_STREAM, "application/*", "*/*", "image/*") and ts == "*":
+                return True
+            if wanted in ("*/*", "image/*") and ts is None:
+                return True
+        raise ApiError(406, 'bulk data is sent as multipart/related; type="application/octet-stream" '
+                            '(add transfer-syntax=* for compressed pixel data as stored)')
+
+
+def _bulk_pieces(writer: MultipartWriter, row: InstanceRow, path: str, base: str, as_stored: bool) -> list[Piece]:
+    location = f"{base}/bulk/{path}"
+    layout = row.layout
+    is_pixels = path.upper() in ("7FE00010", "7FE00008", "7FE00009")
+    native_le = row.transfer_syntax in (tc.EXPLICIT_LE, tc.IMPLICIT_LE)
+    if is_pixels and native_le and layout.value_offset is not None and layout.value_length is not None:
+        head = writer.part_head(f"{mt.OCTET_STREAM}; transfer-syntax={tc.EXPLICIT_LE}", {"Content-Location": location})
+        return [Piece(head, row.path, layout.value_offset, layout.value_length)]
+    if is_pixels and as_stored and layout.encapsulated and layout.frames:
+        media = mt.TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, mt.OCTET_STREAM)
+        pieces = []
+        for index, fragments in enumerate(layout.frames):
+            head = writer.part_head(f"{media}; transfer-syntax={row.transfer_syntax}",
+                                    {"Content-Location": f"{base}/frames/{index + 1}"})
+            if len(fragments) == 1:
+                pieces.append(Piece(head, row.path, fragments[0][0], fragments[0][1]))
+            else:
+                pieces.append(Piece(head, compute=partial(reader.read_stored_frame, row, index)))
+        return pieces
+    if is_pixels:
+        head = writer.part_head(f"{mt.OCTET_STREAM}; transfer-syntax={tc.EXPLICIT_LE}", {"Content-Location": location})
+        return [Piece(head, compute=partial(_uncompressed_pixel_data, row))]
+    head = writer.part_head(mt.OCTET_STREAM, {"Content-Location": location})
+    return [Piece(head, compute=partial(reader.bulk_value, row, path))]
+
+
+def _uncompressed_pixel_data(row: InstanceRow) -> bytes:
+    """Every frame decoded, concatenated as native little-endian pixel data."""
+    return b"".join(tc.frame_bytes(row, index, tc.EXPLICIT_LE) for index in range(reader.frame_count(row)))

@@ -357,3 +357,37 @@ def test_frames_of_a_deflated_instance_come_inflated(loaded):
         assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["content-type"]
         frame = deflated.pixel_array
         assert np.array_equal(np.frombuffer(body, dtype=frame.dtype).reshape(frame.shape), frame)
+
+
+def test_series_bulkdata_is_every_pixel_data_in_metadata_order(loaded):
+    ds = loaded.ct[0]
+    base = f"{loaded.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    metadata = requests.get(f"{base}/metadata").json()
+    answer = requests.get(f"{base}/bulkdata", headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert answer.status_code == 200, answer.text
+    assert int(answer.headers["Content-Length"]) == len(answer.content)  # file slices: sized, sent with sendfile
+    parts = _parts(answer)
+    assert [h["content-location"] for h, _ in parts] == [m["7FE00010"]["BulkDataURI"] for m in metadata]
+    assert [body for _, body in parts] == [d.PixelData for d in loaded.ct]
+
+
+def test_instance_bulkdata_of_compressed_pixels(loaded):
+    jpeg = next(ds for _, _, ds in _image_files(loaded) if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50")
+    url = f"{_instance_url(loaded, jpeg)}/bulkdata"
+    stored = _parts(requests.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}))
+    frames = list(generate_frames(jpeg.PixelData, number_of_frames=int(jpeg.get("NumberOfFrames", 1) or 1)))
+    assert [b.rstrip(b"\0") for _, b in stored] == [f.rstrip(b"\0") for f in frames]
+    assert stored[0][0]["content-type"].startswith("image/jpeg")
+    (headers, raw), = _parts(requests.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}))
+    assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["content-type"]
+    assert np.array_equal(np.frombuffer(raw, np.uint8).reshape(jpeg.pixel_array.shape), jpeg.pixel_array)
+
+
+def test_bulkdata_errors(loaded):
+    ds = loaded.ct[0]
+    url = f"{loaded.dicomweb_url}/studies/{ds.StudyInstanceUID}/bulkdata"
+    assert requests.get(url, headers={"Accept": "image/png"}).status_code == 406
+    no_pixels = next(d for sop, p in loaded.files.items() if "PixelData" not in (d := _read(p)) and not any(
+        e.VR in ("OB", "OW") and len(e.value or b"") > 1024 for e in d.iterall()))
+    assert requests.get(f"{_instance_url(loaded, no_pixels)}/bulkdata").status_code == 404
+    assert requests.get(f"{loaded.dicomweb_url}/studies/1.2.3/bulkdata").status_code == 404
