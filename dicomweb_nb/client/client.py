@@ -141,15 +141,17 @@ class Client:
                                  max_workers=self.max_workers)
 
     def volume(self, study: str, series: str, *, rescale: bool = True, progress: bool | None = None,
-               method: str = "series") -> Volume:
+               method: str = "auto") -> Volume:
         """A series as one 3-D ``Volume``: ``.array[k, row, column]`` sorted along the slice normal.
 
         ``.spacing``, ``.origin``, ``.direction`` and ``.affine`` give its geometry in patient
         coordinates (mm); ``.to_xarray()`` a labelled array. Values are modality values (HU for CT)
         unless ``rescale=False``. Raises ``dw.errors.VolumeError`` for series that are not one
         regular stack (mixed orientations or sizes, duplicated or missing slices).
-        ``method="series"`` (default) streams the series in one retrieve and decodes instances as they
-        arrive; ``"frames"`` fetches metadata then each instance's frames concurrently.
+        ``method="auto"`` (default) uses the server's Retrieve Bulkdata (metadata, then every frame's
+        pixels in one answer, decoded straight into place) where it exists, else ``"series"``: the
+        series in one retrieve, instances parsed as they arrive; ``"frames"`` fetches each
+        instance's frames concurrently.
         """
         return wado.fetch_volume(self.source, study, series, rescale=rescale, max_workers=self.max_workers,
                                  progress=self.progress if progress is None else progress, method=method)

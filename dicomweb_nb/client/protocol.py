@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 DicomJson = dict[str, Any]
 Level = Literal["study", "series", "instance"]
 
-__all__ = ["DicomJson", "Level", "EncodedFrame", "RenderedImage", "StowItem", "DicomWebSource"]
+__all__ = ["DicomJson", "Level", "EncodedFrame", "BulkPart", "RenderedImage", "StowItem", "DicomWebSource"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,17 @@ class EncodedFrame:
 
     data: bytes
     transfer_syntax_uid: str
+    media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class BulkPart:
+    """One part of a Retrieve Bulkdata answer: where it comes from (its BulkDataURI, or a frame URL
+    for compressed pixel data), its transfer syntax and media type, and the bytes."""
+
+    location: str
+    data: bytes
+    transfer_syntax_uid: str | None = None
     media_type: str = "application/octet-stream"
 
 
@@ -66,6 +77,13 @@ class DicomWebSource(Protocol):
 
     def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
         """WADO-RS retrieve: the Part 10 bytes of each instance, one at a time as they arrive."""
+        ...
+
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+        """WADO-RS Retrieve Bulkdata of a resource: every bulk value, compressed pixel data as stored.
+
+        Optional for a server (Orthanc 1.10 has none): callers fall back when it raises DicomWebError.
+        """
         ...
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:

@@ -21,6 +21,7 @@ from pydicom.encaps import generate_frames
 
 from ..errors import DicomWebError, InvalidResponse
 from ..pixels.decode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
     apply_rescale,
@@ -99,33 +100,32 @@ def _is_image(meta: DicomJson) -> bool:
     return bool(meta.get("00280010")) and bool(meta.get("00280011"))
 
 
+VOLUME_METHODS = ("auto", "bulkdata", "series", "frames")
+# Statuses of a server without Retrieve Bulkdata at series level (Orthanc 1.10 answers 404 or 400).
+_NO_BULKDATA = frozenset({400, 404, 405, 406, 415, 501})
+
+
 def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bool = True, max_workers: int = 8,
-                 progress: bool = True, method: str = "series") -> Volume:
+                 progress: bool = True, method: str = "auto") -> Volume:
     """A series as one Volume sorted along the slice normal (see ``dicomweb_nb.pixels.volume``).
 
-    ``method="series"`` streams the whole series in one WADO-RS retrieve and decodes each instance
-    in a thread pool while the rest is still arriving; ``"frames"`` reads the series metadata, then
-    fetches each instance's frames concurrently (less data when instances carry big headers or
-    only some frames are wanted, and fast on servers that index frames).
+    ``method="bulkdata"`` reads the series metadata (geometry) and then all its pixel data in one
+    Retrieve Bulkdata answer, each frame decoded straight into its place in the volume;
+    ``"series"`` streams the whole series in one WADO-RS retrieve and parses each instance;
+    ``"frames"`` fetches each instance's frames concurrently. ``"auto"`` (the default) uses
+    bulkdata where the server offers it (ours does) and falls back to the series retrieve.
     """
-    if method == "series":
+    if method not in VOLUME_METHODS:
+        raise ValueError(f"method must be one of {', '.join(VOLUME_METHODS)}, not {method!r}")
+    if method in ("auto", "bulkdata") and hasattr(source, "iter_bulkdata"):
+        try:
+            return _volume_from_bulkdata(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
+        except DicomWebError as exc:
+            if method == "bulkdata" or exc.status not in _NO_BULKDATA:
+                raise
+    if method in ("auto", "series", "bulkdata"):
         return _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
-    if method != "frames":
-        raise ValueError(f"method must be 'series' or 'frames', not {method!r}")
-    metas = [m for m in source.retrieve_metadata(study, series) if _is_image(m)]
-    if not metas:
-        raise VolumeError(f"series {series} has no image instances")
-    slices: list[SliceGeometry] = []
-    owners: list[tuple[int, int]] = []  # (index in metas, frame number) of each slice
-    attrs_of: list[PixelAttributes] = []
-    for index, meta in enumerate(metas):
-        attrs = PixelAttributes.from_json(meta)
-        attrs_of.append(attrs)
-        uid = (meta.get("00080018") or {}).get("Value", [None])[0]
-        for frame in range(1, attrs.number_of_frames + 1):
-            slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))
-            owners.append((index, frame))
-    plan = plan_volume(slices)
+    metas, slices, owners, attrs_of, plan = _plan_from_metadata(source, study, series)
     position_of_slice = {slice_index: k for k, slice_index in enumerate(plan.order)}
     # One job per instance (chunked for big multi-frame ones): frame numbers and their volume indices.
     jobs: list[tuple[int, list[int], list[int]]] = []
@@ -175,6 +175,119 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
                     place(targets, arrays)
     finally:
         bar.close()
+    keys = [slices[i].key for i in plan.order]
+    return Volume(out, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
+
+
+def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
+    """Series metadata of the image instances, each frame's geometry and owner, and the volume plan."""
+    metas = [m for m in source.retrieve_metadata(study, series) if _is_image(m)]
+    if not metas:
+        raise VolumeError(f"series {series} has no image instances")
+    slices: list[SliceGeometry] = []
+    owners: list[tuple[int, int]] = []  # (index in metas, frame number) of each slice
+    attrs_of: list[PixelAttributes] = []
+    for index, meta in enumerate(metas):
+        attrs = PixelAttributes.from_json(meta)
+        attrs_of.append(attrs)
+        uid = (meta.get("00080018") or {}).get("Value", [None])[0]
+        for frame in range(1, attrs.number_of_frames + 1):
+            slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))
+            owners.append((index, frame))
+    return metas, slices, owners, attrs_of, plan_volume(slices)
+
+
+def _resource_path(url: str) -> str:
+    """``/studies/...`` part of a URL: matches a BulkDataURI to a Content-Location whatever the host."""
+    index = url.find("/studies/")
+    return url[index:] if index >= 0 else url
+
+
+def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,
+                          progress: bool) -> Volume:
+    metas, slices, owners, attrs_of, plan = _plan_from_metadata(source, study, series)
+    position_of_slice = {slice_index: k for k, slice_index in enumerate(plan.order)}
+    # Where each part goes: a pixel data BulkDataURI covers all frames of its instance; a frame URL one frame.
+    targets: dict[str, tuple[int, list[int]]] = {}
+    for slice_index, (meta_index, frame) in enumerate(owners):
+        meta = metas[meta_index]
+        pixel = next((meta[t] for t in ("7FE00010", "7FE00008", "7FE00009") if t in meta), {})
+        instance_path = _resource_path(pixel.get("BulkDataURI", "")).rsplit("/bulk/", 1)[0]
+        if not pixel.get("BulkDataURI"):
+            raise DicomWebError(f"instance {meta.get('00080018', {}).get('Value', ['?'])[0]} has no pixel BulkDataURI",
+                                status=404)
+        targets.setdefault(_resource_path(pixel["BulkDataURI"]), (meta_index, []))[1].append(position_of_slice[slice_index])
+        targets[f"{instance_path}/frames/{frame}"] = (meta_index, [position_of_slice[slice_index]])
+    attrs0 = attrs_of[0]
+    rescaling = rescale and (any(has_rescale(a) for a in attrs_of)
+                             or len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1)
+    if any(a.frame_shape != attrs0.frame_shape for a in attrs_of):
+        raise VolumeError("the series' images do not all have the same size")
+    dtype = np.dtype(np.float32) if rescaling else None
+    out: np.ndarray | None = None
+    workers = max(1, min(max_workers, os.cpu_count() or 2))
+    in_flight = threading.BoundedSemaphore(2 * workers)
+    filled = 0
+
+    def decode(part: Any, meta_index: int, slots: list[int]) -> list[tuple[int, np.ndarray | None]]:
+        # Decodes into the volume directly; returns nothing to copy for native frames.
+        try:
+            attrs = attrs_of[meta_index]
+            syntax = part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN
+            if syntax in NATIVE_FRAME_SYNTAXES and len(slots) * attrs.native_frame_length <= len(part.data):
+                length = attrs.native_frame_length
+                view = memoryview(part.data)
+                for i, k in enumerate(slots):
+                    decode_frame_into(out[k], view[i * length:(i + 1) * length], attrs, syntax, rescale=rescaling)
+                return [(k, None) for k in slots]
+            array = decode_frame(part.data, attrs, syntax)
+            if rescaling:
+                array = apply_rescale(array, attrs)
+            return [(slots[0], array)]
+        finally:
+            in_flight.release()
+
+    bar = _progress_bar(len(slices), "volume", progress)
+    try:
+        parts = source.iter_bulkdata(study, series)  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+
+            def settle(future: Any) -> None:
+                nonlocal filled
+                for k, array in future.result():
+                    if array is not None:
+                        if array.shape != out.shape[1:] or array.dtype != out.dtype:
+                            raise VolumeError(f"slice {slices[plan.order[k]].key!r} decodes to {array.dtype}{array.shape}, "
+                                              f"the volume is {out.dtype}{out.shape[1:]}; rescale=True gives one float type")
+                        out[k] = array
+                    filled += 1
+                    bar.update(1)
+
+            for part in parts:
+                target = targets.get(_resource_path(part.location))
+                if target is None:
+                    continue  # other bulk data (overlays, icons): not pixels of the volume
+                meta_index, slots = target
+                if out is None:
+                    syntax = part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN
+                    if dtype is None:
+                        sample = decode_frame(part.data[:attrs0.native_frame_length] if syntax in NATIVE_FRAME_SYNTAXES
+                                              else part.data, attrs_of[meta_index], syntax)
+                        volume_dtype = sample.dtype
+                    else:
+                        volume_dtype = dtype
+                    out = np.empty((len(slices), *attrs0.frame_shape), dtype=volume_dtype)
+                in_flight.acquire()
+                pending.append(pool.submit(decode, part, meta_index, slots))
+                while pending and pending[0].done():
+                    settle(pending.popleft())
+            while pending:
+                settle(pending.popleft())
+    finally:
+        bar.close()
+    if out is None or filled != len(slices):
+        raise VolumeError(f"the bulk data answer held {filled} of the series' {len(slices)} frames")
     keys = [slices[i].key for i in plan.order]
     return Volume(out, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
 

@@ -15,7 +15,7 @@ from ..dicom.mediatypes import (
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, InvalidResponse
 from .http import HttpClient
-from .protocol import DicomJson, EncodedFrame, Level, RenderedImage, StowItem
+from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
 
@@ -26,6 +26,7 @@ FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-sy
 # ... or, where the server refuses that, its default: uncompressed little endian.
 FRAMES_ACCEPT_FALLBACK = 'multipart/related; type="application/octet-stream"'
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+BULKDATA_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 INSTANCE_ACCEPT_FALLBACK = 'multipart/related; type="application/dicom"'
 # 406/415: the media type is refused; 400: some servers say so with a bad request; 500: Orthanc 1.10
 # fails this way when the stored syntax cannot be served as frames (big endian, deflated).
@@ -121,6 +122,21 @@ class WebSource:
             response = self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
         for _headers, content in self.http.iter_multipart(response):
             yield content
+
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+        url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
+        response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
+        for headers, content in self.http.iter_multipart(response):
+            location = headers.get("content-location")
+            if not location:
+                raise InvalidResponse(f"GET {url}: a bulk data part without Content-Location", url=url)
+            part_type = headers.get("content-type", "application/octet-stream")
+            try:
+                media = parse_media_type(part_type)
+            except MediaTypeError:
+                raise InvalidResponse(f"GET {url}: unreadable part Content-Type {part_type!r}", url=url) from None
+            syntax = media.params.get("transfer-syntax") or DEFAULT_TRANSFER_SYNTAX.get(media.type)
+            yield BulkPart(location, content, syntax, media.type)
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         if not frames:

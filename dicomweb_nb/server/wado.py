@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, Iterable
 
 from ..dicom import mediatypes as mt
-from ..dicom.dicomjson import BULK_PLACEHOLDER, absolutize_bulk_uris, json_to_xml
+from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
 from ..dicom.multipart import MultipartWriter
 from ..store import transcode as tc
 from ..store import InstanceRow, NotFoundError
@@ -438,9 +438,6 @@ __all__ = [
 ]
 
 
-_BULK_URI = re.compile(r'"BulkDataURI":\s*"' + re.escape(BULK_PLACEHOLDER) + r'bulk/([0-9A-Fa-f/]+)"')
-
-
 class ResourceBulkDataMixin(StreamingMixin):
     """``{study}[/series/{series}[/instances/{instance}]]/bulkdata`` (PS3.18 10.4, Retrieve Bulkdata):
     every bulk data value of the resource in one multipart answer, each part's Content-Location its
@@ -460,9 +457,10 @@ class ResourceBulkDataMixin(StreamingMixin):
         writer = MultipartWriter()
         pieces: list[Piece] = []
         for row in rows:
-            base = url(row.study_uid, row.series_uid, row.sop_uid)
-            for path in _BULK_URI.findall(row.metadata_text):
-                pieces += _bulk_pieces(writer, row, path, base, as_stored)
+            for value in tc.bulk_values(row, url(row.study_uid, row.series_uid, row.sop_uid), as_stored=as_stored):
+                part_type = value.media_type + (f"; transfer-syntax={value.transfer_syntax}" if value.transfer_syntax else "")
+                head = writer.part_head(part_type, {"Content-Location": value.location})
+                pieces.append(Piece(head, value.path, value.offset, value.length, value.compute))
         if not pieces:
             raise ApiError(404, "this resource holds no bulk data")
         self.set_header("Content-Type", mt.multipart_content_type(mt.OCTET_STREAM, writer.boundary))
@@ -483,34 +481,3 @@ class ResourceBulkDataMixin(StreamingMixin):
                 return True
         raise ApiError(406, 'bulk data is sent as multipart/related; type="application/octet-stream" '
                             '(add transfer-syntax=* for compressed pixel data as stored)')
-
-
-def _bulk_pieces(writer: MultipartWriter, row: InstanceRow, path: str, base: str, as_stored: bool) -> list[Piece]:
-    location = f"{base}/bulk/{path}"
-    layout = row.layout
-    is_pixels = path.upper() in ("7FE00010", "7FE00008", "7FE00009")
-    native_le = row.transfer_syntax in (tc.EXPLICIT_LE, tc.IMPLICIT_LE)
-    if is_pixels and native_le and layout.value_offset is not None and layout.value_length is not None:
-        head = writer.part_head(f"{mt.OCTET_STREAM}; transfer-syntax={tc.EXPLICIT_LE}", {"Content-Location": location})
-        return [Piece(head, row.path, layout.value_offset, layout.value_length)]
-    if is_pixels and as_stored and layout.encapsulated and layout.frames:
-        media = mt.TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, mt.OCTET_STREAM)
-        pieces = []
-        for index, fragments in enumerate(layout.frames):
-            head = writer.part_head(f"{media}; transfer-syntax={row.transfer_syntax}",
-                                    {"Content-Location": f"{base}/frames/{index + 1}"})
-            if len(fragments) == 1:
-                pieces.append(Piece(head, row.path, fragments[0][0], fragments[0][1]))
-            else:
-                pieces.append(Piece(head, compute=partial(reader.read_stored_frame, row, index)))
-        return pieces
-    if is_pixels:
-        head = writer.part_head(f"{mt.OCTET_STREAM}; transfer-syntax={tc.EXPLICIT_LE}", {"Content-Location": location})
-        return [Piece(head, compute=partial(_uncompressed_pixel_data, row))]
-    head = writer.part_head(mt.OCTET_STREAM, {"Content-Location": location})
-    return [Piece(head, compute=partial(reader.bulk_value, row, path))]
-
-
-def _uncompressed_pixel_data(row: InstanceRow) -> bytes:
-    """Every frame decoded, concatenated as native little-endian pixel data."""
-    return b"".join(tc.frame_bytes(row, index, tc.EXPLICIT_LE) for index in range(reader.frame_count(row)))

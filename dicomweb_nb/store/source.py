@@ -87,6 +87,13 @@ class StoreSource:
             with open(row.path, "rb") as fp:
                 yield fp.read()
 
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
+        from ..client.protocol import BulkPart
+
+        for row in self._instances(study, series, instance):
+            for value in transcode.bulk_values(row, self._url(row.study_uid, row.series_uid, row.sop_uid), as_stored=True):
+                yield BulkPart(value.location, value.read(), value.transfer_syntax, value.media_type)
+
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]):
         from ..client.protocol import EncodedFrame
         from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES

@@ -9,15 +9,21 @@ multi-frame instance to serve one frame.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import warnings
 from collections import OrderedDict
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
+from ..dicom.dicomjson import BULK_PLACEHOLDER
+from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
@@ -202,3 +208,60 @@ def representative(rows: list[InstanceRow]) -> tuple[InstanceRow, int] | None:
     first_series = [r for r in images if r.series_uid == images[0].series_uid]
     row = first_series[len(first_series) // 2]
     return row, reader.frame_count(row) // 2
+
+
+# -- bulk data of a resource ------------------------------------------------------------------------
+
+_BULK_URI = re.compile(r'"BulkDataURI":\s*"' + re.escape(BULK_PLACEHOLDER) + r'bulk/([0-9A-Fa-f/]+)"')
+
+
+@dataclass
+class BulkValue:
+    """One part of a Retrieve Bulkdata answer: a slice of the stored file, or bytes computed on demand."""
+
+    location: str  # the BulkDataURI (or a frame URL for compressed pixel data sent as stored)
+    media_type: str
+    transfer_syntax: str | None
+    path: Path | None = None
+    offset: int = 0
+    length: int = 0
+    compute: Callable[[], bytes] | None = None
+
+    def read(self) -> bytes:
+        if self.compute is not None:
+            return self.compute()
+        assert self.path is not None
+        with open(self.path, "rb") as fp:
+            fp.seek(self.offset)
+            return fp.read(self.length)
+
+
+def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list[BulkValue]:
+    """Every bulk data value of an instance, in metadata order; pixel data uncompressed unless ``as_stored``
+    (then compressed pixel data comes as its frames' bitstreams, one value per frame)."""
+    out: list[BulkValue] = []
+    layout = row.layout
+    for path in _BULK_URI.findall(row.metadata_text):
+        location = f"{instance_url}/bulk/{path}"
+        is_pixels = path.upper() in ("7FE00010", "7FE00008", "7FE00009")
+        if not is_pixels:
+            out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
+        elif row.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and layout.value_offset is not None and layout.value_length is not None:
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset, layout.value_length))
+        elif as_stored and layout.encapsulated and layout.frames:
+            media = TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, OCTET_STREAM)
+            for index, fragments in enumerate(layout.frames):
+                frame_url = f"{instance_url}/frames/{index + 1}"
+                if len(fragments) == 1:
+                    out.append(BulkValue(frame_url, media, row.transfer_syntax, row.path, fragments[0][0], fragments[0][1]))
+                else:
+                    out.append(BulkValue(frame_url, media, row.transfer_syntax,
+                                         compute=partial(reader.read_stored_frame, row, index)))
+        else:
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(uncompressed_pixel_data, row)))
+    return out
+
+
+def uncompressed_pixel_data(row: InstanceRow) -> bytes:
+    """Every frame decoded, concatenated as native little-endian pixel data."""
+    return b"".join(frame_bytes(row, index, EXPLICIT_LE) for index in range(reader.frame_count(row)))

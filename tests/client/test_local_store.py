@@ -65,3 +65,47 @@ def test_local_errors_are_the_clients(workspace):
         local.series("1.2.3.4")
     with pytest.raises(dw.errors.InvalidFilter):
         local.studies(NoSuchKeyword="x")
+
+
+@pytest.mark.parametrize("method", ["bulkdata", "series", "frames"])
+def test_every_volume_method_gives_the_same_volume_from_our_server(workspace, tmp_path, method):
+    root, series = workspace
+    server = start_standalone(tmp_path, root / ".dicomweb")
+    try:
+        remote = dw.connect(server.dicomweb_url, progress=False)
+        ds = series[0]
+        vol = remote.volume(ds.StudyInstanceUID, ds.SeriesInstanceUID, method=method)
+        reference = np.stack([d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept)
+                              for d in sorted(series, key=lambda d: float(d.ImagePositionPatient[2]))])
+        assert np.array_equal(vol.array, reference)
+        assert vol.rescaled
+    finally:
+        server.stop()
+
+
+def test_bulkdata_volume_of_compressed_series(tmp_path):
+    from pydicom.uid import RLELossless
+
+    series = samples.generate_ct_series(5, rows=32, columns=32, patient_id="RLE-VOL")
+    for ds in series:
+        ds.compress(RLELossless, generate_instance_uid=False)
+    server = start_standalone(tmp_path)
+    try:
+        client = dw.connect(server.dicomweb_url, progress=False)
+        client.store(series)
+        ds = series[0]
+        vol = client.volume(ds.StudyInstanceUID, ds.SeriesInstanceUID, method="bulkdata", rescale=False)
+        assert np.array_equal(vol.array, np.stack([d.pixel_array for d in series]))
+    finally:
+        server.stop()
+
+
+def test_auto_volume_falls_back_where_bulkdata_is_missing(orthanc, tmp_path):
+    orthanc.clear()
+    series = samples.generate_ct_series(4, rows=16, columns=16, patient_id="AUTO-VOL")
+    client = dw.connect(orthanc.dicomweb_url, progress=False)
+    client.store(series)
+    vol = client.volume(series[0].StudyInstanceUID, series[0].SeriesInstanceUID)  # Orthanc 1.10: no /bulkdata
+    assert vol.shape == (4, 16, 16)
+    with pytest.raises(dw.errors.DicomWebError):
+        client.volume(series[0].StudyInstanceUID, series[0].SeriesInstanceUID, method="bulkdata")
