@@ -9,7 +9,7 @@ Compares, in one run against the same Orthanc (Debian orthanc + orthanc-dicomweb
   bytes counted and thrown away - the server's raw delivery rate, no parsing at all.
 
 Prints medians and ratios (targets: ours >= 3x faster than sequential, within 2x of raw), and
-writes a JSON report next to this file. Run by hand: ``python benchmarks/client_volume.py``.
+writes benchmarks/results/client_volume.json. Run by hand: ``python benchmarks/client_volume.py``.
 Not a test: timings depend on the machine.
 """
 
@@ -28,6 +28,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dicomweb_nb as dw  # noqa: E402
 from dicomweb_nb import samples  # noqa: E402
@@ -91,6 +92,32 @@ def timed(function, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def measure(name: str, url: str, study: str, series: str, pixel_bytes: int, args: argparse.Namespace) -> list[dict]:
+    ours(url, study, series, args.workers, "auto")  # warm the server's caches for every contender alike
+    t_auto, volume = timed(lambda: ours(url, study, series, args.workers, "auto"), args.repeats)
+    t_series, volume_series = timed(lambda: ours(url, study, series, args.workers, "series"), args.repeats)
+    t_frames, volume_frames = timed(lambda: ours(url, study, series, args.workers, "frames"), args.repeats)
+    t_seq_id, reference = timed(lambda: sequential_dicomweb_client(url, study, series, identity=True), args.repeats)
+    t_seq, _ = timed(lambda: sequential_dicomweb_client(url, study, series, identity=False), 1)
+    for got in (volume, volume_series, volume_frames):
+        assert np.array_equal(got, reference), "our volume and the sequential path disagree on the pixels"
+    t_raw, raw_bytes = timed(lambda: raw_series_retrieve(url, study, series, identity=True), args.repeats)
+    mib = 1 << 20
+    rows = [
+        ("ours: volume() (auto)", t_auto, pixel_bytes), ("ours: volume(method='series')", t_series, pixel_bytes),
+        ("ours: volume(method='frames')", t_frames, pixel_bytes),
+        ("dicomweb-client sequential frames, identity", t_seq_id, pixel_bytes),
+        ("dicomweb-client sequential frames, as shipped", t_seq, pixel_bytes),
+        ("raw series retrieve (bytes only)", t_raw, raw_bytes),
+    ]
+    out = [{"server": name, "path": label, "seconds": seconds, "MiB/s": size / mib / seconds} for label, seconds, size in rows]
+    out.append({"server": name, "path": "RATIO sequential(identity) / ours(auto)  [target >= 3]", "seconds": t_seq_id / t_auto,
+                "MiB/s": ""})
+    out.append({"server": name, "path": "RATIO ours(auto) / raw series retrieve  [target <= 2]", "seconds": t_auto / t_raw,
+                "MiB/s": ""})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -100,54 +127,30 @@ def main() -> None:
     args = parser.parse_args()
     if not orthanc_available():
         sys.exit("needs Orthanc with the DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb)")
+    from common import report
+    from tests.fixtures.ourserver import start_standalone
+
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as workdir:
-        orthanc = OrthancProcess(Path(workdir))
+        orthanc = OrthancProcess(Path(workdir) / "orthanc")
+        (Path(workdir) / "ours").mkdir()
+        server = start_standalone(Path(workdir) / "ours")
         try:
-            print(f"loading {args.slices} slices of {args.size}x{args.size} into Orthanc ...", flush=True)
+            print(f"loading {args.slices} slices of {args.size}x{args.size} into Orthanc and our server ...", flush=True)
             study, series, pixel_bytes = load_series(orthanc, args.slices, args.size)
-            url = orthanc.dicomweb_url
-            ours(url, study, series, args.workers, "series")  # warm Orthanc's caches for every contender alike
-            t_ours, volume = timed(lambda: ours(url, study, series, args.workers, "series"), args.repeats)
-            t_frames, volume_frames = timed(lambda: ours(url, study, series, args.workers, "frames"), args.repeats)
-            t_seq_id, reference = timed(lambda: sequential_dicomweb_client(url, study, series, identity=True), args.repeats)
-            t_seq, _ = timed(lambda: sequential_dicomweb_client(url, study, series, identity=False), 1)
-            assert np.array_equal(volume, reference), "our volume and the sequential path disagree on the pixels"
-            assert np.array_equal(volume_frames, reference), "our frames volume and the sequential path disagree"
-            t_raw, raw_bytes = timed(lambda: raw_series_retrieve(url, study, series, identity=True), args.repeats)
-            t_raw_gzip, _ = timed(lambda: raw_series_retrieve(url, study, series, identity=False), args.repeats)
+            copy_series(orthanc, server.dicomweb_url, study)
+            rows += measure("orthanc", orthanc.dicomweb_url, study, series, pixel_bytes, args)
+            rows += measure("ours", server.dicomweb_url, study, series, pixel_bytes, args)
         finally:
             orthanc.stop()
-    mib = 1 << 20
-    report = {
-        "series": {"slices": args.slices, "rows": args.size, "columns": args.size, "pixel_bytes": pixel_bytes},
-        "workers": args.workers,
-        "repeats": args.repeats,
-        "seconds": {"ours_volume_series": t_ours, "ours_volume_frames": t_frames,
-                    "dicomweb_client_sequential_default": t_seq, "dicomweb_client_sequential_identity": t_seq_id,
-                    "raw_series_retrieve": t_raw, "raw_series_retrieve_gzip_accepted": t_raw_gzip},
-        "MiB_per_s": {"ours_volume_series": pixel_bytes / mib / t_ours, "ours_volume_frames": pixel_bytes / mib / t_frames,
-                      "raw_series_retrieve": raw_bytes / mib / t_raw},
-        "ratios": {"sequential_default_over_ours": t_seq / t_ours, "sequential_identity_over_ours": t_seq_id / t_ours,
-                   "sequential_identity_over_ours_frames": t_seq_id / t_frames, "ours_over_raw": t_ours / t_raw},
-        "targets_met": {"3x_faster_than_sequential": t_seq_id / t_ours >= 3.0, "within_2x_of_raw": t_ours / t_raw <= 2.0},
-    }
-    print(f"pixels: {pixel_bytes / mib:.1f} MiB; raw series retrieve: {raw_bytes / mib:.1f} MiB")
-    rows = [
-        (f"ours: volume(method='series'), {args.workers} workers", t_ours, pixel_bytes),
-        (f"ours: volume(method='frames'), {args.workers} workers", t_frames, pixel_bytes),
-        ("dicomweb-client sequential frames, identity", t_seq_id, pixel_bytes),
-        ("dicomweb-client sequential frames, as shipped (gzip)", t_seq, pixel_bytes),
-        ("raw series retrieve, identity", t_raw, raw_bytes),
-        ("raw series retrieve, gzip accepted", t_raw_gzip, raw_bytes),
-    ]
-    for name, seconds, size in rows:
-        print(f"{name:<52} median {seconds:8.3f} s {size / mib / seconds:9.1f} MiB/s")
-    print(f"sequential (identity) / ours = {t_seq_id / t_ours:.2f}x; sequential (as shipped) / ours = {t_seq / t_ours:.1f}x "
-          f"(target >= 3)")
-    print(f"ours / raw series retrieve = {t_ours / t_raw:.2f}x (target <= 2)")
-    out = Path(__file__).with_name("client_volume.json")
-    out.write_text(json.dumps(report, indent=2))
-    print(f"report: {out}")
+            server.stop()
+    report("client_volume", rows)
+
+
+def copy_series(orthanc: OrthancProcess, target_url: str, study: str) -> None:
+    """Our server gets the exact files Orthanc holds (retrieved from it, stored by STOW)."""
+    with dw.connect(orthanc.dicomweb_url, progress=False) as source, dw.connect(target_url, progress=False) as target:
+        source.retrieve(study, to=target)
 
 
 if __name__ == "__main__":

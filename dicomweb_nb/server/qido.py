@@ -65,9 +65,7 @@ class QidoMixin(DicomWebMixin):
 
     def _search(self, query: Query, study: str | None, series: str | None, max_results: int | None,
                 url: "UrlBuilder") -> SearchResult:
-        if study is not None and series is None and self.level in ("series", "instance"):
-            self.store.instances(study)  # 404 for an unknown study rather than an empty answer
-        if series is not None:
-            self.store.instances(study, series)
+        # A scope in the URL is one more matching key: an unknown study or series matches nothing
+        # (an empty answer, as Orthanc and dcm4chee give), so clients can probe for what is there.
         return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=url,
                                  max_results=max_results)

@@ -71,10 +71,6 @@ class StoreSource:
             query = parse_query(params, level, max_limit=None)
         except QueryError as exc:
             raise BadRequest(f"bad QIDO-RS query: {exc}", status=400, url=self.base_url) from None
-        if series is not None:
-            self._instances(study, series)
-        elif study is not None and level != "study":
-            self._instances(study)
         return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=self._url).items
 
     # -- WADO-RS ----------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ def test_local_answers_equal_http_answers(workspace, tmp_path):
 def test_local_errors_are_the_clients(workspace):
     root, series = workspace
     local = dw.connect(store=root / ".dicomweb", progress=False)
+    assert local.series("1.2.3.4").empty  # an unknown study matches nothing, as over HTTP
     with pytest.raises(dw.errors.NotFound, match="not in this store"):
-        local.series("1.2.3.4")
+        local.metadata("1.2.3.4")
     with pytest.raises(dw.errors.InvalidFilter):
         local.studies(NoSuchKeyword="x")
 

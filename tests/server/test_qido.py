@@ -234,13 +234,14 @@ def test_levels_and_scoped_urls(qs, studies):
     assert uids(get(qs, f"/studies/{a}/series", {"Modality": "MR"}), "SeriesInstanceUID") == [studies["A_MR"][0].SeriesInstanceUID]
 
 
-def test_unknown_parents_are_404(qs, studies):
+def test_unknown_or_mismatched_parents_match_nothing(qs, studies):
+    # The URL scope is a matching key (as in Orthanc and dcm4chee): no such study or series, no matches.
     a = studies["A_CT"][0].StudyInstanceUID
-    assert get(qs, "/studies/1.2.3.999/series", status=404).json()["message"] == "study 1.2.3.999 is not in this store"
-    assert "1.2.3.999" in get(qs, "/studies/1.2.3.999/instances", status=404).json()["message"]
-    assert "1.2.3.998" in get(qs, f"/studies/{a}/series/1.2.3.998/instances", status=404).json()["message"]
+    assert get(qs, "/studies/1.2.3.999/series").json() == []
+    assert get(qs, "/studies/1.2.3.999/instances").json() == []
+    assert get(qs, f"/studies/{a}/series/1.2.3.998/instances").json() == []
     other_series = studies["B"][0].SeriesInstanceUID
-    assert "belongs to study" in get(qs, f"/studies/{a}/series/{other_series}/instances", status=404).json()["message"]
+    assert get(qs, f"/studies/{a}/series/{other_series}/instances").json() == []
 
 
 def test_no_match_is_an_empty_list(qs):
