@@ -161,7 +161,9 @@ class MultipartParser:
         else:
             # The header block ends at the first empty line, CRLF or bare LF (whichever comes
             # first: the part's content may well contain the other form).
-            ends = [(i, n) for i, n in ((buf.find(b"\n\r\n"), 3), (buf.find(b"\n\n"), 2)) if i >= 0]
+            # Headers are short: look no further than the header limit, not through megabytes of content.
+            window = min(len(buf), _MAX_HEADER_BYTES + 3)
+            ends = [(i, n) for i, n in ((buf.find(b"\n\r\n", 0, window), 3), (buf.find(b"\n\n", 0, window), 2)) if i >= 0]
             if not ends:
                 if len(buf) > _MAX_HEADER_BYTES:
                     raise MultipartError("multipart part headers are too long or never end")
