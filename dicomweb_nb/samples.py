@@ -7,6 +7,7 @@ and the benchmarks, so they all see the same studies.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -41,7 +42,9 @@ def pydicom_test_files(*, with_pixels: bool | None = None, distinct_sops: bool =
         if not path.is_file() or path.suffix.lower() in (".py", ".json", ".txt", ".gz", ".bz2", ".xz", ".zip", ".md", ".pyc"):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's corpus is full of deliberately odd values
+                ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=64)
         except Exception:  # noqa: BLE001 - deliberately broken files are part of pydicom's corpus
             continue
         uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")]
