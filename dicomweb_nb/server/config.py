@@ -76,7 +76,6 @@ class DicomWeb(Configurable):
         help="Origins allowed to call the API from a browser (CORS), e.g. an OHIF viewer's; '*' for any.",
     ).tag(config=True)
     worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(config=True)
-    chunked_transfer = Bool(True, help="Stream multipart answers [ChunkedTransfers].").tag(config=True)
     request_timeout = Float(60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout).").tag(config=True)
 
     @validate("root")
