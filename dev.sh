@@ -61,7 +61,8 @@ case "${1:-}" in
         dicomweb-nb samples --store "$ROOT/.dicomweb"
         root_flag=()
         [ "$(id -u)" = 0 ] && root_flag=(--allow-root)
-        exec jupyter lab --ServerApp.root_dir="$ROOT" --ServerApp.ip=127.0.0.1 "${root_flag[@]}" "$@"
+        exec jupyter lab --ServerApp.root_dir="$ROOT" --ServerApp.ip=127.0.0.1 \
+            --ServerApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb "${root_flag[@]}" "$@"
         ;;
     test)
         shift
