@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
-from common import median_ms, report, start_both, timed
+from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart
 
 FAMILY = ["SMITH", "JONES", "TAYLOR", "BROWN", "WILSON", "EVANS", "THOMAS", "JOHNSON", "ROBERTS", "WALKER"]
 
@@ -34,19 +32,6 @@ def generate(n_instances: int, per_study: int = 20) -> list[list[bytes]]:
         )
         studies.append([samples.dataset_bytes(ds) for ds in series])
     return studies
-
-
-def stow_all(url: str, studies: list[list[bytes]], batch: int) -> float:
-    flat = [part for study in studies for part in study]
-    session = requests.Session()
-    start = time.perf_counter()
-    for i in range(0, len(flat), batch):
-        body, boundary = encode_multipart([("application/dicom", p) for p in flat[i:i + batch]])
-        answer = session.post(f"{url}/studies", data=body,
-                              headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                                       "Accept": "application/dicom+json"})
-        answer.raise_for_status()
-    return len(flat) / (time.perf_counter() - start)
 
 
 QUERIES = {
@@ -85,8 +70,9 @@ def main() -> None:
         ours, orthanc = start_both(Path(tmp))
         try:
             rows = []
-            rate_ours = stow_all(ours.dicomweb_url, studies, args.batch)
-            rate_orthanc = stow_all(orthanc.dicomweb_url, studies, args.batch)
+            flat = [part for study in studies for part in study]
+            rate_ours = stow(ours.dicomweb_url, flat, args.batch)
+            rate_orthanc = stow(orthanc.dicomweb_url, flat, args.batch)
             rows.append({"measure": "STOW-RS ingest (instances/s, higher is better)", "ours": rate_ours,
                          "orthanc": rate_orthanc, "ours/orthanc": rate_ours / rate_orthanc, "target": ">= 1"})
             lat_ours = query_latencies(ours.dicomweb_url, args.repeat)

@@ -19,21 +19,12 @@ from pathlib import Path
 
 import requests
 
-from common import median_ms, report, start_both, timed
+from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart
 
 DICOM_ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 FRAME_OCTETS = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-
-
-def store(url: str, blobs: list[bytes]) -> None:
-    session = requests.Session()
-    for i in range(0, len(blobs), 25):
-        body, boundary = encode_multipart([("application/dicom", b) for b in blobs[i:i + 25]])
-        session.post(f"{url}/studies", data=body, headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}).raise_for_status()
 
 
 def download(url: str, accept: str, session: requests.Session | None = None) -> int:
@@ -112,7 +103,7 @@ def main() -> None:
         ours, orthanc = start_both(Path(tmp))
         try:
             for server in (ours, orthanc):
-                store(server.dicomweb_url, blobs)
+                stow(server.dicomweb_url, blobs, batch=25)
             servers = {"ours": ours.dicomweb_url, "orthanc": orthanc.dicomweb_url}
 
             meta = {}

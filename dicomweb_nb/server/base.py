@@ -24,9 +24,10 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
+from ..dicom.resources import resource_url
 from ..store import NotFoundError, Store
-from .config import DicomWeb
 from ..store.transcode import TranscodeError
+from .config import DicomWeb
 
 if TYPE_CHECKING:
     from .proxy import RemoteServers
@@ -169,26 +170,9 @@ class DicomWebMixin:
         prefix = _first(self.request.headers.get("X-Forwarded-Prefix")) or ""
         return "/" + prefix.strip("/") if prefix.strip("/") else ""
 
-    def study_url(self, study: str, series: str | None = None, instance: str | None = None) -> str:
-        url = f"{self.public_root()}/studies/{study}"
-        if series:
-            url += f"/series/{series}"
-            if instance:
-                url += f"/instances/{instance}"
-        return url
-
     def url_builder(self) -> Callable[[str, str | None, str | None], str]:
-        root = self.public_root()
-
-        def build(study: str, series: str | None, instance: str | None) -> str:
-            url = f"{root}/studies/{study}"
-            if series:
-                url += f"/series/{series}"
-                if instance:
-                    url += f"/instances/{instance}"
-            return url
-
-        return build
+        """``url(study, series, instance)``: absolute resource URLs as this client sees the server."""
+        return partial(resource_url, self.public_root())
 
     # -- CORS -------------------------------------------------------------------------------------
     def set_default_headers(self) -> None:

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
 from ..dicom.query import QueryError, parse_query
+from ..dicom.resources import resource_url
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..pixels import render as rd
 from . import reader, transcode
@@ -41,12 +42,7 @@ class StoreSource:
         return self.base_url
 
     def _url(self, study: str, series: str | None = None, instance: str | None = None) -> str:
-        url = f"{self.base_url}/studies/{study}"
-        if series:
-            url += f"/series/{series}"
-            if instance:
-                url += f"/instances/{instance}"
-        return url
+        return resource_url(self.base_url, study, series, instance)
 
     def _instances(self, study: str | None, series: str | None = None, instance: str | None = None):
         try:
