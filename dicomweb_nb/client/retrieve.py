@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from ..errors import DicomWebError
+from ..errors import DicomWebError, NotFound
 from .protocol import DicomWebSource, StowItem
 
 if TYPE_CHECKING:
@@ -121,7 +121,12 @@ def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, i
                        *, max_workers: int, batch_size: int, progress_bar: Callable[..., Any],
                        cancel: threading.Event | None = None) -> pd.DataFrame:
     todo = list_instances(source, study, series, instance)
-    present = {_uid(obj, _SOP) for obj in target.source.search("instance", [], study=study)} if todo else set()
+    present: set[str | None] = set()
+    if todo:
+        try:
+            present = {_uid(obj, _SOP) for obj in target.source.search("instance", [], study=study)}
+        except NotFound:  # a destination without the study may answer 404 rather than an empty list
+            present = set()
     rows: dict[str, dict[str, Any]] = {}
     missing = []
     for st, se, sop in todo:
