@@ -8,6 +8,7 @@ sent, exactly as ``Client.studies`` would reject it.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Callable
 
 import ipywidgets as widgets
@@ -21,6 +22,13 @@ MODALITIES = ("", "CT", "MR", "US", "CR", "DX", "MG", "PT", "NM", "XA", "RF", "O
 # Names a user types, with the attribute each fills, for ``QueryForm.set``.
 _FIELDS = {"PatientName": "patient_name", "PatientID": "patient_id", "ModalitiesInStudy": "modality",
            "AccessionNumber": "accession", "StudyDescription": "description"}
+
+
+# (label, maximum length, pattern) of each text field, from the VRs of PS3.5 6.2: a value the
+# server would have to reject (or silently never match) is refused here, in words.
+_LIMITS = {"PatientName": ("patient name", 64 * 3 + 2, None), "PatientID": ("patient ID", 64, None),
+           "AccessionNumber": ("accession number", 16, None), "StudyDescription": ("description", 64, None),
+           "ModalitiesInStudy": ("modality", 16, re.compile(r"^[A-Z0-9_ *?]*$"))}
 
 
 def _as_date(value: Any, what: str) -> dt.date | None:
@@ -122,8 +130,19 @@ class QueryForm(widgets.VBox):
         filters: dict[str, Any] = {}
         for keyword, attribute in _FIELDS.items():
             value = getattr(self, attribute).value.strip()
-            if value:
-                filters[keyword] = value.upper() if keyword == "ModalitiesInStudy" else value
+            if not value:
+                continue
+            if keyword == "ModalitiesInStudy":
+                value = value.upper()
+            label, longest, pattern = _LIMITS[keyword]
+            if len(value) > longest:
+                raise InvalidFilter(f"the {label} is too long: {len(value)} characters, DICOM allows {longest}")
+            if pattern is not None and not pattern.match(value):
+                raise InvalidFilter(f"{value!r} is not a {label} code: use capital letters, digits and _ "
+                                    "(CT, MR, US...)")
+            if "\\" in value:
+                raise InvalidFilter(f"the {label} contains a backslash, which DICOM reads as a list of values")
+            filters[keyword] = value
         low, high = self.date_from.value, self.date_to.value
         if low and high and low > high:
             raise InvalidFilter(f"the study date range is reversed: from {low:%Y-%m-%d} is after to {high:%Y-%m-%d}")
