@@ -67,8 +67,9 @@ class Browser(widgets.VBox):
         self.runner = TaskRunner(self.status, max_workers=4, name="dicomweb-nb-browser")
         self.auto_search = auto_search
         self.servers = ServerPicker(self.status, initial=client_or_server_name, store=store)
-        self.query = QueryForm(limit=search_limit)
-        self.studies = DataTable(STUDY_COLUMNS, key="StudyInstanceUID", page_size=page_size, noun="study")
+        self.query = QueryForm(limit=search_limit, status=self.status)
+        self.studies = DataTable(STUDY_COLUMNS, key="StudyInstanceUID", page_size=page_size, noun="study",
+                                 plural="studies")
         self.series_list = SeriesList(self.runner, self.status)
         self.viewer = Viewer(size=image_size, runner=self.runner, status=self.status)
         self.retrieve_panel = RetrievePanel(self.status, self.runner)
@@ -141,7 +142,6 @@ class Browser(widgets.VBox):
             self.query.limit.value = limit
         return self._start_search(self.client, self.query.filters(), int(self.query.limit.value))
 
-    @guarded(_status)
     def _on_search(self, filters: dict[str, Any], limit: int) -> None:
         self._start_search(self.client, filters, limit)
 

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 
 from ..client.qido import build_filters
 from ..errors import InvalidFilter
+from ._tasks import StatusBar
 
 __all__ = ["QueryForm", "MODALITIES"]
 
@@ -50,7 +51,8 @@ def _as_date(value: Any, what: str) -> dt.date | None:
 class QueryForm(widgets.VBox):
     """Search fields and a Search button; ``on_search(callback)`` is called with the validated filters."""
 
-    def __init__(self, *, limit: int = 5000):
+    def __init__(self, *, limit: int = 5000, status: StatusBar | None = None):
+        self.status = status
         text = {"layout": widgets.Layout(width="250px"), "style": {"description_width": "90px"}}
         self.patient_name = widgets.Text(description="Patient", placeholder="name, e.g. DOE* or *smith*", **text)
         self.patient_id = widgets.Text(description="Patient ID", placeholder="e.g. 12345*", **text)
@@ -76,7 +78,7 @@ class QueryForm(widgets.VBox):
         self.date_from.add_class("dwnb-q-date-from")
         self.date_to.add_class("dwnb-q-date-to")
         self._callbacks: list[Callable[[dict[str, Any], int], None]] = []
-        self.search_button.on_click(lambda _b: self.submit())
+        self.search_button.on_click(lambda _b: self._click_search())
         self.clear_button.on_click(lambda _b: self.clear())
         super().__init__([
             widgets.HBox([self.patient_name, self.patient_id, self.accession]),
@@ -151,6 +153,14 @@ class QueryForm(widgets.VBox):
                 f"{low:%Y%m%d}-" if low else f"-{high:%Y%m%d}")
         build_filters("study", None, filters)  # raises InvalidFilter naming the bad field
         return filters
+
+    def _click_search(self) -> None:
+        try:
+            self.submit()
+        except Exception as exc:  # noqa: BLE001 - a button press shows its failure, it never raises into the page
+            if self.status is None:
+                raise
+            self.status.error(exc)
 
     def submit(self) -> None:
         """Validate and run the search callbacks (InvalidFilter propagates to the caller's status bar)."""

@@ -83,12 +83,13 @@ class DataTable(widgets.VBox):
     """
 
     def __init__(self, columns: Sequence[Column], *, key: str, page_size: int = 20, noun: str = "row",
-                 open_label: str = "Open"):
+                 plural: str | None = None, open_label: str = "Open"):
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.columns = list(columns)
         self.key = key
         self.noun = noun
+        self.plural = plural or noun + "s"
         self.open_label = open_label
         self.data = pd.DataFrame(columns=[c.key for c in self.columns] + [key])
         self.view = self.data
@@ -311,10 +312,10 @@ class DataTable(widgets.VBox):
             if total:
                 start = self.page * self.page_size
                 self._page_label.value = (f"&nbsp;{start + 1}&ndash;{start + len(records)} of {total} "
-                                          f"{self.noun}{'s' if total != 1 else ''} &middot; page {self.page + 1} of "
+                                          f"{self.plural if total != 1 else self.noun} &middot; page {self.page + 1} of "
                                           f"{self.page_count}&nbsp;")
             else:
-                self._page_label.value = f"&nbsp;no {self.noun}s&nbsp;"
+                self._page_label.value = f"&nbsp;no {self.plural}&nbsp;"
             self._first.disabled = self._previous.disabled = self.page == 0
             self._next.disabled = self._last.disabled = self.page >= self.page_count - 1
             self._page_checkbox.value = bool(records) and all(r[self.key] in self.selected_keys for r in records)
