@@ -94,7 +94,8 @@ class Browser(widgets.VBox):
             actions,
         ])
         self.add_class("dwnb-browser")
-        if auto_search and not self.servers.missing:
+        # A server name or servers file that is wrong stays on screen instead of being replaced by a search.
+        if auto_search and not self.servers.missing and self.servers.config_error is None:
             self._connect_and_search()
 
     # -- server ------------------------------------------------------------------------------------

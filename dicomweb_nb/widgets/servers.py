@@ -51,6 +51,7 @@ class ServerPicker(widgets.VBox):
         self._extra: dict[str, tuple[str, Client | None]] = {}  # value -> (label, given client)
         self._callbacks: list[Callable[[Client, str], None]] = []
         self.missing: str | None = None  # a server name asked for that is not configured
+        self.config_error: Exception | None = None  # why the servers file could not be read
         self.dropdown = widgets.Dropdown(description="Server", layout=widgets.Layout(width="520px"))
         self.dropdown.add_class("dwnb-server")
         self.refresh_button = widgets.Button(icon="refresh", tooltip="reload the configured servers",
@@ -103,8 +104,10 @@ class ServerPicker(widgets.VBox):
         options: list[tuple[str, str]] = [("Workspace store (this notebook's .dicomweb)", WORKSPACE)]
         try:
             servers = load_servers(self.store)
+            self.config_error = None
         except ConfigurationError as exc:
             servers = {}
+            self.config_error = exc
             self.status.error(exc)
         for name, server in sorted(servers.items()):
             auth = " (login)" if server.username else ""
