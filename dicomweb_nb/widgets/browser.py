@@ -41,7 +41,7 @@ STUDY_COLUMNS = [
     Column("AccessionNumber", "Accession", 12),
     Column("StudyDescription", "Description", 26),
     Column("NumberOfStudyRelatedSeries", "Series", 6),
-    Column("NumberOfStudyRelatedInstances", "Instances", 8),
+    Column("NumberOfStudyRelatedInstances", "Instances", 10),
 ]
 STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                 "NumberOfStudyRelatedInstances", "AccessionNumber", "PatientBirthDate", "PatientSex"]

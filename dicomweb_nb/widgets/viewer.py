@@ -42,6 +42,9 @@ TAG_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "S
                 "NumberOfFrames", "PhotometricInterpretation", "BitsStored", "RescaleSlope", "RescaleIntercept",
                 "WindowCenter", "WindowWidth", "Manufacturer", "SOPInstanceUID")
 _CACHE_FRAMES = 96
+_EMPTY_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="128"><rect width="256" height="128" '
+              b'fill="#f4f4f4"/><text x="128" y="68" font-size="14" text-anchor="middle" fill="#888">'
+              b"no series shown</text></svg>")
 _PREFETCH = 6
 
 
@@ -133,8 +136,8 @@ class Viewer(widgets.VBox):
         self.frame_attrs: ImageAttributes | None = None
         self.displayed: np.ndarray | None = None
 
-        self.image = widgets.Image(format="png", layout=widgets.Layout(min_width="128px", min_height="128px",
-                                                                       border="1px solid #ddd"))
+        self.image = widgets.Image(value=_EMPTY_SVG, format="svg+xml",
+                                   layout=widgets.Layout(min_width="128px", min_height="128px", border="1px solid #ddd"))
         self.image.add_class("dwnb-image")
         self.frame_slider = widgets.IntSlider(value=1, min=1, max=1, description="Frame", continuous_update=True,
                                               layout=widgets.Layout(width="100%"))
@@ -216,7 +219,8 @@ class Viewer(widgets.VBox):
             self.metadata, self.refs = [], []
             with self._cache_lock:
                 self._cache.clear()
-            self.image.value = b""
+            self.image.format = "svg+xml"
+            self.image.value = _EMPTY_SVG
             self.caption.value = "<i>loading the series&hellip;</i>"
             self.tags.value = ""
         self.runner.submit(self._load_series, token, client, study, series)
@@ -440,6 +444,7 @@ class Viewer(widgets.VBox):
                 return  # a newer request is pending: its render replaces this one
             self.frame_array, self.frame_attrs = frame, attrs
             self.displayed = np.asarray(image)
+            self.image.format = "png"
             self.image.value = png
             if shown is not None and attrs.is_grayscale and self.preset != "Custom":
                 self._syncing = True
