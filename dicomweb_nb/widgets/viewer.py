@@ -25,7 +25,7 @@ from ..dicom import dicomjson
 from ..pixels.render import encode_image, render_image
 from ..pixels.voi import CT_WINDOW_PRESETS, DisplayError, ImageAttributes, Window, default_window
 from ..pixels.volume import Volume
-from ._tasks import UI_LOCK, StatusBar, TaskRunner
+from ._tasks import UI_LOCK, StatusBar, TaskRunner, log
 
 if TYPE_CHECKING:
     from ..client.client import Client
@@ -121,7 +121,7 @@ class Viewer(widgets.VBox):
         self._array: np.ndarray | None = None
         self.metadata: list[dict] = []
         self.refs: list[FrameRef] = []
-        self._cache: OrderedDict[int, tuple[np.ndarray, ImageAttributes]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, ImageAttributes]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._loading: set[int] = set()
         self._request_lock = threading.Lock()
@@ -376,26 +376,28 @@ class Viewer(widgets.VBox):
 
     def get_frame(self, index: int) -> tuple[np.ndarray, ImageAttributes]:
         """Frame ``index`` (0-based) as stored values and its display attributes (fetched and cached)."""
+        with UI_LOCK:  # one consistent view of the source, even if another series is being opened
+            token, array, refs, metadata = self._source_token, self._array, self.refs, self.metadata
+            client, study, series = self.client, self.study, self.series
         with self._cache_lock:
-            if index in self._cache:
-                self._cache.move_to_end(index)
-                return self._cache[index]
-        if self._array is not None:
-            frame = self._array[index]
-            attrs = self._volume_attrs
+            if (token, index) in self._cache:
+                self._cache.move_to_end((token, index))
+                return self._cache[(token, index)]
+        if array is not None:
+            frame, attrs = array[index], self._volume_attrs
         else:
-            if not self.refs:
+            if not refs or client is None or not study or not series:
                 raise DisplayError("no series is loaded")
-            ref = self.refs[index]
-            assert self.client is not None and self.study and self.series
+            ref = refs[index]
             # The metadata is at hand: Client.frames would ask for it again with every frame.
-            frame = wado.fetch_frames(self.client.source, self.study, self.series, ref.sop_instance_uid, ref.frame,
-                                      metadata=self.metadata[ref.meta_index], max_workers=1)[0]
+            frame = wado.fetch_frames(client.source, study, series, ref.sop_instance_uid, ref.frame,
+                                      metadata=metadata[ref.meta_index], max_workers=1)[0]
             attrs = self._attributes(index, ref)
         with self._cache_lock:
-            self._cache[index] = (frame, attrs)
-            while len(self._cache) > _CACHE_FRAMES:
-                self._cache.popitem(last=False)
+            if token == self._source_token:  # a frame of a series no longer shown is not kept
+                self._cache[(token, index)] = (frame, attrs)
+                while len(self._cache) > _CACHE_FRAMES:
+                    self._cache.popitem(last=False)
         return frame, attrs
 
     def _request_render(self) -> None:
@@ -416,8 +418,15 @@ class Viewer(widgets.VBox):
             with self._request_lock:
                 version = self._version
             token = self._source_token
-            if self.frame_count:
-                self._render_once(version, token)
+            try:
+                if self.frame_count:
+                    self._render_once(version, token)
+            except Exception as exc:  # noqa: BLE001 - shown in the status line; newer requests still render
+                # A failure for a source no longer shown (another series opened meanwhile) is moot.
+                if token == self._source_token:
+                    log.debug("rendering failed", exc_info=True)
+                    self.runner.errors.append(exc)
+                    self.status.error(exc)
             with self._request_lock:
                 if version == self._version:
                     self._rendering = False
@@ -467,7 +476,7 @@ class Viewer(widgets.VBox):
             return
         wanted = [i for d in range(1, _PREFETCH + 1) for i in (index + d, index - d) if 0 <= i < len(self.refs)]
         with self._cache_lock:
-            wanted = [i for i in wanted if i not in self._cache and i not in self._loading]
+            wanted = [i for i in wanted if (token, i) not in self._cache and i not in self._loading]
             self._loading.update(wanted)
         for i in wanted:
             self.runner.submit(self._prefetch_one, i, token, on_error=lambda exc, i=i: self._loading.discard(i))

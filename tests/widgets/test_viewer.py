@@ -199,3 +199,19 @@ def test_missing_series_is_a_message_not_a_traceback(widget_server, client):
     viewer.wait(30)
     assert viewer.status.kind == "error"
     assert "Not found" in viewer.status.text or "404" in viewer.status.text
+
+
+def test_switching_series_quickly_shows_only_the_last_one(widget_server, client):
+    ct_study, ct_series = ct_uids(widget_server)
+    mf = widget_server.multiframe
+    viewer = dw.Viewer(size=None)
+    for _ in range(3):
+        viewer.show_series(client, ct_study, ct_series)
+        viewer.show_frame(0) if viewer.frame_count else None
+        viewer.show_series(client, str(mf.StudyInstanceUID), str(mf.SeriesInstanceUID))
+    viewer.wait(60)
+    assert viewer.status.kind != "error", viewer.status.text
+    assert viewer.frame_count == 5 and viewer.series == str(mf.SeriesInstanceUID)
+    assert png_pixels(viewer.image.value).shape == (16, 20)
+    np.testing.assert_array_equal(viewer.frame_array, mf.pixel_array[viewer.frame_index])
+    assert {token for token, _ in viewer._cache} == {viewer._source_token}
