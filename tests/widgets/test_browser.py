@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,4 +256,41 @@ def test_thousand_studies_render_only_one_page(widget_workspace):
     assert len(browser.selected_studies) == 26
     table.set_page_size(100)
     assert table.page_count == 10 and len(table._grid.children) == cells_per_row * 101
+    browser.close()
+
+
+class NoRenderingSource:
+    """A real server's source that answers 406 to /rendered and /thumbnail, as servers without rendering do."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def retrieve_rendered(self, *args, **kwargs):
+        raise dw.errors.NotAcceptable("GET .../rendered answered 406", status=406)
+
+    retrieve_thumbnail = retrieve_rendered
+
+
+def test_thumbnail_rendered_in_the_kernel_when_the_server_cannot_render(widget_server, widget_workspace):
+    from dicomweb_nb.client import Client
+    from dicomweb_nb.pixels.voi import Window
+
+    web = dw.connect(widget_server.url, progress=False)
+    client = Client(NoRenderingSource(web.source), progress=False)
+    ct = widget_server.ct
+    browser = dw.Browser(client)
+    browser.wait(60)
+    browser.open_study(str(ct[0].StudyInstanceUID))
+    browser.wait(60)
+    series = str(ct[0].SeriesInstanceUID)
+    assert browser.series_list.thumbnail_errors == {}
+    thumbnail = png_pixels(browser.series_list.thumbnails[series])
+    # The middle instance (the 7th of 12 by InstanceNumber), its own 40/400 window, scaled from 32 to 96 pixels.
+    assert thumbnail.shape == (96, 96)
+    small = thumbnail[1::3, 1::3].astype(int)
+    expected = windowed(ct[6].pixel_array.astype(float) - 1024, Window(40, 400)).astype(int)
+    assert np.abs(small - expected).mean() < 12
     browser.close()
