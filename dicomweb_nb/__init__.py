@@ -6,7 +6,8 @@
 
 ``connect`` gives a ``Client`` (searches as DataFrames, frames and volumes as numpy, STOW with
 a progress bar); ``to_dataframe`` turns any DICOM JSON into a DataFrame; ``errors`` holds the
-exception hierarchy (``errors.DicomWebError`` and its subclasses).
+exception hierarchy (``errors.DicomWebError`` and its subclasses). ``Browser`` and ``Viewer`` are the
+notebook widgets (search, view, retrieve and upload; one series or volume).
 
 The public names are loaded on first use, so the server and the pure ``dicom``/``pixels``
 modules can be imported without pulling in pandas and requests.
@@ -26,9 +27,12 @@ _PUBLIC = {
     "DicomWebError": ("dicomweb_nb.errors", "DicomWebError"),
     "Volume": ("dicomweb_nb.pixels.volume", "Volume"),
     "errors": ("dicomweb_nb.errors", None),
+    "Browser": ("dicomweb_nb.widgets.browser", "Browser"),
+    "Viewer": ("dicomweb_nb.widgets.viewer", "Viewer"),
 }
 
-__all__ = ["connect", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "__version__"]
+__all__ = ["connect", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Browser", "Viewer",
+           "__version__"]
 
 if TYPE_CHECKING:
     from . import errors
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
     from .client.dataframes import to_dataframe
     from .errors import DicomWebError
     from .pixels.volume import Volume
+    from .widgets.browser import Browser
+    from .widgets.viewer import Viewer
 
 
 def __getattr__(name: str) -> Any:

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.data",
     "tests.fixtures.orthanc",
     "tests.fixtures.ourserver",
+    "tests.fixtures.browser",
 ]

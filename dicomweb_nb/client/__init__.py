@@ -6,7 +6,7 @@ volumes, pydicom Datasets and PIL images.
 """
 
 from .client import Client
-from .config import RemoteServer, load_servers, lookup_server, parse_servers, store_folder
+from .config import RemoteServer, load_servers, lookup_server, parse_servers, remove_server, save_server, store_folder
 from .connect import connect, set_local_source_factory
 from .dataframes import to_dataframe
 from .http import HttpClient
@@ -15,6 +15,7 @@ from .web import WebSource
 
 __all__ = [
     "connect", "Client", "to_dataframe", "DicomWebSource", "WebSource", "HttpClient", "EncodedFrame", "RenderedImage",
-    "StowItem", "RemoteServer", "load_servers", "lookup_server", "parse_servers", "store_folder",
+    "StowItem", "RemoteServer", "load_servers", "lookup_server", "parse_servers", "save_server", "remove_server",
+    "store_folder",
     "set_local_source_factory",
 ]

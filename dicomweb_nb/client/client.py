@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,17 +183,22 @@ class Client:
 
     # -- STOW-RS ------------------------------------------------------------------------------
     def store(self, data: str | os.PathLike[str] | Dataset | bytes | Iterable[Any], *, study: str | None = None,
-              batch_size: int = 50, max_batch_bytes: int = 256 << 20, progress: bool | None = None) -> pd.DataFrame:
+              batch_size: int = 50, max_batch_bytes: int = 256 << 20, progress: bool | None = None,
+              progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """Upload DICOM (STOW-RS): file paths, folders (recursively), pydicom Datasets or Part 10 bytes.
 
         Sent in batches of ``batch_size`` instances (at most ``max_batch_bytes`` each), streamed from
         disk. Returns one row per input: ``status`` is ``stored``, ``warning`` (stored, with a
         ``warning_reason``), ``failed`` (``failure_reason`` code or ``error`` text) or ``skipped``
         (not a DICOM instance). Failures are listed, never dropped; nothing is raised for them.
+
+        ``progress_bar`` replaces the tqdm bar: a callable taking tqdm's ``total=, desc=, unit=``
+        keywords and returning an object with ``update(n)`` and ``close()`` (the widgets pass one).
+        Setting the ``cancel`` event stops before the next batch; the unsent instances are ``cancelled``.
         """
         items, skipped = collect_items(data)
         frame = self.store_items(items, study=study, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
-                                 progress=progress)
+                                 progress=progress, progress_bar=progress_bar, cancel=cancel)
         if skipped:
             extra = pd.DataFrame([{"label": label, "status": "skipped", "error": reason} for label, reason in skipped],
                                  columns=_RESULT_COLUMNS)
@@ -200,7 +206,8 @@ class Client:
         return frame
 
     def store_items(self, items: Sequence[StowItem], *, study: str | None = None, batch_size: int = 50,
-                    max_batch_bytes: int = 256 << 20, progress: bool | None = None) -> pd.DataFrame:
+                    max_batch_bytes: int = 256 << 20, progress: bool | None = None,
+                    progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """``store`` for prepared StowItems (used by ``retrieve`` into another server)."""
         from tqdm.auto import tqdm
 
@@ -208,7 +215,10 @@ class Client:
             raise ValueError("batch_size must be at least 1")
         show = self.progress if progress is None else progress
         rows: list[dict[str, Any]] = []
-        bar = tqdm(total=len(items), desc="store", unit="instance", disable=not show, leave=False)
+        if progress_bar is None:
+            bar = tqdm(total=len(items), desc="store", unit="instance", disable=not show, leave=False)
+        else:
+            bar = progress_bar(total=len(items), desc="store", unit="instance")
         sent: set[int] = set()
 
         def on_sent(item: StowItem) -> None:
@@ -218,6 +228,11 @@ class Client:
 
         try:
             for number, batch in enumerate(batches(items, max_count=batch_size, max_bytes=max_batch_bytes)):
+                if cancel is not None and cancel.is_set():
+                    rows.extend({"label": item.label, "SOPInstanceUID": item.sop_instance_uid,
+                                 "StudyInstanceUID": item.study_instance_uid, "status": "cancelled", "batch": number}
+                                for item in batch)
+                    continue
                 try:
                     response = self.source.store_instances(batch, study=study, on_sent=on_sent)
                     outcomes = response_outcomes(response)
@@ -244,24 +259,29 @@ class Client:
 
     # -- copying elsewhere ------------------------------------------------------------------------
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,
-                 to: "str | os.PathLike[str] | Client", batch_size: int = 50, progress: bool | None = None) -> pd.DataFrame:
+                 to: "str | os.PathLike[str] | Client", batch_size: int = 50, progress: bool | None = None,
+                 progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """Copy a study, series or instance into a folder (``to="downloads/"``) or another server (``to=dw.connect()``).
 
         Instances the destination already has are skipped, so re-running resumes an interrupted copy.
         Folders get ``<study>/<series>/<sop>.dcm``. Returns one row per instance with its ``status``
-        (``retrieved``, ``present`` or ``failed`` with ``error``).
+        (``retrieved``, ``present``, ``failed`` with ``error``, or ``cancelled``).
+
+        ``progress_bar`` and ``cancel`` work as for ``store``: a tqdm-like factory, and an event
+        that, once set, stops the instances not yet downloaded (re-running resumes).
         """
         from tqdm.auto import tqdm
 
         show = self.progress if progress is None else progress
 
-        def bar(**kwargs: Any) -> Any:
+        def tqdm_bar(**kwargs: Any) -> Any:
             return tqdm(disable=not show, leave=False, **kwargs)
 
+        bar = progress_bar or tqdm_bar
         if isinstance(to, Client):
             return _retrieve.retrieve_to_client(self.source, study, series, instance, to, max_workers=self.max_workers,
-                                                batch_size=batch_size, progress_bar=bar)
+                                                batch_size=batch_size, progress_bar=bar, cancel=cancel)
         if isinstance(to, (str, os.PathLike)):
             return _retrieve.retrieve_to_folder(self.source, study, series, instance, Path(to),
-                                                max_workers=self.max_workers, progress_bar=bar)
+                                                max_workers=self.max_workers, progress_bar=bar, cancel=cancel)
         raise TypeError(f"retrieve(to=...) takes a folder path or a Client, not {type(to).__name__}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 from ..errors import ConfigurationError, UnknownServer
 
 __all__ = ["RemoteServer", "store_folder", "servers_file", "load_servers", "parse_servers", "lookup_server",
-           "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV"]
+           "save_server", "remove_server", "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV"]
 
 STORE_ENV = "DICOMWEB_NB_STORE"
 LOCAL_URL_ENV = "DICOMWEB_NB_URL"  # the served DICOMweb root of the workspace store, for URLs in answers
@@ -119,3 +120,70 @@ def lookup_server(name: str, folder: str | os.PathLike[str] | None = None) -> Re
         raise UnknownServer(f"no DICOMweb server named {name!r} in {servers_file(folder)} (configured: {known}); "
                             "pass a URL instead, or add the server to that file")
     return servers[name]
+
+
+def _read_servers_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the servers file {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{path}: expected an object mapping server names to their settings")
+    return config
+
+
+def _write_servers_file(path: Path, config: Mapping[str, Any]) -> None:
+    # The file holds passwords: owner-only, and replaced atomically so a reader never sees half of it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".servers-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def save_server(name: str, url: str, *, username: str | None = None, password: str | None = None,
+                http_headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                folder: str | os.PathLike[str] | None = None) -> RemoteServer:
+    """Add (or replace) a server in the workspace's servers file, in the Orthanc ``DicomWeb.Servers`` form.
+
+    The entry is validated as ``load_servers`` will read it (ConfigurationError names what is wrong)
+    and the file is written owner-readable only, since it may hold a password.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "/" in name:
+        raise ConfigurationError(f"a server name must be non-empty text without surrounding spaces or '/', not {name!r}")
+    entry: dict[str, Any] = {"Url": url}
+    if username:
+        entry["Username"] = username
+    if password:
+        entry["Password"] = password
+    if http_headers:
+        entry["HttpHeaders"] = dict(http_headers)
+    if timeout is not None:
+        entry["Timeout"] = timeout
+    path = servers_file(folder)
+    server = parse_servers({name: entry}, source=str(path))[name]
+    config = _read_servers_file(path)
+    config[name] = entry
+    _write_servers_file(path, config)
+    return server
+
+
+def remove_server(name: str, folder: str | os.PathLike[str] | None = None) -> None:
+    """Remove a server from the workspace's servers file (UnknownServer when the file has no such name)."""
+    path = servers_file(folder)
+    config = _read_servers_file(path)
+    if name not in config:
+        raise UnknownServer(f"no DICOMweb server named {name!r} in {path}")
+    del config[name]
+    _write_servers_file(path, config)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from ..errors import DicomWebError
+from ..errors import DicomWebError, NotFound
 from .protocol import DicomWebSource, StowItem
 
 if TYPE_CHECKING:
@@ -74,8 +75,13 @@ def _download(source: DicomWebSource, study: str, series: str, sop: str) -> byte
     return parts[0]
 
 
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
 def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, instance: str | None, folder: Path,
-                       *, max_workers: int, progress_bar: Callable[..., Any]) -> pd.DataFrame:
+                       *, max_workers: int, progress_bar: Callable[..., Any],
+                       cancel: threading.Event | None = None) -> pd.DataFrame:
     todo = list_instances(source, study, series, instance)
     rows: dict[str, dict[str, Any]] = {}
     missing = []
@@ -87,21 +93,24 @@ def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, i
         if not path.exists():
             missing.append((st, se, sop))
 
-    def fetch(item: tuple[str, str, str]) -> tuple[str, str | None]:
+    def fetch(item: tuple[str, str, str]) -> tuple[str, str, str | None]:
         st, se, sop = item
+        if _cancelled(cancel):  # checked per instance: a cancel stops the downloads not yet begun
+            return sop, "cancelled", None
         try:
             _write_atomically(instance_path(folder, st, se, sop), _download(source, st, se, sop))
-            return sop, None
+            return sop, "retrieved", None
         except (DicomWebError, OSError) as exc:
-            return sop, str(exc)
+            return sop, "failed", str(exc)
 
     bar = progress_bar(total=len(missing), desc="retrieve", unit="instance")
     try:
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-            for sop, error in pool.map(fetch, missing):
-                rows[sop]["status"] = "failed" if error else "retrieved"
+            for sop, status, error in pool.map(fetch, missing):
+                rows[sop]["status"] = status
                 rows[sop]["error"] = error
-                bar.update(1)
+                if status != "cancelled":
+                    bar.update(1)
     finally:
         bar.close()
     return pd.DataFrame(list(rows.values()), columns=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
@@ -109,9 +118,15 @@ def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, i
 
 
 def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, instance: str | None, target: "Client",
-                       *, max_workers: int, batch_size: int, progress_bar: Callable[..., Any]) -> pd.DataFrame:
+                       *, max_workers: int, batch_size: int, progress_bar: Callable[..., Any],
+                       cancel: threading.Event | None = None) -> pd.DataFrame:
     todo = list_instances(source, study, series, instance)
-    present = {_uid(obj, _SOP) for obj in target.source.search("instance", [], study=study)} if todo else set()
+    present: set[str | None] = set()
+    if todo:
+        try:
+            present = {_uid(obj, _SOP) for obj in target.source.search("instance", [], study=study)}
+        except NotFound:  # a destination without the study may answer 404 rather than an empty list
+            present = set()
     rows: dict[str, dict[str, Any]] = {}
     missing = []
     for st, se, sop in todo:
@@ -131,6 +146,10 @@ def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, i
     try:
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
             for start in range(0, len(missing), batch_size):
+                if _cancelled(cancel):  # checked per batch: what is already stored stays stored
+                    for _, _, sop in missing[start:]:
+                        rows[sop]["status"] = "cancelled"
+                    break
                 chunk = missing[start:start + batch_size]
                 items = []
                 for sop, data, error in pool.map(fetch, chunk):
