@@ -31,6 +31,27 @@ def _handler(name: str, mixins: tuple[type, ...], base: type, streaming: bool = 
     return stream_request_body(cls) if streaming else cls
 
 
+def proxy_routes(base: type, r: str) -> list[tuple[str, type, dict[str, Any]]]:
+    """The DICOMweb client proxy (Orthanc's ``/servers`` API), its jobs, and the web client page."""
+    from .jobs import JobCancelMixin, JobMixin, JobsMixin
+    from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
+    from .webapp import ClientPageMixin, ClientPageRedirectMixin
+
+    name = r"([^/]+)"
+    return [
+        (rf"{r}servers/?", _handler("ServersHandler", (ServersMixin,), base), {}),
+        (rf"{r}servers/{name}/?", _handler("ServerHandler", (ServerMixin,), base), {}),
+        (rf"{r}servers/{name}/get/?", _handler("ServerGetHandler", (ServerGetMixin,), base), {}),
+        (rf"{r}servers/{name}/stow/?", _handler("ServerStowHandler", (ServerStowMixin,), base), {}),
+        (rf"{r}servers/{name}/retrieve/?", _handler("ServerRetrieveHandler", (ServerRetrieveMixin,), base), {}),
+        (rf"{r}jobs/?", _handler("JobsHandler", (JobsMixin,), base), {}),
+        (rf"{r}jobs/{name}/?", _handler("JobHandler", (JobMixin,), base), {}),
+        (rf"{r}jobs/{name}/cancel/?", _handler("JobCancelHandler", (JobCancelMixin,), base), {}),
+        (rf"{r}app/client", _handler("ClientPageRedirectHandler", (ClientPageRedirectMixin,), base), {}),
+        (rf"{r}app/client/([A-Za-z0-9_.-]*)", _handler("ClientPageHandler", (ClientPageMixin,), base), {}),
+    ]
+
+
 def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tuple[str, type, dict[str, Any]]]:
     """Routes for a DICOMweb server whose root is ``root_path`` (absolute URL path ending in /).
 
@@ -78,6 +99,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
         (rf"{r}{st}/{se}/{inst}/frames/{_SEG}/(rendered|thumbnail)/?", rendered, {}),
         (rf"{r}{st}/{se}/{inst}/bulk/(.+)", bulk, {}),
     ]
+    routes += proxy_routes(base, r)
     routes.append((rf"{r}.*", not_found, {}))
     if wado_path:
         routes.insert(0, (rf"{wado_path}/?", _handler("WadoUriHandler", (WadoUriMixin,), base), {}))
