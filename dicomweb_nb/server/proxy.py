@@ -26,6 +26,9 @@ transfer; ``false`` answers ``{"ID", "Path"}`` at once and the job runs in the b
 (``jobs.py``), ``Priority`` first. A synchronous ``/retrieve`` answers the list of the SOP Instance
 UIDs stored (Orthanc answers its own instance IDs); a synchronous ``/stow`` the job's Content.
 
+``"Debug": true`` (Orthanc's option) slows a transfer down by 50 ms per retrieved and 100 ms per
+sent instance, so its progress and cancellation can be watched.
+
 A remote that cannot be reached, is too slow, answers an error or sends something that is not
 DICOMweb gives 502 (504 for a timeout) with ``RemoteStatus`` / ``RemoteMessage`` when it answered,
 and, for transfers, the ``Content`` of what was done before the failure. An unknown server name is
@@ -57,6 +60,8 @@ from .remotes import (
     check_header_map,
 )
 from .transfers import (
+    RETRIEVE_DEBUG_DELAY,
+    STOW_DEBUG_DELAY,
     ResourceError,
     parse_retrieve_resources,
     parse_stow_resources,
@@ -281,6 +286,13 @@ class ServerGetMixin(_ProxyBase):
 class _TransferBase(_ProxyBase):
     """``/stow`` and ``/retrieve``: synchronous call or job."""
 
+    def debug_of(self, body: dict[str, Any]) -> bool:
+        """Orthanc's ``"Debug": true``: slow the transfer down (per instance) to watch progress and cancel."""
+        debug = body.get("Debug", False)
+        if not isinstance(debug, bool):
+            raise ProxyError(400, '"Debug" must be true or false', Field="Debug")
+        return debug
+
     def options_of(self, body: dict[str, Any]) -> tuple[bool, int, dict[str, str]]:
         synchronous = body.get("Synchronous")
         if synchronous is None and "Asynchronous" in body:
@@ -335,12 +347,12 @@ class ServerStowMixin(_TransferBase):
             rows = await self.run_blocking(resolve_local, self.store, resources)
         except ResourceError as exc:
             raise self.resources_error(exc) from None
-        servers = self.servers
+        servers, debug = self.servers, self.debug_of(body)
 
         def work(ctx: JobContext) -> dict[str, Any]:
             source = servers.source(name, purpose="transfer", extra_headers=headers or None)
             try:
-                return stow_to_remote(ctx, source, rows, server=name)
+                return stow_to_remote(ctx, source, rows, server=name, debug_delay=STOW_DEBUG_DELAY if debug else 0.0)
             finally:
                 if headers:
                     source.close()
@@ -368,12 +380,13 @@ class ServerRetrieveMixin(_TransferBase):
                                                           for v in raw_arguments.values()):
             raise ProxyError(400, f'"{arguments_field}" must map query parameters to strings', Field=arguments_field)
         arguments = [(str(k), str(v)) for k, v in raw_arguments.items()]
-        servers, store = self.servers, self.store
+        servers, store, debug = self.servers, self.store, self.debug_of(body)
 
         def work(ctx: JobContext) -> dict[str, Any]:
             source = servers.source(name, purpose="transfer")
             return retrieve_from_remote(ctx, source, store, resources, server=name, headers=headers,
-                                        arguments=arguments, universal=entry.universal_transfer_syntax)
+                                        arguments=arguments, universal=entry.universal_transfer_syntax,
+                                        debug_delay=RETRIEVE_DEBUG_DELAY if debug else 0.0)
 
         request = {"RemoteServer": name, "Resources": [r.public() for r in resources]}
         await self.run_transfer("DicomWebWadoRetrieveClient", work, synchronous=synchronous, priority=priority,

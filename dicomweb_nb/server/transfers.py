@@ -52,6 +52,9 @@ STOW_BATCH_BYTES = 256 * 1024 * 1024
 _STORE_BATCH = 16          # instances stored per index transaction during a retrieve ...
 _STORE_INTERVAL = 1.0      # ... or at least this often (seconds), so progress and partial results stay current
 _CHUNK = 1 << 20
+# Orthanc's "Debug" pauses, per instance, to watch progress and cancellation.
+RETRIEVE_DEBUG_DELAY = 0.05
+STOW_DEBUG_DELAY = 0.1
 _MB = 1024 * 1024
 # Answers to a retrieve with transfer-syntax=* after which the server's default syntax is asked for.
 _FALLBACK_STATUSES = frozenset({400, 406, 415, 501})
@@ -224,7 +227,8 @@ def remote_failure(exc: DicomWebError, server: str, *, content: dict[str, Any] |
 # -- STOW-RS to a remote ------------------------------------------------------------------------------
 
 def stow_to_remote(ctx: JobContext, source: WebSource, rows: Sequence[InstanceRow], *, server: str,
-                   batch_count: int = STOW_BATCH_COUNT, batch_bytes: int = STOW_BATCH_BYTES) -> dict[str, Any]:
+                   batch_count: int = STOW_BATCH_COUNT, batch_bytes: int = STOW_BATCH_BYTES,
+                   debug_delay: float = 0.0) -> dict[str, Any]:
     """Send the instances by STOW-RS in batches; Content lists what the remote accepted or refused."""
     items = [StowItem(row.sop_uid, row.size, row.path.read_bytes, row.sop_uid, row.sop_class_uid, row.study_uid)
              for row in rows]
@@ -244,6 +248,8 @@ def stow_to_remote(ctx: JobContext, source: WebSource, rows: Sequence[InstanceRo
         done_before = len(accepted) + len(refused)
 
         def on_sent(item: StowItem) -> None:
+            if debug_delay:
+                time.sleep(debug_delay)
             sent_in_batch.add(item.label)
             ctx.set_progress(done_before + len(sent_in_batch), total)
             ctx.check_cancelled()  # raised inside the upload: the request is abandoned mid-body
@@ -306,8 +312,9 @@ def _count(source: WebSource, resource: Resource) -> int | None:
 class _Retrieval:
     """State of one retrieve job: what was stored, what failed, the part being written."""
 
-    def __init__(self, ctx: JobContext, store: Store, server: str):
+    def __init__(self, ctx: JobContext, store: Store, server: str, debug_delay: float = 0.0):
         self.ctx = ctx
+        self.debug_delay = debug_delay
         self.store = store
         self.server = server
         self.stored: list[str] = []
@@ -355,6 +362,8 @@ class _Retrieval:
             fp.close()
         assert path is not None
         self.pending.append((path, f"part {self.parts}"))
+        if self.debug_delay:
+            time.sleep(self.debug_delay)
         if len(self.pending) >= _STORE_BATCH or time.monotonic() - self.last_store >= _STORE_INTERVAL:
             self.flush()
 
@@ -459,10 +468,11 @@ def _stream_parts(state: _Retrieval, response: requests.Response) -> None:
 
 def retrieve_from_remote(ctx: JobContext, source: WebSource, store: Store, resources: Sequence[Resource], *,
                          server: str, headers: Mapping[str, str] | None = None,
-                         arguments: Sequence[tuple[str, str]] = (), universal: bool = True) -> dict[str, Any]:
+                         arguments: Sequence[tuple[str, str]] = (), universal: bool = True,
+                         debug_delay: float = 0.0) -> dict[str, Any]:
     """Download the resources by WADO-RS into the store, part by part; Content lists the stored SOP
     Instance UIDs (``Instances``) and anything the remote sent that could not be stored."""
-    state = _Retrieval(ctx, store, server)
+    state = _Retrieval(ctx, store, server, debug_delay)
     try:
         counts = []
         for resource in resources:
