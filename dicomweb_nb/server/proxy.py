@@ -61,6 +61,7 @@ from .remotes import (
 )
 from .transfers import (
     RETRIEVE_DEBUG_DELAY,
+    iter_available,
     STOW_DEBUG_DELAY,
     ResourceError,
     parse_retrieve_resources,
@@ -250,7 +251,7 @@ class ServerGetMixin(_ProxyBase):
         for header in _FORWARDED_HEADERS:
             if header in response.headers:
                 self.set_header(header, response.headers[header])
-        chunks = response.iter_content(1 << 16)
+        chunks = iter_available(response, 1 << 16)
         end = object()
         started = False
         while True:

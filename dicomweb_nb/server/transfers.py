@@ -19,9 +19,10 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import requests
+import urllib3
 
 from ..client.http import encode_query
 from ..client.protocol import StowItem
@@ -364,6 +365,7 @@ class _Retrieval:
         self.pending.append((path, f"part {self.parts}"))
         if self.debug_delay:
             time.sleep(self.debug_delay)
+        self.ctx.check_cancelled()  # one chunk of the answer may hold many parts: check between them
         if len(self.pending) >= _STORE_BATCH or time.monotonic() - self.last_store >= _STORE_INTERVAL:
             self.flush()
 
@@ -404,6 +406,20 @@ def _unlink(path: Path) -> None:
         pass
 
 
+def iter_available(response: requests.Response, size: int = _CHUNK) -> Iterator[bytes]:
+    """The answer's bytes as they arrive (up to ``size`` at a time), decoded if the server compressed them.
+
+    Not ``iter_content``: it waits for ``size`` bytes, so parts of a slow answer would be stored late,
+    and the bytes of a last read cut short by the remote are lost with the error.
+    """
+    raw = response.raw
+    while True:
+        chunk = raw.read1(size, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
+
+
 def _open_retrieve(source: WebSource, url: str, headers: dict[str, str], universal: bool) -> requests.Response:
     headers = {"Accept-Encoding": "identity", **headers}  # pixel data does not compress; read it as sent
     if any(k.lower() == "accept" for k in headers):
@@ -436,7 +452,7 @@ def _stream_parts(state: _Retrieval, response: requests.Response) -> None:
         raise InvalidResponse(f'GET {response.url}: expected multipart/related; type="application/dicom", '
                               f"got {content_type or 'no Content-Type'}", status=response.status_code, url=response.url)
     try:
-        for chunk in response.iter_content(_CHUNK):
+        for chunk in iter_available(response):
             if state.ctx.cancelled:
                 raise JobCancelled()
             state.network_bytes += len(chunk)
@@ -459,7 +475,7 @@ def _stream_parts(state: _Retrieval, response: requests.Response) -> None:
     except MultipartError as exc:
         raise InvalidResponse(f"GET {response.url}: the multipart answer is malformed or cut short ({exc})",
                               status=response.status_code, url=response.url) from exc
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise ConnectionFailed(f"GET {response.url}: the connection broke while reading the answer: {exc}",
                                url=response.url, method="GET") from exc
     finally:
