@@ -7,6 +7,7 @@ import json
 import stat
 
 import pytest
+import requests
 
 import dicomweb_nb as dw
 from dicomweb_nb.client import load_servers
@@ -161,3 +162,19 @@ def test_without_servers_in_store_added_servers_last_until_restart(tmp_path):
 def test_bad_configured_server_stops_start_up(tmp_path):
     with pytest.raises(RuntimeError, match="c.DicomWeb.servers"):
         start_standalone(tmp_path, None, "-c", 'servers={"broken": {"Url": "gopher://x"}}')
+
+
+def test_client_page_standalone_with_a_token(tmp_path):
+    server = start_standalone(tmp_path, token="page-token")
+    try:
+        base = f"{server.url}/dicom-web/app/client"
+        assert requests.get(f"{base}/", timeout=30).status_code == 401
+        page = requests.get(f"{base}/?token=page-token", timeout=30)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert '<script src="app.js">' in page.text  # relative: works under any prefix
+        script = requests.get(f"{base}/app.js?token=page-token", timeout=30)
+        assert script.status_code == 200 and script.headers["Content-Type"].startswith("text/javascript")
+        moved = requests.get(f"{base}?token=page-token", allow_redirects=False, timeout=30)
+        assert moved.status_code == 302 and moved.headers["Location"].endswith("/app/client/?token=page-token")
+    finally:
+        server.stop()

@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from tornado import web
+
 from ..base import ApiError, DicomWebMixin
 
 __all__ = ["ClientPageMixin", "ClientPageRedirectMixin", "PAGE_FILES"]
@@ -39,10 +41,14 @@ PAGE_FILES = _page_files()
 
 
 async def _jupyter_prepare(handler: Any) -> bool:
-    """Jupyter's own prepare with its redirect to the login page, when the base is a JupyterHandler."""
+    """Jupyter's own prepare, then its login redirect for a visitor without a user (tornado's
+    ``@web.authenticated``: GET goes to the login page with ``next=``, anything else gets 403), when
+    the base is a JupyterHandler. Jupyter lets handlers decide (``allow_unauthenticated_access``)."""
     for klass in type(handler).__mro__:
         if klass.__name__ == "JupyterHandler" and klass.__module__.startswith("jupyter_server"):
-            await klass.prepare(handler)  # GET without a user: redirected to the login page
+            await klass.prepare(handler)
+            if not handler._finished and handler.current_user is None:
+                web.authenticated(lambda _handler: None)(handler)
             return True
     return False
 
