@@ -104,6 +104,16 @@ class Job:
     updated: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     done: Future = field(default_factory=Future, repr=False)
+    # Content is updated by the job's thread while handlers read it on the event loop.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def update_content(self, values: dict[str, Any]) -> None:
+        with self.lock:
+            self.content.update(values)
+
+    def content_snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.content)
 
     @property
     def finished(self) -> bool:
@@ -123,7 +133,7 @@ class Job:
             "ErrorCode": self.error_code,
             "ErrorDescription": self.error_description,
             "ErrorDetails": self.error_details,
-            "Content": {**self.request, **self.content},
+            "Content": {**self.request, **self.content_snapshot()},
             "Timestamp": _timestamp(time.time()),
         }
         if self.completed is not None:
@@ -137,7 +147,7 @@ class Job:
             "id": self.id, "type": self.type, "priority": self.priority, "request": self.request, "state": self.state,
             "progress": self.progress, "created": self.created, "started": self.started, "completed": self.completed,
             "error_code": self.error_code, "error_description": self.error_description,
-            "error_details": self.error_details, "content": self.content, "http_status": self.http_status,
+            "error_details": self.error_details, "content": self.content_snapshot(), "http_status": self.http_status,
             "error_extra": self.error_extra, "cancelled": self.cancelled, "owner": self.owner, "updated": self.updated,
         }
 
@@ -179,7 +189,7 @@ class JobContext:
             self._manager._save_throttled(self.job)
 
     def update_content(self, **values: Any) -> None:
-        self.job.content.update(values)
+        self.job.update_content(values)
         self._manager._save_throttled(self.job)
 
 
@@ -353,7 +363,7 @@ class JobManager:
                 self._finish_cancelled(job)
             return
         except JobError as exc:
-            job.content.update(exc.content)
+            job.update_content(exc.content)
             if job.cancel_event.is_set():
                 with self._lock:
                     self._finish_cancelled(job)
@@ -366,7 +376,7 @@ class JobManager:
             return
         finally:
             del job._work  # type: ignore[attr-defined]
-        job.content.update(content or {})
+        job.update_content(content or {})
         job.progress = 1.0
         self._finish(job, SUCCESS, ERROR_SUCCESS, "Success", "", None, {})
 

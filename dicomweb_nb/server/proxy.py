@@ -319,7 +319,7 @@ class _TransferBase(_ProxyBase):
         jobs = self.ctx.jobs
         if jobs is None:
             raise ApiError(503, "jobs are not available on this server")
-        job = jobs.submit(job_type, work, priority=priority, request=request)
+        job = await self.run_blocking(jobs.submit, job_type, work, priority=priority, request=request)
         if not synchronous:
             self.write_json(job_answer(job, self.ctx.root_path), 200, "application/json")
             return
