@@ -15,7 +15,7 @@ from .base import DicomWebContext, StandaloneBase
 from .config import DicomWeb
 from .jobs import JobManager
 from .remotes import RemoteServers
-from .routes import build_routes
+from .routes import build_routes, orthanc_jobs_routes
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -87,5 +87,7 @@ def make_app(
     config = config or DicomWeb()
     Path(store_dir).mkdir(parents=True, exist_ok=True)
     ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
-    app = web.Application(routes_for(ctx, StandaloneBase), dicomweb=ctx, **settings)
+    # Orthanc keeps jobs at its root; scripts written for it look there.
+    routes = orthanc_jobs_routes(StandaloneBase) + routes_for(ctx, StandaloneBase)
+    app = web.Application(routes, dicomweb=ctx, **settings)
     return app

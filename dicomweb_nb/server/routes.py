@@ -52,6 +52,19 @@ def proxy_routes(base: type, r: str) -> list[tuple[str, type, dict[str, Any]]]:
     ]
 
 
+def orthanc_jobs_routes(base: type, base_url: str = "/") -> list[tuple[str, type, dict[str, Any]]]:
+    """``/jobs`` at the server's root, where Orthanc keeps them (``{orthanc}/jobs/{id}`` in scripts):
+    the same jobs as ``{root}/jobs``. Only for the standalone server, which owns its root."""
+    from .jobs import JobCancelMixin, JobMixin, JobsMixin
+
+    r = base_url if base_url.endswith("/") else base_url + "/"
+    return [
+        (rf"{r}jobs/?", _handler("RootJobsHandler", (JobsMixin,), base), {}),
+        (rf"{r}jobs/([^/]+)/?", _handler("RootJobHandler", (JobMixin,), base), {}),
+        (rf"{r}jobs/([^/]+)/cancel/?", _handler("RootJobCancelHandler", (JobCancelMixin,), base), {}),
+    ]
+
+
 def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tuple[str, type, dict[str, Any]]]:
     """Routes for a DICOMweb server whose root is ``root_path`` (absolute URL path ending in /).
 

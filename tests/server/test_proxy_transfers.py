@@ -233,6 +233,9 @@ def test_async_retrieve_runs_to_completion_with_progress(api, data):
     assert api.instances_of(study.uid) == study.sops
     listed = api.get("jobs").json()
     assert job_id in listed
+    # Where Orthanc scripts look for them too: {server}/jobs/{id}.
+    at_root = requests.get(f"{api.server.url}/jobs/{job_id}", timeout=30)
+    assert at_root.status_code == 200 and at_root.json()["State"] == "Success"
     assert any(j["ID"] == job_id and j["State"] == "Success" for j in api.get("jobs?expand").json())
 
 
