@@ -121,6 +121,7 @@ class ScriptedRemote:
     routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = field(default_factory=dict)
     url: str = ""
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # of POST requests
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,8 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    def do_POST(self) -> None:  # noqa: N802
+        self.remote.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self._route("POST")
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.remote.requests.append(("GET", self.path, dict(self.headers)))
+        self._route("GET")
+
+    def _route(self, method: str) -> None:
+        self.remote.requests.append((method, self.path, dict(self.headers)))
         for prefix, answer in self.remote.routes.items():
             if self.path.startswith("/dicom-web" + prefix):
                 try:
@@ -148,6 +156,13 @@ def send(handler: BaseHTTPRequestHandler, status: int, content_type: str, body: 
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def send_instances(handler: BaseHTTPRequestHandler, parts: list[bytes]) -> None:
+    """A complete WADO-RS multipart answer."""
+    writer = MultipartWriter()
+    body = b"".join(writer.part_head("application/dicom") + p for p in parts) + writer.close()
+    send(handler, 200, f'multipart/related; type="application/dicom"; boundary={writer.boundary}', body)
 
 
 def send_parts_then_break(handler: BaseHTTPRequestHandler, parts: list[bytes], *, pause: float = 0.0,

@@ -180,3 +180,18 @@ def test_unreadable_metadata_is_passed_through_as_sent(api, scripted):
     answer = api.post("servers/scripted/get", {"Uri": "/garbage"})
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "text/html" and answer.content == b"<html>login page</html>"
+
+
+def test_get_sends_the_servers_credentials_and_the_callers_headers(api, scripted):
+    scripted.routes["/echo"] = lambda h: send(h, 200, "application/dicom+json", b"[]")
+    api.add_server("with-auth", scripted.url, Username="u1", Password="p1", HttpHeaders={"X-Site": "a"})
+    try:
+        answer = api.post("servers/with-auth/get", {"Uri": "/echo", "Arguments": {"PatientID": "A,B", "x": "1 2"},
+                                                    "HttpHeaders": {"X-Site": "b", "Accept": "application/json"}})
+        assert answer.status_code == 200
+        method, path, headers = scripted.requests[-1]
+        assert path == "/dicom-web/echo?PatientID=A,B&x=1%202"
+        assert headers["Authorization"] == "Basic dTE6cDE="  # u1:p1
+        assert headers["X-Site"] == "b" and headers["Accept"] == "application/json"  # the call's own win
+    finally:
+        api.delete("servers/with-auth")

@@ -4,6 +4,8 @@ mid-retrieve, our own server restarted under a running job, remote failures."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import pytest
@@ -12,7 +14,7 @@ import requests
 from dicomweb_nb.store import Store
 
 from ..fixtures.ourserver import start_standalone
-from .proxy_helpers import Api, import_study, make_study, send, send_parts_then_break, start_scripted
+from .proxy_helpers import Api, import_study, make_study, send, send_instances, send_parts_then_break, start_scripted
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -374,5 +376,57 @@ def test_restart_under_a_running_job_reports_it_failed(tmp_path, remote, data):
         recorded = set(job["Content"]["Instances"])
         assert recorded and recorded <= api.instances_of(data["big"].uid)  # never claims what is not stored
         assert job_id in Api(server).get("jobs").json()
+    finally:
+        server.stop()
+
+
+def test_credentials_headers_and_arguments_reach_the_remote(api, data, tmp_path):
+    scripted, stop = start_scripted()
+    study = make_study(tmp_path, slices=2, patient="Headers^Check")
+    try:
+        def stow_answer(handler):
+            referenced = [{"00081155": {"vr": "UI", "Value": [sop]}} for sop in sorted(data["to_ours"].sops)]
+            send(handler, 200, "application/dicom+json", json.dumps({"00081199": {"vr": "SQ", "Value": referenced}}).encode())
+
+        scripted.routes["/studies/"] = lambda h: send_instances(h, [p.read_bytes() for p in study.files])
+        scripted.routes["/studies"] = stow_answer
+        api.add_server("checked", scripted.url, Username="proxy-user", Password="proxy-pass",
+                       HttpHeaders={"X-Site": "lab-7"})
+        sent = api.post("servers/checked/stow", {"Resources": [data["to_ours"].uid], "HttpHeaders": {"X-Trace": "t-1"}})
+        assert sent.status_code == 200, sent.text
+        got = api.post("servers/checked/retrieve", {"Resources": [study.uid], "GetArguments": {"x-hint": "a*b"},
+                                                     "HttpHeaders": {"X-Trace": "t-2"}})
+        assert got.status_code == 200, got.text
+        assert sorted(got.json()) == sorted(study.sops)
+        expected_auth = "Basic " + base64.b64encode(b"proxy-user:proxy-pass").decode()
+        posts = [r for r in scripted.requests if r[0] == "POST"]
+        gets = [r for r in scripted.requests if r[0] == "GET" and r[1].startswith(f"/dicom-web/studies/{study.uid}")]
+        assert posts and gets
+        for method, path, headers in posts + gets:
+            assert headers["Authorization"] == expected_auth and headers["X-Site"] == "lab-7"
+        assert posts[0][2]["X-Trace"] == "t-1" and gets[0][2]["X-Trace"] == "t-2"
+        assert posts[0][2]["Content-Type"].startswith('multipart/related; type="application/dicom"')
+        assert int(posts[0][2]["Content-Length"]) == len(scripted.bodies[0])  # never chunked
+        assert all(data["to_ours"].by_sop()[sop] in scripted.bodies[0] for sop in data["to_ours"].sops)
+        assert gets[0][1].endswith("?x-hint=a*b")  # encoded as the notebook client does: "*" as is
+    finally:
+        api.delete("servers/checked")
+        stop()
+
+
+def test_finished_jobs_beyond_the_history_are_forgotten(tmp_path):
+    server = start_standalone(tmp_path, None, "-c", "jobs_history_size=2")
+    try:
+        api = Api(server)
+        api.add_server("down", "http://127.0.0.1:9/dicom-web", Timeout=2)
+        ids = []
+        for _ in range(3):
+            answer = api.post("servers/down/retrieve", {"Resources": ["1.2.3"], "Synchronous": False})
+            ids.append(answer.json()["ID"])
+            assert api.wait_job(ids[-1])["State"] == "Failure"
+        assert api.get("jobs").json() == ids[1:]
+        assert api.get(f"jobs/{ids[0]}").status_code == 404
+        server.restart()
+        assert Api(server).get("jobs").json() == ids[1:]  # as kept in the store
     finally:
         server.stop()
