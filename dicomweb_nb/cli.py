@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import tornado.httpserver
     import tornado.ioloop
 
-    from .server.app import make_app
+    from .server.app import close_context, make_app
 
     if args.help_options:
         from .server.config import DicomWeb
@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     loop.start()
     server.stop()
-    ctx.executor.shutdown(wait=False, cancel_futures=True)
+    close_context(ctx)
     return 0
 
 

@@ -13,7 +13,9 @@ from tornado import web
 from ..store import Store
 from .base import DicomWebContext, StandaloneBase
 from .config import DicomWeb
-from .routes import build_routes
+from .jobs import JobManager
+from .remotes import RemoteServers
+from .routes import build_routes, orthanc_jobs_routes
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -51,7 +53,22 @@ def make_context(
         auth_token=auth_token,
         basic_auth=basic_auth,
     )
+    # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
+    # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
+    ctx.servers = RemoteServers(config.servers, store_dir=store.root if config.servers_in_store else None,
+                                default_timeout=config.request_timeout)
+    ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
     return ctx
+
+
+def close_context(ctx: DicomWebContext) -> None:
+    """Stop the jobs (running ones are reported interrupted at the next start if they do not end first)
+    and release the remote connections and the worker threads."""
+    if ctx.jobs is not None:
+        ctx.jobs.shutdown()
+    if ctx.servers is not None:
+        ctx.servers.close()
+    ctx.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def routes_for(ctx: DicomWebContext, base: type) -> list[tuple[str, type, dict[str, Any]]]:
@@ -70,5 +87,7 @@ def make_app(
     config = config or DicomWeb()
     Path(store_dir).mkdir(parents=True, exist_ok=True)
     ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
-    app = web.Application(routes_for(ctx, StandaloneBase), dicomweb=ctx, **settings)
+    # Orthanc keeps jobs at its root; scripts written for it look there.
+    routes = orthanc_jobs_routes(StandaloneBase) + routes_for(ctx, StandaloneBase)
+    app = web.Application(routes, dicomweb=ctx, **settings)
     return app

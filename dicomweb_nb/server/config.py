@@ -54,7 +54,9 @@ class DicomWeb(Configurable):
         "'HttpHeaders': {...}, 'Timeout': 60}} or {'name': [url, user, password]} [Servers].",
     ).tag(config=True)
     servers_in_store = Bool(
-        False, help="Persist servers added with PUT /servers/{name} in the workspace store [ServersInDatabase]."
+        False, help="Keep servers added with PUT /servers/{name} in servers.json of the workspace store (mode 0600), "
+        "across restarts and visible to dw.connect('name') in notebooks; otherwise they last until the server stops "
+        "[ServersInDatabase]. Servers of c.DicomWeb.servers are read-only over REST."
     ).tag(config=True)
     qido_case_sensitive = Bool(
         False, help="Match person names case-sensitively in QIDO-RS (Orthanc core: CaseSensitivePN)."
@@ -76,6 +78,12 @@ class DicomWeb(Configurable):
         help="Origins allowed to call the API from a browser (CORS), e.g. an OHIF viewer's; '*' for any.",
     ).tag(config=True)
     worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(config=True)
+    concurrent_jobs = Int(
+        2, help="Jobs (asynchronous /stow and /retrieve transfers) run at once; the others wait, highest Priority first [ConcurrentJobs]."
+    ).tag(config=True)
+    jobs_history_size = Int(
+        100, help="Finished jobs kept (in the store) for GET /jobs; older ones are forgotten [JobsHistorySize]."
+    ).tag(config=True)
     request_timeout = Float(60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout).").tag(config=True)
 
     @validate("root")

@@ -31,6 +31,40 @@ def _handler(name: str, mixins: tuple[type, ...], base: type, streaming: bool = 
     return stream_request_body(cls) if streaming else cls
 
 
+def proxy_routes(base: type, r: str) -> list[tuple[str, type, dict[str, Any]]]:
+    """The DICOMweb client proxy (Orthanc's ``/servers`` API), its jobs, and the web client page."""
+    from .jobs import JobCancelMixin, JobMixin, JobsMixin
+    from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
+    from .webapp import ClientPageMixin, ClientPageRedirectMixin
+
+    name = r"([^/]+)"
+    return [
+        (rf"{r}servers/?", _handler("ServersHandler", (ServersMixin,), base), {}),
+        (rf"{r}servers/{name}/?", _handler("ServerHandler", (ServerMixin,), base), {}),
+        (rf"{r}servers/{name}/get/?", _handler("ServerGetHandler", (ServerGetMixin,), base), {}),
+        (rf"{r}servers/{name}/stow/?", _handler("ServerStowHandler", (ServerStowMixin,), base), {}),
+        (rf"{r}servers/{name}/retrieve/?", _handler("ServerRetrieveHandler", (ServerRetrieveMixin,), base), {}),
+        (rf"{r}jobs/?", _handler("JobsHandler", (JobsMixin,), base), {}),
+        (rf"{r}jobs/{name}/?", _handler("JobHandler", (JobMixin,), base), {}),
+        (rf"{r}jobs/{name}/cancel/?", _handler("JobCancelHandler", (JobCancelMixin,), base), {}),
+        (rf"{r}app/client", _handler("ClientPageRedirectHandler", (ClientPageRedirectMixin,), base), {}),
+        (rf"{r}app/client/([A-Za-z0-9_.-]*)", _handler("ClientPageHandler", (ClientPageMixin,), base), {}),
+    ]
+
+
+def orthanc_jobs_routes(base: type, base_url: str = "/") -> list[tuple[str, type, dict[str, Any]]]:
+    """``/jobs`` at the server's root, where Orthanc keeps them (``{orthanc}/jobs/{id}`` in scripts):
+    the same jobs as ``{root}/jobs``. Only for the standalone server, which owns its root."""
+    from .jobs import JobCancelMixin, JobMixin, JobsMixin
+
+    r = base_url if base_url.endswith("/") else base_url + "/"
+    return [
+        (rf"{r}jobs/?", _handler("RootJobsHandler", (JobsMixin,), base), {}),
+        (rf"{r}jobs/([^/]+)/?", _handler("RootJobHandler", (JobMixin,), base), {}),
+        (rf"{r}jobs/([^/]+)/cancel/?", _handler("RootJobCancelHandler", (JobCancelMixin,), base), {}),
+    ]
+
+
 def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tuple[str, type, dict[str, Any]]]:
     """Routes for a DICOMweb server whose root is ``root_path`` (absolute URL path ending in /).
 
@@ -83,6 +117,7 @@ def build_routes(base: type, root_path: str, wado_path: str | None) -> list[tupl
         (rf"{r}{st}/{se}/bulkdata/?", bulkdata, {}),
         (rf"{r}{st}/{se}/{inst}/bulkdata/?", bulkdata, {}),
     ]
+    routes += proxy_routes(base, r)
     routes.append((rf"{r}.*", not_found, {}))
     if wado_path:
         routes.insert(0, (rf"{wado_path}/?", _handler("WadoUriHandler", (WadoUriMixin,), base), {}))

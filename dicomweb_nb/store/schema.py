@@ -111,6 +111,5 @@ CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE INDEX IF NOT EXISTS series_modality ON series(modality);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid, instance_number_int);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
-CREATE TABLE IF NOT EXISTS servers (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, definition TEXT NOT NULL, updated REAL NOT NULL);
 """

@@ -2,7 +2,7 @@
 
 Layout of a store folder::
 
-    index.sqlite                 the index (studies, series, instances, servers, jobs)
+    index.sqlite                 the index (studies, series, instances, proxy jobs)
     files/{study}/{series}/{sop}.{token}.dcm   the instances, never modified in place
     tmp/                         uploads being received; emptied at start-up
 
@@ -656,20 +656,23 @@ class Store:
             r = self._conn().execute("SELECT metadata FROM instances WHERE series_uid=? ORDER BY id DESC LIMIT 1", (row["series_uid"],)).fetchone()
         return json.loads(r[0]) if r else {}
 
-    # -- remote server definitions and jobs (used by the proxy) -----------------------------------
-    def load_table(self, table: Literal["servers", "jobs"]) -> dict[str, dict[str, Any]]:
-        key = "name" if table == "servers" else "id"
-        return {r[0]: json.loads(r[1]) for r in self._conn().execute(f"SELECT {key}, definition FROM {table}")}
+    # -- jobs of the DICOMweb client proxy (server/jobs.py) ----------------------------------------
+    def load_table(self, table: Literal["jobs"]) -> dict[str, dict[str, Any]]:
+        """Every saved job record by ID. (Remote servers live in servers.json, not in the index.)"""
+        if table != "jobs":
+            raise ValueError(f"unknown table {table!r}")
+        return {r[0]: json.loads(r[1]) for r in self._conn().execute("SELECT id, definition FROM jobs")}
 
-    def save_row(self, table: Literal["servers", "jobs"], key: str, definition: dict[str, Any] | None) -> None:
-        column = "name" if table == "servers" else "id"
+    def save_row(self, table: Literal["jobs"], key: str, definition: dict[str, Any] | None) -> None:
+        """Save a job record (None deletes it)."""
+        if table != "jobs":
+            raise ValueError(f"unknown table {table!r}")
         with self._transaction() as conn:
             if definition is None:
-                conn.execute(f"DELETE FROM {table} WHERE {column}=?", (key,))
-            elif table == "servers":
-                conn.execute("INSERT OR REPLACE INTO servers(name, definition) VALUES (?, ?)", (key, json.dumps(definition)))
+                conn.execute("DELETE FROM jobs WHERE id=?", (key,))
             else:
-                conn.execute("INSERT OR REPLACE INTO jobs(id, definition, updated) VALUES (?, ?, ?)", (key, json.dumps(definition), time.time()))
+                conn.execute("INSERT OR REPLACE INTO jobs(id, definition, updated) VALUES (?, ?, ?)",
+                             (key, json.dumps(definition), time.time()))
 
 
 _COMPUTED_KEYS = frozenset(_COMPUTED_MULTI) | frozenset(_COMPUTED_COUNTS) | {_RETRIEVE_URL, _INSTANCE_AVAILABILITY}
