@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -319,7 +319,13 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
                         volume_dtype = dtype
                     out = np.empty((len(slices), *attrs0.frame_shape), dtype=volume_dtype)
                 in_flight.acquire()
-                pending.append(pool.submit(decode, part, meta_index, slots))
+                if (part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN) in NATIVE_FRAME_SYNTAXES:
+                    # A copy into place: cheaper here than a hop to a worker thread.
+                    done: Future = Future()
+                    done.set_result(decode(part, meta_index, slots))
+                    pending.append(done)
+                else:
+                    pending.append(pool.submit(decode, part, meta_index, slots))
                 while pending and pending[0].done():
                     settle(pending.popleft())
             while pending:

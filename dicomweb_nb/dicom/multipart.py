@@ -34,7 +34,7 @@ class PartBegin:
 
 @dataclass
 class PartData:
-    data: bytes
+    data: bytes | memoryview  # a view of the fed chunk: no copy
 
 
 @dataclass
@@ -50,6 +50,10 @@ _MAX_HEADER_BYTES = 64 * 1024
 
 class MultipartParser:
     """Incremental multipart parser.
+
+    Part content is handed out as memoryviews of the chunks fed in, never copied; only the few
+    bytes that might begin a delimiter, or an incomplete header block, are carried to the next
+    chunk. (Writing a view to a file or joining views into bytes works as with bytes.)
 
     >>> p = MultipartParser("XYZ")
     >>> events = p.feed(b"--XYZ\\r\\nContent-Type: text/plain\\r\\n\\r\\nhi\\r\\n--XYZ--\\r\\n")
@@ -67,7 +71,8 @@ class MultipartParser:
         # LF belongs to the delimiter, not to the part.
         self._delimiter = b"\n--" + boundary
         self._holdback = len(self._delimiter)  # bytes that may start a delimiter (CR included)
-        self._buffer = bytearray()
+        self._data = b""  # unparsed input: the carried-over bytes and the newest chunk
+        self._pos = 0  # how much of _data is parsed
         self._state = _PREAMBLE
         self._at_body_start = True  # a dash-boundary counts without a line break only here
         self.parts_seen = 0
@@ -81,8 +86,20 @@ class MultipartParser:
         """Consume ``data``; return the events it completes, in order."""
         if self._state == _EPILOGUE:
             return []  # epilogue is ignored per RFC 2046
-        self._buffer += data
+        data = bytes(data)  # no copy for bytes; views of bytearrays must not change under us
         events: list[Event] = []
+        carry = self._data[self._pos:]
+        if not carry:
+            self._data = data
+        elif (self._state == _BODY and len(data) >= self._holdback
+              and self._delimiter not in carry + data[:self._holdback]):
+            # No delimiter starts in the carried bytes: they are content, and the new chunk is
+            # parsed where it lies instead of being copied behind them.
+            events.append(PartData(carry))
+            self._data = data
+        else:
+            self._data = carry + data  # short: a possible delimiter start, or headers in the making
+        self._pos = 0
         while True:
             if self._state == _PREAMBLE:
                 if not self._skip_preamble():
@@ -91,7 +108,7 @@ class MultipartParser:
                 if not self._read_after_delimiter():
                     break
                 if self._state == _EPILOGUE:
-                    self._buffer.clear()
+                    self._data, self._pos = b"", 0
                     break
             elif self._state == _HEADERS:
                 begin = self._read_headers()
@@ -113,64 +130,72 @@ class MultipartParser:
             raise MultipartError("no multipart boundary found in the body (is the boundary parameter right?)")
         raise MultipartError("multipart body ended before its closing boundary (truncated upload?)")
 
+    @property
+    def _available(self) -> int:
+        return len(self._data) - self._pos
+
+    @property
+    def pending(self) -> int:
+        """Bytes fed but not yet handed out: at most a delimiter's length inside a part's content."""
+        return len(self._data) - self._pos
+
     # -- states -------------------------------------------------------------------------------
     def _skip_preamble(self) -> bool:
-        buf = self._buffer
+        data, pos = self._data, self._pos
         if self._at_body_start:
-            if len(buf) < len(self._dash_boundary) and self._dash_boundary.startswith(bytes(buf)):
+            head = data[pos:pos + len(self._dash_boundary)]
+            if len(head) < len(self._dash_boundary) and self._dash_boundary.startswith(head):
                 return False  # too early to tell
             self._at_body_start = False
-            if buf.startswith(self._dash_boundary):
-                del buf[: len(self._dash_boundary)]
+            if head == self._dash_boundary:
+                self._pos = pos + len(self._dash_boundary)
                 self._state = _AFTER_DELIMITER
                 return True
-        idx = buf.find(self._delimiter)
+        idx = data.find(self._delimiter, pos)
         if idx < 0:
-            keep = self._holdback
-            if len(buf) > keep:
-                del buf[: len(buf) - keep]
+            self._pos = max(pos, len(data) - self._holdback)  # the preamble is dropped, a possible delimiter start kept
             return False
-        del buf[: idx + len(self._delimiter)]
+        self._pos = idx + len(self._delimiter)
         self._state = _AFTER_DELIMITER
         return True
 
     def _read_after_delimiter(self) -> bool:
-        buf = self._buffer
-        if len(buf) < 2:
+        data, pos = self._data, self._pos
+        if self._available < 2:
             return False
-        if buf[:2] == b"--":
+        if data[pos:pos + 2] == b"--":
             self._state = _EPILOGUE
             return True
-        idx = buf.find(b"\n")
+        idx = data.find(b"\n", pos)
         if idx < 0:
-            if len(buf) > 1024:
+            if self._available > 1024:
                 raise MultipartError("garbage after a multipart boundary")
             return False
-        padding = bytes(buf[:idx]).rstrip(b"\r")
+        padding = data[pos:idx].rstrip(b"\r")
         if padding.strip(b" \t"):
             raise MultipartError("unexpected characters after a multipart boundary")
-        del buf[: idx + 1]
+        self._pos = idx + 1
         self._state = _HEADERS
         return True
 
     def _read_headers(self) -> PartBegin | None:
-        buf = self._buffer
-        if buf.startswith(b"\r\n") or buf.startswith(b"\n"):
-            del buf[: 2 if buf.startswith(b"\r\n") else 1]
+        data, pos = self._data, self._pos
+        if data.startswith(b"\r\n", pos) or data.startswith(b"\n", pos):
+            self._pos = pos + (2 if data.startswith(b"\r\n", pos) else 1)
             headers: dict[str, str] = {}
         else:
             # The header block ends at the first empty line, CRLF or bare LF (whichever comes
-            # first: the part's content may well contain the other form).
-            # Headers are short: look no further than the header limit, not through megabytes of content.
-            window = min(len(buf), _MAX_HEADER_BYTES + 3)
-            ends = [(i, n) for i, n in ((buf.find(b"\n\r\n", 0, window), 3), (buf.find(b"\n\n", 0, window), 2)) if i >= 0]
+            # first: the part's content may well contain the other form). Headers are short: look
+            # no further than the header limit, not through megabytes of content.
+            window = min(len(data), pos + _MAX_HEADER_BYTES + 3)
+            ends = [(i, n) for i, n in ((data.find(b"\n\r\n", pos, window), 3), (data.find(b"\n\n", pos, window), 2)) if i >= 0]
             if not ends:
-                if len(buf) > _MAX_HEADER_BYTES:
+                if self._available > _MAX_HEADER_BYTES:
                     raise MultipartError("multipart part headers are too long or never end")
                 return None
             idx, sep = min(ends)
-            raw = bytes(buf[:idx]).decode("latin-1")
-            del buf[: idx + sep]
+            raw = data[pos:idx].decode("latin-1")
+            self._pos = idx + sep
             headers = {}
             for line in raw.split("\n"):
                 line = line.rstrip("\r")
@@ -189,19 +214,19 @@ class MultipartParser:
         return PartBegin(headers)
 
     def _read_body(self, events: list[Event]) -> bool:
-        buf = self._buffer
-        idx = buf.find(self._delimiter)
+        data, pos = self._data, self._pos
+        idx = data.find(self._delimiter, pos)
         if idx < 0:
-            # Keep what could be the start of a delimiter ("\r\n--bound"), emit the rest.
-            safe = len(buf) - self._holdback
-            if safe > 0:
-                events.append(PartData(bytes(buf[:safe])))
-                del buf[:safe]
+            # Keep what could be the start of a delimiter ("\r\n--bound"), hand out the rest.
+            safe = len(data) - self._holdback
+            if safe > pos:
+                events.append(PartData(memoryview(data)[pos:safe]))
+                self._pos = safe
             return False
-        end = idx - 1 if idx and buf[idx - 1] == 0x0D else idx
-        if end:
-            events.append(PartData(bytes(buf[:end])))
-        del buf[: idx + len(self._delimiter)]
+        end = idx - 1 if idx > pos and data[idx - 1] == 0x0D else idx
+        if end > pos:
+            events.append(PartData(memoryview(data)[pos:end]))
+        self._pos = idx + len(self._delimiter)
         events.append(PartEnd())
         self._state = _AFTER_DELIMITER
         return True

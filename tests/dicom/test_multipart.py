@@ -222,7 +222,7 @@ def test_parser_memory_stays_bounded_on_a_large_part():
         for event in parser.feed(block):
             assert isinstance(event, PartData)
             total += len(event.data)
-        assert len(parser._buffer) <= len(boundary) + 3
+        assert parser.pending <= len(boundary) + 3
     events = parser.feed(f"\r\n--{boundary}--\r\n".encode())
     total += sum(len(e.data) for e in events if isinstance(e, PartData))
     assert total == 64 * len(block)
