@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,

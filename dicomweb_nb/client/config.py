@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigurationError, UnknownServer
+from ..fileio import write_atomically
 
 __all__ = ["RemoteServer", "store_folder", "servers_file", "load_servers", "parse_servers", "lookup_server",
-           "save_server", "remove_server", "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV"]
+           "save_server", "remove_server", "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV", "read_servers_file", "write_servers_file"]
 
 STORE_ENV = "DICOMWEB_NB_STORE"
 LOCAL_URL_ENV = "DICOMWEB_NB_URL"  # the served DICOMweb root of the workspace store, for URLs in answers
@@ -122,7 +122,7 @@ def lookup_server(name: str, folder: str | os.PathLike[str] | None = None) -> Re
     return servers[name]
 
 
-def _read_servers_file(path: Path) -> dict[str, Any]:
+def read_servers_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
@@ -134,22 +134,11 @@ def _read_servers_file(path: Path) -> dict[str, Any]:
     return config
 
 
-def _write_servers_file(path: Path, config: Mapping[str, Any]) -> None:
-    # The file holds passwords: owner-only, and replaced atomically so a reader never sees half of it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".servers-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(temp, 0o600)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+def write_servers_file(path: Path, config: Mapping[str, Any]) -> None:
+    """Replace the servers file atomically (a reader sees the old list or the new one), owner-only:
+    it holds passwords."""
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, text.encode("utf-8"), mode=0o600)
 
 
 def save_server(name: str, url: str, *, username: str | None = None, password: str | None = None,
@@ -173,17 +162,17 @@ def save_server(name: str, url: str, *, username: str | None = None, password: s
         entry["Timeout"] = timeout
     path = servers_file(folder)
     server = parse_servers({name: entry}, source=str(path))[name]
-    config = _read_servers_file(path)
+    config = read_servers_file(path)
     config[name] = entry
-    _write_servers_file(path, config)
+    write_servers_file(path, config)
     return server
 
 
 def remove_server(name: str, folder: str | os.PathLike[str] | None = None) -> None:
     """Remove a server from the workspace's servers file (UnknownServer when the file has no such name)."""
     path = servers_file(folder)
-    config = _read_servers_file(path)
+    config = read_servers_file(path)
     if name not in config:
         raise UnknownServer(f"no DICOMweb server named {name!r} in {path}")
     del config[name]
-    _write_servers_file(path, config)
+    write_servers_file(path, config)

@@ -7,8 +7,6 @@ present.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pandas as pd
 
 from ..errors import DicomWebError, NotFound
+from ..fileio import write_atomically
 from .protocol import DicomWebSource, StowItem
 
 if TYPE_CHECKING:
@@ -53,21 +52,6 @@ def instance_path(folder: Path, study: str, series: str, sop: str) -> Path:
     return folder / study / series / f"{sop}.dcm"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".dcm")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
 def _download(source: DicomWebSource, study: str, series: str, sop: str) -> bytes:
     parts = list(source.iter_instances(study, series, sop))
     if len(parts) != 1:
@@ -98,7 +82,7 @@ def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, i
         if _cancelled(cancel):  # checked per instance: a cancel stops the downloads not yet begun
             return sop, "cancelled", None
         try:
-            _write_atomically(instance_path(folder, st, se, sop), _download(source, st, se, sop))
+            write_atomically(instance_path(folder, st, se, sop), _download(source, st, se, sop))
             return sop, "retrieved", None
         except (DicomWebError, OSError) as exc:
             return sop, "failed", str(exc)

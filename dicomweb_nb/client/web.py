@@ -91,11 +91,11 @@ class WebSource:
             warning = response.headers.get("Warning", "")
             return page, "additional results" in warning.lower()
 
-        keep = None
-        if local:
-            def keep(obj: DicomJson) -> bool:
-                # An attribute the server did not return cannot be re-checked; trust its match then.
-                return all(m.matches(obj, fuzzy=fuzzy) for m in local if obj.get(m.key))
+        def recheck(obj: DicomJson) -> bool:
+            # An attribute the server did not return cannot be re-checked; trust its match then.
+            return all(m.matches(obj, fuzzy=fuzzy) for m in local if obj.get(m.key))
+
+        keep = recheck if local else None
         return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
 
     # -- WADO-RS ------------------------------------------------------------------------------

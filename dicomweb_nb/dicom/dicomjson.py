@@ -17,7 +17,7 @@ import base64
 import json
 import struct
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset

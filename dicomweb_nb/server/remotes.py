@@ -26,10 +26,8 @@ A name in ``servers.json`` wins over the same name in the configuration, as in `
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from ..client.config import SERVERS_FILENAME, RemoteServer, parse_servers
+from ..client.config import SERVERS_FILENAME, RemoteServer, parse_servers, read_servers_file, write_servers_file
 from ..client.http import HttpClient
 from ..client.web import WebSource
 from ..errors import ConfigurationError
@@ -282,11 +280,8 @@ class RemoteServers:
         with self._lock:
             if self._file_cache is not None and self._file_cache[0] == key:
                 return self._file_cache[1]
-            try:
-                raw = json.loads(self.file.read_text(encoding="utf-8"))
-                parse_servers(raw, source=str(self.file))
-            except (OSError, ValueError, ConfigurationError) as exc:
-                raise ConfigurationError(f"cannot read the servers file {self.file}: {exc}") from None
+            raw = read_servers_file(self.file)
+            parse_servers(raw, source=str(self.file))
             servers: dict[str, dict[str, Any]] = {}
             for name, entry in raw.items():
                 try:
@@ -348,24 +343,7 @@ class RemoteServers:
         if self.file is None:
             self._memory = servers
             return
-        # Written to a temporary file in the same folder, then renamed: a reader (a notebook
-        # kernel) sees the old list or the new one, never half a file. 0600: it holds passwords.
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.file.parent, prefix=".servers-", suffix=".json")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(servers, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.file)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        write_servers_file(self.file, servers)
         self._file_cache = None
 
     # -- HTTP clients -----------------------------------------------------------------------------

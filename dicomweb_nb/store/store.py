@@ -39,7 +39,7 @@ from ..dicom.tags import (
     vr_of,
 )
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
-from .schema import COLUMNS_BY_TAG, DDL, INDEXED_COLUMNS, SCHEMA_VERSION, IndexedColumn
+from .schema import COLUMNS_BY_TAG, DDL, INDEXED_COLUMNS, SCHEMA_VERSION
 
 DuplicatePolicy = Literal["replace", "reject", "keep"]
 
