@@ -46,7 +46,7 @@ ensure_system_deps() {
     fi
     echo "==> installing Debian packages orthanc orthanc-dicomweb chromium"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
         orthanc orthanc-dicomweb chromium fonts-dejavu-core >/dev/null
     # The package starts a system Orthanc where an init system runs; the tests start their own.
     $sudo service orthanc stop >/dev/null 2>&1 || true
