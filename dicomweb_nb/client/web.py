@@ -27,6 +27,7 @@ FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-sy
 FRAMES_ACCEPT_FALLBACK = 'multipart/related; type="application/octet-stream"'
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 BULKDATA_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+BULK_CHUNK_SIZE = 4 << 20
 INSTANCE_ACCEPT_FALLBACK = 'multipart/related; type="application/dicom"'
 # 406/415: the media type is refused; 400: some servers say so with a bad request; 500: Orthanc 1.10
 # fails this way when the stored syntax cannot be served as frames (big endian, deflated).
@@ -126,7 +127,8 @@ class WebSource:
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
-        for headers, content in self.http.iter_multipart(response):
+        # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
+        for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE):
             location = headers.get("content-location")
             if not location:
                 raise InvalidResponse(f"GET {url}: a bulk data part without Content-Location", url=url)

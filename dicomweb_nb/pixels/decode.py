@@ -267,9 +267,14 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
     view = np.frombuffer(data, dtype=dtype, count=attrs.rows * attrs.columns).reshape(attrs.rows, attrs.columns)
     shift = attrs.bits_allocated - attrs.bits_stored
     if not rescale:
-        np.copyto(out, view)
-        if shift > 0:  # as pydicom: ignore the unused high bits (sign-extending signed values)
-            np.left_shift(out, shift, out=out)
+        # As pydicom: the unused high bits are ignored (signed values sign-extended), in the same
+        # pass as the copy where possible: memory traffic, not arithmetic, is the cost here.
+        if shift <= 0:
+            np.copyto(out, view)
+        elif attrs.pixel_representation == 0:
+            np.bitwise_and(view, (1 << attrs.bits_stored) - 1, out=out)
+        else:
+            np.left_shift(view, shift, out=out)
             np.right_shift(out, shift, out=out)
         return
     source = view
