@@ -27,11 +27,12 @@ _PUBLIC = {
     "DicomWebError": ("dicomweb_nb.errors", "DicomWebError"),
     "Volume": ("dicomweb_nb.pixels.volume", "Volume"),
     "errors": ("dicomweb_nb.errors", None),
+    "import_files": ("dicomweb_nb.store.importer", "import_files"),
     "Browser": ("dicomweb_nb.widgets.browser", "Browser"),
     "Viewer": ("dicomweb_nb.widgets.viewer", "Viewer"),
 }
 
-__all__ = ["connect", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Browser", "Viewer",
+__all__ = ["connect", "import_files", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Browser", "Viewer",
            "__version__"]
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .client.connect import connect
     from .client.dataframes import to_dataframe
     from .errors import DicomWebError
+    from .store.importer import import_files
     from .pixels.volume import Volume
     from .widgets.browser import Browser
     from .widgets.viewer import Viewer

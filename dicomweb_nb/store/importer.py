@@ -64,3 +64,24 @@ def import_paths(store: Store, paths: Iterable[str | os.PathLike[str]], *, progr
         if bar is not None:
             bar.close()
     return report
+
+
+def import_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                 store: str | os.PathLike[str] | None = None, progress: bool = True) -> ImportReport:
+    """Copy DICOM files and folders of the workspace into its store, with a progress bar.
+
+    ``store`` defaults to the workspace store ``dw.connect()`` uses. Files that are not DICOM are
+    skipped and listed in the report (``report.skipped``), never fatal::
+
+        report = dw.import_files("scans/")
+        report.skipped
+    """
+    from ..client.config import store_folder
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    target = Store(store_folder(store))
+    try:
+        return import_paths(target, paths, progress=progress)
+    finally:
+        target.close()

@@ -375,3 +375,18 @@ def test_import_every_pydicom_file(tmp_path):
     assert report.skipped == []
     assert len(report.stored) == len(files)
     assert check_store_consistent(store.root)["instances"] == len(files)
+
+
+def test_import_files_from_a_notebook(tmp_path, ct_series_files):
+    import dicomweb_nb as dw
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for path in ct_series_files:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "notes.txt").write_text("not DICOM")
+    report = dw.import_files(folder, store=tmp_path / ".dicomweb", progress=False)
+    assert len(report.stored) == len(ct_series_files)
+    assert [reason for path, reason in report.skipped if path.endswith("notes.txt")]
+    found = dw.connect(store=tmp_path / ".dicomweb", progress=False).instances()
+    assert len(found) == len(ct_series_files)
