@@ -194,7 +194,8 @@ class HttpClient:
 
     # -- multipart answers -------------------------------------------------------------------------
     @staticmethod
-    def iter_multipart(response: requests.Response, *, chunk_size: int = CHUNK_SIZE) -> Iterator[tuple[dict[str, str], bytes]]:
+    def iter_multipart(response: requests.Response, *, chunk_size: int = CHUNK_SIZE,
+                       views: bool = False) -> Iterator[tuple[dict[str, str], bytes | memoryview]]:
         """Each ``(headers, content)`` part of a multipart/related answer, read as a stream.
 
         A single-part answer that is not multipart (some servers send a lone frame so) is one part.
@@ -213,7 +214,7 @@ class HttpClient:
             if not boundary:
                 raise InvalidResponse(f"GET {response.url}: multipart answer without a boundary",
                                       status=response.status_code, url=response.url)
-            yield from iter_parts(response.iter_content(chunk_size=chunk_size), boundary)
+            yield from iter_parts(response.iter_content(chunk_size=chunk_size), boundary, views=views)
         except MultipartError as exc:
             raise InvalidResponse(f"GET {response.url}: malformed multipart answer: {exc}",
                                   status=response.status_code, url=response.url) from exc

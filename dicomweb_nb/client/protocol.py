@@ -33,7 +33,7 @@ class BulkPart:
     for compressed pixel data), its transfer syntax and media type, and the bytes."""
 
     location: str
-    data: bytes
+    data: bytes | memoryview  # bytes-like: a view of the received chunk where the part fitted in one
     transfer_syntax_uid: str | None = None
     media_type: str = "application/octet-stream"
 

@@ -128,7 +128,7 @@ class WebSource:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
         # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
-        for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE):
+        for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
             location = headers.get("content-location")
             if not location:
                 raise InvalidResponse(f"GET {url}: a bulk data part without Content-Location", url=url)

@@ -232,14 +232,17 @@ class MultipartParser:
         return True
 
 
-def iter_parts(chunks: Iterable[bytes], boundary: str | bytes) -> Iterator[tuple[dict[str, str], bytes]]:
+def iter_parts(chunks: Iterable[bytes], boundary: str | bytes, *, views: bool = False
+               ) -> Iterator[tuple[dict[str, str], bytes | memoryview]]:
     """Yield ``(headers, content)`` for each part of a multipart body given as chunks.
 
-    Only one part is held in memory at a time.
+    Only one part is held in memory at a time. With ``views``, a part that arrived within one
+    chunk is yielded as a memoryview of that chunk instead of a copy (for consumers that only
+    read it, such as numpy's ``frombuffer``).
     """
     parser = MultipartParser(boundary)
     headers: dict[str, str] = {}
-    pieces: list[bytes] = []
+    pieces: list[bytes | memoryview] = []
     for chunk in chunks:
         if not chunk:
             continue
@@ -249,7 +252,10 @@ def iter_parts(chunks: Iterable[bytes], boundary: str | bytes) -> Iterator[tuple
             elif isinstance(event, PartData):
                 pieces.append(event.data)
             else:
-                yield headers, b"".join(pieces)
+                if views and len(pieces) == 1:
+                    yield headers, pieces[0]
+                else:
+                    yield headers, b"".join(pieces)
                 pieces = []
         if parser.complete:
             break
