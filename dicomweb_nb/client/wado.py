@@ -124,6 +124,12 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
         except DicomWebError as exc:
             if method == "bulkdata" or exc.status not in _NO_BULKDATA:
                 raise
+            volume = _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers,
+                                         progress=progress)
+            note = getattr(source, "note_bulkdata_missing", None)
+            if note is not None:
+                note(exc)  # the series exists, so the refusal was of the transaction: remember it
+            return volume
     if method in ("auto", "series", "bulkdata"):
         return _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
     metas, slices, owners, attrs_of, plan = _plan_from_metadata(source, study, series)

@@ -46,7 +46,7 @@ class WebSource:
         self.http = http
         self.page_size = page_size
         self._wildcard_syntax_refused = False
-        self._bulkdata_refused: DicomWebError | None = None
+        self._bulkdata_missing: DicomWebError | None = None
 
     @property
     def url(self) -> str:
@@ -127,14 +127,9 @@ class WebSource:
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
-        if self._bulkdata_refused is not None:
-            raise self._bulkdata_refused  # known missing on this server: no second round trip
-        try:
-            response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
-        except DicomWebError as exc:
-            if exc.status in (404, 405, 501):  # the resource does not exist here (Orthanc 1.10: 404)
-                self._bulkdata_refused = exc
-            raise
+        if self._bulkdata_missing is not None:
+            raise self._bulkdata_missing  # known missing on this server: no second round trip
+        response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
         # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
         for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
             location = headers.get("content-location")
@@ -147,6 +142,10 @@ class WebSource:
                 raise InvalidResponse(f"GET {url}: unreadable part Content-Type {part_type!r}", url=url) from None
             syntax = media.params.get("transfer-syntax") or DEFAULT_TRANSFER_SYNTAX.get(media.type)
             yield BulkPart(location, content, syntax, media.type)
+
+    def note_bulkdata_missing(self, error: DicomWebError) -> None:
+        """The server refused Retrieve Bulkdata of a resource that exists: do not ask again."""
+        self._bulkdata_missing = error
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         if not frames:
