@@ -71,6 +71,21 @@ function cell(row, text, className) {
   return td;
 }
 
+// One table row: its UID in data-uid, a cell per attribute, the UID, then an actions cell.
+function tableRow(body, item, uid, keywords, ...actions) {
+  const row = document.createElement("tr");
+  row.dataset.uid = uid;
+  for (const keyword of keywords) cell(row, value(item, keyword));
+  cell(row, uid, "uid");
+  const cellOfActions = cell(row, "", "actions");
+  actions.forEach((action, index) => {
+    if (index) cellOfActions.appendChild(document.createTextNode(" "));
+    cellOfActions.appendChild(action);
+  });
+  body.appendChild(row);
+  return row;
+}
+
 function button(label, onClick, title) {
   const b = document.createElement("button");
   b.type = "button";
@@ -134,21 +149,11 @@ async function searchStudies(event) {
   body.textContent = "";
   for (const study of studies) {
     const uid = value(study, "StudyInstanceUID");
-    const row = document.createElement("tr");
-    row.dataset.uid = uid;
-    cell(row, value(study, "PatientName"));
-    cell(row, value(study, "PatientID"));
-    cell(row, value(study, "StudyDate"));
-    cell(row, value(study, "StudyDescription"));
-    cell(row, value(study, "ModalitiesInStudy"));
-    cell(row, value(study, "NumberOfStudyRelatedSeries"));
-    cell(row, value(study, "NumberOfStudyRelatedInstances"));
-    cell(row, uid, "uid");
-    const actions = cell(row, "", "actions");
-    actions.appendChild(button("Series", () => showSeries(uid, row), "List the series of this study"));
-    actions.appendChild(document.createTextNode(" "));
-    actions.appendChild(button("Retrieve", () => retrieve({ Study: uid }), "Copy this study into this server"));
-    body.appendChild(row);
+    const row = tableRow(body, study, uid,
+      ["PatientName", "PatientID", "StudyDate", "StudyDescription", "ModalitiesInStudy",
+       "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
+      button("Series", () => showSeries(uid, row), "List the series of this study"),
+      button("Retrieve", () => retrieve({ Study: uid }), "Copy this study into this server"));
   }
   $("#studies").hidden = false;
   $("#series-panel").hidden = true;
@@ -167,16 +172,8 @@ async function showSeries(studyUid, row) {
   body.textContent = "";
   for (const item of series) {
     const uid = value(item, "SeriesInstanceUID");
-    const tr = document.createElement("tr");
-    tr.dataset.uid = uid;
-    cell(tr, value(item, "SeriesNumber"));
-    cell(tr, value(item, "Modality"));
-    cell(tr, value(item, "SeriesDescription"));
-    cell(tr, value(item, "NumberOfSeriesRelatedInstances"));
-    cell(tr, uid, "uid");
-    cell(tr, "", "actions").appendChild(
+    tableRow(body, item, uid, ["SeriesNumber", "Modality", "SeriesDescription", "NumberOfSeriesRelatedInstances"],
       button("Retrieve", () => retrieve({ Study: studyUid, Series: uid }), "Copy this series into this server"));
-    body.appendChild(tr);
   }
   $("#series-study").textContent = studyUid;
   $("#series-panel").hidden = false;
@@ -195,21 +192,13 @@ async function loadLocal() {
   body.textContent = "";
   for (const study of studies) {
     const uid = value(study, "StudyInstanceUID");
-    const row = document.createElement("tr");
-    row.dataset.uid = uid;
-    cell(row, value(study, "PatientName"));
-    cell(row, value(study, "StudyDate"));
-    cell(row, value(study, "StudyDescription"));
-    cell(row, value(study, "NumberOfStudyRelatedInstances"));
-    cell(row, uid, "uid");
     const b = button("Send to ", () => stow(uid), "Send this study to the remote server by STOW-RS");
     b.className = "secondary send";
     const label = document.createElement("span");
     label.className = "send-label";
     label.textContent = state.server || "";
     b.appendChild(label);
-    cell(row, "", "actions").appendChild(b);
-    body.appendChild(row);
+    tableRow(body, study, uid, ["PatientName", "StudyDate", "StudyDescription", "NumberOfStudyRelatedInstances"], b);
   }
 }
 
