@@ -112,6 +112,15 @@ def import_study(store_dir: Path, study: Study) -> None:
         store.close()
 
 
+def serve_studies(workdir: Path, *studies: Study):
+    """``dicomweb-nb serve`` on a store that already holds ``studies`` (a remote for the proxy)."""
+    from ..fixtures.ourserver import start_standalone
+
+    for study in studies:
+        import_study(workdir / "store", study)
+    return start_standalone(workdir)
+
+
 # -- a scripted remote ----------------------------------------------------------------------------
 
 @dataclass

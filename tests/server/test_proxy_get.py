@@ -10,7 +10,7 @@ import requests
 
 from ..fixtures.ourserver import start_standalone
 from ..fixtures.peers import free_port
-from .proxy_helpers import Api, import_study, make_study, send, start_scripted
+from .proxy_helpers import Api, make_study, send, serve_studies, start_scripted
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,7 @@ def studies(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def remote_ours(tmp_path_factory, studies):
-    workdir = tmp_path_factory.mktemp("proxy-get-remote")
-    import_study(workdir / "store", studies["ours"])
-    server = start_standalone(workdir)
+    server = serve_studies(tmp_path_factory.mktemp("proxy-get-remote"), studies["ours"])
     yield server
     server.stop()
 

@@ -14,7 +14,8 @@ import requests
 from dicomweb_nb.store import Store
 
 from ..fixtures.ourserver import start_standalone
-from .proxy_helpers import Api, import_study, make_study, send, send_instances, send_parts_then_break, start_scripted
+from .proxy_helpers import (Api, import_study, make_study, send, send_instances, send_parts_then_break, serve_studies,
+                            start_scripted)
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -35,21 +36,17 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory, data):
     """The second instance of our server, holding the big study."""
-    workdir = tmp_path_factory.mktemp("proxy-transfer-remote")
-    import_study(workdir / "store", data["big"])
-    server = start_standalone(workdir)
+    server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-remote"), data["big"])
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, data, orthanc, remote):
-    workdir = tmp_path_factory.mktemp("proxy-transfer-local")
-    for key in ("to_orthanc", "local_multi", "to_ours"):
-        import_study(workdir / "store", data[key])
     for path in data["from_orthanc"].files:
         assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
-    server = start_standalone(workdir)
+    server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-local"),
+                           *(data[key] for key in ("to_orthanc", "local_multi", "to_ours")))
     api = Api(server)
     api.add_server("orthanc", orthanc.dicomweb_url)
     api.add_server("ours", remote.dicomweb_url)
