@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
 
 from dicomweb_nb.dicom.mediatypes import NotAcceptable
 from dicomweb_nb.pixels.render import (
@@ -24,12 +21,9 @@ from dicomweb_nb.pixels.render import (
     thumbnail,
 )
 from dicomweb_nb.pixels.voi import ImageAttributes, Window, to_display
+from tests.fixtures.data import read_dicom as read
 
 
-def read(name: str) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(get_testdata_file(name))
 
 
 def decode(data: bytes) -> Image.Image:

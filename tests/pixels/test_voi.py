@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import replace
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.pixels.processing import apply_color_lut, convert_color_space
@@ -27,12 +25,7 @@ from dicomweb_nb.pixels.voi import (
     to_display,
     window_preset,
 )
-
-
-def read(name: str) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(get_testdata_file(name))
+from tests.fixtures.data import read_dicom as read
 
 
 # A 64x64 ramp of every 12-bit stored value; with intercept -1024 the modality value is stored - 1024.

@@ -14,6 +14,7 @@ import requests
 from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
+from tests.fixtures.data import read_dicom as _read
 from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.dicom.mediatypes import parse_media_type
 from tests.fixtures.ourserver import start_standalone
@@ -42,10 +43,6 @@ def loaded(tmp_path_factory, pydicom_files):
     server.stop()
 
 
-def _read(path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path)
 
 
 def _instance_url(server, ds) -> str:
