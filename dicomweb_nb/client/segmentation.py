@@ -88,7 +88,7 @@ class Segmentation:
     @property
     def affine(self) -> np.ndarray:
         """4x4 matrix taking ``(k, r, c, 1)`` to patient coordinates (mm), as ``Volume.affine``."""
-        return self.volume(0 if len(self.segments) else None).affine
+        return Volume(np.empty((0, 0, 0), bool), self.spacing, self.origin, self.direction).affine
 
     def index(self, segment: int | str) -> int:
         """Row of ``masks``/``segments`` for a segment number (int) or label (str)."""
