@@ -102,8 +102,9 @@ def test_overlay_on_a_volume_and_grid_checks(overlay_server):
 def test_browser_lists_seg_and_sr_series_next_to_their_images(overlay_server):
     with dw.connect(overlay_server.dicomweb_url, progress=False) as pacs:
         browser = dw.Browser(pacs)
-        browser.series_list.show_study(pacs, overlay_server.study)
-        assert browser.runner.wait(60)
+        assert browser.wait(60)
+        browser.open_study(overlay_server.study)
+        assert browser.wait(60)
         order = browser.series_list.data["SeriesInstanceUID"].tolist()
         assert order == [overlay_server.series, overlay_server.seg["SeriesInstanceUID"],
                          overlay_server.report["SeriesInstanceUID"]]
