@@ -330,7 +330,10 @@ def rtstruct_on_grid(ds: Dataset, grid: SourceGrid) -> Segmentation:
                 continue
             points = np.c_[data.reshape(-1, 3), np.ones(data.size // 3)] @ to_voxel.T
             contours.append((str(contour.get("ContourGeometricType", "CLOSED_PLANAR")), points[:, :3]))
-        rasterize_contours(masks[s], contours, slice_tolerance=0.5)
+        skipped = rasterize_contours(masks[s], contours, slice_tolerance=0.5)
+        if skipped:
+            warnings.warn(f"ROI {number} of RTSTRUCT {ds.SOPInstanceUID}: {len(skipped)} contour(s) off the source grid "
+                          f"were left out ({skipped[0]})", stacklevel=3)
         colour = item.get("ROIDisplayColor") if item is not None else None
         rows.append({"SegmentNumber": number, "SegmentLabel": str(roi.get("ROIName", "")) if roi is not None else "",
                      "SegmentDescription": (str(roi.get("ROIDescription", "")) or None) if roi is not None else None,
