@@ -26,14 +26,16 @@ _PUBLIC = {
     "to_dataframe": ("dicomweb_nb.client.dataframes", "to_dataframe"),
     "DicomWebError": ("dicomweb_nb.errors", "DicomWebError"),
     "Volume": ("dicomweb_nb.pixels.volume", "Volume"),
+    "Segmentation": ("dicomweb_nb.client.segmentation", "Segmentation"),
+    "Deidentifier": ("dicomweb_nb.dicom.deidentify", "Deidentifier"),
     "errors": ("dicomweb_nb.errors", None),
     "import_files": ("dicomweb_nb.store.importer", "import_files"),
     "Browser": ("dicomweb_nb.widgets.browser", "Browser"),
     "Viewer": ("dicomweb_nb.widgets.viewer", "Viewer"),
 }
 
-__all__ = ["connect", "import_files", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Browser", "Viewer",
-           "__version__"]
+__all__ = ["connect", "import_files", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Segmentation",
+           "Deidentifier", "Browser", "Viewer", "__version__"]
 
 if TYPE_CHECKING:
     from . import errors
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from .errors import DicomWebError
     from .store.importer import import_files
     from .pixels.volume import Volume
+    from .client.segmentation import Segmentation
+    from .dicom.deidentify import Deidentifier
     from .widgets.browser import Browser
     from .widgets.viewer import Viewer
 

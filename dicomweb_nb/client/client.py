@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,10 @@ from .dataframes import to_dataframe
 from .protocol import DicomWebSource, StowItem
 from .qido import build_filters, validate_fields
 from .stow import batches, collect_items, response_outcomes
+
+if TYPE_CHECKING:
+    from ..dicom.deidentify import Deidentifier
+    from .segmentation import Segmentation
 
 __all__ = ["Client"]
 
@@ -180,6 +184,92 @@ class Client:
         """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering)."""
         image = self.source.retrieve_thumbnail(study, series, instance, frame, media_type=media_type, size=size)
         return wado.image_from_bytes(image.data)
+
+    # -- segmentations and measurements ----------------------------------------------------------
+    def segmentation(self, study: str, series: str, instance: str, *,
+                     source: tuple[str, str] | None = None) -> "Segmentation":
+        """A DICOM SEG or RTSTRUCT instance as masks on the grid of the series it was drawn on.
+
+        ``seg.masks[s, k, r, c]`` lines up with ``pacs.volume(*seg.source).array[k, r, c]`` (overlapping
+        segments stay separate); ``seg.segments`` describes each segment (``SegmentNumber``,
+        ``SegmentLabel``, category, type, algorithm, ``colour``). Binary masks are boolean, fractional
+        ones float32 in [0, 1]; slices the SEG does not cover are empty. An RTSTRUCT gives one mask per
+        ROI, its contours filled on the referenced series' grid. ``source=(study, series)`` names the
+        source series when the instance does not.
+        """
+        from .segmentation import read_segmentation
+
+        return read_segmentation(self.source, study, series, instance, source_series=source)
+
+    def store_segmentation(self, masks: Any, source: tuple[str, str], names: Sequence[str] | str, *,
+                           categories: Sequence[Any] | None = None, types: Sequence[Any] | None = None,
+                           colours: Sequence[Any] | None = None, algorithm: str | None = None,
+                           description: str | None = None, series_number: int | None = None,
+                           transfer_syntax: str | None = None) -> dict[str, str]:
+        """Store masks as a DICOM SEG of a source series (STOW-RS); returns its Study/Series/SOP Instance UIDs.
+
+        ``masks`` is ``(segments, slices, rows, columns)`` like ``seg.masks`` (a 3-D mask is one segment)
+        on the grid of ``pacs.volume(*source)``: boolean (or 0/1) for a binary SEG, floats in [0, 1] for a
+        fractional one (stored in 1/255 steps). ``names`` label the segments; ``types``/``categories`` are
+        codes (``"SCT:10200004:Liver"``, a pydicom ``Code``, or a name pydicom knows such as ``"Liver"``,
+        which is also tried for each name); ``colours`` are ``#rrggbb`` or RGB tuples; ``algorithm`` names
+        the program that made them (else the segments are MANUAL). Compressed (JPEG 2000 / JPEG-LS
+        lossless) unless the server refuses it, then uncompressed; empty frames are left out.
+        """
+        from .segmentation import store_segmentation
+
+        return store_segmentation(self, masks, source, names, categories=categories, types=types, colours=colours,
+                                  algorithm=algorithm, description=description, series_number=series_number,
+                                  transfer_syntax=transfer_syntax)
+
+    def measurements(self, study: str, series: str, instance: str) -> pd.DataFrame:
+        """The measurements of a TID 1500 Measurement Report (structured report): one row per measurement.
+
+        Columns: ``name`` and ``code`` of the quantity, ``value``, ``unit``, the measurement group's
+        ``tracking_id``/``tracking_uid``/``finding``/``finding_site``, and for measurements of a segment
+        its ``segment`` number and the ``segmentation`` SOP Instance UID.
+        """
+        from .measurements import read_measurements
+
+        return read_measurements(self.source, study, series, instance)
+
+    def store_measurements(self, measurements: pd.DataFrame, source: tuple[str, str], *,
+                           segmentation: "str | Mapping[str, str] | None" = None, title: str | None = None,
+                           description: str | None = None, series_number: int | None = None) -> dict[str, str]:
+        """Store a DataFrame of measurements as a TID 1500 Measurement Report (STOW-RS); returns its UIDs.
+
+        Columns as ``measurements`` returns: ``name`` (or ``code``, ``"SCHEME:VALUE:Meaning"``), ``value``,
+        ``unit`` (UCUM, e.g. ``"mm3"``), and optionally ``segment`` (a segment number of ``segmentation``:
+        the SOP Instance UID or the dict ``store_segmentation`` returned), ``tracking_id`` and ``finding``.
+        Rows with the same segment and tracking id form one measurement group.
+        """
+        from .measurements import store_measurements
+
+        return store_measurements(self, measurements, source, segmentation=segmentation, title=title,
+                                  description=description, series_number=series_number)
+
+    # -- de-identification ------------------------------------------------------------------------
+    def deidentify(self, study: "str | Iterable[str]", series: str | None = None, *,
+                   to: "str | os.PathLike[str] | Client", profile: "Deidentifier | None" = None,
+                   burned_in: str = "skip", progress: bool | None = None, **options: Any) -> pd.DataFrame:
+        """Copy a study (or a series, or several studies) de-identified into a folder or another server.
+
+        Applies the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile with the
+        options given as keywords (see ``dicomweb_nb.dicom.deidentify.Deidentifier``): ``dates="remove"``
+        (default), ``"shift"`` (Retain Longitudinal Temporal Information with Modified Dates) or
+        ``"keep"``; ``retain_patient_characteristics``, ``retain_device_identity``,
+        ``retain_institution_identity``, ``retain_uids``; ``secret`` to remap UIDs and dates the same way
+        in later runs. Pass one ``profile=Deidentifier(...)`` to several calls to keep a study set consistent.
+
+        Returns the mapping of original to new identifiers, one row per instance (keep it safe: it is
+        never written into the export). Instances that may carry burned-in annotation (Burned In
+        Annotation YES, or a modality or SOP class known for it) are flagged in ``burned_in_annotation``
+        with a warning; ``burned_in="skip"`` (default) leaves them out, ``"include"`` exports them.
+        """
+        from .deidentify import deidentify
+
+        return deidentify(self, study, series, to=to, profile=profile, burned_in=burned_in,
+                          progress=self.progress if progress is None else progress, **options)
 
     # -- STOW-RS ------------------------------------------------------------------------------
     def store(self, data: str | os.PathLike[str] | Dataset | bytes | Iterable[Any], *, study: str | None = None,

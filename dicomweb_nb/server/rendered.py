@@ -6,9 +6,15 @@ Frames are decoded once (from their recorded offsets when uncompressed) and hand
 
 from __future__ import annotations
 
+import secrets
+
+from pydicom.dataset import Dataset
+
 from ..dicom import mediatypes as mt
+from ..dicom.deidentify import Deidentifier, burned_in_annotation
 from ..dicom.mediatypes import NotAcceptable
 from ..dicom.multipart import MultipartWriter
+from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError
@@ -136,6 +142,12 @@ class WadoUriMixin(RetrieveMixin):
             problem = tc.transcode_problem(row.transfer_syntax, target)
             if problem:
                 raise ApiError(406, problem)
+            if request.anonymize:
+                data, sop = await self.run_blocking(_anonymized_file, row, target)
+                self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
+                self.set_header("Content-Disposition", f'attachment; filename="{sop}.dcm"')
+                self.finish(data)
+                return
             self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
             self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
             if target == row.transfer_syntax:
@@ -151,6 +163,9 @@ class WadoUriMixin(RetrieveMixin):
         index = (request.frame_number or 1) - 1
         if index >= count:
             raise ApiError(404, f"frameNumber {index + 1} is out of range: the object has {count} frame(s)")
+        if request.anonymize:
+            # A rendering carries no attributes; only text burned into the pixels could identify.
+            await self.run_blocking(_refuse_burned_in, row, None)
         data = await self.run_blocking(_safe_render, row, index, media_type, request.render, False)
         self.set_header("Content-Type", media_type)
         self.finish(data)
@@ -163,6 +178,32 @@ class WadoUriMixin(RetrieveMixin):
         if request.series_uid and row.series_uid != request.series_uid:
             raise NotFoundError(f"object {row.sop_uid} is not in series {request.series_uid}")
         return row
+
+
+# WADO-URI anonymize=yes remaps UIDs under one key per server process: the objects of a series fetched
+# one by one keep sharing their new Study and Series Instance UIDs.
+_ANONYMIZE_SECRET = secrets.token_bytes(32)
+
+
+def _refuse_burned_in(row: InstanceRow, ds: Dataset | None) -> None:
+    """409 for an object whose pixels may show identifying text: nothing here removes it."""
+    reason = burned_in_annotation(ds if ds is not None else reader.read_dataset(row, stop_before_pixels=True))
+    if reason:
+        raise ApiError(409, f"object {row.sop_uid} cannot be anonymized here: {reason}, and this server does not "
+                            "clean pixels")
+
+
+def _anonymized_file(row: InstanceRow, target: str) -> tuple[bytes, str]:
+    """The stored object de-identified by the PS3.15 Basic Profile (the notebook's pacs.deidentify rules)."""
+    ds = reader.read_dataset(row)
+    _refuse_burned_in(row, ds)
+    out = Deidentifier(secret=_ANONYMIZE_SECRET).deidentify(ds).dataset
+    if target != row.transfer_syntax:
+        try:
+            out = encode.transcode_dataset(out, target)
+        except encode.TranscodeError as exc:
+            raise ApiError(406, str(exc)) from None
+    return encode.dataset_to_bytes(out), str(out.SOPInstanceUID)
 
 
 __all__ = ["RenderedMixin", "WadoUriMixin"]

@@ -15,6 +15,8 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..client import wado
+from ..client.derived import dataset_from_json
+from ..client.segmentation import referenced_series
 from ..dicom import dicomjson
 from ..errors import DicomWebError
 from ..pixels.render import thumbnail as render_thumbnail
@@ -30,6 +32,8 @@ __all__ = ["SeriesList", "series_thumbnail", "SERIES_FIELDS"]
 SERIES_FIELDS = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances", "SeriesDate",
                  "BodyPartExamined"]
 THUMBNAIL_SIZE = 96
+# Series made from other series (segmentations, structure sets, reports): listed right after their source.
+DERIVED_MODALITIES = ("SEG", "RTSTRUCT", "SR")
 MAX_SERIES_SHOWN = 200
 # A light grey square with a dash, for series still loading or without images.
 _PLACEHOLDER_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96"><rect width="96" height="96" '
@@ -65,6 +69,57 @@ def series_thumbnail(client: "Client", study: str, series: str, size: int = THUM
     return render_thumbnail(frame, ImageAttributes.from_json(meta), size, media_type="image/png")
 
 
+def _derived_sources(client: "Client", study: str, found: pd.DataFrame) -> dict[str, str]:
+    """For each SEG, RTSTRUCT and SR series of a study listing: the series it was made from (first instance's header)."""
+    out: dict[str, str] = {}
+    if "Modality" not in found.columns:
+        return out
+    for record in found[found["Modality"].isin(DERIVED_MODALITIES)].to_dict("records"):
+        uid = str(record["SeriesInstanceUID"])
+        try:
+            metas = client.source.retrieve_metadata(study, uid)
+        except DicomWebError:
+            continue
+        for meta in metas[:1]:
+            ds = dataset_from_json(meta)
+            target = referenced_series(ds)
+            if target is None:  # a report: its evidence names the series it measured
+                for evidence in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+                    for item in evidence.get("ReferencedSeriesSequence", []):
+                        if str(item.SeriesInstanceUID) != uid:
+                            target = (study, str(item.SeriesInstanceUID))
+                            break
+            if target is not None and target[1] != uid:
+                out[uid] = target[1]
+    return out
+
+
+def _next_to_sources(found: pd.DataFrame, derived_of: dict[str, str]) -> pd.DataFrame:
+    """The listing reordered so that each derived series follows the series it was made from."""
+    if not derived_of:
+        return found
+    uids = found["SeriesInstanceUID"].astype(str).tolist()
+    present = set(uids)
+    order: list[int] = []
+    placed: set[int] = set()
+
+    def place(index: int) -> None:
+        if index in placed:
+            return
+        placed.add(index)
+        order.append(index)
+        for child, uid in enumerate(uids):
+            if derived_of.get(uid) == uids[index]:
+                place(child)
+
+    for index, uid in enumerate(uids):
+        if derived_of.get(uid) not in present:  # a source, or derived from a series not in this study
+            place(index)
+    for index in range(len(uids)):
+        place(index)
+    return found.iloc[order].reset_index(drop=True)
+
+
 class SeriesList(widgets.VBox):
     """The series of the study given to ``show_study``; ``on_view(callback)`` gets ``(study, series)``."""
 
@@ -78,6 +133,7 @@ class SeriesList(widgets.VBox):
         self.active_key: str | None = None
         self.thumbnails: dict[str, bytes] = {}
         self.thumbnail_errors: dict[str, str] = {}
+        self.derived_of: dict[str, str] = {}  # SEG / RTSTRUCT / SR series -> the series it was made from
         self._generation = Generation()
         self._view_callbacks: list[Callable[[str, str], None]] = []
         self._rows: dict[str, tuple[widgets.Image, widgets.Checkbox, widgets.Button, widgets.HTML]] = {}
@@ -118,11 +174,14 @@ class SeriesList(widgets.VBox):
             return
         if "SeriesNumber" in found.columns and len(found):
             found = found.sort_values("SeriesNumber", na_position="last", kind="stable").reset_index(drop=True)
+        derived_of = _derived_sources(client, study, found)
+        found = _next_to_sources(found, derived_of)
         shown = found.iloc[:MAX_SERIES_SHOWN]
         with UI_LOCK:
             if not self._generation.is_current(token):
                 return
             self.data = found
+            self.derived_of = derived_of
             rows = [self._row(record) for record in shown.to_dict("records")]
             self._list.children = rows
             more = f" (first {MAX_SERIES_SHOWN} shown)" if len(found) > MAX_SERIES_SHOWN else ""
@@ -149,9 +208,14 @@ class SeriesList(widgets.VBox):
         description = format_value(record.get("SeriesDescription")) or "(no description)"
         modality = format_value(record.get("Modality"))
         count = format_value(record.get("NumberOfSeriesRelatedInstances"))
-        text = widgets.HTML(f"<b>{html.escape(modality)}</b> #{html.escape(number)}<br>{html.escape(description)}"
+        of = ""
+        source = self.derived_of.get(uid)
+        if source is not None:
+            numbers = self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"] if "SeriesNumber" in self.data else []
+            of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}" if len(numbers) else " &#8627; of another series"
+        text = widgets.HTML(f"<b>{html.escape(modality)}</b> #{html.escape(number)}{of}<br>{html.escape(description)}"
                             f"<br><span style='color:#666'>{html.escape(count)} instances</span>",
-                            layout=widgets.Layout(width="150px"))
+                            layout=widgets.Layout(width="150px", margin="0 0 0 16px" if source else "0"))
         text.add_class("dwnb-series-text")
         self._rows[uid] = (image, checkbox, button, text)
         row = widgets.HBox([checkbox, image, widgets.VBox([text, button])],
