@@ -25,6 +25,7 @@ from .stow import batches, collect_items, response_outcomes
 __all__ = ["Client"]
 
 _UID = re.compile(r"[0-9.]{1,64}")
+_LOSSY_MEDIA_TYPES = frozenset({"image/jpeg", "image/jp2", "image/jls", "image/jxl"})
 # Attributes every instance's metadata has (Type 1 or 2 in the Patient, General Study, General
 # Series and SOP Common modules): columns even of an empty metadata answer.
 METADATA_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
@@ -210,8 +211,13 @@ class Client:
                  quality: int | None = None, media_type: str = "image/png") -> Any:
         """The server's rendering (WADO-RS ``/rendered``) of a study, series, instance or frame as a PIL image.
 
-        ``window=(center, width)`` sets the VOI window, ``viewport=(width, height)`` the size.
+        ``window=(center, width)`` sets the VOI window, ``viewport=(width, height)`` the size,
+        ``quality`` (1-100) the JPEG quality (lossy media types only: ``media_type="image/jpeg"``).
         """
+        if quality is not None and media_type.lower() not in _LOSSY_MEDIA_TYPES:
+            # PS3.18 8.3.5.1.3: quality is for lossy compression; a PNG or GIF would silently ignore it.
+            raise ValueError(f"quality applies to lossy images ({', '.join(sorted(_LOSSY_MEDIA_TYPES))}), "
+                             f"not {media_type}: ask media_type='image/jpeg'")
         params: dict[str, str] = {}
         if window is not None:
             center, width = window
@@ -225,7 +231,12 @@ class Client:
 
     def thumbnail(self, study: str, series: str | None = None, instance: str | None = None, frame: int | None = None, *,
                   size: int | None = 128, media_type: str = "image/png") -> Any:
-        """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering)."""
+        """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering).
+
+        ``size`` bounds its width and height in pixels; ``None`` leaves the size to the server.
+        """
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+            raise ValueError(f"size must be a positive number of pixels or None, not {size!r}")
         image = self.source.retrieve_thumbnail(study, series, instance, frame, media_type=media_type, size=size)
         return wado.image_from_bytes(image.data)
 

@@ -90,7 +90,7 @@ class WebSource:
                     more = True
                 elif text not in told:
                     told.add(text)
-                    warnings.warn(f"{self.url}: {text}", DicomWebWarning, stacklevel=6)
+                    warnings.warn(f"{self.url}: {text}", DicomWebWarning, stacklevel=7)
             if response.status_code == 204 or not response.content.strip():
                 return [], more
             try:
@@ -102,18 +102,19 @@ class WebSource:
             return page, more
 
         everything = [*wire.supersets, *wire.exacts]
-        if wire.supersets:  # a loosened request finds more: window after checking
-            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size,
-                                keep=lambda obj: wire.check(obj, everything))
+
+        def keep(obj: DicomJson) -> bool:
+            return wire.check(obj, everything)
+
+        # A loosened request finds more than asked, and a server matching more loosely than the
+        # standard puts rows we drop before the offset: then the window is taken here, after checking.
+        if wire.supersets or (wire.exacts and offset):
+            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
         found = paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size)
-        if not wire.exacts:
-            return found
-        kept = [obj for obj in found if wire.check(obj, wire.exacts)]
-        if len(kept) < len(found) and (limit is not None or offset):
-            # The server matched more loosely than the standard, so its window is not ours: ask again
-            # from the start and window what passes.
-            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size,
-                                keep=lambda obj: wire.check(obj, wire.exacts))
+        kept = [obj for obj in found if keep(obj)]
+        if len(kept) < len(found) and limit is not None:
+            # Rows dropped from the server's first `limit`: ask again and keep `limit` rows that pass.
+            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
         return kept
 
     # -- WADO-RS ------------------------------------------------------------------------------

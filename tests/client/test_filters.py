@@ -246,3 +246,21 @@ def _dataset():
     from dicomweb_nb import samples
 
     return samples.generate_ct_series(1, rows=8, columns=8)[0]
+
+
+# -- other parameters that must not be silently ignored ----------------------------------------------
+
+def test_a_quality_for_a_lossless_image_is_refused(scripted_server):
+    pacs = dw.connect(scripted_server.url, progress=False)
+    with pytest.raises(ValueError, match="quality applies to lossy images"):
+        pacs.rendered("1.2", "1.3", "1.4", quality=80)  # PNG by default: the quality would be ignored
+    with pytest.raises(ValueError, match="size"):
+        pacs.thumbnail("1.2", size=0)
+    assert scripted_server.requests == []
+
+
+def test_fields_take_tags_too(scripted_server):
+    pacs = dw.connect(scripted_server.url, progress=False)
+    frame = pacs.studies(fields=[0x00101010, "(0008,1030)"])
+    assert {"PatientAge", "StudyDescription"} <= set(frame.columns)
+    assert "includefield=PatientAge,StudyDescription" in scripted_server.requests[0][1]
