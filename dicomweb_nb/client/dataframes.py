@@ -188,8 +188,8 @@ def to_dataframe(datasets: Iterable[Mapping[str, Any]] | Mapping[str, Any], *,
             if tag not in vrs or (vrs[tag] == "UN" and elem.get("vr")):
                 vrs[tag] = str(elem.get("vr", "UN"))
         by_tag.append(parsed)
-    for key in columns:
-        tag = parse_tag(key)
+    for wanted in columns:
+        tag = parse_tag(wanted)
         vrs.setdefault(tag, vr_of(tag))
     series: dict[str, pd.Series] = {}
     for tag in sorted(vrs):

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import pandas as pd
+
 from ..dicom.query import Match, QueryError, parse_attribute_path, parse_match, split_values
 from ..dicom.tags import default_return_tags, keyword_of, level_of, tag_hex, vr_of
 from ..errors import InvalidFilter
@@ -85,15 +87,11 @@ def _format_scalar(name: str, vr: str, value: Any, *, range_end: bool = False) -
         return value
     if isinstance(value, bool):
         raise InvalidFilter(f"{name}={value!r}: True/False is not a DICOM value")
-    if _is_datetime64(value):
-        import pandas as pd
-
+    if _is_datetime64(value) or isinstance(value, _dt.datetime):
         if pd.isna(value):
             raise InvalidFilter(f"{name}: NaT is not a date")
         value = pd.Timestamp(value).to_pydatetime()
     if isinstance(value, _dt.datetime):
-        if value != value:  # pandas' NaT
-            raise InvalidFilter(f"{name}: NaT is not a date")
         if vr == "DA":
             return value.strftime("%Y%m%d")
         if vr == "TM":
@@ -277,7 +275,7 @@ class WireQuery:
     exacts: list[Match] = field(default_factory=list)
     fuzzy: bool = False
 
-    def check(self, obj: Mapping[str, Any], matches: Sequence[Match]) -> bool:
+    def check(self, obj: dict[str, Any], matches: Sequence[Match]) -> bool:
         # An attribute the server did not return cannot be checked: trust its match then.
         return all(m.matches(obj, fuzzy=self.fuzzy) for m in matches if obj.get(m.key))
 

@@ -45,7 +45,7 @@ def test_a_comma_list_matches_any_value_where_no_value_can_hold_a_comma(server, 
 
 
 def test_uid_lists(server, studies):
-    patient, uid = studies
+    _, uid = studies
     assert found(server, "/studies", {"StudyInstanceUID": f"{uid['CT']},{uid['US']}"}) == {uid["CT"], uid["US"]}
 
 
@@ -56,7 +56,7 @@ def test_a_list_that_cannot_be_matched_is_refused(server, studies, params):
 
 
 def test_a_comma_in_text_is_text_and_the_answer_says_so(server, studies):
-    patient, uid = studies
+    patient, _ = studies
     answer = qido(server, "/studies", {"PatientID": f"{patient},OTHER"})
     assert answer.status_code == 200 and (not answer.content.strip() or answer.json() == [])
     assert "8.3.4.1" in answer.headers.get("Warning", "") and answer.headers["Warning"].startswith("299 ")
