@@ -45,6 +45,8 @@ class WebSource:
     """The DicomWebSource of a DICOMweb server reached over HTTP."""
 
     def __init__(self, http: HttpClient, *, page_size: int = DEFAULT_PAGE_SIZE):
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive number of results, not {page_size!r}")
         self.http = http
         self.page_size = page_size
         self._wildcard_syntax_refused = False

@@ -264,3 +264,9 @@ def test_fields_take_tags_too(scripted_server):
     frame = pacs.studies(fields=[0x00101010, "(0008,1030)"])
     assert {"PatientAge", "StudyDescription"} <= set(frame.columns)
     assert "includefield=PatientAge,StudyDescription" in scripted_server.requests[0][1]
+
+
+@pytest.mark.parametrize("page_size", [0, -5, True])
+def test_a_page_size_that_is_not_a_count_is_refused_at_connect(scripted_server, page_size):
+    with pytest.raises(ValueError, match="page_size"):
+        dw.connect(scripted_server.url, page_size=page_size)
