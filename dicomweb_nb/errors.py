@@ -22,7 +22,7 @@ __all__ = [
     "DicomWebError", "HTTPStatusError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "NotAcceptable",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "TooManyRequests", "ServerError", "ServiceUnavailable",
     "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse",
-    "PixelDecodeError", "VolumeError", "QueryError",
+    "PixelDecodeError", "VolumeError", "QueryError", "DicomWebWarning",
 ]
 
 
@@ -118,6 +118,11 @@ class UnknownServer(ConfigurationError, KeyError):
 
 class InvalidResponse(DicomWebError):
     """The server answered 2xx but with a body that is not what DICOMweb promises."""
+
+
+class DicomWebWarning(UserWarning):
+    """A server's ``Warning`` header (PS3.18 8.1.2.2): the answer came, but not quite as asked
+    (a parameter not performed, a value read differently). Shown once per message by Python's warnings."""
 
 
 _STATUS_CLASSES: dict[int, type[HTTPStatusError]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -20,6 +20,11 @@ from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .client.client import Client
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1082."  # generate_uid() prefix for this project's samples
 
@@ -192,3 +197,36 @@ def iter_sample_datasets() -> Iterator[Dataset]:
         study_date="20231102", series_description="Sphere phantom MR", slice_spacing=4.0,
         orientation=(1, 0, 0, 0, 0, -1), origin=(-38.4, -20.0, 38.4),
     )
+
+
+# The CT phantom's patient: the example notebooks look for it to know the samples are loaded.
+SAMPLE_PATIENT_ID = "PHANTOM-CT-1"
+
+
+def load(client: "Client", *, progress: bool | None = None) -> "pd.DataFrame":
+    """Store the sample studies through ``client`` (STOW-RS, or in-process for ``dw.connect()``):
+    pydicom's test files and the generated CT and MR phantoms, what ``dicomweb-nb samples`` preloads.
+
+    Returns ``client.store``'s report, one row per file or dataset.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's corpus is full of deliberately odd values
+        return client.store([*pydicom_test_files(), *iter_sample_datasets()], progress=progress)
+
+
+def ensure_loaded(client: "Client") -> bool:
+    """Load the sample studies through ``client`` unless they are there already, saying what it does.
+
+    What the example notebooks call first, so they run in any folder: an empty workspace store
+    gets the samples (as ``dicomweb-nb samples`` in a terminal would). Returns whether it loaded them.
+    """
+    if not client.studies(PatientID=SAMPLE_PATIENT_ID, limit=1).empty:
+        return False
+    state = "is empty" if client.studies(limit=1).empty else "has no sample studies"
+    print(f"The store at {client.url} {state}: loading the sample studies into it "
+          f"(`dicomweb-nb samples` in a terminal does the same)...")
+    report = load(client)
+    kept = report["status"].isin(["stored", "warning"])
+    print(f"{int(kept.sum())} instances stored; {int((~kept).sum())} file(s) left out "
+          f"(not DICOM, or refused: see dicomweb_nb.samples.load's report)")
+    return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -17,7 +19,7 @@ from . import retrieve as _retrieve
 from . import wado
 from .dataframes import to_dataframe
 from .protocol import DicomWebSource, StowItem
-from .qido import build_filters, validate_fields
+from .qido import answer_columns, build_searches, result_key, scope_fields, validate_fields
 from .stow import batches, collect_items, response_outcomes
 
 if TYPE_CHECKING:
@@ -26,8 +28,26 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-_RESULT_COLUMNS = ["label", "SOPInstanceUID", "StudyInstanceUID", "status", "failure_reason", "warning_reason",
-                   "retrieve_url", "error", "batch"]
+_UID = re.compile(r"[0-9.]{1,64}")
+_LOSSY_MEDIA_TYPES = frozenset({"image/jpeg", "image/jp2", "image/jls", "image/jxl"})
+# Attributes every instance's metadata has (Type 1 or 2 in the Patient, General Study, General
+# Series and SOP Common modules): columns even of an empty metadata answer.
+METADATA_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
+                    "SeriesNumber", "InstanceNumber", "PatientName", "PatientID", "StudyDate")
+# Columns of store() results, typed the same whether or not anything was sent.
+_RESULT_DTYPES = {"label": object, "SOPInstanceUID": object, "StudyInstanceUID": object, "status": object,
+                  "failure_reason": "Int64", "warning_reason": "Int64", "retrieve_url": object, "error": object,
+                  "batch": "Int64"}
+
+
+def _result_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(_RESULT_DTYPES)).astype(_RESULT_DTYPES)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return int(value)
 
 
 class Client:
@@ -63,30 +83,59 @@ class Client:
         return getattr(self.source, "url", None)
 
     # -- QIDO-RS ------------------------------------------------------------------------------
-    def _search(self, level: str, filters: Mapping[str, Any] | None, keywords: Mapping[str, Any], *, study: str | None,
+    def _search(self, level: str, filters: Mapping[Any, Any] | None, keywords: Mapping[str, Any], *, study: str | None,
                 series: str | None, fields: str | Iterable[str] | None, limit: int | None, offset: int, fuzzy: bool,
                 raw: bool) -> pd.DataFrame | list[dict]:
-        pairs = build_filters(level, filters, keywords)
+        plan = build_searches(level, filters, keywords)
         includes = validate_fields(fields)
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a non-negative integer, not {offset!r}")
-        found = self.source.search(level, pairs, study=study, series=series, fields=includes, fuzzy=fuzzy,  # type: ignore[arg-type]
-                                   limit=limit, offset=offset)
-        return found if raw else to_dataframe(found)
+        for what, uid in (("study", study), ("series", series)):
+            if uid is not None and not (isinstance(uid, str) and _UID.fullmatch(uid)):
+                raise ValueError(f"{what} must be a UID (digits and dots), not {uid!r}")
+        limit = _count("limit", limit) if limit is not None else None
+        offset = _count("offset", offset)
+        scoped = (level == "series" and study is not None) or (level == "instance" and series is not None)
+        if "all" not in includes:
+            includes += [name for name in scope_fields(level, scoped) if name not in includes]
+        source = self.source
+
+        def ask(pairs: list[tuple[str, str]], window: int | None, skip: int) -> list[dict]:
+            return source.search(level, pairs, study=study, series=series, fields=includes,  # type: ignore[arg-type]
+                                 fuzzy=bool(fuzzy), limit=window, offset=skip)
+
+        if len(plan.queries) == 1:
+            found = ask(plan.queries[0], limit, offset)
+        else:
+            # One request per value (see client.qido): merged in the order of the values, each result once.
+            wanted = None if limit is None else offset + limit
+            merged: dict[Any, dict] = {}
+            for pairs in plan.queries:
+                if wanted is not None and len(merged) >= wanted:
+                    break
+                for obj in ask(pairs, wanted, 0):
+                    merged.setdefault(result_key(obj, level), obj)
+            found = list(merged.values())[offset:None if wanted is None else wanted]
+        if raw:
+            return found
+        return to_dataframe(found, columns=answer_columns(level, plan.names, includes))
 
     def studies(self, filters: Mapping[str, Any] | None = None, *, fields: str | Iterable[str] | None = None,
                 limit: int | None = None, offset: int = 0, fuzzy: bool = False, raw: bool = False,
                 **keywords: Any) -> pd.DataFrame:
         """Search for studies (QIDO-RS): ``pacs.studies(PatientName="DOE*", StudyDate="20200101-")``.
 
-        Filters are keyword arguments, or a ``filters`` dict for tag numbers (``{"00100010": "DOE*"}``)
-        and sequence paths. Values: text with ``*``/``?`` wildcards, ranges as ``"low-high"`` or a
-        ``(low, high)`` tuple of dates, lists for several values. ``fields`` adds attributes to the
-        answer (``"all"`` for all); ``limit``/``offset`` window the matches (pages past server limits
-        are fetched automatically); ``fuzzy`` asks for fuzzy person-name matching. A bad filter raises
-        ``dw.errors.InvalidFilter`` before anything is sent. ``raw=True`` returns the DICOM JSON list.
+        Filters are keyword arguments, or a ``filters`` dict for tags (``{"00100010": "DOE*"}``,
+        ``{0x00100010: ...}``) and sequence paths. Values: text with ``*``/``?`` wildcards; dates,
+        times and datetimes; ranges as ``"low-high"`` or a ``(low, high)`` tuple (``None`` for an open
+        end); lists (or sets, arrays, Series) for any of several values, e.g.
+        ``ModalitiesInStudy=["CT", "MR"]``. A list of UIDs goes in one request; other lists in one
+        request per value, merged without duplicates in the order of the values (PS3.18 defines
+        lists for UIDs only, and servers differ on others). An empty list matches nothing.
+        ``fields`` adds attributes to the answer (``"all"`` for all); ``limit``/``offset`` window the
+        matches (pages past server limits are fetched automatically); ``fuzzy=True`` matches person
+        names fuzzily (each word starts a name component, any case, any order), on every server.
+        A bad filter raises ``dw.errors.InvalidFilter`` before anything is sent. The DataFrame has
+        the same columns and dtypes whether or not anything matched. ``raw=True`` returns the
+        DICOM JSON list.
         """
         return self._search("study", filters, keywords, study=None, series=None, fields=fields, limit=limit,
                             offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
@@ -112,7 +161,7 @@ class Client:
                  raw: bool = False) -> pd.DataFrame:
         """All attributes of every instance of a study, series or one instance: one row per instance."""
         found = self.source.retrieve_metadata(study, series, instance)
-        return found if raw else to_dataframe(found)  # type: ignore[return-value]
+        return found if raw else to_dataframe(found, columns=METADATA_COLUMNS)  # type: ignore[return-value]
 
     def instance(self, study: str, series: str, instance: str) -> Dataset:
         """One instance as a pydicom Dataset, in the transfer syntax the server stores it in."""
@@ -166,8 +215,13 @@ class Client:
                  quality: int | None = None, media_type: str = "image/png") -> Any:
         """The server's rendering (WADO-RS ``/rendered``) of a study, series, instance or frame as a PIL image.
 
-        ``window=(center, width)`` sets the VOI window, ``viewport=(width, height)`` the size.
+        ``window=(center, width)`` sets the VOI window, ``viewport=(width, height)`` the size,
+        ``quality`` (1-100) the JPEG quality (lossy media types only: ``media_type="image/jpeg"``).
         """
+        if quality is not None and media_type.lower() not in _LOSSY_MEDIA_TYPES:
+            # PS3.18 8.3.5.1.3: quality is for lossy compression; a PNG or GIF would silently ignore it.
+            raise ValueError(f"quality applies to lossy images ({', '.join(sorted(_LOSSY_MEDIA_TYPES))}), "
+                             f"not {media_type}: ask media_type='image/jpeg'")
         params: dict[str, str] = {}
         if window is not None:
             center, width = window
@@ -181,7 +235,12 @@ class Client:
 
     def thumbnail(self, study: str, series: str | None = None, instance: str | None = None, frame: int | None = None, *,
                   size: int | None = 128, media_type: str = "image/png") -> Any:
-        """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering)."""
+        """A small PIL image of a study, series, instance or frame (WADO-RS ``/thumbnail``, or a small rendering).
+
+        ``size`` bounds its width and height in pixels; ``None`` leaves the size to the server.
+        """
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+            raise ValueError(f"size must be a positive number of pixels or None, not {size!r}")
         image = self.source.retrieve_thumbnail(study, series, instance, frame, media_type=media_type, size=size)
         return wado.image_from_bytes(image.data)
 
@@ -287,18 +346,21 @@ class Client:
         Setting the ``cancel`` event stops before the next batch; the unsent instances are ``cancelled``.
         """
         items, skipped = collect_items(data)
-        frame = self.store_items(items, study=study, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
-                                 progress=progress, progress_bar=progress_bar, cancel=cancel)
-        if skipped:
-            extra = pd.DataFrame([{"label": label, "status": "skipped", "error": reason} for label, reason in skipped],
-                                 columns=_RESULT_COLUMNS)
-            frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
-        return frame
+        rows = self._store_rows(items, study=study, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
+                                progress=progress, progress_bar=progress_bar, cancel=cancel)
+        rows += [{"label": label, "status": "skipped", "error": reason} for label, reason in skipped]
+        return _result_frame(rows)
 
     def store_items(self, items: Sequence[StowItem], *, study: str | None = None, batch_size: int = 50,
                     max_batch_bytes: int = 256 << 20, progress: bool | None = None,
                     progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """``store`` for prepared StowItems (used by ``retrieve`` into another server)."""
+        return _result_frame(self._store_rows(items, study=study, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
+                                              progress=progress, progress_bar=progress_bar, cancel=cancel))
+
+    def _store_rows(self, items: Sequence[StowItem], *, study: str | None, batch_size: int, max_batch_bytes: int,
+                    progress: bool | None, progress_bar: Callable[..., Any] | None,
+                    cancel: threading.Event | None) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm
 
         if batch_size < 1:
@@ -342,10 +404,7 @@ class Client:
                     rows.append(row)
         finally:
             bar.close()
-        frame = pd.DataFrame(rows, columns=_RESULT_COLUMNS)
-        for column in ("failure_reason", "warning_reason"):
-            frame[column] = frame[column].astype("Int64")
-        return frame
+        return rows
 
     # -- copying elsewhere ------------------------------------------------------------------------
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,

@@ -13,9 +13,11 @@ meaning whatever the rows hold:
   holds one value. Private/unknown attributes become lists when any row has several values.
 * SQ: a list of DICOM JSON items; bulk data: the BulkDataURI text, inline binary as bytes.
 
-Columns are named by keyword (hex tag for private ones), ordered by tag. The source objects stay
-reachable as ``df.attrs["dicom_json"]``, aligned with the rows (``df.attrs["dicom_json"][i]`` is
-row ``i`` of the unfiltered frame).
+Columns are named by keyword (hex tag for private ones), ordered by tag. ``columns=`` names
+attributes that get a column even when no row has them (typed by the data dictionary's VR), so an
+empty answer has the columns and dtypes of a full one. The source objects stay reachable as
+``df.attrs["dicom_json"]``, aligned with the rows (``df.attrs["dicom_json"][i]`` is row ``i`` of
+the unfiltered frame).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import pandas as pd
 from pydicom.datadict import dictionary_VM
 
 from ..dicom.dicomjson import pn_text
-from ..dicom.tags import keyword_of, parse_tag
+from ..dicom.tags import keyword_of, parse_tag, vr_of
 
 __all__ = ["to_dataframe", "DicomJsonList"]
 
@@ -156,11 +158,14 @@ def _column(tag: int, vr: str, cells: list[list[Any] | None], multi: bool) -> pd
     return pd.Series(values, dtype="string")
 
 
-def to_dataframe(datasets: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> pd.DataFrame:
+def to_dataframe(datasets: Iterable[Mapping[str, Any]] | Mapping[str, Any], *,
+                 columns: Iterable[str | int] = ()) -> pd.DataFrame:
     """A DataFrame of DICOM JSON datasets (a QIDO-RS answer, WADO-RS metadata, one dataset).
 
     One row per dataset, one typed column per attribute named by keyword; see the module
-    documentation for the typing rules. ``df.attrs["dicom_json"]`` keeps the source objects.
+    documentation for the typing rules. ``columns`` (keywords or tags) get a column even when no
+    dataset has them, so ``to_dataframe([], columns=["PatientName"])["PatientName"]`` works.
+    ``df.attrs["dicom_json"]`` keeps the source objects.
     """
     if isinstance(datasets, Mapping):
         datasets = [datasets]
@@ -183,7 +188,10 @@ def to_dataframe(datasets: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> p
             if tag not in vrs or (vrs[tag] == "UN" and elem.get("vr")):
                 vrs[tag] = str(elem.get("vr", "UN"))
         by_tag.append(parsed)
-    columns: dict[str, pd.Series] = {}
+    for wanted in columns:
+        tag = parse_tag(wanted)
+        vrs.setdefault(tag, vr_of(tag))
+    series: dict[str, pd.Series] = {}
     for tag in sorted(vrs):
         vr = vrs[tag]
         cells: list[list[Any] | None] = []
@@ -193,7 +201,7 @@ def to_dataframe(datasets: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> p
         multi = _multi_valued(tag)
         if multi is None:
             multi = any(c is not None and len(c) > 1 for c in cells)
-        columns[keyword_of(tag)] = _column(tag, vr, cells, bool(multi) and vr != "SQ")
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
+        series[keyword_of(tag)] = _column(tag, vr, cells, bool(multi) and vr != "SQ")
+    frame = pd.DataFrame(series, index=pd.RangeIndex(len(rows)))
     frame.attrs["dicom_json"] = DicomJsonList(rows)
     return frame

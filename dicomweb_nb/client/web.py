@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..dicom.mediatypes import (
@@ -13,7 +15,7 @@ from ..dicom.mediatypes import (
     parse_media_type,
 )
 from ..dicom.multipart import new_boundary
-from ..errors import DicomWebError, InvalidResponse
+from ..errors import DicomWebError, DicomWebWarning, InvalidResponse
 from .http import HttpClient
 from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
@@ -43,6 +45,8 @@ class WebSource:
     """The DicomWebSource of a DICOMweb server reached over HTTP."""
 
     def __init__(self, http: HttpClient, *, page_size: int = DEFAULT_PAGE_SIZE):
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive number of results, not {page_size!r}")
         self.http = http
         self.page_size = page_size
         self._wildcard_syntax_refused = False
@@ -69,12 +73,12 @@ class WebSource:
                 raise ValueError("a series scope needs its study")
             segments += ["series", series]
         segments.append(_PARENT_PATHS[level])
-        wire, local = wire_filters(filters)
-        base_params = list(wire)
-        if fields:
-            base_params.append(("includefield", ",".join(fields)))
-        if fuzzy:
-            base_params.append(("fuzzymatching", "true"))
+        wire = wire_filters(filters, level, fuzzy=fuzzy)
+        base_params = list(wire.params)
+        includes = list(dict.fromkeys([*fields, *wire.fields])) if "all" not in fields else ["all"]
+        if includes:
+            base_params.append(("includefield", ",".join(includes)))
+        told: set[str] = set()
 
         def fetch_page(page_offset: int, count: int) -> tuple[list[DicomJson], bool]:
             params = base_params + [("limit", str(count))]
@@ -82,23 +86,38 @@ class WebSource:
                 params.append(("offset", str(page_offset)))
             url = self.http.url(*segments, query=params)
             response = self.http.get_content(url, accept=DICOM_JSON)
+            more = False
+            for text in _warnings(response.headers.get("Warning", "")):
+                if "additional results" in text.lower():
+                    more = True
+                elif text not in told:
+                    told.add(text)
+                    warnings.warn(f"{self.url}: {text}", DicomWebWarning, stacklevel=7)
             if response.status_code == 204 or not response.content.strip():
-                return [], False
+                return [], more
             try:
                 page = response.json()
             except ValueError as exc:
                 raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
             if not isinstance(page, list):
                 raise InvalidResponse(f"GET {url}: expected a JSON array of datasets", status=response.status_code, url=url)
-            warning = response.headers.get("Warning", "")
-            return page, "additional results" in warning.lower()
+            return page, more
 
-        def recheck(obj: DicomJson) -> bool:
-            # An attribute the server did not return cannot be re-checked; trust its match then.
-            return all(m.matches(obj, fuzzy=fuzzy) for m in local if obj.get(m.key))
+        everything = [*wire.supersets, *wire.exacts]
 
-        keep = recheck if local else None
-        return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
+        def keep(obj: DicomJson) -> bool:
+            return wire.check(obj, everything)
+
+        # A loosened request finds more than asked, and a server matching more loosely than the
+        # standard puts rows we drop before the offset: then the window is taken here, after checking.
+        if wire.supersets or (wire.exacts and offset):
+            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
+        found = paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size)
+        kept = [obj for obj in found if keep(obj)]
+        if len(kept) < len(found) and limit is not None:
+            # Rows dropped from the server's first `limit`: ask again and keep `limit` rows that pass.
+            return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size, keep=keep)
+        return kept
 
     # -- WADO-RS ------------------------------------------------------------------------------
     def retrieve_metadata(self, study: str, series: str | None = None, instance: str | None = None) -> list[DicomJson]:
@@ -242,6 +261,14 @@ def _resource_segments(study: str, series: str | None, instance: str | None) -> 
             raise ValueError("an instance UID needs its series UID")
         segments += ["instances", instance]
     return segments
+
+
+_WARNING_TEXT = re.compile(r'\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+
+
+def _warnings(header: str) -> list[str]:
+    """The texts of a ``Warning`` header (RFC 7234 5.5: ``299 agent "text"``, comma-separated)."""
+    return [m.group(1) for m in _WARNING_TEXT.finditer(header)] or ([header.strip()] if header.strip() else [])
 
 
 def _main_type(content_type: str | None) -> str | None:

@@ -4,6 +4,21 @@
 ``Match`` knows how to test a DICOM JSON dataset. The server's store translates the same
 ``Match`` objects to SQL for indexed attributes, and the notebook client uses ``parse_query`` to
 reject a bad filter before sending anything, so there is one definition of what a query means.
+
+Several values for one attribute. PS3.18 8.3.4.1 defines a comma-separated list only for UIDs
+(``uid-list-match = attribute "=" 1#value``, UID List Matching of PS3.4 C.2.2.2.2); any other
+value is one value (``normal-match``), where a backslash separates values whose meaning PS3.4
+C.2.2.2.8 leaves undefined unless Multiple Value Matching is negotiated. This implementation:
+
+* UIDs: ``,`` or ``\\`` separate a list; any UID of the list matches.
+* Attributes whose values cannot contain a comma (VRs AS, CS, DA, DS, DT, IS, TM and the binary
+  numbers): ``,`` or ``\\`` separate a list of single values, any of which matches. For
+  ``ModalitiesInStudy=CT,MR`` this is what Orthanc and dcm4chee do and what viewers send; it is an
+  extension PS3.18 8.3 allows an origin server. Ranges and wildcards cannot be list items (the
+  request is refused, never matched as text that no value could equal).
+* Text attributes (AE, LO, PN, SH, ...), where a comma is an ordinary character: ``\\`` separates
+  a list (any matches); a comma is matched literally, as PS3.18 says, and the query carries a
+  warning saying so, since other servers split it.
 """
 
 from __future__ import annotations
@@ -12,16 +27,26 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Literal
+from typing import Iterable, Literal
 
 from .dicomjson import DicomJson, pn_text, value_texts
 from .tags import UnknownAttributeError, keyword_of, parse_tag, tag_hex, vr_of
 
 MatchKind = Literal["universal", "single", "list", "wildcard", "range"]
 
-RESERVED_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby", "count"})
+RESERVED_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby", "count",
+                                 "emptyvaluematching", "multiplevaluematching"})
 DATE_VRS = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"})
+# VRs whose values can never hold a comma (PS3.5 6.2): there a comma can only separate values.
+COMMA_FREE_VRS = frozenset({"AS", "CS", "UI"}) | DATE_VRS | NUMERIC_VRS
+# Optional search parameters of PS3.18 Table 8.3.4-1 this server accepts but does not perform:
+# it must then search without them and say so in a Warning header (PS3.18 8.3.4.5, 8.3.4.6).
+_UNPERFORMED_PARAMETERS = {
+    "emptyvaluematching": "The emptyvaluematching parameter is not supported. Empty Value Matching has not been performed.",
+    "multiplevaluematching": ("The multiplevaluematching parameter is not supported. "
+                              "Multiple Value Matching has not been performed."),
+}
 MAX_LIMIT = 100_000
 
 
@@ -220,6 +245,9 @@ class Query:
     limit: int | None = None
     offset: int = 0
     fuzzy: bool = False
+    # What the answer should tell the client in Warning headers (PS3.18 8.3.4): a parameter accepted
+    # but not performed, or a value read differently from what some servers would read.
+    warnings: list[str] = field(default_factory=list)
 
     def match(self, obj: DicomJson, *, pn_case_insensitive: bool = True) -> bool:
         return all(m.matches(obj, pn_case_insensitive=pn_case_insensitive, fuzzy=self.fuzzy) for m in self.matches)
@@ -263,13 +291,13 @@ def parse_match(key: str, value: str) -> Match:
     if vr in DATE_VRS:
         return _parse_temporal(path, vr, key, value)
     if vr == "UI":
-        uids = [u.strip() for u in re.split(r"[,\\]", value) if u.strip()]
+        uids = [u.strip() for u in split_values(vr, value) if u.strip()]
         for uid in uids:
             if not re.fullmatch(r"[0-9.]{1,64}", uid):
                 raise QueryError(f"{key}={value!r}: {uid!r} is not a UID (digits and dots, at most 64 characters)")
         return Match(path, vr, "list" if len(uids) > 1 else "single", value, uids)
     if vr in NUMERIC_VRS:
-        items = [v.strip() for v in value.split("\\")]
+        items = [v.strip() for v in split_values(vr, value)]
         for item in items:
             try:
                 float(item)
@@ -277,10 +305,18 @@ def parse_match(key: str, value: str) -> Match:
                 raise QueryError(f"{key}={value!r}: {item!r} is not a number") from None
         # Compare numerically-equal spellings ("1.0" vs "1") as equal by canonicalising.
         return Match(path, vr, "list" if len(items) > 1 else "single", value, [_canonical_number(i) for i in items])
-    items = value.split("\\")
+    items = split_values(vr, value)
     if len(items) == 1 and ("*" in value or "?" in value):
         return Match(path, vr, "wildcard", value, [value])
+    if len(items) > 1 and vr != "PN" and any("*" in item or "?" in item for item in items):
+        # Person names match each pattern of a list; elsewhere a list holds single values only.
+        raise QueryError(f"{key}={value!r}: a list of values cannot hold wildcards (* ?): ask once per pattern")
     return Match(path, vr, "list" if len(items) > 1 else "single", value, items)
+
+
+def split_values(vr: str, value: str) -> list[str]:
+    """The values of a query value: ``\\`` separates them, and ``,`` too where a value cannot hold a comma."""
+    return re.split(r"[,\\]", value) if vr in COMMA_FREE_VRS else value.split("\\")
 
 
 def _canonical_number(text: str) -> str:
@@ -290,10 +326,14 @@ def _canonical_number(text: str) -> str:
 
 def _parse_temporal(path: tuple[int, ...], vr: str, key: str, value: str) -> Match:
     normalizer = _NORMALIZERS[vr]
-    split = _split_range(vr, key, value)
+    items = split_values(vr, value)
+    if len(items) > 1:
+        for item in items:
+            if _split_range(vr, key, item) is not None:
+                raise QueryError(f"{key}={value!r}: a list of values cannot hold a range ({item!r}): ask once per range")
+    split = None if len(items) > 1 else _split_range(vr, key, value)
     try:
         if split is None:
-            items = value.split("\\")
             return Match(path, vr, "list" if len(items) > 1 else "single", value, [normalizer(v) for v in items])
         low_text, high_text = split
         if not low_text and not high_text:
@@ -376,6 +416,9 @@ def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int
             query.offset = _parse_count("offset", value, minimum=0)
         elif lname == "fuzzymatching":
             query.fuzzy = _parse_bool("fuzzymatching", value)
+        elif lname in _UNPERFORMED_PARAMETERS:
+            if _parse_bool(lname, value):
+                query.warnings.append(_UNPERFORMED_PARAMETERS[lname])
         elif lname in ("orderby", "count"):
             raise QueryError(f"the {name!r} parameter is not supported by this server")
         else:
@@ -384,36 +427,16 @@ def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int
                 raise QueryError(f"{keyword_of(match.tag)} is given twice; give one value or a list")
             seen_keys[match.key] = match
             query.matches.append(match)
+            if "," in value and match.vr not in COMMA_FREE_VRS:
+                query.warnings.append(
+                    f"the comma in {name}={value!r} was matched as an ordinary character: PS3.18 8.3.4.1 "
+                    f"defines comma-separated lists for UIDs only. To match any of several values, separate them "
+                    f"with a backslash (%5C) or ask once per value.")
     return query
-
-
-def format_query_value(value: Any) -> str:
-    """The query-string text of a Python filter value, as the notebook client sends it.
-
-    Lists become a comma list (UIDs) or backslash list; ``(low, high)`` tuples become ranges;
-    dates and datetimes their DICOM form.
-    """
-    import datetime as _dt
-
-    if value is None:
-        return ""
-    if isinstance(value, tuple) and len(value) == 2:
-        return f"{format_query_value(value[0])}-{format_query_value(value[1])}"
-    if isinstance(value, (list, set, frozenset)):
-        return ",".join(format_query_value(v) for v in value)
-    if isinstance(value, _dt.datetime):
-        return value.strftime("%Y%m%d%H%M%S")
-    if isinstance(value, _dt.date):
-        return value.strftime("%Y%m%d")
-    if isinstance(value, _dt.time):
-        return value.strftime("%H%M%S")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 __all__ = [
     "QueryError", "Match", "Query", "parse_query", "parse_match", "parse_attribute_path",
-    "normalize_date", "normalize_time", "normalize_datetime", "normalize_temporal", "format_query_value",
-    "pn_text",
+    "normalize_date", "normalize_time", "normalize_datetime", "normalize_temporal", "split_values",
+    "COMMA_FREE_VRS", "pn_text",
 ]

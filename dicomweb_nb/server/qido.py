@@ -53,6 +53,10 @@ class QidoMixin(DicomWebMixin):
                 '299 dicomweb-nb "The number of results exceeded the maximum supported by the server. '
                 'Additional results can be requested."',
             )
+        for text in query.warnings:
+            # A header value is Latin-1 text without quotes of its own: the query's words are escaped.
+            quoted = text.replace('"', "'").encode("ascii", "backslashreplace").decode("ascii")
+            self.add_header("Warning", f'299 dicomweb-nb "{quoted}"')
         if media_type == _XML_MULTIPART:
             writer = MultipartWriter()
             self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))

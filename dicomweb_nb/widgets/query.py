@@ -1,7 +1,7 @@
 """The study search form: patient, dates, modality, accession number, description.
 
 ``QueryForm.filters()`` turns the fields into QIDO-RS filters and checks them with the client's own
-validation (``client.qido.build_filters``), so a bad value is reported in words before anything is
+validation (``client.qido.build_searches``), so a bad value is reported in words before anything is
 sent, exactly as ``Client.studies`` would reject it.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from ..client.qido import build_filters
+from ..client.qido import build_searches
 from ..errors import InvalidFilter
 from ._tasks import StatusBar
 
@@ -151,7 +151,7 @@ class QueryForm(widgets.VBox):
         if low or high:
             filters["StudyDate"] = f"{low:%Y%m%d}-{high:%Y%m%d}" if low and high else (
                 f"{low:%Y%m%d}-" if low else f"-{high:%Y%m%d}")
-        build_filters("study", None, filters)  # raises InvalidFilter naming the bad field
+        build_searches("study", None, filters)  # raises InvalidFilter naming the bad field
         return filters
 
     def _click_search(self) -> None:

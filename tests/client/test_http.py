@@ -152,13 +152,14 @@ def test_bad_filters_raise_before_any_request(scripted_server):
 def test_query_values_keep_rfc3986_query_characters_literal(scripted_server):
     pacs = dw.connect(scripted_server.url, progress=False)
     pacs.studies(PatientName="DOE*", StudyDate="20200101-20201231", StudyInstanceUID=["1.2.3", "1.2.4"],
-                 AccessionNumber="A&B=C", fields=["StudyDescription"], fuzzy=True)
+                 AccessionNumber="A&B=C", fields=["StudyDescription"])
     path = scripted_server.requests[0][1]
     assert "PatientName=DOE*" in path
     assert "StudyDate=20200101-20201231" in path
     assert "StudyInstanceUID=1.2.3,1.2.4" in path
     assert "AccessionNumber=A?B?C" in path  # escaped characters become wildcards, then filtered locally
-    assert "includefield=StudyDescription" in path and "fuzzymatching=true" in path
+    # ... and the attribute is asked for, so it can be filtered
+    assert "includefield=StudyDescription,AccessionNumber" in path and "fuzzymatching" not in path
     assert encode_query([("PatientName", "DOE^JOHN")]) == "PatientName=DOE%5EJOHN"
 
 

@@ -9,7 +9,6 @@ import pytest
 from dicomweb_nb.dicom.query import (
     MAX_LIMIT,
     QueryError,
-    format_query_value,
     normalize_date,
     normalize_datetime,
     normalize_time,
@@ -324,16 +323,53 @@ def test_parse_attribute_path_accepts_private_tags():
     assert parse_attribute_path("SourceImageSequence.ReferencedSOPInstanceUID") == (parse_tag("SourceImageSequence"), 0x00081155)
 
 
-def test_format_query_value():
-    assert format_query_value(dt.date(2020, 3, 5)) == "20200305"
-    assert format_query_value(dt.datetime(2020, 3, 5, 10, 15, 30)) == "20200305101530"
-    assert format_query_value(dt.time(10, 15)) == "101500"
-    assert format_query_value((dt.date(2020, 1, 1), None)) == "20200101-"
-    assert format_query_value((None, "20201231")) == "-20201231"
-    assert format_query_value(["1.2", "1.3"]) == "1.2,1.3"
-    assert format_query_value(True) == "true"
-    assert format_query_value(None) == ""
-    assert format_query_value(7) == "7"
-    # What the client formats, the parser reads back.
-    m = parse_match("StudyDate", format_query_value((dt.date(2020, 1, 1), dt.date(2020, 12, 31))))
-    assert (m.low, m.high) == ("20200101", "20201231")
+# -- several values for one attribute (PS3.18 8.3.4.1, PS3.4 C.2.2.2.2) ------------------------------
+
+@pytest.mark.parametrize("key, value", [
+    ("Modality", "CT,MR"), ("Modality", "MR,CT"), ("Modality", "MR\\CT"), ("ImageType", "SECONDARY,AXIAL"),
+    ("StudyDate", "20190101,20200315"), ("StudyDate", "2019-01-01,2020-03-15"), ("SeriesNumber", "3,7"),
+    ("SliceThickness", "1,2.50"), ("StudyTime", "0900,101530.25"),
+])
+def test_a_comma_separates_values_where_no_value_can_hold_one(key, value):
+    m = parse_match(key, value)
+    assert m.kind == "list"
+    assert m.matches(INSTANCE)
+    assert not parse_query([(key, value)], "study").warnings
+
+
+@pytest.mark.parametrize("key, value", [("Modality", "MR,US"), ("StudyDate", "20190101,20200316"), ("SeriesNumber", "3,8")])
+def test_a_comma_list_matches_nothing_when_no_value_matches(key, value):
+    assert not matches(key, value)
+
+
+def test_a_comma_in_text_is_an_ordinary_character_and_the_answer_says_so():
+    m = parse_match("PatientID", "PID-001,PID-002")
+    assert (m.kind, m.values) == ("single", ["PID-001,PID-002"])
+    assert not m.matches(INSTANCE)
+    assert matches("PatientID", "PID-001\\PID-002")  # a backslash separates text values
+    query = parse_query([("PatientID", "PID-001,PID-002")], "study")
+    assert len(query.warnings) == 1 and "8.3.4.1" in query.warnings[0] and "PatientID" in query.warnings[0]
+    assert matches("StudyDescription", "Chest [contrast] 50% *draft?")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("StudyDate", "20190101-20191231,20200315"), ("StudyDate", "20200315\\2020-"),
+    ("Modality", "C*,MR"), ("PatientID", "PID*\\X"),
+])
+def test_ranges_and_wildcards_cannot_be_list_items(key, value):
+    with pytest.raises(QueryError, match="ask once per"):
+        parse_query([(key, value)], "study")
+
+
+def test_person_name_lists_match_each_pattern():
+    assert matches("PatientName", "Doe*\\Yamada*")
+    assert not matches("PatientName", "Doe*\\Smith*")
+
+
+@pytest.mark.parametrize("name", ["emptyvaluematching", "multiplevaluematching"])
+def test_optional_matching_parameters_are_accepted_with_a_warning(name):
+    query = parse_query([(name, "true"), ("Modality", "CT")], "series")
+    assert query.match(INSTANCE) and len(query.warnings) == 1 and name in query.warnings[0]
+    assert not parse_query([(name, "false")], "series").warnings
+    with pytest.raises(QueryError, match=name):
+        parse_query([(name, "perhaps")], "series")
