@@ -425,11 +425,9 @@ class BulkDataMixin(DicomWebMixin):
 
 
 def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
-    if is_pixels and row.layout.value_offset is not None and row.layout.value_length is not None:
-        with open(row.path, "rb") as fp:
-            fp.seek(row.layout.value_offset)
-            return fp.read(row.layout.value_length)
-    return reader.bulk_value(row, path)
+    if is_pixels and path.strip("/").upper() == "7FE00010":
+        return tc.native_pixel_data(row)
+    return reader.bulk_value(row, path)  # little endian, whatever the stored byte order
 
 
 __all__ = [

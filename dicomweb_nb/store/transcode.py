@@ -22,7 +22,8 @@ import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
-from ..dicom.dicomjson import BULK_PLACEHOLDER
+from ..dicom.dicomjson import BULK_PLACEHOLDER, big_endian_word_size, little_endian_value
+from ..dicom.tags import tag_hex
 from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
 from ..pixels import encode
 from ..pixels import render as rd
@@ -35,6 +36,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
+PIXEL_DATA = 0x7FE00010
 UNCOMPRESSED = frozenset({EXPLICIT_LE, IMPLICIT_LE, BIG_ENDIAN, DEFLATED})
 
 
@@ -135,6 +137,8 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
     if target in UNCOMPRESSED:
         if stored in (EXPLICIT_LE, IMPLICIT_LE) and row.layout.frames:
             return reader.read_stored_frame(row, index)  # native little-endian pixels: the bytes are the frame
+        if stored == BIG_ENDIAN and row.layout.frames:
+            return _big_endian_frame(row, index)
         arr = decoded_frame(row, index)
         if arr.dtype == np.uint8 and _bits_allocated(row) == 1:
             return pack_bits(arr)
@@ -144,6 +148,44 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
         return encode.encode_frames([arr], image_attributes(row, index), target)[0]
     except encode.TranscodeError as exc:
         raise TranscodeError(str(exc)) from None
+
+
+def _big_endian_frame(row: InstanceRow, index: int) -> bytes:
+    """A frame of native big-endian pixel data as Explicit VR Little Endian holds it: the same layout
+    (Planar Configuration kept, as the metadata says), each word reversed. The frame is read widened
+    to whole words, since 8-bit samples in OW words can straddle frames."""
+    (offset, length), = row.layout.frames[index]
+    value_offset = row.layout.value_offset or 0
+    bits = _bits_allocated(row)
+    width = big_endian_word_size(_pixel_vr(row), bits)
+    relative = offset - value_offset
+    start = relative - relative % width
+    end = -(-(relative + length) // width) * width
+    with open(row.path, "rb") as fp:
+        fp.seek(value_offset + start)
+        words = fp.read(end - start)
+    swapped = little_endian_value(words, _pixel_vr(row), bits)
+    return swapped[relative - start:relative - start + length]
+
+
+def _pixel_vr(row: InstanceRow) -> str:
+    return _cached_pixel_vr(row.sop_uid, row.stored, row.metadata_text)
+
+
+@lru_cache(maxsize=1024)
+def _cached_pixel_vr(sop_uid: str, stored: float, metadata_text: str) -> str:
+    element = json.loads(metadata_text).get(tag_hex(PIXEL_DATA), {})
+    return str(element.get("vr", "OW"))
+
+
+def native_pixel_data(row: InstanceRow) -> bytes:
+    """The whole uncompressed Pixel Data value in little-endian byte order (PS3.18 octet-stream bulk data):
+    read as stored, word-swapped when stored big endian, inflated when deflated."""
+    if stored_little_endian_native(row):
+        with open(row.path, "rb") as fp:
+            fp.seek(row.layout.value_offset or 0)
+            return fp.read(row.layout.value_length or 0)
+    return reader.bulk_value(row, tag_hex(PIXEL_DATA))
 
 
 def _bits_allocated(row: InstanceRow) -> int:
@@ -246,8 +288,12 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         is_pixels = path.upper() in ("7FE00010", "7FE00008", "7FE00009")
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
-        elif row.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and layout.value_offset is not None and layout.value_length is not None:
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset, layout.value_length))
+        elif stored_little_endian_native(row):
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset or 0, layout.value_length or 0))
+        elif not layout.encapsulated and path.upper() == "7FE00010":
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
+        elif not layout.encapsulated:
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(reader.bulk_value, row, path)))
         elif as_stored and layout.encapsulated and layout.frames:
             media = TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, OCTET_STREAM)
             for index, fragments in enumerate(layout.frames):
@@ -260,6 +306,14 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         else:
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(uncompressed_pixel_data, row)))
     return out
+
+
+def stored_little_endian_native(row: InstanceRow) -> bool:
+    """Whether the stored pixel data value is already what PS3.18 sends as octet-stream bulk data:
+    uncompressed, little endian, at a known place in the file."""
+    layout = row.layout
+    return (row.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and not layout.encapsulated
+            and layout.value_offset is not None and layout.value_length is not None)
 
 
 def uncompressed_pixel_data(row: InstanceRow) -> bytes:
