@@ -24,7 +24,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 
-from ..dicom.dicomjson import BULK_PLACEHOLDER, BULK_THRESHOLD, PIXEL_DATA_TAGS, DicomJson, dataset_to_json, dumps
+from ..dicom.dicomjson import (
+    BULK_PLACEHOLDER,
+    BULK_THRESHOLD,
+    PIXEL_DATA_TAGS,
+    DicomJson,
+    dataset_to_json,
+    dumps,
+)
 from ..dicom.tags import level_of, tag_hex
 
 UNDEFINED_LENGTH = 0xFFFFFFFF

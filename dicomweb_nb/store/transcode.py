@@ -22,9 +22,13 @@ import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
-from ..dicom.dicomjson import BULK_PLACEHOLDER, big_endian_word_size, little_endian_value
-from ..dicom.tags import tag_hex
+from ..dicom.dicomjson import (
+    BULK_PLACEHOLDER,
+    big_endian_word_size,
+    little_endian_value,
+)
 from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
+from ..dicom.tags import tag_hex
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
@@ -63,15 +67,28 @@ def can_encode_frames(transfer_syntax: str, row: InstanceRow) -> bool:
         return False
 
 
-def transcode_problem(stored: str, target: str) -> str | None:
-    """Why an instance stored as ``stored`` cannot be sent as ``target``; None when it can."""
+def transcode_problem(row: InstanceRow, target: str) -> str | None:
+    """Why the stored instance cannot be sent as ``target``; None when it can (as far as its attributes
+    tell: a codec may still fail on the data, which ``transcode_file`` reports as TranscodeError)."""
+    stored = row.transfer_syntax
     if target in ("*", stored):
         return None
     if target not in encode.TARGET_TRANSFER_SYNTAXES:
         return f"this server cannot write transfer syntax {target}"
+    compressed = target not in UNCOMPRESSED
+    if not row.layout.pixel_tag or (stored in UNCOMPRESSED and not compressed):
+        return None  # only the encoding of the attributes changes
+    if row.layout.pixel_tag != PIXEL_DATA:
+        return f"instance {row.sop_uid} holds float pixel data, which is never compressed" if compressed else None
     if not can_decode(stored):
         return f"instances stored as {stored} cannot be decoded here"
-    return None
+    if not compressed:
+        return None
+    try:
+        problem = encode.encode_problem(target, image_attributes(row))
+    except TranscodeError as exc:
+        return str(exc)
+    return f"instance {row.sop_uid}: {problem}" if problem else None
 
 
 def transcode_file(path: str, target: str) -> bytes:
@@ -125,7 +142,7 @@ def pixel_attributes(row: InstanceRow) -> PixelAttributes:
 def _cached_pixel_attributes(sop_uid: str, stored: float, metadata_text: str) -> PixelAttributes:
     try:
         return PixelAttributes.from_json(json.loads(metadata_text))
-    except PixelDecodeError as exc:
+    except (PixelDecodeError, ValueError, TypeError) as exc:
         raise TranscodeError(f"instance {sop_uid}: {exc}") from None
 
 
@@ -207,8 +224,12 @@ def image_attributes(row: InstanceRow, index: int = 0) -> ImageAttributes:
         if key in _ATTRIBUTES:
             _ATTRIBUTES.move_to_end(key)
             return _ATTRIBUTES[key]
-    attrs = ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
-                                      bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    try:
+        attrs = ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
+                                          bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    except Exception as exc:  # noqa: BLE001 - malformed stored attributes (an IS "1A") are the instance's, not ours
+        raise TranscodeError(f"instance {row.sop_uid} has image attributes that cannot be read: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     with _ATTRIBUTES_LOCK:
         _ATTRIBUTES[key] = attrs
         while len(_ATTRIBUTES) > 2048:
@@ -232,14 +253,20 @@ def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options
     attrs = image_attributes(row, index)
     if thumbnail:
         return rd.thumbnail(frame, attrs, THUMBNAIL_SIZE, media_type=media_type, options=options)
-    return rd.render(frame, attrs, media_type=media_type, options=options)
+    return rd.render(frame, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
 def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
     """Several frames of one instance as an animated GIF (or APNG)."""
     frames = [decoded_frame(row, i) for i in indices]
     attrs = [image_attributes(row, i) for i in indices]
-    return rd.render_frames(frames, attrs, media_type=media_type, options=options)
+    return rd.render_frames(frames, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
+
+
+def _annotation(row: InstanceRow, options: "rd.RenderOptions | None") -> list[str]:
+    if options is None or not options.annotation:
+        return []
+    return rd.annotation_lines(json.loads(row.metadata_text), options.annotation)
 
 
 def representative(rows: list[InstanceRow]) -> tuple[InstanceRow, int] | None:

@@ -12,7 +12,6 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicomweb_nb import samples
-from tests.fixtures.metadata import bundled_dicom_files, metadata_problems, pydicom_element_json
 from dicomweb_nb.dicom.dicomjson import (
     BULK_PLACEHOLDER,
     absolutize_bulk_uris,
@@ -25,6 +24,11 @@ from dicomweb_nb.dicom.dicomjson import (
     value_texts,
     values,
     xml_to_json,
+)
+from tests.fixtures.metadata import (
+    bundled_dicom_files,
+    metadata_problems,
+    pydicom_element_json,
 )
 
 FILES = samples.pydicom_test_files()

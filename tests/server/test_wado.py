@@ -15,6 +15,7 @@ from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
 from tests.fixtures.data import read_dicom as _read
+from tests.fixtures.metadata import native_layout
 from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.dicom.mediatypes import parse_media_type
 from tests.fixtures.ourserver import start_standalone
@@ -230,12 +231,12 @@ def test_uncompressed_frames_equal_pydicoms_decode_for_every_transfer_syntax(eve
             continue
         if ds.BitsAllocated == 1 or ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             continue
-        frame = expected if count == 1 else expected[count - 1]
+        frame = native_layout(ds, expected if count == 1 else expected[count - 1])
         answer = requests.get(f"{_instance_url(loaded, ds)}/frames/{count}", headers={"Accept": RAW_FRAMES})
         assert answer.status_code == 200, (path.name, answer.text)
         (headers, body), = _parts(answer)
         assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["content-type"]
-        got = np.frombuffer(body, dtype=frame.dtype.newbyteorder("<")).reshape(frame.shape)
+        got = np.frombuffer(body, dtype=frame.dtype).reshape(frame.shape)
         assert np.array_equal(got, frame), path.name
         seen_syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
     # Native, RLE, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000 all among the bundled files.

@@ -15,7 +15,6 @@ from pydicom.pixels.utils import get_expected_length
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import BULK_PLACEHOLDER, dumps
-from tests.fixtures.metadata import metadata_problems
 from dicomweb_nb.store.ingest import (
     DEFLATED,
     FrameLayout,
@@ -24,6 +23,7 @@ from dicomweb_nb.store.ingest import (
     ensure_part10,
     read_instance,
 )
+from tests.fixtures.metadata import metadata_problems
 
 FILES = samples.pydicom_test_files()
 

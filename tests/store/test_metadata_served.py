@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import generate_frames
@@ -14,7 +13,7 @@ from pydicom.encaps import generate_frames
 from dicomweb_nb import samples
 from dicomweb_nb.store.ingest import NotDicomError, read_instance
 from dicomweb_nb.store.source import StoreSource
-from tests.fixtures.metadata import expected_bytes, metadata_problems
+from tests.fixtures.metadata import metadata_problems, native_layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -83,14 +82,6 @@ def test_served_metadata_and_bulk_data_equal_pydicom(sources, path):
         assert [f.rstrip(b"\0") for f in frames] == [f.rstrip(b"\0") for f in generate_frames(ds.PixelData, number_of_frames=count)]
 
 
-def _native_layout(ds) -> np.ndarray:
-    """pydicom's pixel array laid out as the native value is: colour by plane when Planar Configuration is 1."""
-    arr = ds.pixel_array
-    if int(ds.get("SamplesPerPixel", 1)) > 1 and int(ds.get("PlanarConfiguration", 0) or 0) == 1:
-        arr = np.moveaxis(arr, -1, -3)
-    return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<")))
-
-
 def test_big_endian_pixel_data_is_served_little_endian(sources):
     """Pixel data bulk data and frames of Explicit VR Big Endian instances: little-endian native bytes."""
     checked = set()
@@ -101,7 +92,7 @@ def test_big_endian_pixel_data_is_served_little_endian(sources):
         if ds.file_meta.get("TransferSyntaxUID") != "1.2.840.10008.1.2.2" or "PixelData" not in ds or ds.BitsAllocated == 1:
             continue
         uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
-        native = _native_layout(ds)
+        native = native_layout(ds, ds.pixel_array)
         (pixels,) = [p for p in source.iter_bulkdata(*uids) if p.location.endswith("/bulk/7FE00010")]
         assert bytes(pixels.data)[:native.nbytes] == native.tobytes(), path.name
         count = int(ds.get("NumberOfFrames", 1) or 1)
