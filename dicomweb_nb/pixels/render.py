@@ -550,7 +550,7 @@ def annotation_lines(metadata: Mapping[str, Any], kinds: Iterable[str]) -> list[
     for kind in kinds:
         if kind == "patient":
             lines += [_text(metadata, "PatientName"), labelled("ID", "PatientID"),
-                      _joined(labelled("DOB", "PatientBirthDate"), _text(metadata, "PatientSex")),
+                      _joined(labelled("DOB", "PatientBirthDate"), labelled("Sex", "PatientSex")),
                       _joined(_text(metadata, "StudyDate"), _text(metadata, "StudyDescription"))]
         elif kind == "technique":
             lines += [_joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),

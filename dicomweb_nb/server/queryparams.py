@@ -101,5 +101,6 @@ def instance_charsets(specific_character_set: list[Any]) -> list[str]:
     """The Python codecs of an instance's Specific Character Set values (ASCII when absent)."""
     from pydicom.charset import python_encoding
 
+    # No value (or an empty first one) is the default repertoire, ISO-IR 6: ASCII (PS3.3 C.12.1.1.2).
     terms = [str(v or "").strip() for v in specific_character_set] or [""]
-    return [python_encoding.get(term or "ISO_IR 6", python_encoding["ISO_IR 6"]) for term in terms]
+    return ["ascii" if term in ("", "ISO_IR 6", "ISO 2022 IR 6") else python_encoding.get(term, term) for term in terms]
