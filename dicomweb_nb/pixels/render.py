@@ -43,8 +43,10 @@ __all__ = [
     "RenderParameterError",
     "Viewport",
     "WadoUriRequest",
+    "RENDERED_PARAMETERS",
     "annotate",
     "annotation_lines",
+    "check_iccprofile",
     "encode_image",
     "parse_annotation",
     "parse_rendered_params",
@@ -266,7 +268,22 @@ def parse_rendered_params(query: QueryValues) -> RenderOptions:
         options["quality"] = _integer("quality", text, minimum=1, maximum=100)
     if (text := _single(query, "annotation")) is not None:
         options["annotation"] = parse_annotation(text)
+    check_iccprofile(_single(query, "iccprofile"))
+    # charset concerns annotation text, which is drawn as pixels: every charset holds.
     return RenderOptions(**options)
+
+
+# The query parameters of rendered and thumbnail requests this module reads (PS3.18 8.3.5.1).
+RENDERED_PARAMETERS = frozenset({"annotation", "charset", "iccprofile", "quality", "viewport", "window"})
+
+
+def check_iccprofile(value: str | None) -> None:
+    """``iccprofile`` (PS3.18 8.3.5.1.4): ``no`` is what every image rendered here is (no profile
+    embedded, no colour conversion); a profile or a colour space cannot be delivered: NotAcceptable."""
+    if value is None or value.strip().lower() == "no":
+        return
+    raise NotAcceptable(f"iccprofile={value}: rendered images from this server carry no ICC profile and are not "
+                        "converted to another colour space; ask iccprofile=no or leave it out")
 
 
 ANNOTATIONS = ("patient", "technique")

@@ -6,7 +6,7 @@ happens to the others. One table, so the answer to "is this parameter used?" is 
   deliver, where ignoring them would send something else than asked for: ``anonymize`` (WADO-URI,
   the identified instance would go out; see ``refuse_anonymize``), ``presentationUID`` /
   ``presentationSeriesUID`` (the image would not be the presentation state's), ``iccprofile`` other
-  than ``no``, a ``charset`` the answer is not in (406).
+  than ``no`` (406, ``pixels.render.check_iccprofile``), a ``charset`` the answer is not in (406).
 * Anything else is ignored, as PS3.18 8.3 requires ("The origin server shall ignore any unsupported
   Query Parameters ... and may return a response containing appropriate warning"), and named in a
   ``Warning: 299`` header of the answer, so a typo (``windw=``) does not go unnoticed.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 from typing import Any, Iterable
 
+from ..pixels import render as rd
 from .base import ApiError
 
 # Authentication (ours and Jupyter's) and content negotiation (PS3.18 8.3.3.1) are everywhere.
@@ -25,9 +26,9 @@ RETRIEVE = _EVERYWHERE
 METADATA = _EVERYWHERE | {"charset"}
 FRAMES = _EVERYWHERE
 BULKDATA = _EVERYWHERE
-RENDERED = _EVERYWHERE | {"annotation", "charset", "iccprofile", "quality", "viewport", "window"}
+RENDERED = _EVERYWHERE | rd.RENDERED_PARAMETERS
 # Thumbnails take the viewport (PS3.18 8.3.5.1.3); window and quality are honoured there as in rendered.
-THUMBNAIL = _EVERYWHERE | {"charset", "iccprofile", "quality", "viewport", "window"}
+THUMBNAIL = _EVERYWHERE | (rd.RENDERED_PARAMETERS - {"annotation"})
 WADO_URI = frozenset({
     "requestType", "studyUID", "seriesUID", "objectUID", "contentType", "charset", "anonymize", "annotation",
     "rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
@@ -56,15 +57,6 @@ def refuse_presentation_state() -> None:
     raise ApiError(400, "presentationUID / presentationSeriesUID: this server does not apply presentation states, "
                         "and will not send an image without the presentation asked for; leave them out for the "
                         "image as the instance's own attributes display it")
-
-
-def check_iccprofile(value: str | None) -> None:
-    """``iccprofile`` (PS3.18 8.3.5.1.4): ``no`` is what every rendered image here is (no profile
-    embedded); the values asking for a profile or a colour space conversion are not available."""
-    if value is None or value.strip().lower() == "no":
-        return
-    raise ApiError(406, f"iccprofile={value}: rendered images from this server carry no ICC profile and are not "
-                        "converted to another colour space; ask iccprofile=no or leave it out")
 
 
 def _codec(name: str) -> str | None:

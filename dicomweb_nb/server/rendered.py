@@ -41,10 +41,10 @@ class RenderedMixin(StreamingMixin):
             options = rd.parse_rendered_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad rendering parameter {exc}") from None
+        except NotAcceptable as exc:
+            raise ApiError(406, str(exc)) from None
         thumbnail = kind == "thumbnail"
         qp.warn_unknown(self, qp.THUMBNAIL if thumbnail else qp.RENDERED)
-        qp.check_iccprofile(self.get_query_argument("iccprofile", None))
-        # charset concerns annotation text, which is drawn as pixels here: every charset holds.
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         if instance is None:
             # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).

@@ -101,3 +101,21 @@ def test_big_endian_pixel_data_is_served_little_endian(sources):
         assert {f.transfer_syntax_uid for f in frames} == {"1.2.840.10008.1.2.1"}
         checked.add(path.name)
     assert {"ExplVR_BigEnd.dcm", "MR_small_bigendian.dcm", "rtdose_expb.dcm", "SC_rgb_small_odd_big_endian.dcm"} <= checked
+
+
+def test_in_process_rendering_takes_the_servers_parameters(sources):
+    from dicomweb_nb.errors import NotAcceptable
+
+    path = next(p for p in sources if p.name == "CT_small.dcm")
+    source = sources[path]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+    uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    plain = source.retrieve_rendered(*uids, params={"iccprofile": "no"})
+    annotated = source.retrieve_rendered(*uids, params={"annotation": "patient,technique"})
+    assert plain.data != annotated.data
+    with pytest.raises(NotAcceptable, match="ICC profile"):
+        source.retrieve_rendered(*uids, params={"iccprofile": "srgb"})
+    with pytest.warns(UserWarning, match="windw"):
+        source.retrieve_rendered(*uids, params={"windw": "40,400"})
