@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import json
@@ -552,3 +553,42 @@ def test_no_transcode_of_any_bundled_file_answers_5xx(server):
     assert failures == []
     assert all(b"message" in r[3] for r in results if r[2] in (404, 406))
     assert sum(r[2] == 200 for r in results) > len(results) // 2
+
+
+def test_an_instance_no_codec_can_read_is_a_406_alone_and_cuts_a_series_visibly(server):
+    """Data no decoder reads: retrieving it alone is a 406 saying so; as the second instance of a series
+    the answer has begun, so the connection ends without the closing chunk, and the client knows the
+    answer is broken (before, it got a complete-looking multipart without that instance)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    from dicomweb_nb.dicom.multipart import encode_multipart
+
+    # First a JPEG instance that decodes to 7 MB (more than one block of the answer), then one that does not.
+    good = _read("examples_ybr_color.dcm")
+    good.StudyInstanceUID, good.SeriesInstanceUID, good.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    good.file_meta.MediaStorageSOPInstanceUID = good.SOPInstanceUID
+    good.InstanceNumber = 1
+    bad = copy.deepcopy(_read("SC_rgb_jpeg_dcmtk.dcm"))
+    bad.StudyInstanceUID, bad.SeriesInstanceUID = good.StudyInstanceUID, good.SeriesInstanceUID
+    bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    bad.InstanceNumber = 2
+    bad.PixelData = encapsulate([b"\xff\xd8\xff\xdb\x00\x04" + bytes(200) + b"\xff\xd9"])  # a JPEG of nothing
+    blobs = []
+    for ds in (good, bad):
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        blobs.append(buffer.getvalue())
+    body, boundary = encode_multipart([("application/dicom", b) for b in blobs])
+    stored = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=60,
+                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    assert stored.status_code == 200, stored.text
+    series = f"{server.dicomweb_url}/studies/{good.StudyInstanceUID}/series/{good.SeriesInstanceUID}"
+    alone = _get(server, f"{series}/instances/{bad.SOPInstanceUID}", 'multipart/related; type="application/dicom"')
+    assert alone.status_code == 406 and "cannot" in alone.json()["message"]
+    frame = _get(server, f"{series}/instances/{bad.SOPInstanceUID}/frames/1", "application/octet-stream")
+    assert frame.status_code == 406 and "JPEG" in frame.json()["message"]
+    as_stored = _get(server, series, ANY_DICOM)  # no decoding needed: both sent as stored
+    assert as_stored.status_code == 200 and len(_parts(as_stored)) == 2
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _get(server, series, 'multipart/related; type="application/dicom"')
