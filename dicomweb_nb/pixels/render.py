@@ -540,7 +540,7 @@ def render_image(
 
 # ----------------------------------------------------------------------------------- annotation
 
-def _text(metadata: Mapping[str, Any], keyword: str) -> str:
+def _text(metadata: dict[str, Any], keyword: str) -> str:
     value = first(metadata, keyword)
     if value is None:
         return ""
@@ -555,7 +555,7 @@ def _joined(*parts: str) -> str:
     return "  ".join(p for p in parts if p)
 
 
-def annotation_lines(metadata: Mapping[str, Any], kinds: Iterable[str]) -> list[str]:
+def annotation_lines(metadata: dict[str, Any], kinds: Iterable[str]) -> list[str]:
     """The text PS3.18 ``annotation=patient,technique`` burns into a rendered image, from the
     instance's DICOM JSON: who (name, ID, birth date and sex, study) and how (modality and series,
     exposure, slice thickness, MR timings). Attributes the instance lacks are left out."""

@@ -77,7 +77,7 @@ class StreamingMixin(DicomWebMixin):
         """An error once the answer has begun (a later instance of a series that no codec can convert)
         ends the connection without the closing chunk: the client sees a broken answer, never a
         complete-looking one missing a part (tornado would finish it). The log says which and why."""
-        if not self._headers_written or self._finished:  # type: ignore[attr-defined]
+        if not self._headers_written or self._finished:  # type: ignore[attr-defined,has-type]
             super().send_error(status_code, **kwargs)  # type: ignore[misc]
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]

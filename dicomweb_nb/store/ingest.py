@@ -293,22 +293,24 @@ def _trailing_json(fp: BinaryIO, offset: int, ds: Dataset, transfer_syntax: str)
     the same deferral of large values. Bytes that do not parse as elements are not attributes.
     """
     fp.seek(offset)
-    implicit = transfer_syntax == IMPLICIT_LE or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    implicit = transfer_syntax == IMPLICIT_LE or bool(not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    little = transfer_syntax != BIG_ENDIAN
     try:
-        trailing = read_dataset(fp, implicit, transfer_syntax != BIG_ENDIAN, defer_size=BULK_THRESHOLD + 1)
-        trailing._parent_encoding = ds._parent_encoding
-        trailing.set_original_encoding(implicit, transfer_syntax != BIG_ENDIAN, ds.original_character_set)
+        trailing = read_dataset(fp, implicit, little, defer_size=BULK_THRESHOLD + 1)
+        trailing.set_original_encoding(implicit, little, ds.original_character_set)
         return _after_pixel_data(trailing)
     except Exception:  # noqa: BLE001 - garbage after the pixel data is no attribute of the instance
         return {}
 
 
 def _after_pixel_data(ds: Dataset) -> DicomJson:
+    """DICOM JSON of the elements of ``ds`` that follow the pixel data."""
     after = Dataset()
     for raw in ds.elements():
         if int(raw.tag) > 0x7FE00010:
             after[raw.tag] = raw  # type: ignore[assignment]
-    after.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+    implicit, little = ds.original_encoding
+    after.set_original_encoding(implicit, little, ds.original_character_set)
     return dataset_to_json(after) if len(after) else {}
 
 
