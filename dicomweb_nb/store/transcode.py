@@ -105,9 +105,10 @@ def transcode_file(path: str, target: str) -> bytes:
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
     """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known."""
     problems = []
-    # Retired big endian: 8-bit samples may sit in byte-swapped OW words, which only the file tells.
-    if row.layout.frames and row.transfer_syntax != BIG_ENDIAN:
+    if row.layout.frames:
         try:
+            if row.transfer_syntax == BIG_ENDIAN:  # made little endian first: then it is an Explicit VR LE frame
+                return decode_frame(_big_endian_frame(row, index), pixel_attributes(row), EXPLICIT_LE)
             return decode_frame(reader.read_stored_frame(row, index), pixel_attributes(row), row.transfer_syntax)
         except PixelDecodeError as exc:
             problems.append(str(exc))
