@@ -19,13 +19,18 @@ import struct
 import xml.etree.ElementTree as ET
 from typing import Any, Iterable
 
+import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from .tags import keyword_of, parse_tag, tag_hex, vr_of
+from .tags import dictionary_vr, keyword_of, parse_tag, tag_hex
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
+# Data Set Trailing Padding (PS3.10 7.2): meaningless bytes, but an attribute of the instance like any
+# other; always bulk data, whatever its length, like pixel data.
+TRAILING_PADDING_TAG = 0xFFFCFFFC
+ALWAYS_BULK_TAGS = PIXEL_DATA_TAGS | {TRAILING_PADDING_TAG}
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
 BULK_THRESHOLD = 1024  # bytes; binary values above this are served as bulk data
 
 # Stored metadata names its bulk data ``"BulkDataURI":"<placeholder>bulk/..."``; a JSON string value
@@ -40,33 +45,37 @@ DicomJson = dict[str, Any]
 def dataset_to_json(ds: Dataset, *, bulk_threshold: int = BULK_THRESHOLD, _path: str = "") -> DicomJson:
     """DICOM JSON of a dataset; binary values over ``bulk_threshold`` as relative BulkDataURI.
 
-    Group 0002 (file meta) is excluded, as PS3.18 F.2 asks. Values pydicom deferred (read with
-    ``defer_size``) are judged by their raw length and never loaded when they become bulk data.
+    Group 0002 (file meta) is excluded, as PS3.18 F.2 asks, and so are group lengths (gggg,0000):
+    retired, describing an encoding the JSON does not have (Orthanc leaves them out too). Values
+    pydicom deferred (read with ``defer_size``) are judged by their raw length and never loaded when
+    they become bulk data. An ambiguous VR (``US or SS``, ``OB or OW``) is resolved from the instance
+    as pydicom resolves it (Pixel Representation, Bits Allocated, implicit or explicit encoding).
     """
     out: DicomJson = {}
     text_encoding = _simple_text_encoding(ds)
-    little = getattr(ds, "is_little_endian", True) is not False
+    big_endian = ds.original_encoding[1] is False
     for raw in ds.elements():
         tag = int(raw.tag)
-        if (tag >> 16) == 0x0002:
+        if (tag >> 16) == 0x0002 or not tag & 0xFFFF:
             continue
         key = tag_hex(tag)
         here = f"{_path}{key}"
-        vr = raw.VR or vr_of(tag)
+        vr = raw.VR or dictionary_vr(tag)  # no VR on an element read with implicit VR
         if isinstance(raw, RawDataElement):
             size = raw.length if raw.length != 0xFFFFFFFF else None
         else:
             size = len(raw.value) if isinstance(raw.value, (bytes, bytearray)) else None
-        if tag in PIXEL_DATA_TAGS or (vr in BINARY_VRS and size is not None and size > bulk_threshold):
-            out[key] = {"vr": _binary_vr(vr), "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{here}"}
+        if tag in ALWAYS_BULK_TAGS or (vr in BINARY_VRS and size is not None and size > bulk_threshold):
+            out[key] = {"vr": _binary_vr(vr, encapsulated=size is None), "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{here}"}
             continue
-        if isinstance(raw, RawDataElement) and raw.value is not None and little and not (tag & 0x10000):
+        if isinstance(raw, RawDataElement) and raw.value is not None and raw.is_little_endian and " or " not in vr \
+                and not tag & 0x10000:  # private elements: pydicom may know a better VR than the file
             fast = _raw_json(vr, raw.value, text_encoding)
             if fast is not None:
                 out[key] = fast
                 continue
         try:
-            elem = ds[tag]
+            elem = ds[tag]  # pydicom converts the value and resolves an ambiguous VR
         except Exception:  # noqa: BLE001 - an undecodable element is left out rather than failing the dataset
             continue
         if elem.VR == "SQ":
@@ -74,7 +83,34 @@ def dataset_to_json(ds: Dataset, *, bulk_threshold: int = BULK_THRESHOLD, _path:
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
         out[key] = _element_json(elem, bulk_threshold)
+        if big_endian and "InlineBinary" in out[key]:
+            value = little_endian_value(base64.b64decode(out[key]["InlineBinary"]), elem.VR)
+            out[key]["InlineBinary"] = base64.b64encode(value).decode("ascii")
     return out
+
+
+_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def big_endian_word_size(vr: str, bits_allocated: int | None = None) -> int:
+    """Bytes per word of a binary value stored big endian: what to reverse to make it little endian.
+
+    By the VR (OW 2, OF/OL 4, OD/OV 8, OB none), except for OW pixel data, whose samples are swapped
+    whole (32-bit doses are 4-byte words, as pydicom reads them; 8-bit samples pair in 2-byte words).
+    """
+    if vr == "OW" and bits_allocated in (32, 64):
+        return bits_allocated // 8
+    return _WORD_SIZES.get(vr, 1)
+
+
+def little_endian_value(value: bytes, vr: str, bits_allocated: int | None = None) -> bytes:
+    """A binary value of a big-endian dataset in little-endian byte order, as DICOMweb sends binary
+    values (the retired Explicit VR Big Endian syntax is the only one storing words the other way).
+    ``bits_allocated`` is for pixel data (see ``big_endian_word_size``)."""
+    size = big_endian_word_size(vr, bits_allocated)
+    if size == 1 or len(value) % size:
+        return value
+    return np.frombuffer(value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
 # -- fast path for raw values ---------------------------------------------------------------------
@@ -157,8 +193,15 @@ def _raw_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | N
     return {"vr": vr, "Value": items}
 
 
-def _binary_vr(vr: str) -> str:
-    return "OW" if vr == "OB or OW" else ("OB" if " or " in vr else vr)
+def _binary_vr(vr: str, *, encapsulated: bool) -> str:
+    """The VR of a bulk value without loading it. Only implicit-VR data leaves it ambiguous here, and
+    there PS3.5 A.1 makes every one of these OW (as pydicom resolves them, LUT Data of one entry aside,
+    which is never bulk), encapsulated pixel data (PS3.5 A.4) aside: OB."""
+    if " or " not in vr:
+        return vr
+    if encapsulated and "OB" in vr:
+        return "OB"
+    return "OW" if "OW" in vr else vr.split(" or ")[0]
 
 
 def _element_json(elem: DataElement, bulk_threshold: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ model), which no library publishes in machine-readable form.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -45,6 +46,15 @@ def keyword_of(tag: int | str) -> str:
     """Keyword of a tag, or its hex form when the dictionary has none (private tags)."""
     tag = parse_tag(tag)
     return keyword_for_tag(tag) or tag_hex(tag)
+
+
+@lru_cache(maxsize=4096)
+def dictionary_vr(tag: int) -> str:
+    """The data dictionary's VR of a tag as written there (``US or SS`` kept); ``UN`` when unknown."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
 
 
 def vr_of(tag: int | str) -> str:

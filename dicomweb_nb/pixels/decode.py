@@ -22,6 +22,7 @@ from pydicom.uid import UID
 
 __all__ = [
     "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale", "has_rescale",
+    "repair_jpeg_scan_headers",
     "EXPLICIT_VR_LITTLE_ENDIAN", "NATIVE_FRAME_SYNTAXES",
 ]
 
@@ -226,8 +227,71 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
     try:
         array, _ = decoder.as_array(source, index=0, as_rgb=as_rgb, **options)
     except Exception as exc:  # noqa: BLE001 - codec plugins raise anything; name the frame's syntax
-        raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
+        repaired = repair_jpeg_scan_headers(bytes(data)) if uid in _SEQUENTIAL_JPEG_SYNTAXES else None
+        if repaired is None:
+            raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
+        try:
+            array, _ = decoder.as_array(encapsulate([repaired]), index=0, as_rgb=as_rgb, **options)
+        except Exception:  # noqa: BLE001 - the repair was not the problem: report the first failure
+            raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
     return array.reshape(attrs.frame_shape)
+
+
+# JPEG Baseline and Extended: sequential DCT processes (ITU T.81 processes 1, 2 and 4).
+_SEQUENTIAL_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+_SEQUENTIAL_DCT_FRAMES = frozenset({0xC0, 0xC1, 0xC9})  # SOF0, SOF1, SOF9 (non-hierarchical)
+
+
+def repair_jpeg_scan_headers(codestream: bytes) -> bytes | None:
+    """A sequential-DCT JPEG codestream with its scan headers' fixed fields set right, or None when
+    there is nothing to repair.
+
+    ITU T.81 B.2.3 fixes Ss = 0, Se = 63 and Ah = Al = 0 in every scan of a sequential DCT image: they
+    carry no information there, and IJG libjpeg ignores them, but pylibjpeg-libjpeg refuses a scan
+    whose values differ ("scan start must be zero and scan stop must be 63"). Some writers left them
+    0 (pydicom's JPEG-lossy.dcm, 12-bit JPEG Extended: Se = 0). Nothing else is touched.
+    """
+    data = bytearray(codestream)
+    if data[:2] != b"\xff\xd8":
+        return None
+    position, sequential, changed = 2, False, False
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9 or 0xD0 <= marker <= 0xD7:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        segment_end = position + 2 + length
+        if marker in _SEQUENTIAL_DCT_FRAMES:
+            sequential = True
+        elif marker == 0xDA:  # start of scan: Ns, Ns x (Cs, Td/Ta), then Ss, Se, Ah/Al
+            fields = position + 4 + 1 + 2 * data[position + 4]
+            if sequential and fields + 3 <= segment_end and bytes(data[fields:fields + 3]) != b"\x00\x3f\x00":
+                data[fields:fields + 3] = b"\x00\x3f\x00"
+                changed = True
+            position = _end_of_entropy_coded_data(data, segment_end)
+            continue
+        position = segment_end
+    return bytes(data) if changed else None
+
+
+def _end_of_entropy_coded_data(data: bytearray, start: int) -> int:
+    """The offset of the first marker after a scan's entropy-coded data (stuffed 0xFF00 and RSTn skipped)."""
+    position = start
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return len(data)
+        follower = data[position + 1]
+        if follower == 0x00 or 0xD0 <= follower <= 0xD7 or follower == 0xFF:
+            position += 1 if follower == 0xFF else 2
+            continue
+        return position
 
 
 def _fast_native_dtype(attrs: PixelAttributes, transfer_syntax_uid: str) -> np.dtype | None:

@@ -43,12 +43,12 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -67,6 +67,7 @@ __all__ = [
     "dataset_to_bytes",
     "encodable_transfer_syntaxes",
     "encode_frames",
+    "encode_problem",
     "encoded_photometric_interpretation",
     "transcode_dataset",
 ]
@@ -140,6 +141,10 @@ def _refusal(uid: UID, attrs: ImageAttributes) -> str | None:
             break
     else:
         return f"{name} cannot hold {described} (PS3.5 8.2)"
+    if uid in (JPEGLSLossless, JPEGLSNearLossless) and attrs.rows * attrs.columns * spp * max(ba // 8, 1) < 256:
+        # pyjpegls gives CharLS an output buffer of twice the raw frame; on images this small the
+        # codestream's headers alone can overflow it (measured: noise images up to 9x9 fail).
+        return f"the JPEG-LS encoder (pyjpegls) cannot encode images this small ({attrs.columns}x{attrs.rows})"
     if uid in (JPEG2000Lossless, JPEG2000):
         if bs > 24:
             return f"the JPEG 2000 encoder (OpenJPEG) takes at most 24 bits stored, not {bs}"
@@ -147,6 +152,15 @@ def _refusal(uid: UID, attrs: ImageAttributes) -> str | None:
         if 0 < min(attrs.rows, attrs.columns) < 32:
             return f"the JPEG 2000 encoder needs images of at least 32x32 pixels, not {attrs.columns}x{attrs.rows}"
     return None
+
+
+def encode_problem(transfer_syntax_uid: str, attrs: ImageAttributes | Dataset) -> str | None:
+    """Why frames described by ``attrs`` cannot be encoded as the target, or None when they can."""
+    try:
+        uid = _uid(transfer_syntax_uid)
+    except TranscodeError as exc:
+        return str(exc)
+    return _refusal(uid, _attributes(attrs))
 
 
 def can_encode(transfer_syntax_uid: str, attrs: ImageAttributes | Dataset) -> bool:
@@ -211,7 +225,7 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, ImageAttributes]:
         decoder = get_decoder(tsyntax)
         array, meta = decoder.as_array(ds, as_rgb=True)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError) as exc:
-        raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {exc}") from exc
+        array, meta = _decode_frame_by_frame(ds, tsyntax, exc)
     base = ImageAttributes.from_dataset(ds, as_rgb=True)
     attrs = ImageAttributes(
         rows=int(meta.get("rows", base.rows)),
@@ -227,6 +241,26 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, ImageAttributes]:
     if attrs.number_of_frames == 1 or array.ndim == (2 if attrs.samples_per_pixel == 1 else 3):
         array = array[np.newaxis]
     return array, attrs
+
+
+def _decode_frame_by_frame(ds: Dataset, tsyntax: UID, failure: Exception) -> tuple[np.ndarray, dict[str, Any]]:
+    """Compressed pixel data pydicom could not decode as a whole, decoded one frame at a time by
+    ``decode.decode_frame``, which repairs what it knows how to (JPEG scan headers)."""
+    from pydicom.encaps import generate_frames
+
+    from .decode import PixelAttributes, PixelDecodeError, decode_frame
+
+    if not tsyntax.is_encapsulated or "PixelData" not in ds:
+        raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {failure}") from failure
+    try:
+        attrs = PixelAttributes.from_dataset(ds)
+        frames = [decode_frame(frame, attrs, tsyntax)
+                  for frame in generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)]
+    except (PixelDecodeError, ValueError) as exc:
+        raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {exc}") from exc
+    if len(frames) != attrs.number_of_frames:
+        raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {failure}") from failure
+    return np.stack(frames), {}
 
 
 def _source_syntax(ds: Dataset) -> UID:
@@ -420,9 +454,10 @@ def transcode_dataset(
     has_pixels = _PIXEL_DATA in ds
     target_compressed = target not in UNCOMPRESSED_TRANSFER_SYNTAXES
     if not has_pixels:
-        if target_compressed:
-            what = "float pixel data" if any(t in ds for t in _NON_INTEGER_PIXEL_DATA) else "no pixel data"
-            raise TranscodeError(f"the instance has {what}, so it cannot be put into {target.name}")
+        if target_compressed and any(t in ds for t in _NON_INTEGER_PIXEL_DATA):
+            raise TranscodeError(f"float pixel data is never compressed, so the instance cannot be put into {target.name}")
+        # A compressed syntax encodes only Pixel Data; the rest of any dataset is Explicit VR Little
+        # Endian (PS3.5 A.4), so an instance without pixels is the same bytes under the new label.
         new = _copy(ds)
         new.file_meta.TransferSyntaxUID = target
         return new

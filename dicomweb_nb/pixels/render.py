@@ -9,8 +9,9 @@ Parsing turns query strings into typed options and names the parameter at fault:
   (``windowCenter``/``windowWidth``, ``rows``/``columns``, ``region``, ``imageQuality``).
 
 Both raise :class:`RenderParameterError` (a ``ValueError``, so an HTTP 400) for bad values.
-Parameters the standard lets an origin server leave unsupported (``annotation``, ``iccprofile``,
-``charset`` of rendered requests) are ignored, as PS3.18 asks of unknown parameters.
+``annotation=patient,technique`` is honoured: :func:`annotation_lines` picks the text from the
+instance and :func:`render` burns it in. What the server refuses or ignores (``iccprofile`` other
+than ``no``, presentation states, unknown parameters) is the server's decision (server/queryparams.py).
 
 Rendering (:func:`render`, :func:`render_image`, :func:`render_frames`, :func:`thumbnail`) takes a
 decoded frame and its :class:`~dicomweb_nb.pixels.voi.ImageAttributes`, applies the display pipeline
@@ -31,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from ..dicom.dicomjson import first, pn_text
 from ..dicom.mediatypes import MediaTypeError, NotAcceptable, parse_media_type
 from .voi import DisplayError, ImageAttributes, Window, default_window, to_display
 
@@ -41,7 +43,12 @@ __all__ = [
     "RenderParameterError",
     "Viewport",
     "WadoUriRequest",
+    "RENDERED_PARAMETERS",
+    "annotate",
+    "annotation_lines",
+    "check_iccprofile",
     "encode_image",
+    "parse_annotation",
     "parse_rendered_params",
     "parse_viewport",
     "parse_wado_uri_params",
@@ -99,11 +106,12 @@ class Viewport:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How to render: VOI window, source region, output size and JPEG quality.
+    """How to render: VOI window, source region, output size, JPEG quality and burned-in annotation.
 
     ``viewport`` (WADO-RS) and ``region`` + ``rows``/``columns`` (WADO-URI) are alternatives.
     ``region`` is ``(x1, y1, x2, y2)`` normalised to 0..1 (top left, bottom right).
-    ``quality`` (1..100) applies to JPEG only.
+    ``quality`` (1..100) applies to JPEG only. ``annotation`` names what to write on the image
+    (``patient``, ``technique``); the text itself comes from the instance (:func:`annotation_lines`).
     """
 
     window: Window | None = None
@@ -112,6 +120,7 @@ class RenderOptions:
     rows: int | None = None
     columns: int | None = None
     quality: int | None = None
+    annotation: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.viewport is not None and (self.region is not None or self.rows or self.columns):
@@ -132,8 +141,8 @@ class WadoUriRequest:
 
     ``content_types`` are the media types of ``contentType`` in the order given (empty when absent:
     the server picks its default). ``frame_number`` is 1-based as in the request. ``anonymize``,
-    ``annotation``, ``presentation_uid``/``presentation_series_uid`` and ``charset`` are parsed and
-    validated for the server to act on (or refuse); :func:`render` does not read them.
+    ``presentation_uid``/``presentation_series_uid`` and ``charset`` are parsed and validated for the
+    server to act on (or refuse); ``annotation`` is in ``render`` as well, which :func:`render` draws.
     """
 
     study_uid: str
@@ -257,10 +266,39 @@ def parse_rendered_params(query: QueryValues) -> RenderOptions:
         options["viewport"] = parse_viewport(text)
     if (text := _single(query, "quality")) is not None:
         options["quality"] = _integer("quality", text, minimum=1, maximum=100)
+    if (text := _single(query, "annotation")) is not None:
+        options["annotation"] = parse_annotation(text)
+    check_iccprofile(_single(query, "iccprofile"))
+    # charset concerns annotation text, which is drawn as pixels: every charset holds.
     return RenderOptions(**options)
 
 
-_IMAGE_ONLY_URI_PARAMS = ("annotation", "rows", "columns", "region", "windowCenter", "windowWidth",
+# The query parameters of rendered and thumbnail requests this module reads (PS3.18 8.3.5.1).
+RENDERED_PARAMETERS = frozenset({"annotation", "charset", "iccprofile", "quality", "viewport", "window"})
+
+
+def check_iccprofile(value: str | None) -> None:
+    """``iccprofile`` (PS3.18 8.3.5.1.4): ``no`` is what every image rendered here is (no profile
+    embedded, no colour conversion); a profile or a colour space cannot be delivered: NotAcceptable."""
+    if value is None or value.strip().lower() == "no":
+        return
+    raise NotAcceptable(f"iccprofile={value}: rendered images from this server carry no ICC profile and are not "
+                        "converted to another colour space; ask iccprofile=no or leave it out")
+
+
+ANNOTATIONS = ("patient", "technique")
+
+
+def parse_annotation(text: str) -> tuple[str, ...]:
+    """``patient``, ``technique`` or both, comma-separated (PS3.18 8.3.5.1.1 and 9.5.2.1)."""
+    words = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    bad = [w for w in words if w not in ANNOTATIONS]
+    if bad or not words:
+        raise RenderParameterError("annotation", f"values are patient and/or technique, got {text!r}")
+    return words
+
+
+_IMAGE_ONLY_URI_PARAMS = ("annotation", "rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber",
                           "imageQuality", "presentationUID", "presentationSeriesUID")
 
 
@@ -330,11 +368,7 @@ def parse_wado_uri_params(query: QueryValues) -> WadoUriRequest:
 
     annotation: tuple[str, ...] = ()
     if (text := _single(query, "annotation")) is not None:
-        words = tuple(w.strip() for w in text.split(",") if w.strip())
-        bad = [w for w in words if w not in ("patient", "technique")]
-        if bad or not words:
-            raise RenderParameterError("annotation", f"values are patient and/or technique, got {text!r}")
-        annotation = words
+        annotation = parse_annotation(text)
 
     presentation_uid = _uid(query, "presentationUID", required=False)
     presentation_series_uid = _uid(query, "presentationSeriesUID", required=False)
@@ -367,6 +401,8 @@ def parse_wado_uri_params(query: QueryValues) -> WadoUriRequest:
         options["window"] = _window("windowWidth", center, width)
     if (text := _single(query, "imageQuality")) is not None:
         options["quality"] = _integer("imageQuality", text, minimum=1, maximum=100)
+    if annotation:
+        options["annotation"] = annotation
 
     return WadoUriRequest(
         study_uid=study or "",
@@ -502,6 +538,62 @@ def render_image(
     return image
 
 
+# ----------------------------------------------------------------------------------- annotation
+
+def _text(metadata: dict[str, Any], keyword: str) -> str:
+    value = first(metadata, keyword)
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # PN
+        return pn_text(value).replace("^", " ").strip()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _joined(*parts: str) -> str:
+    return "  ".join(p for p in parts if p)
+
+
+def annotation_lines(metadata: dict[str, Any], kinds: Iterable[str]) -> list[str]:
+    """The text PS3.18 ``annotation=patient,technique`` burns into a rendered image, from the
+    instance's DICOM JSON: who (name, ID, birth date and sex, study) and how (modality and series,
+    exposure, slice thickness, MR timings). Attributes the instance lacks are left out."""
+    def labelled(label: str, keyword: str, unit: str = "") -> str:
+        text = _text(metadata, keyword)
+        return f"{label} {text}{unit}".strip() if text else ""
+
+    lines: list[str] = []
+    for kind in kinds:
+        if kind == "patient":
+            lines += [_text(metadata, "PatientName"), labelled("ID", "PatientID"),
+                      _joined(labelled("DOB", "PatientBirthDate"), labelled("Sex", "PatientSex")),
+                      _joined(_text(metadata, "StudyDate"), _text(metadata, "StudyDescription"))]
+        elif kind == "technique":
+            lines += [_joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),
+                      _joined(labelled("kVp", "KVP"), labelled("", "XRayTubeCurrent", " mA"), labelled("", "ExposureTime", " ms")),
+                      labelled("Thk", "SliceThickness", " mm"),
+                      _joined(labelled("TR", "RepetitionTime"), labelled("TE", "EchoTime"))]
+        else:
+            raise RenderParameterError("annotation", f"values are patient and/or technique, got {kind!r}")
+    return [line for line in lines if line]
+
+
+def annotate(image: Image.Image, lines: Sequence[str]) -> Image.Image:
+    """``lines`` written in the top left corner of ``image`` (in place), white on a black outline,
+    in a size that follows the image's (Pillow's own font: glyphs it lacks show as boxes)."""
+    if not lines:
+        return image
+    from PIL import ImageDraw, ImageFont
+
+    size = max(8, min(image.width, image.height) // 24)
+    font = ImageFont.load_default(size=size)
+    white, black = (255, 0) if image.mode == "L" else ((255, 255, 255), (0, 0, 0))
+    ImageDraw.Draw(image).multiline_text((2, 2), "\n".join(lines), font=font, fill=white,
+                                         stroke_width=max(1, size // 12), stroke_fill=black)
+    return image
+
+
 def _media_type(media_type: str) -> str:
     try:
         parsed = parse_media_type(media_type).type
@@ -543,15 +635,17 @@ def render(
     columns: int | None = None,
     quality: int | None = None,
     fill_viewport: bool = False,
+    annotation: Sequence[str] = (),
 ) -> bytes:
     """One decoded frame as ``image/jpeg``, ``image/png`` or ``image/gif`` bytes.
 
     ``options`` usually comes from :func:`parse_rendered_params` or :func:`parse_wado_uri_params`;
     the keywords override it (``window=(40, 400, "linear")``, ``viewport=(256, 256)`` ...).
+    ``annotation`` is the text to burn in (see :func:`annotation_lines`).
     """
     kind = _media_type(media_type)
     opts = _options(options, window, viewport, region, rows, columns, quality)
-    image = render_image(frame, attrs, options=opts, fill_viewport=fill_viewport)
+    image = annotate(render_image(frame, attrs, options=opts, fill_viewport=fill_viewport), annotation)
     return encode_image(image, kind, opts.quality)
 
 
@@ -588,6 +682,7 @@ def render_frames(
     columns: int | None = None,
     frame_time_ms: float | None = None,
     loop: int = 0,
+    annotation: Sequence[str] = (),
 ) -> bytes:
     """Several frames as one animated ``image/gif`` or ``image/png`` (APNG).
 
@@ -611,7 +706,7 @@ def render_frames(
         low = min(f.min() for f in frames)
         high = max(f.max() for f in frames)
         opts = replace(opts, window=default_window(np.array([low, high], dtype=frames[0].dtype), first))
-    images = [render_image(f, a, options=opts) for f, a in zip(frames, per_frame)]
+    images = [annotate(render_image(f, a, options=opts), annotation) for f, a in zip(frames, per_frame)]
     duration = frame_time_ms or first.frame_time_ms or DEFAULT_FRAME_TIME_MS
     out = io.BytesIO()
     fmt = "GIF" if kind == "image/gif" else "PNG"

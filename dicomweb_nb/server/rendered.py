@@ -6,27 +6,30 @@ Frames are decoded once (from their recorded offsets when uncompressed) and hand
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from pydicom.dataset import Dataset
 
 from ..dicom import mediatypes as mt
 from ..dicom.deidentify import Deidentifier, burned_in_annotation
+from ..dicom.dicomjson import values
 from ..dicom.mediatypes import NotAcceptable
 from ..dicom.multipart import MultipartWriter
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.voi import DisplayError
-from ..store import InstanceRow, NotFoundError
-from ..store import reader
+from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
-from .base import ApiError, DicomWebMixin
+from . import queryparams as qp
+from .base import ApiError
+from .streaming import StreamingMixin
 from .wado import RetrieveMixin, parse_frame_list
 
 _RENDERED = list(rd.RENDERED_MEDIA_TYPES)
 
 
-class RenderedMixin(DicomWebMixin):
+class RenderedMixin(StreamingMixin):
     """``.../rendered`` and ``.../thumbnail`` at study, series, instance and frame level."""
 
     async def get(self, *parts: str) -> None:
@@ -43,7 +46,10 @@ class RenderedMixin(DicomWebMixin):
             options = rd.parse_rendered_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad rendering parameter {exc}") from None
+        except NotAcceptable as exc:
+            raise ApiError(406, str(exc)) from None
         thumbnail = kind == "thumbnail"
+        qp.warn_unknown(self, qp.THUMBNAIL if thumbnail else qp.RENDERED)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         if instance is None:
             # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).
@@ -111,6 +117,10 @@ class RenderedMixin(DicomWebMixin):
         self.finish(writer.close())
 
 
+def _charsets_of(row: InstanceRow) -> list[str]:
+    return qp.instance_charsets(values(json.loads(row.metadata_text), "SpecificCharacterSet"))
+
+
 def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
     try:
         return tc.render(row, index, media_type, options, thumbnail=thumbnail)
@@ -123,13 +133,19 @@ def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.Rend
 
 
 class WadoUriMixin(RetrieveMixin):
-    """``{wado_root}?requestType=WADO&studyUID=&seriesUID=&objectUID=&contentType=...`` (PS3.18 9)."""
+    """``{wado_root}?requestType=WADO&studyUID=&seriesUID=&objectUID=&contentType=...`` (PS3.18 9).
+
+    What each parameter does (or why it is refused) is listed in ``queryparams``.
+    """
 
     async def get(self) -> None:
         try:
             request = rd.parse_wado_uri_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad WADO-URI request: {exc}") from None
+        qp.warn_unknown(self, qp.WADO_URI)
+        if request.presentation_uid:
+            qp.refuse_presentation_state()
         row = await self.run_blocking(self._find, request)
         wants = request.content_types or ("image/jpeg",)
         media_type = next((t for t in wants if t in (mt.DICOM, *_RENDERED)), None)
@@ -138,25 +154,9 @@ class WadoUriMixin(RetrieveMixin):
         if media_type is None:
             raise ApiError(406, f"WADO-URI serves application/dicom, {', '.join(_RENDERED)}; not {', '.join(wants)}")
         if media_type == mt.DICOM:
-            target = request.transfer_syntax or row.transfer_syntax
-            problem = tc.transcode_problem(row.transfer_syntax, target)
-            if problem:
-                raise ApiError(406, problem)
-            if request.anonymize:
-                data, sop = await self.run_blocking(_anonymized_file, row, target)
-                self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
-                self.set_header("Content-Disposition", f'attachment; filename="{sop}.dcm"')
-                self.finish(data)
-                return
-            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
-            self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
-            if target == row.transfer_syntax:
-                self.set_header("Content-Length", str(row.size))
-                await self.stream_blocks(reader.iter_file(row))
-                self.finish()
-            else:
-                self.finish(await self.run_blocking(tc.transcode_file, row.path, target))
+            await self._send_instance(row, request)
             return
+        # An image's text (annotations) is drawn as pixels: no character set is involved, any charset holds.
         count = reader.frame_count(row)
         if not count:
             raise ApiError(406, f"object {row.sop_uid} has no pixel data; ask for contentType=application/dicom")
@@ -164,10 +164,42 @@ class WadoUriMixin(RetrieveMixin):
         if index >= count:
             raise ApiError(404, f"frameNumber {index + 1} is out of range: the object has {count} frame(s)")
         if request.anonymize:
-            # A rendering carries no attributes; only text burned into the pixels could identify.
+            # A rendering carries no attributes; only text burned into the pixels (or drawn by
+            # annotation=patient) could identify.
+            if "patient" in request.render.annotation:
+                raise ApiError(400, "anonymize=yes with annotation=patient: the annotation would draw the patient's "
+                                    "identity into the image")
             await self.run_blocking(_refuse_burned_in, row, None)
         data = await self.run_blocking(_safe_render, row, index, media_type, request.render, False)
         self.set_header("Content-Type", media_type)
+        self.finish(data)
+
+    async def _send_instance(self, row: InstanceRow, request: rd.WadoUriRequest) -> None:
+        # PS3.18 9.4.2.4 / 8.7.3.5.2: without transferSyntax, Explicit VR Little Endian, not the stored syntax.
+        target = request.transfer_syntax or mt.EXPLICIT_VR_LITTLE_ENDIAN
+        problem = tc.transcode_problem(row, target)
+        if problem:
+            hint = "" if request.transfer_syntax else f"; ask transferSyntax={row.transfer_syntax} for the instance as stored"
+            raise ApiError(406, f"cannot send object {row.sop_uid} as {target}: {problem}{hint}")
+        if request.charset:
+            charsets = await self.run_blocking(_charsets_of, row)
+            qp.check_charset([request.charset], charsets, f"the text of object {row.sop_uid}")
+        if request.anonymize:
+            data, sop = await self.run_blocking(_anonymized_file, row, target)
+            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
+            self.set_header("Content-Disposition", f'attachment; filename="{sop}.dcm"')
+            self.finish(data)
+            return
+        if target == row.transfer_syntax:
+            self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
+            self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
+            self.set_header("Content-Length", str(row.size))
+            await self.stream_blocks(reader.iter_file(row))
+            self.finish()
+            return
+        data = await self.run_blocking(tc.transcode_file, row.path, target)  # TranscodeError: 406, nothing sent yet
+        self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
+        self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
         self.finish(data)
 
     def _find(self, request: rd.WadoUriRequest) -> InstanceRow:

@@ -15,12 +15,12 @@ import select
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream
 
-from .base import DicomWebMixin
+from .base import DicomWebMixin, log
 
 BLOCK = 2 << 20  # bytes handed to the socket at a time on the buffered path
 
@@ -52,6 +52,12 @@ class StreamingMixin(DicomWebMixin):
             self.set_header("Content-Length", str(sum(p.size for p in pieces) + len(tail)))
             if await self._sendfile(pieces, tail):
                 return
+        # The first computed part (a transcoded instance, decoded pixels) is made before the status line
+        # goes out: when it cannot be (TranscodeError), the client gets a 406 saying why, not a broken 200.
+        first = next((i for i, p in enumerate(pieces) if p.compute is not None), None)
+        if first is not None:
+            data = await self.run_blocking(pieces[first].compute)  # type: ignore[arg-type]
+            pieces = [*pieces[:first], Piece(pieces[first].head, compute=lambda: data), *pieces[first + 1:]]
         await self.stream_blocks(_blocks(pieces, tail))
         self.finish()
 
@@ -66,6 +72,19 @@ class StreamingMixin(DicomWebMixin):
             pending = loop.run_in_executor(self.ctx.executor, next, blocks, None)
             self.write(data)
             await self.flush()
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """An error once the answer has begun (a later instance of a series that no codec can convert)
+        ends the connection without the closing chunk: the client sees a broken answer, never a
+        complete-looking one missing a part (tornado would finish it). The log says which and why."""
+        if not self._headers_written or self._finished:  # type: ignore[attr-defined,has-type]
+            super().send_error(status_code, **kwargs)  # type: ignore[misc]
+            return
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        reason = getattr(exc, "message", None) or (f"{type(exc).__name__}: {exc}" if exc else f"status {status_code}")
+        log.error("answer to %s %s cut short after it began: %s", self.request.method, self.request.uri, reason)
+        self.request.connection.stream.close()
+        self._finished = True  # nothing more can be written; tornado must not try to finish the answer
 
     async def _sendfile(self, pieces: list[Piece], tail: bytes) -> bool:
         """Only for plain (not TLS) HTTP/1.1 connections with a fixed body length; False otherwise."""

@@ -21,13 +21,13 @@ from typing import Any, Iterable
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
 from ..dicom.multipart import MultipartWriter
+from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
-from ..store import InstanceRow, NotFoundError
-from ..store import reader
 from ..store.ingest import read_instance
+from . import queryparams as qp
 from .base import ApiError, DicomWebMixin
-from .streaming import Piece, StreamingMixin
 from .stow import StowMixin
+from .streaming import Piece, StreamingMixin
 
 _DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
@@ -62,7 +62,7 @@ def choose_instance_delivery(accepted: list[mt.MediaType], rows: list[InstanceRo
             reasons.append(f"{rng.type} is not a media type for DICOM instances")
             continue
         ts = rng.params.get("transfer-syntax", mt.EXPLICIT_VR_LITTLE_ENDIAN if rng.type != mt.ZIP else "*")
-        problem = next((p for p in (tc.transcode_problem(row.transfer_syntax, ts) for row in rows) if p), None)
+        problem = next((p for p in (tc.transcode_problem(row, ts) for row in rows) if p), None)
         if problem:
             reasons.append(problem)
             continue
@@ -74,6 +74,7 @@ class RetrieveMixin(StreamingMixin):
     """Streams instances of a study, series or one instance."""
 
     async def retrieve(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        qp.warn_unknown(self, qp.RETRIEVE)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         delivery = choose_instance_delivery(self.accepted(), rows, allow_single=instance is not None)
         url = self.url_builder()
@@ -184,8 +185,10 @@ class MetadataMixin(DicomWebMixin):
         study = self.uid(study, "StudyInstanceUID")
         series = self.uid(series, "SeriesInstanceUID") if series else None
         instance = self.uid(instance, "SOPInstanceUID") if instance else None
+        qp.warn_unknown(self, qp.METADATA)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         media_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, _XML_MULTIPART])
+        qp.check_charset(self.get_query_arguments("charset"), ["utf-8"], "DICOM JSON and XML metadata")
         config = self.ctx.config
         mode = "Full"
         if instance is None:
@@ -297,13 +300,14 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-class FramesMixin(DicomWebMixin):
+class FramesMixin(StreamingMixin):
     """``.../frames/{list}``: raw (octet-stream) or compressed bitstreams of selected frames."""
 
     async def get(self, study: str, series: str, instance: str, frame_list: str) -> None:
         study, series, instance = (self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"),
                                    self.uid(instance, "SOPInstanceUID"))
         numbers = parse_frame_list(frame_list)
+        qp.warn_unknown(self, qp.FRAMES)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         row = rows[0]
         count = reader.frame_count(row)
@@ -363,12 +367,13 @@ class FramesMixin(DicomWebMixin):
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class BulkDataMixin(DicomWebMixin):
+class BulkDataMixin(StreamingMixin):
     """``.../bulk/{tag path}``: the value of a binary element (BulkDataURI target), with HTTP Range."""
 
     async def get(self, study: str, series: str, instance: str, path: str) -> None:
         study, series, instance = (self.uid(study, "StudyInstanceUID"), self.uid(series, "SeriesInstanceUID"),
                                    self.uid(instance, "SOPInstanceUID"))
+        qp.warn_unknown(self, qp.BULKDATA)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         row = rows[0]
         is_pixels = path.strip("/").upper() in ("7FE00010", "7FE00008", "7FE00009")
@@ -425,11 +430,9 @@ class BulkDataMixin(DicomWebMixin):
 
 
 def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
-    if is_pixels and row.layout.value_offset is not None and row.layout.value_length is not None:
-        with open(row.path, "rb") as fp:
-            fp.seek(row.layout.value_offset)
-            return fp.read(row.layout.value_length)
-    return reader.bulk_value(row, path)
+    if is_pixels and path.strip("/").upper() == "7FE00010":
+        return tc.native_pixel_data(row)
+    return reader.bulk_value(row, path)  # little endian, whatever the stored byte order
 
 
 __all__ = [
@@ -451,6 +454,7 @@ class ResourceBulkDataMixin(StreamingMixin):
         study = self.uid(study, "StudyInstanceUID")
         series = self.uid(series, "SeriesInstanceUID") if series else None
         instance = self.uid(instance, "SOPInstanceUID") if instance else None
+        qp.warn_unknown(self, qp.BULKDATA)
         rows = await self.run_blocking(self.store.instances, study, series, instance)
         as_stored = self._negotiate()
         url = self.url_builder()

@@ -22,8 +22,16 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 
-from ..dicom.dicomjson import BULK_PLACEHOLDER, BULK_THRESHOLD, PIXEL_DATA_TAGS, dataset_to_json, dumps
+from ..dicom.dicomjson import (
+    BULK_PLACEHOLDER,
+    BULK_THRESHOLD,
+    PIXEL_DATA_TAGS,
+    DicomJson,
+    dataset_to_json,
+    dumps,
+)
 from ..dicom.tags import level_of, tag_hex
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -110,17 +118,19 @@ def _read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
             _require_complete(ds, _file_size(fp))
             transfer_syntax = _transfer_syntax(ds)
             json_obj = dataset_to_json(ds)
-            layout = FrameLayout()
+            layout, pixel_vr, pixel_end = FrameLayout(), "OW", None
             if transfer_syntax != DEFLATED:
-                layout = _locate_pixel_data(fp, pixel_start, ds, transfer_syntax)
-            elif "PixelData" in pydicom.dcmread(path, defer_size=64):
-                layout = FrameLayout(pixel_tag=0x7FE00010, encapsulated=False)
+                layout, pixel_vr, pixel_end = _locate_pixel_data(fp, pixel_start, ds, transfer_syntax)
+            else:
+                whole = pydicom.dcmread(path, defer_size=64)
+                if "PixelData" in whole:
+                    layout, pixel_vr = FrameLayout(pixel_tag=0x7FE00010, encapsulated=False), whole["PixelData"].VR
+                json_obj.update(_after_pixel_data(whole))
             if layout.pixel_tag:
-                vr = "OB" if layout.encapsulated or _int(ds.get("BitsAllocated"), 16) <= 8 else "OW"
-                if layout.pixel_tag != 0x7FE00010:
-                    vr = "OF" if layout.pixel_tag == 0x7FE00008 else "OD"
                 key = tag_hex(layout.pixel_tag)
-                json_obj[key] = {"vr": vr, "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{key}"}
+                json_obj[key] = {"vr": pixel_vr, "BulkDataURI": f"{BULK_PLACEHOLDER}bulk/{key}"}
+            if pixel_end is not None and pixel_end < _file_size(fp):
+                json_obj.update(_trailing_json(fp, pixel_end, ds, transfer_syntax))
     except (NotDicomError, MissingAttributeError):
         raise
     except Exception as exc:  # noqa: BLE001 - uploads are untrusted: whatever pydicom or zlib chokes on is "not DICOM"
@@ -237,40 +247,71 @@ def _transfer_syntax(ds: Dataset) -> str:
     return IMPLICIT_LE if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
 
 
-def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: str) -> FrameLayout:
+def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: str) -> tuple[FrameLayout, str, int | None]:
+    """Where the pixel data element that starts at ``start`` lies: (layout, its VR, offset of its end)."""
     fp.seek(start)
     header = fp.read(8)
     if len(header) < 8:
-        return FrameLayout()
+        return FrameLayout(), "OW", None
     little = transfer_syntax != BIG_ENDIAN
     endian = "<" if little else ">"
     group, elem = struct.unpack(endian + "HH", header[:4])
     tag = (group << 16) | elem
     if tag not in PIXEL_DATA_TAGS:
-        return FrameLayout()
+        return FrameLayout(), "OW", None
     implicit = transfer_syntax == IMPLICIT_LE or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
     if not implicit and not (65 <= header[4] <= 90 and 65 <= header[5] <= 90):
         # Some writers encode the dataset implicit VR under an explicit transfer syntax (pydicom
         # reads them after a warning, e.g. its SC_rgb_jpeg.dcm); no VR letters here means implicit.
         implicit = True
+    # The VR as the file has it (PS3.5 A.1: implicit VR pixel data is OW), as pydicom reports it.
+    vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(tag, "OW")
     if implicit:
         (length,) = struct.unpack(endian + "L", header[4:8])
         value_offset = start + 8
     else:
-        vr = header[4:6]
-        if vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        vr = header[4:6].decode("ascii")
+        if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
             (length,) = struct.unpack(endian + "L", fp.read(4))
             value_offset = start + 12
         else:
             (length,) = struct.unpack(endian + "H", header[6:8])
             value_offset = start + 8
     if length == UNDEFINED_LENGTH:
-        frames = _encapsulated_frames(fp, value_offset, ds)
-        return FrameLayout(tag, True, value_offset, None, frames)
+        frames, end = _encapsulated_frames(fp, value_offset, ds)
+        return FrameLayout(tag, True, value_offset, None, frames), "OB" if implicit else vr, end
     if value_offset + length > _file_size(fp):
         raise NotDicomError(f"the file is truncated: its pixel data should hold {length} bytes, "
                             f"the file ends after {_file_size(fp) - value_offset}")
-    return FrameLayout(tag, False, value_offset, length, _native_frames(ds, tag, value_offset, length))
+    return FrameLayout(tag, False, value_offset, length, _native_frames(ds, tag, value_offset, length)), vr, value_offset + length
+
+
+def _trailing_json(fp: BinaryIO, offset: int, ds: Dataset, transfer_syntax: str) -> DicomJson:
+    """DICOM JSON of the elements after the pixel data (Data Set Trailing Padding, signatures...).
+
+    Reading stopped before the pixel data so as not to load it; what follows it is read here, with
+    the same deferral of large values. Bytes that do not parse as elements are not attributes.
+    """
+    fp.seek(offset)
+    implicit = transfer_syntax == IMPLICIT_LE or bool(not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    little = transfer_syntax != BIG_ENDIAN
+    try:
+        trailing = read_dataset(fp, implicit, little, defer_size=BULK_THRESHOLD + 1)
+        trailing.set_original_encoding(implicit, little, ds.original_character_set)
+        return _after_pixel_data(trailing)
+    except Exception:  # noqa: BLE001 - garbage after the pixel data is no attribute of the instance
+        return {}
+
+
+def _after_pixel_data(ds: Dataset) -> DicomJson:
+    """DICOM JSON of the elements of ``ds`` that follow the pixel data."""
+    after = Dataset()
+    for raw in ds.elements():
+        if int(raw.tag) > 0x7FE00010:
+            after[raw.tag] = raw  # type: ignore[assignment]
+    implicit, little = ds.original_encoding
+    after.set_original_encoding(implicit, little, ds.original_character_set)
+    return dataset_to_json(after) if len(after) else {}
 
 
 def _native_frames(ds: Dataset, tag: int, offset: int, length: int) -> list[list[tuple[int, int]]]:
@@ -300,8 +341,8 @@ def _read_item_header(fp: BinaryIO) -> tuple[int, int] | None:
     return (group << 16) | elem, length
 
 
-def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> list[list[tuple[int, int]]]:
-    """Group the fragments of encapsulated pixel data into frames (PS3.5 A.4)."""
+def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> tuple[list[list[tuple[int, int]]], int]:
+    """Group the fragments of encapsulated pixel data into frames (PS3.5 A.4); also the offset where it ends."""
     fp.seek(value_offset)
     first = _read_item_header(fp)
     if first is None or first[0] != ITEM_TAG:
@@ -328,6 +369,11 @@ def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> list[l
         if fp.tell() > _file_size(fp):
             raise NotDicomError("a pixel data fragment runs past the end of the file (truncated file?)")
         fragments.append((pos - first_fragment_pos, data_pos, length))
+    return _group_fragments(fp, fragments, basic_offsets, ds), fp.tell()
+
+
+def _group_fragments(fp: BinaryIO, fragments: list[tuple[int, int, int]], basic_offsets: list[int],
+                     ds: Dataset) -> list[list[tuple[int, int]]]:
     count = _int(ds.get("NumberOfFrames"), 1) or 1
     extended = _extended_offsets(ds)
     if extended:

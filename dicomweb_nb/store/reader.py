@@ -11,6 +11,7 @@ from typing import Iterator
 import pydicom
 from pydicom.dataset import Dataset
 
+from ..dicom.dicomjson import PIXEL_DATA_TAGS, little_endian_value
 from .ingest import BIG_ENDIAN
 from .store import InstanceRow, NotFoundError
 
@@ -61,7 +62,8 @@ def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Datas
 
 
 def bulk_value(row: InstanceRow, path: str) -> bytes:
-    """The value of the element a BulkDataURI ``bulk/{tag}[/{item}/{tag}...]`` names."""
+    """The value of the element a BulkDataURI ``bulk/{tag}[/{item}/{tag}...]`` names, in little-endian
+    byte order whatever the stored transfer syntax (PS3.18 sends binary values little endian)."""
     parts = [p for p in path.strip("/").split("/") if p]
     if not parts or len(parts) % 2 == 0:
         raise ValueError(f"malformed bulk data path {path!r}: expected tag[/item/tag...]")
@@ -79,7 +81,10 @@ def bulk_value(row: InstanceRow, path: str) -> bytes:
         if depth == len(tags) - 1:
             if elem.VR == "SQ" or not isinstance(elem.value, (bytes, bytearray)):
                 raise NotFoundError(f"{path} of instance {row.sop_uid} is not a binary value")
-            return bytes(elem.value)
+            if not is_big_endian(row):
+                return bytes(elem.value)
+            bits = int(node.get("BitsAllocated", 0) or 0) if tag in PIXEL_DATA_TAGS else None
+            return little_endian_value(bytes(elem.value), elem.VR, bits)
         seq = elem.value
         if elem.VR != "SQ" or not 0 <= items[depth] < len(seq):
             raise NotFoundError(f"instance {row.sop_uid} has no item {items[depth]} in {parts[2 * depth]}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
 from ..dicom.query import QueryError, parse_query
 from ..dicom.resources import resource_url
@@ -118,10 +120,15 @@ class StoreSource:
         return self._image(study, series, instance, frame, media_type, options, thumbnail=True)
 
     def _options(self, params: Mapping[str, str] | None) -> rd.RenderOptions:
+        unknown = sorted(set(params or {}) - rd.RENDERED_PARAMETERS)
+        if unknown:  # what the server's Warning header says over HTTP (PS3.18 8.3: ignored)
+            warnings.warn(f"unknown rendering parameter(s) {', '.join(unknown)} ignored", stacklevel=3)
         try:
             return rd.parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
         except rd.RenderParameterError as exc:
             raise BadRequest(f"bad rendering parameter {exc}", status=400, url=self.base_url) from None
+        except mediatypes.NotAcceptable as exc:
+            raise NotAcceptable(str(exc), status=406, url=self.base_url) from None
 
     def _image(self, study, series, instance, frame, media_type, options, *, thumbnail):
         from ..client.protocol import RenderedImage

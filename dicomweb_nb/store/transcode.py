@@ -22,8 +22,13 @@ import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 
-from ..dicom.dicomjson import BULK_PLACEHOLDER
+from ..dicom.dicomjson import (
+    BULK_PLACEHOLDER,
+    big_endian_word_size,
+    little_endian_value,
+)
 from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
+from ..dicom.tags import tag_hex
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
@@ -35,6 +40,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
+PIXEL_DATA = 0x7FE00010
 UNCOMPRESSED = frozenset({EXPLICIT_LE, IMPLICIT_LE, BIG_ENDIAN, DEFLATED})
 
 
@@ -61,15 +67,28 @@ def can_encode_frames(transfer_syntax: str, row: InstanceRow) -> bool:
         return False
 
 
-def transcode_problem(stored: str, target: str) -> str | None:
-    """Why an instance stored as ``stored`` cannot be sent as ``target``; None when it can."""
+def transcode_problem(row: InstanceRow, target: str) -> str | None:
+    """Why the stored instance cannot be sent as ``target``; None when it can (as far as its attributes
+    tell: a codec may still fail on the data, which ``transcode_file`` reports as TranscodeError)."""
+    stored = row.transfer_syntax
     if target in ("*", stored):
         return None
     if target not in encode.TARGET_TRANSFER_SYNTAXES:
         return f"this server cannot write transfer syntax {target}"
+    compressed = target not in UNCOMPRESSED
+    if not row.layout.pixel_tag or (stored in UNCOMPRESSED and not compressed):
+        return None  # only the encoding of the attributes changes
+    if row.layout.pixel_tag != PIXEL_DATA:
+        return f"instance {row.sop_uid} holds float pixel data, which is never compressed" if compressed else None
     if not can_decode(stored):
         return f"instances stored as {stored} cannot be decoded here"
-    return None
+    if not compressed:
+        return None
+    try:
+        problem = encode.encode_problem(target, image_attributes(row))
+    except TranscodeError as exc:
+        return str(exc)
+    return f"instance {row.sop_uid}: {problem}" if problem else None
 
 
 def transcode_file(path: str, target: str) -> bytes:
@@ -86,9 +105,10 @@ def transcode_file(path: str, target: str) -> bytes:
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
     """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known."""
     problems = []
-    # Retired big endian: 8-bit samples may sit in byte-swapped OW words, which only the file tells.
-    if row.layout.frames and row.transfer_syntax != BIG_ENDIAN:
+    if row.layout.frames:
         try:
+            if row.transfer_syntax == BIG_ENDIAN:  # made little endian first: then it is an Explicit VR LE frame
+                return decode_frame(_big_endian_frame(row, index), pixel_attributes(row), EXPLICIT_LE)
             return decode_frame(reader.read_stored_frame(row, index), pixel_attributes(row), row.transfer_syntax)
         except PixelDecodeError as exc:
             problems.append(str(exc))
@@ -123,7 +143,7 @@ def pixel_attributes(row: InstanceRow) -> PixelAttributes:
 def _cached_pixel_attributes(sop_uid: str, stored: float, metadata_text: str) -> PixelAttributes:
     try:
         return PixelAttributes.from_json(json.loads(metadata_text))
-    except PixelDecodeError as exc:
+    except (PixelDecodeError, ValueError, TypeError) as exc:
         raise TranscodeError(f"instance {sop_uid}: {exc}") from None
 
 
@@ -135,6 +155,8 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
     if target in UNCOMPRESSED:
         if stored in (EXPLICIT_LE, IMPLICIT_LE) and row.layout.frames:
             return reader.read_stored_frame(row, index)  # native little-endian pixels: the bytes are the frame
+        if stored == BIG_ENDIAN and row.layout.frames:
+            return _big_endian_frame(row, index)
         arr = decoded_frame(row, index)
         if arr.dtype == np.uint8 and _bits_allocated(row) == 1:
             return pack_bits(arr)
@@ -144,6 +166,44 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
         return encode.encode_frames([arr], image_attributes(row, index), target)[0]
     except encode.TranscodeError as exc:
         raise TranscodeError(str(exc)) from None
+
+
+def _big_endian_frame(row: InstanceRow, index: int) -> bytes:
+    """A frame of native big-endian pixel data as Explicit VR Little Endian holds it: the same layout
+    (Planar Configuration kept, as the metadata says), each word reversed. The frame is read widened
+    to whole words, since 8-bit samples in OW words can straddle frames."""
+    (offset, length), = row.layout.frames[index]
+    value_offset = row.layout.value_offset or 0
+    bits = _bits_allocated(row)
+    width = big_endian_word_size(_pixel_vr(row), bits)
+    relative = offset - value_offset
+    start = relative - relative % width
+    end = -(-(relative + length) // width) * width
+    with open(row.path, "rb") as fp:
+        fp.seek(value_offset + start)
+        words = fp.read(end - start)
+    swapped = little_endian_value(words, _pixel_vr(row), bits)
+    return swapped[relative - start:relative - start + length]
+
+
+def _pixel_vr(row: InstanceRow) -> str:
+    return _cached_pixel_vr(row.sop_uid, row.stored, row.metadata_text)
+
+
+@lru_cache(maxsize=1024)
+def _cached_pixel_vr(sop_uid: str, stored: float, metadata_text: str) -> str:
+    element = json.loads(metadata_text).get(tag_hex(PIXEL_DATA), {})
+    return str(element.get("vr", "OW"))
+
+
+def native_pixel_data(row: InstanceRow) -> bytes:
+    """The whole uncompressed Pixel Data value in little-endian byte order (PS3.18 octet-stream bulk data):
+    read as stored, word-swapped when stored big endian, inflated when deflated."""
+    if stored_little_endian_native(row):
+        with open(row.path, "rb") as fp:
+            fp.seek(row.layout.value_offset or 0)
+            return fp.read(row.layout.value_length or 0)
+    return reader.bulk_value(row, tag_hex(PIXEL_DATA))
 
 
 def _bits_allocated(row: InstanceRow) -> int:
@@ -165,8 +225,12 @@ def image_attributes(row: InstanceRow, index: int = 0) -> ImageAttributes:
         if key in _ATTRIBUTES:
             _ATTRIBUTES.move_to_end(key)
             return _ATTRIBUTES[key]
-    attrs = ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
-                                      bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    try:
+        attrs = ImageAttributes.from_json(json.loads(row.metadata_text), frame_index=index,
+                                          bulk_data_handler=lambda tag, vr, uri: reader.bulk_value(row, _bulk_path(uri)))
+    except Exception as exc:  # noqa: BLE001 - malformed stored attributes (an IS "1A") are the instance's, not ours
+        raise TranscodeError(f"instance {row.sop_uid} has image attributes that cannot be read: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     with _ATTRIBUTES_LOCK:
         _ATTRIBUTES[key] = attrs
         while len(_ATTRIBUTES) > 2048:
@@ -190,14 +254,20 @@ def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options
     attrs = image_attributes(row, index)
     if thumbnail:
         return rd.thumbnail(frame, attrs, THUMBNAIL_SIZE, media_type=media_type, options=options)
-    return rd.render(frame, attrs, media_type=media_type, options=options)
+    return rd.render(frame, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
 def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
     """Several frames of one instance as an animated GIF (or APNG)."""
     frames = [decoded_frame(row, i) for i in indices]
     attrs = [image_attributes(row, i) for i in indices]
-    return rd.render_frames(frames, attrs, media_type=media_type, options=options)
+    return rd.render_frames(frames, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
+
+
+def _annotation(row: InstanceRow, options: "rd.RenderOptions | None") -> list[str]:
+    if options is None or not options.annotation:
+        return []
+    return rd.annotation_lines(json.loads(row.metadata_text), options.annotation)
 
 
 def representative(rows: list[InstanceRow]) -> tuple[InstanceRow, int] | None:
@@ -246,8 +316,12 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         is_pixels = path.upper() in ("7FE00010", "7FE00008", "7FE00009")
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
-        elif row.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and layout.value_offset is not None and layout.value_length is not None:
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset, layout.value_length))
+        elif stored_little_endian_native(row):
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset or 0, layout.value_length or 0))
+        elif not layout.encapsulated and path.upper() == "7FE00010":
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
+        elif not layout.encapsulated:
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(reader.bulk_value, row, path)))
         elif as_stored and layout.encapsulated and layout.frames:
             media = TRANSFER_SYNTAX_MEDIA_TYPES.get(row.transfer_syntax, OCTET_STREAM)
             for index, fragments in enumerate(layout.frames):
@@ -260,6 +334,14 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         else:
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(uncompressed_pixel_data, row)))
     return out
+
+
+def stored_little_endian_native(row: InstanceRow) -> bool:
+    """Whether the stored pixel data value is already what PS3.18 sends as octet-stream bulk data:
+    uncompressed, little endian, at a known place in the file."""
+    layout = row.layout
+    return (row.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and not layout.encapsulated
+            and layout.value_offset is not None and layout.value_length is not None)
 
 
 def uncompressed_pixel_data(row: InstanceRow) -> bytes:

@@ -149,3 +149,30 @@ def test_errors_name_the_problem():
         PixelAttributes(rows=0, columns=4)
     with pytest.raises(PixelDecodeError, match="no Rows"):
         PixelAttributes.from_json({"00080018": {"vr": "UI", "Value": ["1.2"]}})
+
+
+def _only_frame(name: str) -> tuple[pydicom.Dataset, bytes]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+    return ds, next(generate_frames(ds.PixelData, number_of_frames=1))
+
+
+def test_a_jpeg_scan_header_with_wrong_fixed_fields_is_repaired():
+    """pydicom's JPEG-lossy.dcm (12-bit JPEG Extended) has Se = 0 in its scan header; T.81 fixes it at 63
+    for sequential DCT, pylibjpeg-libjpeg refuses it as written. Decoded, it is pydicom's fixed copy."""
+    from dicomweb_nb.pixels.decode import repair_jpeg_scan_headers
+
+    ds, frame = _only_frame("JPEG-lossy.dcm")
+    fixed, _ = _only_frame("JPGExtended.dcm")
+    repaired = repair_jpeg_scan_headers(frame)
+    assert repaired is not None and len(repaired) == len(frame)
+    assert [i for i, (a, b) in enumerate(zip(frame, repaired)) if a != b] == [frame.index(b"\xff\xda") + 8]
+    array = decode_frame(frame, PixelAttributes.from_dataset(ds), ds.file_meta.TransferSyntaxUID)
+    assert np.array_equal(array, fixed.pixel_array)
+    assert (array[420, 140], array[230, 120]) == (244, 95)  # pydicom's reference values for this image
+    # Well-formed codestreams, and the lossless process (where Ss is the predictor), are left alone.
+    assert repair_jpeg_scan_headers(_only_frame("SC_rgb_jpeg_dcmtk.dcm")[1]) is None
+    assert repair_jpeg_scan_headers(repaired) is None
+    assert repair_jpeg_scan_headers(_only_frame("SC_rgb_jpeg_gdcm.dcm")[1]) is None  # JPEG Lossless, SV1
+    assert repair_jpeg_scan_headers(b"not a jpeg") is None

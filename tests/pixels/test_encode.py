@@ -197,10 +197,16 @@ def test_impossible_targets_raise_transcode_error(name, target, message):
 def test_instances_without_pixel_data():
     path = samples.pydicom_test_files(with_pixels=False)[0]
     ds = read(path)
-    with pytest.raises(TranscodeError, match="no pixel data"):
-        transcode_dataset(ds, RLELossless)
     back = round_trip(transcode_dataset(ds, ImplicitVRLittleEndian))
     assert back.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian and back.SOPInstanceUID == ds.SOPInstanceUID
+    # A compressed syntax encodes only Pixel Data (PS3.5 A.4): without it, only the label changes.
+    relabelled = round_trip(transcode_dataset(ds, RLELossless))
+    assert relabelled.file_meta.TransferSyntaxUID == RLELossless
+    assert [e.tag for e in relabelled] == [e.tag for e in ds] and relabelled == ds
+    floats = read(path)
+    floats.add_new(0x7FE00008, "OF", np.zeros(4, np.float32).tobytes())
+    with pytest.raises(TranscodeError, match="float pixel data"):
+        transcode_dataset(floats, RLELossless)
 
 
 def test_encode_frames_from_arrays():
@@ -239,7 +245,7 @@ def test_encode_frames_rejects_bad_frames():
     with pytest.raises(TranscodeError, match="do not fit 8-bit unsigned"):
         encode_frames([np.full((4, 4), 300, np.int32)], attrs, ExplicitVRLittleEndian)
     with pytest.raises(TranscodeError, match="cannot be encoded"):  # values beyond Bits Stored
-        encode_frames([np.full((4, 4), 200, np.uint8)], ImageAttributes(4, 4, bits_allocated=8, bits_stored=6),
+        encode_frames([np.full((16, 16), 200, np.uint8)], ImageAttributes(16, 16, bits_allocated=8, bits_stored=6),
                       JPEGLSLossless)
     with pytest.raises(TranscodeError, match="attrs are required"):
         encode_frames([np.zeros((4, 4), np.uint8)], None, RLELossless)
@@ -253,3 +259,24 @@ def test_encodable_transfer_syntaxes():
     rgb = encodable_transfer_syntaxes(ImageAttributes(64, 64, "RGB", samples_per_pixel=3, bits_allocated=8,
                                                       bits_stored=8))
     assert JPEGBaseline8Bit in rgb
+
+
+def test_encode_problem_names_the_reason():
+    from dicomweb_nb.pixels.encode import encode_problem
+
+    ct = read("CT_small.dcm")
+    assert encode_problem(JPEG2000Lossless, ct) is None
+    assert "8-bit unsigned" in encode_problem(JPEGBaseline8Bit, ct)
+    assert "is not a UID" in encode_problem("jpeg", ct)
+    tiny = ImageAttributes(3, 3, samples_per_pixel=3, photometric_interpretation="RGB", bits_allocated=8, bits_stored=8)
+    assert "too small" not in (encode_problem(RLELossless, tiny) or "")
+    assert "this small" in encode_problem(JPEGLSLossless, tiny)
+    assert "32x32" in encode_problem(JPEG2000Lossless, tiny)
+
+
+def test_a_12_bit_lossy_jpeg_with_a_bad_scan_header_transcodes():
+    """pydicom cannot decode JPEG-lossy.dcm as a whole; frame by frame, with its scan header repaired, it can."""
+    lossy = read("JPEG-lossy.dcm")
+    out = round_trip(transcode_dataset(lossy, ExplicitVRLittleEndian))
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    np.testing.assert_array_equal(out.pixel_array, read("JPGExtended.dcm").pixel_array)

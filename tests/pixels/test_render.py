@@ -201,7 +201,8 @@ def test_unsupported_media_type_is_not_acceptable(ct):
 def test_parse_rendered_params_reads_bytes_and_lists():
     options = parse_rendered_params({"window": [b"-600,1500,SIGMOID"], "viewport": "512,256", "quality": ["80"],
                                      "annotation": ["patient"], "charset": ["utf-8"]})
-    assert options == RenderOptions(window=Window(-600, 1500, "SIGMOID"), viewport=Viewport(512, 256), quality=80)
+    assert options == RenderOptions(window=Window(-600, 1500, "SIGMOID"), viewport=Viewport(512, 256), quality=80,
+                                    annotation=("patient",))
     assert parse_rendered_params({}) == RenderOptions()
     assert parse_rendered_params({"window": "40,400"}).window == Window(40, 400, "LINEAR")
 
@@ -254,7 +255,7 @@ def test_parse_wado_uri_full_request():
     assert (request.study_uid, request.series_uid, request.object_uid) == ("1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3")
     assert request.content_types == ("image/jpeg", "image/png") and not request.wants_dicom
     assert request.frame_number == 3 and request.annotation == ("patient", "technique")
-    assert request.render == RenderOptions(window=Window(-600, 1500), columns=256, quality=70)
+    assert request.render == RenderOptions(window=Window(-600, 1500), columns=256, quality=70, annotation=("patient", "technique"))
     dicom = parse_wado_uri_params({**WADO, "contentType": "application/dicom",
                                    "transferSyntax": "1.2.840.10008.1.2.4.50", "anonymize": "yes"})
     assert dicom.wants_dicom and dicom.transfer_syntax == "1.2.840.10008.1.2.4.50" and dicom.anonymize
@@ -321,3 +322,33 @@ def test_render_keywords_are_validated(ct):
 def test_render_image_returns_a_pillow_image_for_widgets(ct):
     image = render_image(*ct, window=Window(40, 400), viewport=(64, 64))
     assert isinstance(image, Image.Image) and image.mode == "L" and image.size == (64, 64)
+
+
+def test_annotation_lines_come_from_the_instance():
+    from dicomweb_nb.dicom.dicomjson import dataset_to_json
+    from dicomweb_nb.pixels.render import annotation_lines
+
+    meta = dataset_to_json(read("CT_small.dcm"))
+    patient = annotation_lines(meta, ["patient"])
+    assert patient[:2] == ["CompressedSamples CT1", "ID 1CT1"]
+    technique = annotation_lines(meta, ["technique"])
+    assert technique[0] == "CT" and "kVp 120" in technique[1] and "Thk 5 mm" in technique
+    assert annotation_lines(meta, ["patient", "technique"]) == patient + technique
+    assert annotation_lines({}, ["patient", "technique"]) == []  # nothing known, nothing written
+
+
+def test_annotation_is_drawn_in_the_top_left_corner_only():
+    from dicomweb_nb.pixels.render import annotate
+
+    black = Image.new("L", (200, 200))
+    written = np.asarray(annotate(black.copy(), ["DOE JOHN", "ID 42"]))
+    assert written[:40, :100].max() > 200 and written[60:, :].max() == 0 and written[:, 120:].max() == 0
+    assert annotate(black, []) is black
+    rgb = np.asarray(annotate(Image.new("RGB", (200, 200)), ["CT"]))
+    assert rgb[:20, :40].max() > 200
+
+
+def test_annotation_parameter_on_rendered_requests():
+    assert parse_rendered_params({"annotation": "technique,patient"}).annotation == ("technique", "patient")
+    with pytest.raises(RenderParameterError, match="patient and/or technique"):
+        parse_rendered_params({"annotation": "everything"})

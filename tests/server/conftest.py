@@ -68,3 +68,64 @@ def referenced_sops(answer: dict) -> list[str]:
 
 def failed_items(answer: dict) -> list[dict]:
     return answer.get("00081198", {}).get("Value", [])
+
+
+_BUNDLED: dict[str, dict[str, "BundledInstance"]] = {}
+
+
+class BundledInstance:
+    """A bundled pydicom file as stored on a test server: under new UIDs (pydicom ships one instance
+    in many transfer syntaxes under one SOP Instance UID), every other byte of its dataset kept."""
+
+    def __init__(self, name: str, data: bytes):
+        import io
+        import warnings
+
+        import pydicom
+
+        self.name = name
+        self.data = data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.ds = pydicom.dcmread(io.BytesIO(data))
+
+    def url(self, server) -> str:
+        ds = self.ds
+        return f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def store_bundled(server) -> dict[str, BundledInstance]:
+    """Every bundled pydicom file pydicom can write back, stored once per server (by STOW-RS)."""
+    key = server.dicomweb_url
+    if key in _BUNDLED:
+        return _BUNDLED[key]
+    import io
+    import warnings
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from dicomweb_nb.dicom.multipart import encode_multipart
+
+    found: dict[str, BundledInstance] = {}
+    for path in samples.pydicom_test_files(distinct_sops=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            ds.SOPInstanceUID = generate_uid()
+            if "MediaStorageSOPInstanceUID" in ds.file_meta:
+                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            buffer = io.BytesIO()
+            try:
+                ds.save_as(buffer, enforce_file_format=True)
+            except Exception:  # noqa: BLE001 - a few deliberately broken files cannot be written back
+                continue
+        found[path.name] = BundledInstance(path.name, buffer.getvalue())
+    body, boundary = encode_multipart([("application/dicom", b.data) for b in found.values()])
+    answer = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=300,
+                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    assert answer.status_code in (200, 202), answer.text
+    stored = {value(item, "00081155") for item in answer.json().get("00081199", {}).get("Value", [])}
+    _BUNDLED[key] = {name: b for name, b in found.items() if str(b.ds.SOPInstanceUID) in stored}
+    return _BUNDLED[key]

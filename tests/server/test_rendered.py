@@ -190,3 +190,145 @@ def test_ohif_style_requests(rendered_server):
     ctype = parse_media_type(frame.headers["Content-Type"])
     (_, body), = iter_parts([frame.content], ctype.params["boundary"])
     assert body == ds.PixelData
+
+
+# -- WADO-URI and rendering parameters: honoured or refused, never ignored in silence (both mounts) ----
+
+from .conftest import store_bundled, unique_patient  # noqa: E402
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def _wado(server, **params) -> requests.Response:
+    return requests.get(f"{server.url}/wado", params={"requestType": "WADO", **params}, headers=server.headers, timeout=60)
+
+
+def _stow(server, datasets) -> None:
+    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(d)) for d in datasets])
+    answer = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=60,
+                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture
+def dark(server):
+    """A black 128x128 image with a Latin-1 patient name: any annotation pixel shows."""
+    ds = samples.generate_ct_series(1, rows=128, columns=128, patient_id=unique_patient("DARK"))[0]
+    ds.PixelData = np.zeros((128, 128), np.uint16).tobytes()
+    ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0, 1000, 100  # every pixel below the window: black
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Hans"
+    _stow(server, [ds])
+    return ds
+
+
+@pytest.mark.parametrize("name", ["MR_small_implicit.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"])
+def test_wado_uri_without_transfer_syntax_answers_explicit_vr_little_endian(server, name):
+    instance = store_bundled(server)[name]
+    ds = instance.ds
+    answer = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    got = pydicom.dcmread(io.BytesIO(answer.content))
+    assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE and got.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(got.pixel_array, ds.pixel_array)
+    stored = ds.file_meta.TransferSyntaxUID
+    as_stored = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax=stored)
+    assert as_stored.status_code == 200 and as_stored.content == instance.data
+    assert as_stored.headers["Content-Type"] == f"application/dicom; transfer-syntax={stored}"
+
+
+def test_wado_uri_transfer_syntax_is_honoured_or_refused_with_the_reason(server):
+    ds = store_bundled(server)["MR_small.dcm"].ds
+    lossless = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax="1.2.840.10008.1.2.4.80")
+    assert lossless.status_code == 200, lossless.text
+    got = pydicom.dcmread(io.BytesIO(lossless.content))
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80" and np.array_equal(got.pixel_array, ds.pixel_array)
+    refused = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax="1.2.840.10008.1.2.4.50")
+    assert refused.status_code == 406 and "8-bit" in refused.json()["message"]
+    unknown = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax="1.2.3.4")
+    assert unknown.status_code == 406 and "1.2.3.4" in unknown.json()["message"]
+
+
+def test_wado_uri_anonymize_never_sends_the_patient(server, dark):
+    for content_type in ("application/dicom", "image/jpeg"):
+        answer = _wado(server, objectUID=dark.SOPInstanceUID, contentType=content_type, anonymize="yes")
+        assert answer.status_code == 200, answer.text
+        assert b"M\xfcller" not in answer.content and "M\u00fcller".encode() not in answer.content
+    drawn = _wado(server, objectUID=dark.SOPInstanceUID, contentType="image/png", anonymize="yes", annotation="patient")
+    assert drawn.status_code == 400 and "annotation=patient" in drawn.json()["message"]
+    assert _wado(server, objectUID=dark.SOPInstanceUID, anonymize="no").status_code == 400  # only "yes" is defined
+
+
+def test_wado_uri_refuses_presentation_states(server, dark):
+    answer = _wado(server, objectUID=dark.SOPInstanceUID, presentationUID="1.2.3", presentationSeriesUID="1.2.4")
+    assert answer.status_code == 400 and "presentation state" in answer.json()["message"]
+
+
+def test_wado_uri_charset_is_the_instances_or_refused(server, dark):
+    def get(charset):
+        return _wado(server, objectUID=dark.SOPInstanceUID, contentType="application/dicom", charset=charset)
+
+    for accepted in ("ISO-8859-1", "utf-8, ISO-8859-1;q=0.5", "*", "latin1"):
+        answer = get(accepted)
+        assert answer.status_code == 200, accepted
+        assert b"M\xfcller" in answer.content
+    refused = get("UTF-8")
+    assert refused.status_code == 406 and "iso8859-1" in refused.json()["message"]
+    assert get("no-such-charset").status_code == 200  # unknown names are ignored (PS3.18 8.8.4)
+    ascii_only = store_bundled(server)["MR_small.dcm"].ds  # no Specific Character Set: ASCII, valid UTF-8
+    assert _wado(server, objectUID=ascii_only.SOPInstanceUID, contentType="application/dicom", charset="UTF-8").status_code == 200
+    japanese = store_bundled(server)["J2K_pixelrep_mismatch.dcm"].ds  # ISO 2022 IR 13 + IR 87
+    assert _wado(server, objectUID=japanese.SOPInstanceUID, contentType="application/dicom", charset="UTF-8").status_code == 406
+    assert _wado(server, objectUID=japanese.SOPInstanceUID, contentType="application/dicom",
+                 charset="ISO-2022-JP, Shift_JIS").status_code == 200
+
+
+def test_frame_number_does_not_apply_to_application_dicom(server, dark):
+    answer = _wado(server, objectUID=dark.SOPInstanceUID, contentType="application/dicom", frameNumber="1")
+    assert answer.status_code == 400 and "frameNumber" in answer.json()["message"]
+
+
+def _bright(answer: requests.Response) -> np.ndarray:
+    assert answer.status_code == 200, answer.text
+    return np.asarray(Image.open(io.BytesIO(answer.content)).convert("L")) > 128
+
+
+def test_annotation_is_burned_in(server, dark):
+    plain = _bright(_wado(server, objectUID=dark.SOPInstanceUID, contentType="image/png"))
+    assert not plain.any()
+    for annotation in ("patient", "technique", "patient,technique"):
+        annotated = _bright(_wado(server, objectUID=dark.SOPInstanceUID, contentType="image/png", annotation=annotation))
+        assert annotated[:48, :64].sum() > 20, annotation  # text in the top left corner
+        assert not annotated[100:, :].any(), annotation  # the rest of the image untouched
+    both = _bright(_wado(server, objectUID=dark.SOPInstanceUID, contentType="image/png", annotation="patient,technique"))
+    patient = _bright(_wado(server, objectUID=dark.SOPInstanceUID, contentType="image/png", annotation="patient"))
+    assert both.sum() > patient.sum()
+    url = f"{server.dicomweb_url}/studies/{dark.StudyInstanceUID}/series/{dark.SeriesInstanceUID}/instances/{dark.SOPInstanceUID}"
+    rendered = _bright(requests.get(f"{url}/rendered", params={"annotation": "patient"},
+                                    headers={**server.headers, "Accept": "image/png"}, timeout=60))
+    assert np.array_equal(rendered, patient)
+    assert requests.get(f"{url}/rendered", params={"annotation": "everything"}, headers=server.headers, timeout=60).status_code == 400
+
+
+def test_icc_profile_no_is_honoured_and_the_others_refused(server, dark):
+    url = f"{server.dicomweb_url}/studies/{dark.StudyInstanceUID}/series/{dark.SeriesInstanceUID}/instances/{dark.SOPInstanceUID}"
+    plain = requests.get(f"{url}/rendered", params={"iccprofile": "no"}, headers={**server.headers, "Accept": "image/png"}, timeout=60)
+    assert plain.status_code == 200 and "icc_profile" not in Image.open(io.BytesIO(plain.content)).info
+    for value in ("yes", "srgb", "adobergb"):
+        answer = requests.get(f"{url}/rendered", params={"iccprofile": value}, headers=server.headers, timeout=60)
+        assert answer.status_code == 406 and "ICC profile" in answer.json()["message"], value
+
+
+def test_unknown_query_parameters_are_ignored_with_a_warning(server, dark):
+    url = f"{server.dicomweb_url}/studies/{dark.StudyInstanceUID}/series/{dark.SeriesInstanceUID}/instances/{dark.SOPInstanceUID}"
+    typo = requests.get(f"{url}/rendered", params={"windw": "40,400"}, headers=server.headers, timeout=60)
+    assert typo.status_code == 200 and "windw" in typo.headers["Warning"] and "ignored" in typo.headers["Warning"]
+    known = requests.get(f"{url}/rendered", params={"window": "40,400", "quality": "80"}, headers=server.headers, timeout=60)
+    assert known.status_code == 200 and "Warning" not in known.headers
+    for path in ("", "/metadata", "/frames/1", "/bulkdata", "/thumbnail"):
+        answer = requests.get(f"{url}{path}", params={"nosuch": "1"}, headers=server.headers, timeout=60)
+        assert answer.status_code == 200 and "nosuch" in answer.headers.get("Warning", ""), path
+    wado = _wado(server, objectUID=dark.SOPInstanceUID, nosuch="1")
+    assert wado.status_code == 200 and "nosuch" in wado.headers["Warning"]
+    assert "Warning" not in _wado(server, objectUID=dark.SOPInstanceUID, rows="32").headers

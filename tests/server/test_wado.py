@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import json
@@ -14,10 +15,13 @@ import requests
 from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
-from tests.fixtures.data import read_dicom as _read
-from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.dicom.mediatypes import parse_media_type
+from dicomweb_nb.dicom.multipart import iter_parts
+from tests.fixtures.data import read_dicom as _read
+from tests.fixtures.metadata import metadata_problems, native_layout
 from tests.fixtures.ourserver import start_standalone
+
+from .conftest import store_bundled
 
 ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 RAW_FRAMES = 'multipart/related; type="application/octet-stream"'
@@ -230,12 +234,12 @@ def test_uncompressed_frames_equal_pydicoms_decode_for_every_transfer_syntax(eve
             continue
         if ds.BitsAllocated == 1 or ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             continue
-        frame = expected if count == 1 else expected[count - 1]
+        frame = native_layout(ds, expected if count == 1 else expected[count - 1])
         answer = requests.get(f"{_instance_url(loaded, ds)}/frames/{count}", headers={"Accept": RAW_FRAMES})
         assert answer.status_code == 200, (path.name, answer.text)
         (headers, body), = _parts(answer)
         assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["content-type"]
-        got = np.frombuffer(body, dtype=frame.dtype.newbyteorder("<")).reshape(frame.shape)
+        got = np.frombuffer(body, dtype=frame.dtype).reshape(frame.shape)
         assert np.array_equal(got, frame), path.name
         seen_syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
     # Native, RLE, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000 all among the bundled files.
@@ -388,3 +392,203 @@ def test_bulkdata_errors(loaded):
         e.VR in ("OB", "OW") and len(e.value or b"") > 1024 for e in d.iterall()))
     assert requests.get(f"{_instance_url(loaded, no_pixels)}/bulkdata").status_code == 404
     assert requests.get(f"{loaded.dicomweb_url}/studies/1.2.3/bulkdata").status_code == 404
+
+
+# -- every byte right, on both mount points ----------------------------------------------------------
+
+BIG_ENDIAN_FILES = ("ExplVR_BigEnd.dcm", "MR_small_bigendian.dcm", "rtdose_expb.dcm", "SC_rgb_small_odd_big_endian.dcm")
+
+
+def _get(server, url: str, accept: str) -> requests.Response:
+    return requests.get(url, headers={**server.headers, "Accept": accept}, timeout=120)
+
+
+def _native_pixels(instance) -> bytes:
+    ds = instance.ds
+    return native_layout(ds, ds.pixel_array).tobytes()
+
+
+@pytest.mark.parametrize("name", BIG_ENDIAN_FILES)
+def test_big_endian_pixel_data_comes_little_endian_everywhere(server, name):
+    """Frames as octet-stream, the PixelData BulkDataURI and Retrieve Bulkdata at every level: the
+    little-endian native bytes PS3.18 asks for, laid out as the metadata says."""
+    instance = store_bundled(server)[name]
+    ds, url = instance.ds, instance.url(server)
+    native = _native_pixels(instance)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    numbers = ",".join(str(n) for n in range(1, count + 1))
+    frames = _get(server, f"{url}/frames/{numbers}", RAW_FRAMES)
+    assert frames.status_code == 200, frames.text
+    assert b"".join(body for _, body in _parts(frames)) == native
+    single = _get(server, f"{url}/frames/1", "application/octet-stream")
+    assert single.status_code == 200 and single.content == native[:len(native) // count]
+    metadata = _get(server, f"{url}/metadata", "application/dicom+json").json()[0]
+    bulk = _get(server, metadata["7FE00010"]["BulkDataURI"], "application/octet-stream")
+    assert bulk.status_code == 200 and bulk.content[:len(native)] == native
+    study = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}"
+    for level in (f"{study}/bulkdata", f"{study}/series/{ds.SeriesInstanceUID}/bulkdata", f"{url}/bulkdata"):
+        parts = dict((h["content-location"], body) for h, body in _parts(_get(server, level, RAW_FRAMES)))
+        assert parts[metadata["7FE00010"]["BulkDataURI"]][:len(native)] == native, level
+
+
+def test_big_endian_frames_with_dicomweb_client(server):
+    """The dicomweb-client library, an independent reader, gets the same little-endian frames."""
+    from dicomweb_client.api import DICOMwebClient
+
+    instance = store_bundled(server)["MR_small_bigendian.dcm"]
+    ds = instance.ds
+    client = DICOMwebClient(url=server.dicomweb_url, headers=dict(server.headers))
+    (frame,) = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, [1],
+                                               media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),))
+    assert frame == _native_pixels(instance)
+
+
+def test_metadata_of_every_bundled_file_equals_pydicom(server):
+    """Every attribute of every stored bundled file, with its VR and value; each BulkDataURI resolves
+    to the instance's bytes (little endian); no group length; trailing padding included."""
+    bundled = store_bundled(server)
+    assert len(bundled) > 120
+    problems = {}
+    for name, instance in bundled.items():
+        answer = _get(server, f"{instance.url(server)}/metadata", "application/dicom+json")
+        assert answer.status_code == 200, (name, answer.text)
+        (meta,) = answer.json()
+        encapsulated = instance.ds.file_meta.TransferSyntaxUID.is_encapsulated
+
+        def resolve(uri, elem, encapsulated=encapsulated):
+            if elem.tag == 0x7FE00010 and encapsulated:
+                return None  # compressed pixel data is its frames (test_frames_as_stored_equal_pydicoms_frames)
+            got = _get(server, uri, "application/octet-stream")
+            assert got.status_code == 200, (uri, got.text)
+            return got.content
+
+        found = metadata_problems(instance.ds, meta, resolve=resolve)
+        if found:
+            problems[name] = found
+    assert problems == {}
+    implicit = bundled["MR_small_implicit.dcm"]
+    meta = _get(server, f"{implicit.url(server)}/metadata", "application/dicom+json").json()[0]
+    assert meta["00280106"]["vr"] == meta["00280107"]["vr"] == "SS"  # Pixel Representation 1
+    ct = bundled["CT_small.dcm"]
+    meta = _get(server, f"{ct.url(server)}/metadata", "application/dicom+json").json()[0]
+    assert "FFFCFFFC" in meta and "BulkDataURI" in meta["FFFCFFFC"]
+    assert not [k for k in meta if k.endswith("0000")]
+
+
+JPEG_LOSSY = "JPEG-lossy.dcm"  # 12-bit JPEG Extended whose scan header pylibjpeg-libjpeg refuses as written
+
+
+def test_12_bit_lossy_jpeg_is_decoded(server):
+    instance = store_bundled(server)[JPEG_LOSSY]
+    reference = _read("JPGExtended.dcm").pixel_array  # pydicom's fixed copy of the same image
+    url = instance.url(server)
+    answer = _get(server, url, 'multipart/related; type="application/dicom"')
+    assert answer.status_code == 200, answer.text
+    (headers, body), = _parts(answer)
+    got = pydicom.dcmread(io.BytesIO(body))
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert np.array_equal(got.pixel_array, reference)
+    frame = _get(server, f"{url}/frames/1", "application/octet-stream")
+    assert frame.status_code == 200, frame.text
+    assert np.array_equal(np.frombuffer(frame.content, "<u2").reshape(reference.shape), reference)
+    assert _get(server, f"{url}/rendered", "image/png").status_code == 200
+
+
+def test_unacceptable_transcodes_say_why(server):
+    bundled = store_bundled(server)
+    cases = [
+        ("CT_small.dcm", "1.2.840.10008.1.2.4.50", "8-bit"),  # 16-bit signed into JPEG baseline
+        ("SC_rgb_small_odd.dcm", "1.2.840.10008.1.2.4.90", "32x32"),  # too small for OpenJPEG
+        ("SC_rgb_rle_32bit.dcm", "1.2.840.10008.1.2.4.80", "JPEG-LS"),  # 32 bits: outside JPEG-LS
+    ]
+    for name, target, fragment in cases:
+        answer = _get(server, bundled[name].url(server), f'multipart/related; type="application/dicom"; transfer-syntax={target}')
+        assert answer.status_code == 406, (name, target, answer.status_code)
+        assert fragment in answer.json()["message"], answer.json()["message"]
+    # No pixel data: a compressed syntax only labels the encoding, the attributes are the same bytes.
+    report = bundled["rtplan.dcm"]
+    answer = _get(server, report.url(server), 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50')
+    assert answer.status_code == 200, answer.text
+    (_, body), = _parts(answer)
+    assert pydicom.dcmread(io.BytesIO(body)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+
+
+_OFFERED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50",
+            "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+            "1.2.840.10008.1.2.4.91"]
+
+
+def _sweep_requests(server, instance) -> list[tuple[str, str]]:
+    from dicomweb_nb.dicom.mediatypes import TRANSFER_SYNTAX_MEDIA_TYPES
+
+    url = instance.url(server)
+    out = [(url, 'multipart/related; type="application/dicom"'), (url, ANY_DICOM),
+           (f"{url}/frames/1", RAW_FRAMES), (f"{url}/frames/1", STORED_FRAMES), (f"{url}/frames/1", "*/*"),
+           (f"{url}/bulkdata", RAW_FRAMES), (f"{url}/bulk/7FE00010", "*/*"), (f"{url}/thumbnail", "image/jpeg")]
+    for ts in _OFFERED:
+        out.append((url, f'multipart/related; type="application/dicom"; transfer-syntax={ts}'))
+        part = TRANSFER_SYNTAX_MEDIA_TYPES.get(ts, "application/octet-stream")
+        out.append((f"{url}/frames/1", f'multipart/related; type="{part}"; transfer-syntax={ts}'))
+    for media in ("image/jpeg", "image/png", "image/gif"):
+        out.append((f"{url}/rendered", media))
+    return out
+
+
+def test_no_transcode_of_any_bundled_file_answers_5xx(server):
+    """Every bundled file x every transfer syntax we offer (instance, frames) and every rendering:
+    an answer or a 406/404 with a reason, never a 5xx; two requests at a time, as viewers send them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [job for instance in store_bundled(server).values() for job in _sweep_requests(server, instance)]
+
+    def run(job):
+        url, accept = job
+        answer = _get(server, url, accept)
+        body = answer.content  # read it all: a cut answer raises here
+        return url, accept, answer.status_code, body[:300] if answer.status_code >= 400 else b""
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, jobs))
+    failures = [r for r in results if r[2] >= 500 or r[2] not in (200, 206, 404, 406)]
+    assert failures == []
+    assert all(b"message" in r[3] for r in results if r[2] in (404, 406))
+    assert sum(r[2] == 200 for r in results) > len(results) // 2
+
+
+def test_an_instance_no_codec_can_read_is_a_406_alone_and_cuts_a_series_visibly(server):
+    """Data no decoder reads: retrieving it alone is a 406 saying so; as the second instance of a series
+    the answer has begun, so the connection ends without the closing chunk, and the client knows the
+    answer is broken (before, it got a complete-looking multipart without that instance)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    from dicomweb_nb.dicom.multipart import encode_multipart
+
+    # First a JPEG instance that decodes to 7 MB (more than one block of the answer), then one that does not.
+    good = _read("examples_ybr_color.dcm")
+    good.StudyInstanceUID, good.SeriesInstanceUID, good.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    good.file_meta.MediaStorageSOPInstanceUID = good.SOPInstanceUID
+    good.InstanceNumber = 1
+    bad = copy.deepcopy(_read("SC_rgb_jpeg_dcmtk.dcm"))
+    bad.StudyInstanceUID, bad.SeriesInstanceUID = good.StudyInstanceUID, good.SeriesInstanceUID
+    bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    bad.InstanceNumber = 2
+    bad.PixelData = encapsulate([b"\xff\xd8\xff\xdb\x00\x04" + bytes(200) + b"\xff\xd9"])  # a JPEG of nothing
+    blobs = []
+    for ds in (good, bad):
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        blobs.append(buffer.getvalue())
+    body, boundary = encode_multipart([("application/dicom", b) for b in blobs])
+    stored = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=60,
+                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    assert stored.status_code == 200, stored.text
+    series = f"{server.dicomweb_url}/studies/{good.StudyInstanceUID}/series/{good.SeriesInstanceUID}"
+    alone = _get(server, f"{series}/instances/{bad.SOPInstanceUID}", 'multipart/related; type="application/dicom"')
+    assert alone.status_code == 406 and "cannot" in alone.json()["message"]
+    frame = _get(server, f"{series}/instances/{bad.SOPInstanceUID}/frames/1", "application/octet-stream")
+    assert frame.status_code == 406 and "JPEG" in frame.json()["message"]
+    as_stored = _get(server, series, ANY_DICOM)  # no decoding needed: both sent as stored
+    assert as_stored.status_code == 200 and len(_parts(as_stored)) == 2
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _get(server, series, 'multipart/related; type="application/dicom"')
