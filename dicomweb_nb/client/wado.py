@@ -34,7 +34,8 @@ from ..pixels.decode import (
 from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
 from .protocol import DicomJson, DicomWebSource
 
-__all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes"]
+__all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes", "plan_from_metadata",
+           "volume_rescaling"]
 
 _MAX_FRAMES_PER_REQUEST = 32
 
@@ -103,7 +104,7 @@ def _is_image(meta: DicomJson) -> bool:
 
 VOLUME_METHODS = ("auto", "bulkdata", "series", "frames")
 # Statuses of a server without Retrieve Bulkdata at series level (Orthanc 1.10 answers 404 or 400).
-_NO_BULKDATA = frozenset({400, 404, 405, 406, 415, 501})
+NO_BULKDATA_STATUSES = frozenset({400, 404, 405, 406, 415, 501})
 
 
 def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bool = True, max_workers: int = 8,
@@ -122,7 +123,7 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
         try:
             return _volume_from_bulkdata(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
         except DicomWebError as exc:
-            if method == "bulkdata" or exc.status not in _NO_BULKDATA:
+            if method == "bulkdata" or exc.status not in NO_BULKDATA_STATUSES:
                 raise
             volume = _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers,
                                          progress=progress)
@@ -143,9 +144,7 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
         for start in range(0, len(pairs), _MAX_FRAMES_PER_REQUEST):
             part = pairs[start:start + _MAX_FRAMES_PER_REQUEST]
             jobs.append((meta_index, [f for f, _ in part], [k for _, k in part]))
-    rescaling = rescale and any(has_rescale(a) for a in attrs_of)
-    mixed_types = len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1
-    rescaling = rescaling or (rescale and mixed_types)
+    rescaling = volume_rescaling(attrs_of, rescale)
 
     def decode_job(job: tuple[int, list[int], list[int]]) -> tuple[list[int], list[np.ndarray]]:
         meta_index, frames, targets = job
@@ -188,7 +187,17 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
 
 def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
     """Series metadata of the image instances, each frame's geometry and owner, and the volume plan."""
-    metas = [m for m in source.retrieve_metadata(study, series) if _is_image(m)]
+    return plan_from_metadata(source.retrieve_metadata(study, series), series)
+
+
+def plan_from_metadata(metadata: Sequence[DicomJson], series: str):
+    """The image instances among ``metadata``, each frame's geometry and owner, and the volume plan.
+
+    Returns ``(metas, slices, owners, attrs_of, plan)``: ``owners[i]`` is the ``(index in metas,
+    frame number)`` of ``slices[i]``, and ``plan.order`` sorts the slices along the normal. The one
+    geometry rule of eager and lazy volumes (``dicomweb_nb.client.lazy``).
+    """
+    metas = [m for m in metadata if _is_image(m)]
     if not metas:
         raise VolumeError(f"series {series} has no image instances")
     slices: list[SliceGeometry] = []
@@ -202,6 +211,16 @@ def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
             slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))
             owners.append((index, frame))
     return metas, slices, owners, attrs_of, plan_volume(slices)
+
+
+def volume_rescaling(attrs_of: Sequence[PixelAttributes], rescale: bool) -> bool:
+    """Whether a volume of frames with these attributes holds modality values (float32).
+
+    Only when asked, and when some frame has a rescale or the frames' stored types differ (a float
+    type is then the one type that holds them all).
+    """
+    return rescale and (any(has_rescale(a) for a in attrs_of)
+                        or len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1)
 
 
 def _resource_path(url: str) -> str:
@@ -232,8 +251,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
         targets.setdefault(_resource_path(pixel["BulkDataURI"]), (meta_index, []))[1].append(position_of_slice[slice_index])
         targets[f"{instance_path}/frames/{frame}"] = (meta_index, [position_of_slice[slice_index]])
     attrs0 = attrs_of[0]
-    rescaling = rescale and (any(has_rescale(a) for a in attrs_of)
-                             or len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1)
+    rescaling = volume_rescaling(attrs_of, rescale)
     if any(a.frame_shape != attrs0.frame_shape for a in attrs_of):
         raise VolumeError("the series' images do not all have the same size")
     dtype = np.dtype(np.float32) if rescaling else None
