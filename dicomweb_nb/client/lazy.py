@@ -268,8 +268,8 @@ class FrameFetcher:
 
     def _fill_from_bulkdata(self, out: np.ndarray, by_instance: dict[int, list[tuple[int, int]]],
                             cache: frame_cache.FrameCache | None) -> bool:
-        """Every frame of the series is wanted: one Retrieve Bulkdata of the series brings them all (as the
-        eager volume does) instead of a request per instance. False where the server has no such thing."""
+        """Every frame is wanted: one Retrieve Bulkdata of the series (or of the one instance) brings them all,
+        as the eager volume does, instead of a request per instance. False where the server has none."""
         source = self.handle.source
         if not hasattr(source, "iter_bulkdata"):
             return False
@@ -277,7 +277,9 @@ class FrameFetcher:
         slots = {index: dict(pairs) for index, pairs in by_instance.items()}  # frame number -> j
         filled = 0
         try:
-            for part in source.iter_bulkdata(self.study, self.series):
+            # One instance (a slide level): its own bulk data, not the whole series'.
+            scope = (self.instances[0].uid,) if len(self.instances) == 1 else ()
+            for part in source.iter_bulkdata(self.study, self.series, *scope):
                 match = _PIXEL_PART.search(part.location)
                 index = index_of.get(match.group(1)) if match else None
                 if index is None:
@@ -411,8 +413,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
     # fancy=True: dask then fuses a slice of the array into the reader's own index (only the frames
     # it touches are fetched); with fancy=False it reads whole chunks and slices them afterwards.
     array = da.from_array(reader, chunks=chunks, asarray=False, fancy=True, lock=False,
-                          meta=np.empty((0,) * reader.ndim, dtype=reader.dtype), name=f"dicom-volume-{series}-"
-                          + _short_token(reader))
+                          meta=np.empty((0,) * reader.ndim, dtype=reader.dtype), name=f"dicom-volume-{_short_token(reader)}")
     keys = [slices[i].key for i in plan.order]
     return Volume(array, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)  # type: ignore[arg-type]
 
@@ -420,7 +421,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
 def _short_token(reader: FrameReader) -> str:
     from dask.base import tokenize
 
-    return tokenize(reader)[:12]
+    return tokenize(reader)[:16]
 
 
 # -- progress ----------------------------------------------------------------------------------------
