@@ -42,7 +42,8 @@ def htj2k(frame: np.ndarray, workdir: Path) -> bytes:
 
 class ScriptedPacs:
     """A DICOMweb server with one series, serving frames only in ``syntaxes`` (an Accept naming another
-    transfer syntax is answered 406) and refusing Accepts without a transfer syntax when ``refuse_default``."""
+    transfer syntax is answered 406), refusing Accepts without a transfer syntax when ``refuse_default`` and
+    ``transfer-syntax=*`` unless ``wildcard``; ``advertise`` lists ``syntaxes`` in AvailableTransferSyntaxUID."""
 
     def __init__(self, datasets, frames: dict, syntaxes: list[str], *, refuse_default: bool, advertise: bool,
                  wildcard: bool = True):
