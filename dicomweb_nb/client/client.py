@@ -218,9 +218,10 @@ class Client:
 
         Without ``function`` the bag holds the Volumes themselves.
         """
-        import dask.bag as db
+        from .lazy import SourceHandle, load_volume, require_dask
 
-        from .lazy import SourceHandle, load_volume
+        require_dask()
+        import dask.bag as db
 
         pairs = _series_pairs(series)
         handle = SourceHandle(self.source)

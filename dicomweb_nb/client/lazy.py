@@ -61,6 +61,16 @@ _PIXEL_PART = re.compile(r"/instances/([^/]+)/(?:frames/(\d+)|bulk/(?:7FE00010|7
 _CT_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"})
 
 
+def require_dask() -> None:
+    """Lazy arrays need dask (and the frame cache diskcache): say how to get them."""
+    try:
+        import dask.array  # noqa: F401
+        import diskcache  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"lazy volumes and slides need dask and diskcache ({exc}): "
+                          "pip install 'dicomweb-nb[dask]'") from None
+
+
 # -- the source, carried to other processes ---------------------------------------------------------
 
 _live_sources: dict[str, DicomWebSource] = {}
@@ -388,6 +398,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
                 chunk_bytes: int = CHUNK_BYTES, cache: bool | frame_cache.CacheSettings | None = True,
                 geometry: str = "auto", handle: SourceHandle | None = None) -> Volume:
     """A series as a Volume whose ``.array`` is a dask array; see ``Client.volume(lazy=True)``."""
+    require_dask()
     import dask.array as da
 
     metadata = series_metadata_for_geometry(source, study, series, method=geometry)

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DicomWebError
 from ..pixels.decode import PixelAttributes
 from . import cache as frame_cache
-from .lazy import MAX_FRAMES_PER_REQUEST, FrameFetcher, InstanceFrames, SourceHandle, expected_dtype
+from .lazy import MAX_FRAMES_PER_REQUEST, FrameFetcher, InstanceFrames, SourceHandle, expected_dtype, require_dask
 from .protocol import DicomJson, DicomWebSource
 
 __all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide", "WSI_STORAGE"]
@@ -188,6 +188,7 @@ def pyramid_levels(metadata: Sequence[DicomJson]) -> tuple[list[tuple[SlideLevel
 def lazy_slide(source: DicomWebSource, study: str, series: str, *, max_per_host: int = 8, cache: bool = True,
                focal_plane: int = 0, optical_path: int = 0) -> Slide:
     """A whole-slide image series as a ``Slide``; see ``Client.slide``."""
+    require_dask()
     import dask.array as da
     from dask.base import tokenize
 
