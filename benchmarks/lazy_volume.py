@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import dicomweb_nb as dw  # noqa: E402
-from dicomweb_nb import samples  # noqa: E402
-from dicomweb_nb.client.lazy import series_metadata_for_geometry  # noqa: E402
+import dicomweb_nb as dw
+from dicomweb_nb import samples
+from dicomweb_nb.client.lazy import series_metadata_for_geometry
 
 
 def median_s(function, repeats: int, before=None) -> tuple[float, object]:
@@ -68,10 +68,10 @@ def measure(name: str, url: str, study: str, series: str, args: argparse.Namespa
             return volume.array[middle].compute()
 
         for geometry in ("metadata", "qido"):
-            t_geometry, _ = median_s(lambda: series_metadata_for_geometry(pacs.source, study, series, method=geometry),
+            t_geometry, _ = median_s(lambda g=geometry: series_metadata_for_geometry(pacs.source, study, series, method=g),
                                      args.repeats)
             row(f"geometry request ({geometry})", t_geometry)
-            t_first, got = median_s(lambda: first_slice(geometry), args.repeats, before=dw.cache.clear)
+            t_first, got = median_s(lambda g=geometry: first_slice(g), args.repeats, before=dw.cache.clear)
             assert np.array_equal(got, eager.array[middle])
             row(f"first slice, cold cache (geometry={geometry})", t_first,
                 f"{100 * t_first / t_eager:.1f}% of eager [target < 5%, never > 10%]")

@@ -20,16 +20,22 @@ import pickle
 import re
 import threading
 import uuid
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import DicomWebError, FrameError
-from ..pixels.decode import EXPLICIT_VR_LITTLE_ENDIAN, PixelAttributes, PixelDecodeError, decode_frame_into
+from ..pixels.decode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    PixelAttributes,
+    PixelDecodeError,
+    decode_frame_into,
+)
 from ..pixels.volume import Volume, VolumeError
 from . import cache as frame_cache
 from .protocol import DicomJson, DicomWebSource, EncodedFrame
@@ -73,6 +79,7 @@ def require_dask() -> None:
 
 # -- the source, carried to other processes ---------------------------------------------------------
 
+_cache_warned = False  # a cache that cannot be written is said once per process
 _live_sources: dict[str, DicomWebSource] = {}
 _live_lock = threading.Lock()
 
@@ -94,7 +101,7 @@ class SourceHandle:
     def __reduce__(self) -> tuple[Any, ...]:
         try:
             recipe = pickle.dumps(self.source)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing here
+        except Exception as exc:
             raise TypeError(f"this lazy array's source ({self.source!r}) cannot be sent to other processes: {exc}. "
                             "Compute it with the threaded scheduler, or connect with settings that pickle "
                             "(no custom requests session or auth object)") from None
@@ -327,10 +334,14 @@ class FrameFetcher:
         return True
 
     def _put(self, cache: frame_cache.FrameCache, instance: InstanceFrames, frame: int, data: EncodedFrame) -> None:
+        global _cache_warned
         try:
             cache.put(self._key(instance, frame), data)
-        except Exception:  # noqa: BLE001 - a full or read-only disk must not fail the computation
-            pass
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk must not fail the computation
+            if not _cache_warned:
+                _cache_warned = True
+                warnings.warn(f"frames cannot be written to the frame cache {cache.directory} ({exc}); "
+                              "they are fetched again next time", RuntimeWarning, stacklevel=2)
 
     def _fetch(self, out: np.ndarray, index: int, pairs: list[tuple[int, int]], cache: frame_cache.FrameCache | None) -> None:
         instance = self.instances[index]
@@ -356,6 +367,16 @@ class FrameFetcher:
                              frames=[frame], instance=instance.uid, series=self.series, study=self.study) from None
 
 
+def full_index(index: Any, ndim: int) -> tuple[Any, ...]:
+    """An index as dask hands it to a reader, as one entry per dimension (Ellipsis and missing ones filled)."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    if any(i is Ellipsis for i in index):
+        at = next(n for n, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
+    return index + (slice(None),) * (ndim - len(index))
+
+
 class FrameReader:
     """The array-like behind a lazy volume's dask array: ``reader[index]`` fetches the frames ``index`` touches.
 
@@ -379,12 +400,7 @@ class FrameReader:
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        if not isinstance(index, tuple):
-            index = (index,)
-        if any(i is Ellipsis for i in index):
-            at = next(n for n, i in enumerate(index) if i is Ellipsis)
-            index = index[:at] + (slice(None),) * (self.ndim - len(index) + 1) + index[at + 1:]
-        index = index + (slice(None),) * (self.ndim - len(index))
+        index = full_index(index, self.ndim)
         picked = np.arange(self.shape[0])[index[0]]
         scalar = np.ndim(picked) == 0
         ks = np.atleast_1d(picked)

@@ -18,7 +18,15 @@ import numpy as np
 from ..errors import DicomWebError
 from ..pixels.decode import PixelAttributes
 from . import cache as frame_cache
-from .lazy import MAX_FRAMES_PER_REQUEST, FrameFetcher, InstanceFrames, SourceHandle, expected_dtype, require_dask
+from .lazy import (
+    MAX_FRAMES_PER_REQUEST,
+    FrameFetcher,
+    InstanceFrames,
+    SourceHandle,
+    expected_dtype,
+    full_index,
+    require_dask,
+)
 from .protocol import DicomJson, DicomWebSource
 
 __all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide", "WSI_STORAGE"]
@@ -90,12 +98,7 @@ class TileReader:
         return self.first_frame + tile_row * self.level.tiles[1] + tile_column
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        if not isinstance(index, tuple):
-            index = (index,)
-        if any(i is Ellipsis for i in index):
-            at = next(n for n, i in enumerate(index) if i is Ellipsis)
-            index = index[:at] + (slice(None),) * (self.ndim - len(index) + 1) + index[at + 1:]
-        index = index + (slice(None),) * (self.ndim - len(index))
+        index = full_index(index, self.ndim)
         rows = np.arange(self.shape[0])[index[0]]
         columns = np.arange(self.shape[1])[index[1]]
         row_list, column_list = np.atleast_1d(rows), np.atleast_1d(columns)

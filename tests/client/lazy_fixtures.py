@@ -1,7 +1,7 @@
 """Fixtures of the lazy pixel tests: one client per source (our server over HTTP, the in-process store,
 Orthanc), each holding the same generated series, and a private frame cache per test.
 
-Test modules import them (``from .lazy_fixtures import ...``) so that they apply there only."""
+A plugin of the whole suite (tests/conftest.py); the lazy tests use ``private_frame_cache``."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def lazy_client(request, lazy_data):
         yield pacs
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture()
 def private_frame_cache(tmp_path, monkeypatch):
     """Each test its own frame cache folder (also for the processes it starts)."""
     folder = tmp_path / "frame-cache"

@@ -3,17 +3,16 @@ workers, and a dask bag of per-series results, against our server and the in-pro
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
 
-import dask
 import dicomweb_nb as dw
 from dicomweb_nb import samples
 
-from .lazy_fixtures import private_frame_cache  # noqa: F401
-
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.usefixtures("private_frame_cache")
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from dicomweb_nb.dicom.mediatypes import parse_accept
 from dicomweb_nb.dicom.multipart import encode_multipart
 from tests.fixtures.peers import free_port, require_peer
 
-from .lazy_fixtures import private_frame_cache  # noqa: F401
 from .lazy_helpers import shuffled
 
+pytestmark = pytest.mark.usefixtures("private_frame_cache")
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 

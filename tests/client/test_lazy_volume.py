@@ -18,10 +18,9 @@ import dicomweb_nb as dw
 from dicomweb_nb import errors
 from dicomweb_nb.client.lazy import FrameReader
 
-from .lazy_fixtures import lazy_client, lazy_data, lazy_orthanc, lazy_ours, private_frame_cache  # noqa: F401
 from .lazy_helpers import counting
 
-pytestmark = pytest.mark.orthanc
+pytestmark = [pytest.mark.orthanc, pytest.mark.usefixtures("private_frame_cache")]
 ROOT = Path(__file__).resolve().parents[2]
 
 

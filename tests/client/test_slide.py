@@ -3,17 +3,16 @@ against our server over HTTP, the in-process store and Orthanc."""
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 
-import dask.array as da
 import dicomweb_nb as dw
 from dicomweb_nb import errors
 
-from .lazy_fixtures import private_frame_cache  # noqa: F401
 from .lazy_helpers import counting, tiled_slide
 
-pytestmark = pytest.mark.orthanc
+pytestmark = [pytest.mark.orthanc, pytest.mark.usefixtures("private_frame_cache")]
 TILE = (64, 64)
 
 
