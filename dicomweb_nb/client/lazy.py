@@ -16,6 +16,7 @@ so the arrays compute on any dask scheduler: threads, processes, or a ``dask.dis
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import threading
@@ -32,6 +33,7 @@ import numpy as np
 from ..errors import DicomWebError, FrameError
 from ..pixels.decode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
     PixelDecodeError,
     decode_frame_into,
@@ -208,6 +210,37 @@ class InstanceFrames:
     attrs: PixelAttributes
 
 
+_work: ThreadPoolExecutor | None = None
+
+
+class _Background:
+    """Work handed to this process's decode pool while an answer streams in, at most two jobs per core in
+    flight (each holds a frame's bytes); ``wait`` re-raises the first failure."""
+
+    def __init__(self) -> None:
+        global _work
+        workers = max(2, os.cpu_count() or 2)
+        with _host_lock:
+            if _work is None:
+                _work = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomweb-decode")
+        self.pool = _work
+        self.slots = threading.BoundedSemaphore(2 * workers)
+        self.futures: list[Future] = []
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        self.slots.acquire()
+        future = self.pool.submit(function, *args)
+        future.add_done_callback(lambda _: self.slots.release())
+        self.futures.append(future)
+
+    def wait(self, raising: bool = True) -> None:
+        errors = [f.exception() for f in self.futures]
+        self.futures = []
+        first = next((e for e in errors if e is not None), None)
+        if first is not None and raising:
+            raise first
+
+
 class FrameFetcher:
     """Fetches frames of the instances of one series and decodes them into place.
 
@@ -293,6 +326,7 @@ class FrameFetcher:
         index_of = {instance.uid: index for index, instance in enumerate(self.instances)}
         slots = {index: dict(pairs) for index, pairs in by_instance.items()}  # frame number -> j
         filled = 0
+        work = _Background()
         try:
             # One instance (a slide level): its own bulk data, not the whole series'.
             scope = (self.instances[0].uid,) if len(self.instances) == 1 else ()
@@ -314,11 +348,18 @@ class FrameFetcher:
                     if j is None:
                         continue
                     encoded = EncodedFrame(data, syntax)
-                    self._decode(out, j, index, frame, encoded)
-                    if cache is not None:
-                        self._put(cache, instance, frame, encoded)
+                    if syntax in NATIVE_FRAME_SYNTAXES:  # a copy into place: cheaper here than a thread hop
+                        self._decode(out, j, index, frame, encoded)
+                        if cache is not None:
+                            work.submit(self._put, cache, instance, frame, encoded)
+                    else:  # codecs release the GIL: decode while the answer streams in
+                        work.submit(self._decode_and_put, out, j, index, frame, encoded, cache)
                     filled += 1
+            work.wait()
+        except FrameError:
+            raise  # a frame that does not decode: already named
         except DicomWebError as exc:
+            work.wait(raising=False)
             if exc.status in NO_BULKDATA_STATUSES and filled == 0:
                 note = getattr(source, "note_bulkdata_missing", None)
                 if note is not None:
@@ -332,6 +373,12 @@ class FrameFetcher:
             raise FrameError(f"the bulk data answer of series {self.series} held {filled} of its {self.total_frames} "
                              "frames", series=self.series, study=self.study)
         return True
+
+    def _decode_and_put(self, out: np.ndarray, j: int, index: int, frame: int, data: EncodedFrame,
+                        cache: frame_cache.FrameCache | None) -> None:
+        self._decode(out, j, index, frame, data)
+        if cache is not None:
+            self._put(cache, self.instances[index], frame, data)
 
     def _put(self, cache: frame_cache.FrameCache, instance: InstanceFrames, frame: int, data: EncodedFrame) -> None:
         global _cache_warned
