@@ -173,7 +173,8 @@ class Client:
         host, kept in the local frame cache (``dw.cache``; ``cache=False`` bypasses it). It computes
         on any dask scheduler; a frame that cannot be fetched raises ``dw.errors.FrameError`` naming it.
         ``geometry="qido"`` reads the geometry from a QIDO-RS instance search instead of the series
-        metadata (smaller answers where instances carry many attributes).
+        metadata (smaller answers where instances carry many attributes). ``method`` and ``progress``
+        are the eager load's; a lazy computation shows progress inside ``with dw.progress():``.
         """
         if lazy:
             from .lazy import lazy_volume

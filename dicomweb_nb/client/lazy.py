@@ -22,6 +22,7 @@ import re
 import threading
 import uuid
 import warnings
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def require_dask() -> None:
 
 _cache_warned = False  # a cache that cannot be written is said once per process
 _live_sources: dict[str, DicomWebSource] = {}
+_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
 
 
@@ -92,9 +94,20 @@ class SourceHandle:
 
     def __init__(self, source: DicomWebSource, token: str | None = None):
         self.source = source
-        self.token = token or uuid.uuid4().hex
         with _live_lock:
-            _live_sources.setdefault(self.token, source)
+            if token is None:  # one token per source object, however many arrays it backs
+                try:
+                    token = _tokens.get(source)
+                except TypeError:  # not weakly referenceable
+                    token = None
+                if token is None:
+                    token = uuid.uuid4().hex
+                    try:
+                        _tokens[source] = token
+                    except TypeError:
+                        pass
+            self.token = token
+            _live_sources.setdefault(token, source)
 
     @property
     def url(self) -> str:
