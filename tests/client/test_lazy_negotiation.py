@@ -54,6 +54,9 @@ class ScriptedPacs:
         self.advertise = advertise
         self.wildcard = wildcard
         self.log: list[tuple[str, str, int]] = []  # (path, Accept, status)
+        self.delay = 0.0  # seconds each frames answer waits
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     def metadata(self, sop: str) -> dict:
         obj = self.datasets[sop].to_json_dict(bulk_data_threshold=1 << 30, bulk_data_element_handler=lambda e: "")
@@ -83,7 +86,19 @@ class ScriptedPacs:
         pacs = self
 
         class Handler(tornado.web.RequestHandler):
-            def get(self, path: str) -> None:
+            async def get(self, path: str) -> None:
+                if "frames" in path:
+                    pacs.in_flight += 1
+                    pacs.most_in_flight = max(pacs.most_in_flight, pacs.in_flight)
+                    try:
+                        await asyncio.sleep(pacs.delay)
+                        self.answer(path)
+                    finally:
+                        pacs.in_flight -= 1
+                else:
+                    self.answer(path)
+
+            def answer(self, path: str) -> None:
                 accept = self.request.headers.get("Accept", "")
                 parts = path.strip("/").split("/")
                 status = 200
@@ -219,5 +234,24 @@ def test_server_refusing_everything_names_what_was_tried(series):
         assert caught.value.status == 406 and "refused every media type" in str(caught.value)
         assert "transfer-syntax=*" in str(caught.value)
         assert "frames are only available as" in str(caught.value)  # the server's own explanation
+    finally:
+        server.stop()
+
+
+def test_concurrency_is_bounded_per_host(series):
+    server = ScriptedPacs(series, {}, [EXPLICIT_LE], refuse_default=False, advertise=False)
+    server.delay = 0.05
+    url = server.start()
+    try:
+        study, series_uid = str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)
+        with dw.connect(url, progress=False, max_workers=2) as pacs:
+            volumes = [pacs.volume(study, series_uid, lazy=True, cache=False) for _ in range(2)]
+            threads = [threading.Thread(target=v.array.compute) for v in volumes]  # two computations at once
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert len([p for p, _, status in server.log if "frames" in p and status == 200]) == 2 * len(series)
+        assert server.most_in_flight == 2  # never more than max_workers requests to this host
     finally:
         server.stop()
