@@ -297,13 +297,17 @@ class FrameFetcher:
         cache = self._cache()
         by_instance: dict[int, list[tuple[int, int]]] = {}
         missing_count = 0
+        work = _Background()
         for j, (index, frame) in enumerate(wanted):
             cached = cache.get(self._key(self.instances[index], frame)) if cache is not None else None
             if cached is None:
                 by_instance.setdefault(index, []).append((frame, j))
                 missing_count += 1
-            else:
+            elif cached.transfer_syntax_uid in NATIVE_FRAME_SYNTAXES:
                 self._decode(out, j, index, frame, cached)
+            else:  # compressed: decoded on the pool, in parallel
+                work.submit(self._decode, out, j, index, frame, cached)
+        work.wait()
         if not missing_count:
             return
         if missing_count == self.total_frames and self._fill_from_bulkdata(out, by_instance, cache):
