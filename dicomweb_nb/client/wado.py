@@ -35,7 +35,7 @@ from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
 from .protocol import DicomJson, DicomWebSource
 
 __all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes", "plan_from_metadata",
-           "volume_rescaling"]
+           "volume_rescaling", "encoded_frames", "parse_instance"]
 
 _MAX_FRAMES_PER_REQUEST = 32
 
@@ -49,10 +49,15 @@ def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "slice") -> 
 def iter_datasets(source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None) -> Iterator[Dataset]:
     """pydicom Datasets of a study, series or instance, parsed one by one as the answer streams in."""
     for content in source.iter_instances(study, series, instance):
-        try:
-            yield pydicom.dcmread(BytesIO(content))
-        except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
-            raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+        yield parse_instance(content)
+
+
+def parse_instance(content: bytes) -> Dataset:
+    """A Part 10 instance the server sent, parsed; InvalidResponse when it is not one."""
+    try:
+        return pydicom.dcmread(BytesIO(content))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+        raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
 
 
 def frame_numbers(frames: int | Iterable[int] | None, number_of_frames: int) -> list[int]:
@@ -333,27 +338,30 @@ def _decode_instance(content: bytes, rescale: bool) -> tuple[list[SliceGeometry]
 
     Compressed frames come back decoded (and rescaled); uncompressed ones as views of their bytes.
     """
-    try:
-        ds = pydicom.dcmread(BytesIO(content))
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
-        raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+    ds = parse_instance(content)
     if "PixelData" not in ds or "Rows" not in ds:
         return None  # a non-image instance (structured report, presentation state) in the series
     attrs = PixelAttributes.from_dataset(ds)
     uid = str(ds.SOPInstanceUID)
     syntax = str(ds.file_meta.TransferSyntaxUID)
     geometry = [SliceGeometry.from_dataset(ds, key=(uid, frame), frame=frame) for frame in range(1, attrs.number_of_frames + 1)]
-    if syntax in NATIVE_FRAME_SYNTAXES:
-        # Left encoded: decode_frame_into copies these straight into the volume (see its docstring).
-        length = attrs.native_frame_length
-        pixels = memoryview(ds.PixelData)
-        payloads: list[Any] = [pixels[i * length:(i + 1) * length] for i in range(attrs.number_of_frames)]
-    else:
-        encoded = generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)
-        payloads = [decode_frame(data, attrs, syntax) for data in encoded]
+    payloads: list[Any] = encoded_frames(ds, attrs, syntax)
+    if syntax not in NATIVE_FRAME_SYNTAXES:
+        # Native frames are left encoded: decode_frame_into copies them straight into the volume.
+        payloads = [decode_frame(data, attrs, syntax) for data in payloads]
         if rescale:
             payloads = [apply_rescale(array, attrs) for array in payloads]
     return geometry, payloads, attrs, syntax
+
+
+def encoded_frames(ds: Dataset, attrs: PixelAttributes, syntax: str) -> list[Any]:
+    """Each frame of a parsed instance as it would come from WADO-RS frames: views of native pixel
+    data, or the codestreams of encapsulated pixel data."""
+    if syntax in NATIVE_FRAME_SYNTAXES:
+        length = attrs.native_frame_length
+        pixels = memoryview(ds.PixelData)
+        return [pixels[i * length:(i + 1) * length] for i in range(attrs.number_of_frames)]
+    return list(generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames))
 
 
 def _volume_from_series(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,
