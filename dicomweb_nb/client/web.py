@@ -150,8 +150,12 @@ class WebSource:
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
-        if self._bulkdata_missing is not None:
-            raise self._bulkdata_missing  # known missing on this server: no second round trip
+        known = self._bulkdata_missing
+        if known is not None:  # known missing on this server: no second round trip
+            # A new error each time: re-raising the stored one would chain every raise's traceback onto
+            # it, and with them the frames (and arrays) of every caller, for the life of the source.
+            raise type(known)(known.message, status=known.status, url=url, server_message=known.server_message,
+                              method="GET")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
         # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
         for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
@@ -168,7 +172,7 @@ class WebSource:
 
     def note_bulkdata_missing(self, error: DicomWebError) -> None:
         """The server refused Retrieve Bulkdata of a resource that exists: do not ask again."""
-        self._bulkdata_missing = error
+        self._bulkdata_missing = error.with_traceback(None)  # not the frames of the call that got it
 
     @property
     def frames_transfer_syntax(self) -> str:

@@ -263,3 +263,32 @@ def test_not_a_volume_raises_before_any_pixel_is_fetched(lazy_ours, lazy_data):
             pacs.volume(study, "1.2.3.4.5.6.7.8.9", lazy=True)
         with pytest.raises(ValueError, match="geometry must be"):
             pacs.volume(*lazy_data.uids("ct"), lazy=True, geometry="guess")
+
+
+def test_a_server_without_bulkdata_keeps_no_computed_array_alive(lazy_orthanc):
+    """Orthanc 1.10 has no Retrieve Bulkdata; the client remembers that, and once re-raised the one stored
+    error, whose growing traceback held every computed array (22 GB after a benchmark's runs)."""
+    import gc
+    import tracemalloc
+
+    from dicomweb_nb import samples
+
+    series = samples.generate_ct_series(n_slices=20, rows=256, columns=256, seed=31)
+    study, series_uid = str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)
+    with dw.connect(lazy_orthanc.dicomweb_url, progress=False) as pacs:
+        pacs.store(series)
+        lazy = pacs.volume(study, series_uid, lazy=True, cache=False)
+        lazy.array.compute()  # the first: finds out there is no bulk data
+        tracemalloc.start()
+        for _ in range(5):
+            lazy.array.compute()
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        raised = []
+        for _ in range(2):
+            with pytest.raises(errors.DicomWebError) as caught:
+                list(pacs.source.iter_bulkdata(study, series_uid))
+            raised.append(caught.value)
+    assert retained < lazy.array.nbytes  # 5 MB each: five of them before the fix
+    assert raised[0] is not raised[1] and raised[0].status == raised[1].status
