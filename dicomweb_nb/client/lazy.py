@@ -21,7 +21,6 @@ import pickle
 import re
 import threading
 import uuid
-import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -82,7 +81,6 @@ def require_dask() -> None:
 
 # -- the source, carried to other processes ---------------------------------------------------------
 
-_cache_warned = False  # a cache that cannot be written is said once per process
 _live_sources: dict[str, DicomWebSource] = {}
 _tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
@@ -369,7 +367,7 @@ class FrameFetcher:
                     if syntax in NATIVE_FRAME_SYNTAXES:  # a copy into place: cheaper here than a thread hop
                         self._decode(out, j, index, frame, encoded)
                         if cache is not None:
-                            work.submit(self._put, cache, instance, frame, encoded)
+                            self._put(cache, instance, frame, encoded)
                     else:  # codecs release the GIL: decode while the answer streams in
                         work.submit(self._decode_and_put, out, j, index, frame, encoded, cache)
                     filled += 1
@@ -447,14 +445,7 @@ class FrameFetcher:
             self._put(cache, self.instances[index], frame, data)
 
     def _put(self, cache: frame_cache.FrameCache, instance: InstanceFrames, frame: int, data: EncodedFrame) -> None:
-        global _cache_warned
-        try:
-            cache.put(self._key(instance, frame), data)
-        except Exception as exc:  # noqa: BLE001 - a full or read-only disk must not fail the computation
-            if not _cache_warned:
-                _cache_warned = True
-                warnings.warn(f"frames cannot be written to the frame cache {cache.directory} ({exc}); "
-                              "they are fetched again next time", RuntimeWarning, stacklevel=2)
+        cache.put(self._key(instance, frame), data)  # written behind; a failed write only warns
 
     def _fetch(self, out: np.ndarray, index: int, pairs: list[tuple[int, int]], cache: frame_cache.FrameCache | None) -> None:
         instance = self.instances[index]

@@ -188,12 +188,28 @@ def test_cache_is_bounded_least_recently_used_first(tmp_path):
     frame = EncodedFrame(bytes(16 << 10), "1.2.840.10008.1.2.1")
     keys = [FrameCache.key("http://pacs/dicom-web", "1.2", "1.2.3", "1.2.3.4", n, "*") for n in range(1, 81)]
     for n, key in enumerate(keys):
-        cache.put(key, frame)
+        cache.put(key, frame, wait=True)
         if n >= 1:
             assert cache.get(keys[0]) is not None  # used again and again: never the one evicted
     info = cache.info()
     assert info["size"] <= 512 << 10 and 10 < info["frames"] < 32
     assert cache.get(keys[1]) is None and cache.get(keys[-1]) == frame
+
+
+def test_cache_writes_behind_and_serves_what_it_has_not_written_yet(tmp_path):
+    from dicomweb_nb.client.cache import FrameCache
+    from dicomweb_nb.client.protocol import EncodedFrame
+
+    cache = FrameCache(tmp_path / "behind")
+    frames = {FrameCache.key("http://pacs", "1", "2", "3", n, "*"): EncodedFrame(bytes([n]) * 4096, "1.2.840.10008.1.2.1")
+              for n in range(1, 40)}
+    for key, frame in frames.items():
+        cache.put(key, frame)
+        assert cache.get(key) == frame  # at once, written or not
+    assert cache.flush(timeout=30)
+    assert cache.info()["frames"] == len(frames)
+    reopened = FrameCache(tmp_path / "behind")
+    assert all(reopened.get(key) == frame for key, frame in frames.items())
 
 
 def test_cache_keys_keep_servers_and_syntaxes_apart():
