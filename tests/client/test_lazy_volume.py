@@ -308,3 +308,21 @@ def test_a_server_without_bulkdata_keeps_no_computed_array_alive(lazy_orthanc):
             raised.append(caught.value)
     assert retained < lazy.array.nbytes  # 5 MB each: five of them before the fix
     assert raised[0] is not raised[1] and raised[0].status == raised[1].status
+
+
+def test_lazy_volume_through_the_jupyter_extension(jupyter_dicomweb, lazy_data):
+    """The extension's mount point (awkward base_url, Jupyter token): the token travels with the chunks,
+    to other processes too."""
+    from tests.fixtures.ourserver import JUPYTER_TOKEN
+
+    study, series = lazy_data.uids("enhanced")
+    with dw.connect(jupyter_dicomweb.dicomweb_url, jupyter_token=JUPYTER_TOKEN, progress=False) as pacs:
+        assert set(pacs.store(lazy_data.series["enhanced"][2]).status) == {"stored"}
+        lazy = pacs.volume(study, series, lazy=True)
+        eager = pacs.volume(study, series)
+        _same_volume(lazy, eager)
+        assert np.array_equal(lazy.array[3].compute(scheduler="processes"), eager.array[3])
+        assert np.array_equal(lazy.array.compute(), eager.array)
+    with dw.connect(jupyter_dicomweb.dicomweb_url, progress=False) as anonymous:
+        with pytest.raises((errors.Unauthorized, errors.Forbidden)):
+            anonymous.volume(study, series, lazy=True)
