@@ -148,13 +148,15 @@ def host_pool(url: str, size: int) -> ThreadPoolExecutor:
 
 # -- geometry ----------------------------------------------------------------------------------------
 
-def _values(obj: DicomJson, tag: str) -> list[Any]:
+def json_values(obj: DicomJson, tag: str) -> list[Any]:
+    """The values of an attribute of a DICOM JSON object (empty when absent)."""
     return list((obj.get(tag) or {}).get("Value") or [])
 
 
-def _first(obj: DicomJson, tag: str) -> Any:
-    values = _values(obj, tag)
-    return values[0] if values else None
+def json_first(obj: DicomJson, tag: str, default: Any = None) -> Any:
+    """The first value of an attribute of a DICOM JSON object, or ``default``."""
+    values = json_values(obj, tag)
+    return values[0] if values else default
 
 
 def series_metadata_for_geometry(source: DicomWebSource, study: str, series: str, *, method: str = "auto") -> list[DicomJson]:
@@ -177,7 +179,7 @@ def series_metadata_for_geometry(source: DicomWebSource, study: str, series: str
     if len(incomplete) > max(4, len(found) // 8):
         return source.retrieve_metadata(study, series)  # a server that ignores includefield: one request
     for i in incomplete:
-        uid = _first(found[i], "00080018")
+        uid = json_first(found[i], "00080018")
         if uid:
             found[i] = (source.retrieve_metadata(study, series, uid) or [found[i]])[0]
     return found
@@ -188,8 +190,8 @@ def _complete_for_geometry(obj: DicomJson) -> bool:
         return True  # not an image: left out of the volume either way
     if any(not obj.get(tag) for tag in _REQUIRED_TAGS + _GEOMETRY_TAGS):
         return False
-    sop_class = str(_first(obj, "00080016") or "")
-    if sop_class in _FLOAT_PIXEL_CLASSES or int(_first(obj, "00280008") or 1) > 1:
+    sop_class = str(json_first(obj, "00080016") or "")
+    if sop_class in _FLOAT_PIXEL_CLASSES or int(json_first(obj, "00280008") or 1) > 1:
         return False  # float pixel data, or per-frame geometry: the full metadata says
     if sop_class in _CT_CLASSES and not obj.get("00281052"):
         return False  # a CT always has a rescale: its absence means the server left it out
@@ -531,7 +533,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
     if len(dtypes) > 1:
         raise VolumeError(f"the series' frames decode to different types ({', '.join(sorted(map(str, dtypes)))}); "
                           "rescale=True gives one float type")
-    instances = [InstanceFrames(str(_first(m, "00080018") or ""), a) for m, a in zip(metas, attrs_of)]
+    instances = [InstanceFrames(str(json_first(m, "00080018") or ""), a) for m, a in zip(metas, attrs_of)]
     settings = frame_cache.settings() if cache is True else (cache or None)
     if isinstance(settings, frame_cache.CacheSettings) and not settings.enabled:
         settings = None

@@ -25,6 +25,8 @@ from .lazy import (
     SourceHandle,
     expected_dtype,
     full_index,
+    json_first,
+    json_values,
     require_dask,
 )
 from .protocol import DicomJson, DicomWebSource
@@ -38,23 +40,14 @@ CHUNK_BYTES = 64 << 20
 _PYRAMID_FLAVORS = frozenset({"VOLUME", "THUMBNAIL"})  # ImageType value 3; LABEL and OVERVIEW are other pictures
 
 
-def _values(obj: DicomJson, tag: str) -> list[Any]:
-    return list((obj.get(tag) or {}).get("Value") or [])
-
-
-def _first(obj: DicomJson, tag: str, default: Any = None) -> Any:
-    values = _values(obj, tag)
-    return values[0] if values else default
-
-
 def _pixel_spacing(meta: DicomJson) -> tuple[float, float] | None:
     """Pixel Spacing (mm) from the Shared Functional Groups' Pixel Measures, where it is given."""
-    for group in _values(meta, "52009229")[:1]:
-        for measures in _values(group or {}, "00289110")[:1]:
-            spacing = _values(measures or {}, "00280030")
+    for group in json_values(meta, "52009229")[:1]:
+        for measures in json_values(group or {}, "00289110")[:1]:
+            spacing = json_values(measures or {}, "00280030")
             if len(spacing) == 2:
                 return float(spacing[0]), float(spacing[1])
-    spacing = _values(meta, "00280030")
+    spacing = json_values(meta, "00280030")
     return (float(spacing[0]), float(spacing[1])) if len(spacing) == 2 else None
 
 
@@ -164,17 +157,17 @@ def pyramid_levels(metadata: Sequence[DicomJson]) -> tuple[list[tuple[SlideLevel
     levels: list[tuple[SlideLevel, DicomJson]] = []
     others: list[DicomJson] = []
     for meta in metadata:
-        total_rows, total_columns = _first(meta, "00480007"), _first(meta, "00480006")
-        image_type = [str(v).upper() for v in _values(meta, "00080008")]
+        total_rows, total_columns = json_first(meta, "00480007"), json_first(meta, "00480006")
+        image_type = [str(v).upper() for v in json_values(meta, "00080008")]
         flavor = image_type[2] if len(image_type) > 2 else "VOLUME"
-        if total_rows is None or total_columns is None or not _first(meta, "00280010") or flavor not in _PYRAMID_FLAVORS:
+        if total_rows is None or total_columns is None or not json_first(meta, "00280010") or flavor not in _PYRAMID_FLAVORS:
             others.append(meta)
             continue
-        organization = str(_first(meta, "00209311", "") or "").upper()
-        frames = int(_first(meta, "00280008", 1) or 1)
-        uid = str(_first(meta, "00080018", ""))
-        level = SlideLevel(uid, (int(total_rows), int(total_columns)), (int(_first(meta, "00280010")), int(_first(meta, "00280011"))),
-                           _pixel_spacing(meta), int(_first(meta, "00480303", 1) or 1), int(_first(meta, "00480302", 1) or 1),
+        organization = str(json_first(meta, "00209311", "") or "").upper()
+        frames = int(json_first(meta, "00280008", 1) or 1)
+        uid = str(json_first(meta, "00080018", ""))
+        level = SlideLevel(uid, (int(total_rows), int(total_columns)), (int(json_first(meta, "00280010")), int(json_first(meta, "00280011"))),
+                           _pixel_spacing(meta), int(json_first(meta, "00480303", 1) or 1), int(json_first(meta, "00480302", 1) or 1),
                            flavor)
         expected = level.tiles[0] * level.tiles[1] * level.focal_planes * level.optical_paths
         if organization != "TILED_FULL" and not (frames == 1 and expected == 1):
