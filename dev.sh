@@ -31,11 +31,13 @@ ensure_venv() {
 }
 
 have_system_deps() {
-    command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && command -v chromium >/dev/null 2>&1
+    command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && command -v chromium >/dev/null 2>&1 \
+        && command -v ojph_compress >/dev/null 2>&1
 }
 
 ensure_system_deps() {
-    # Orthanc (+ its DICOMweb plugin) is the real remote peer of the tests; Chromium drives the browser tests.
+    # Orthanc (+ its DICOMweb plugin) is the real remote peer of the tests; Chromium drives the browser tests;
+    # OpenJPH's ojph_compress encodes the HTJ2K frames of the content negotiation tests.
     have_system_deps && return 0
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
@@ -44,10 +46,10 @@ ensure_system_deps() {
             exit 1
         fi
     fi
-    echo "==> installing Debian packages orthanc orthanc-dicomweb chromium"
+    echo "==> installing Debian packages orthanc orthanc-dicomweb chromium openjph-tools"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-        orthanc orthanc-dicomweb chromium fonts-dejavu-core >/dev/null
+        orthanc orthanc-dicomweb chromium fonts-dejavu-core openjph-tools >/dev/null
     # The package starts a system Orthanc where an init system runs; the tests start their own.
     $sudo service orthanc stop >/dev/null 2>&1 || true
 }

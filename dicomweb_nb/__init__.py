@@ -6,7 +6,9 @@
 
 ``connect`` gives a ``Client`` (searches as DataFrames, frames and volumes as numpy, STOW with
 a progress bar); ``to_dataframe`` turns any DICOM JSON into a DataFrame; ``errors`` holds the
-exception hierarchy (``errors.DicomWebError`` and its subclasses). ``Browser`` and ``Viewer`` are the
+exception hierarchy (``errors.DicomWebError`` and its subclasses); ``cache`` is the local frame
+cache of lazy volumes (``dw.cache.info()``, ``dw.cache.clear()``) and ``progress()`` shows a bar
+for dask computations. ``Browser`` and ``Viewer`` are the
 notebook widgets (search, view, retrieve and upload; one series or volume).
 
 The public names are loaded on first use, so the server and the pure ``dicom``/``pixels``
@@ -29,16 +31,20 @@ _PUBLIC = {
     "Segmentation": ("dicomweb_nb.client.segmentation", "Segmentation"),
     "Deidentifier": ("dicomweb_nb.dicom.deidentify", "Deidentifier"),
     "errors": ("dicomweb_nb.errors", None),
+    "cache": ("dicomweb_nb.client.cache", None),
+    "progress": ("dicomweb_nb.client.lazy", "progress"),
     "import_files": ("dicomweb_nb.store.importer", "import_files"),
     "Browser": ("dicomweb_nb.widgets.browser", "Browser"),
     "Viewer": ("dicomweb_nb.widgets.viewer", "Viewer"),
 }
 
 __all__ = ["connect", "import_files", "Client", "to_dataframe", "errors", "DicomWebError", "Volume", "Segmentation",
-           "Deidentifier", "Browser", "Viewer", "__version__"]
+           "Deidentifier", "Browser", "Viewer", "cache", "progress", "__version__"]
 
 if TYPE_CHECKING:
     from . import errors
+    from .client import cache
+    from .client.lazy import progress
     from .client.client import Client
     from .client.connect import connect
     from .client.dataframes import to_dataframe

@@ -21,7 +21,7 @@ from .pixels.volume import VolumeError
 __all__ = [
     "DicomWebError", "HTTPStatusError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "NotAcceptable",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "TooManyRequests", "ServerError", "ServiceUnavailable",
-    "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse",
+    "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse", "FrameError",
     "PixelDecodeError", "VolumeError", "QueryError", "DicomWebWarning",
 ]
 
@@ -123,6 +123,31 @@ class InvalidResponse(DicomWebError):
 class DicomWebWarning(UserWarning):
     """A server's ``Warning`` header (PS3.18 8.1.2.2): the answer came, but not quite as asked
     (a parameter not performed, a value read differently). Shown once per message by Python's warnings."""
+
+
+class FrameError(DicomWebError):
+    """Frames of a lazy volume or slide that could not be fetched or decoded when a computation needed them.
+
+    Names the frames (``frames``, 1-based), their ``instance``, ``series`` and ``study``; ``status``,
+    ``url`` and ``server_message`` are those of the failed request, ``cause`` the error behind it.
+    """
+
+    def __init__(self, message: str, *, frames: list[int] | None = None, instance: str | None = None,
+                 series: str | None = None, study: str | None = None, cause: BaseException | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.frames = list(frames or [])
+        self.instance = instance
+        self.series = series
+        self.study = study
+        self.cause = cause
+
+    @classmethod
+    def of(cls, error: DicomWebError, study: str, series: str, instance: str, frames: list[int]) -> "FrameError":
+        """The FrameError for frames whose request failed with ``error``."""
+        which = f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
+        return cls(f"{which} of instance {instance} (series {series}) could not be fetched: {error}", frames=frames,
+                   instance=instance, series=series, study=study, cause=error, status=error.status, url=error.url,
+                   method=error.method)
 
 
 _STATUS_CLASSES: dict[int, type[HTTPStatusError]] = {

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.orthanc",
     "tests.fixtures.ourserver",
     "tests.fixtures.browser",
+    "tests.client.lazy_fixtures",
 ]

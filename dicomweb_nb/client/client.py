@@ -50,6 +50,19 @@ def _count(name: str, value: Any) -> int:
     return int(value)
 
 
+def _series_pairs(series: Any) -> list[tuple[str, str]]:
+    """(study, series) UID pairs from a series DataFrame or an iterable of pairs."""
+    if isinstance(series, pd.DataFrame):
+        missing = {"StudyInstanceUID", "SeriesInstanceUID"} - set(series.columns)
+        if missing:
+            raise ValueError(f"the series DataFrame has no {', '.join(sorted(missing))} column")
+        return [(str(a), str(b)) for a, b in zip(series["StudyInstanceUID"], series["SeriesInstanceUID"])]
+    pairs = [tuple(pair) for pair in series]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("give a DataFrame from pacs.series(...) or (study UID, series UID) pairs")
+    return [(str(a), str(b)) for a, b in pairs]
+
+
 class Client:
     """A DICOMweb service seen from a notebook.
 
@@ -195,7 +208,7 @@ class Client:
                                  max_workers=self.max_workers)
 
     def volume(self, study: str, series: str, *, rescale: bool = True, progress: bool | None = None,
-               method: str = "auto") -> Volume:
+               method: str = "auto", lazy: bool = False, cache: bool = True, geometry: str = "auto") -> Volume:
         """A series as one 3-D ``Volume``: ``.array[k, row, column]`` sorted along the slice normal.
 
         ``.spacing``, ``.origin``, ``.direction`` and ``.affine`` give its geometry in patient
@@ -206,9 +219,79 @@ class Client:
         pixels in one answer, decoded straight into place) where it exists, else ``"series"``: the
         series in one retrieve, instances parsed as they arrive; ``"frames"`` fetches each
         instance's frames concurrently.
+
+        ``lazy=True`` returns at once, after one metadata request: ``.array`` is then a dask array
+        whose frames are fetched when a computation needs them (``vol.array[120].compute()`` fetches
+        one frame), several frame numbers per request, at most ``max_workers`` requests at a time per
+        host, kept in the local frame cache (``dw.cache``; ``cache=False`` bypasses it). It computes
+        on any dask scheduler; a frame that cannot be fetched raises ``dw.errors.FrameError`` naming it.
+        ``geometry="qido"`` reads the geometry from a QIDO-RS instance search instead of the series
+        metadata (smaller answers where instances carry many attributes). ``method`` and ``progress``
+        are the eager load's; a lazy computation shows progress inside ``with dw.progress():``.
         """
+        if lazy:
+            from .lazy import lazy_volume
+
+            return lazy_volume(self.source, study, series, rescale=rescale, max_per_host=self.max_workers,
+                               cache=cache, geometry=geometry)
         return wado.fetch_volume(self.source, study, series, rescale=rescale, max_workers=self.max_workers,
                                  progress=self.progress if progress is None else progress, method=method)
+
+    def volumes(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", *, rescale: bool = True, cache: bool = True,
+                geometry: str = "auto") -> list[Volume]:
+        """One lazy ``Volume`` per series of a cohort: a DataFrame from ``pacs.series(...)`` (its
+        ``StudyInstanceUID`` and ``SeriesInstanceUID`` columns) or ``(study, series)`` pairs.
+
+        The geometries are read concurrently here; the pixels are read where the arrays are computed,
+        on whatever dask scheduler is active (threads, processes, a ``dask.distributed`` cluster)::
+
+            vols = pacs.volumes(pacs.series(Modality="CT"))
+            means = dask.compute(*[v.array.mean() for v in vols])
+
+        A series that is not one regular volume raises its ``VolumeError`` (filter the DataFrame first).
+        See ``cohort`` for a computation that runs entirely on the workers.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .lazy import SourceHandle, lazy_volume
+
+        pairs = _series_pairs(series)
+        handle = SourceHandle(self.source)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(pairs) or 1))) as pool:
+            return list(pool.map(lambda pair: lazy_volume(self.source, pair[0], pair[1], rescale=rescale,
+                                                          max_per_host=self.max_workers, cache=cache,
+                                                          geometry=geometry, handle=handle), pairs))
+
+    def cohort(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", function: Callable[[Volume], Any] | None = None,
+               *, rescale: bool = True, partitions: int | None = None) -> Any:
+        """A dask bag with ``function(volume)`` for each series, each volume loaded (eagerly, the fastest
+        way) on the worker that runs it: nothing but the results comes back to this kernel::
+
+            bag = pacs.cohort(pacs.series(Modality="CT"), lambda v: float(v.array.mean()))
+            results = bag.compute()          # on the active scheduler, e.g. a distributed Client
+
+        Without ``function`` the bag holds the Volumes themselves.
+        """
+        from .lazy import SourceHandle, load_volume, require_dask
+
+        require_dask()
+        import dask.bag as db
+
+        pairs = _series_pairs(series)
+        handle = SourceHandle(self.source)
+        bag = db.from_sequence(pairs, npartitions=partitions or max(1, len(pairs)))
+        return bag.map(load_volume, handle=handle, rescale=rescale, max_workers=self.max_workers, function=function)
+
+    def slide(self, study: str, series: str, *, cache: bool = True) -> Any:
+        """A tiled whole-slide image (``DimensionOrganizationType`` TILED_FULL) as a lazy pyramid.
+
+        ``slide.levels[i]`` is a dask array ``(rows, columns[, samples])`` of pyramid level ``i``
+        (0 the largest), chunked along its tiles: ``slide.levels[0][5000:6000, 8000:9000].compute()``
+        fetches only the tiles it touches, in one frames request. See ``dicomweb_nb.client.slide.Slide``.
+        """
+        from .slide import lazy_slide
+
+        return lazy_slide(self.source, study, series, max_per_host=self.max_workers, cache=cache)
 
     def rendered(self, study: str, series: str | None = None, instance: str | None = None, frame: int | None = None, *,
                  window: tuple[float, float] | None = None, viewport: tuple[int, int] | None = None,

@@ -34,7 +34,8 @@ from ..pixels.decode import (
 from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
 from .protocol import DicomJson, DicomWebSource
 
-__all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes"]
+__all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes", "plan_from_metadata",
+           "volume_rescaling", "encoded_frames", "parse_instance"]
 
 _MAX_FRAMES_PER_REQUEST = 32
 
@@ -48,10 +49,15 @@ def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "slice") -> 
 def iter_datasets(source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None) -> Iterator[Dataset]:
     """pydicom Datasets of a study, series or instance, parsed one by one as the answer streams in."""
     for content in source.iter_instances(study, series, instance):
-        try:
-            yield pydicom.dcmread(BytesIO(content))
-        except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
-            raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+        yield parse_instance(content)
+
+
+def parse_instance(content: bytes) -> Dataset:
+    """A Part 10 instance the server sent, parsed; InvalidResponse when it is not one."""
+    try:
+        return pydicom.dcmread(BytesIO(content))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+        raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
 
 
 def frame_numbers(frames: int | Iterable[int] | None, number_of_frames: int) -> list[int]:
@@ -103,7 +109,7 @@ def _is_image(meta: DicomJson) -> bool:
 
 VOLUME_METHODS = ("auto", "bulkdata", "series", "frames")
 # Statuses of a server without Retrieve Bulkdata at series level (Orthanc 1.10 answers 404 or 400).
-_NO_BULKDATA = frozenset({400, 404, 405, 406, 415, 501})
+NO_BULKDATA_STATUSES = frozenset({400, 404, 405, 406, 415, 501})
 
 
 def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bool = True, max_workers: int = 8,
@@ -122,7 +128,7 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
         try:
             return _volume_from_bulkdata(source, study, series, rescale=rescale, max_workers=max_workers, progress=progress)
         except DicomWebError as exc:
-            if method == "bulkdata" or exc.status not in _NO_BULKDATA:
+            if method == "bulkdata" or exc.status not in NO_BULKDATA_STATUSES:
                 raise
             volume = _volume_from_series(source, study, series, rescale=rescale, max_workers=max_workers,
                                          progress=progress)
@@ -143,9 +149,7 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
         for start in range(0, len(pairs), _MAX_FRAMES_PER_REQUEST):
             part = pairs[start:start + _MAX_FRAMES_PER_REQUEST]
             jobs.append((meta_index, [f for f, _ in part], [k for _, k in part]))
-    rescaling = rescale and any(has_rescale(a) for a in attrs_of)
-    mixed_types = len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1
-    rescaling = rescaling or (rescale and mixed_types)
+    rescaling = volume_rescaling(attrs_of, rescale)
 
     def decode_job(job: tuple[int, list[int], list[int]]) -> tuple[list[int], list[np.ndarray]]:
         meta_index, frames, targets = job
@@ -188,7 +192,17 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
 
 def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
     """Series metadata of the image instances, each frame's geometry and owner, and the volume plan."""
-    metas = [m for m in source.retrieve_metadata(study, series) if _is_image(m)]
+    return plan_from_metadata(source.retrieve_metadata(study, series), series)
+
+
+def plan_from_metadata(metadata: Sequence[DicomJson], series: str):
+    """The image instances among ``metadata``, each frame's geometry and owner, and the volume plan.
+
+    Returns ``(metas, slices, owners, attrs_of, plan)``: ``owners[i]`` is the ``(index in metas,
+    frame number)`` of ``slices[i]``, and ``plan.order`` sorts the slices along the normal. The one
+    geometry rule of eager and lazy volumes (``dicomweb_nb.client.lazy``).
+    """
+    metas = [m for m in metadata if _is_image(m)]
     if not metas:
         raise VolumeError(f"series {series} has no image instances")
     slices: list[SliceGeometry] = []
@@ -202,6 +216,16 @@ def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
             slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))
             owners.append((index, frame))
     return metas, slices, owners, attrs_of, plan_volume(slices)
+
+
+def volume_rescaling(attrs_of: Sequence[PixelAttributes], rescale: bool) -> bool:
+    """Whether a volume of frames with these attributes holds modality values (float32).
+
+    Only when asked, and when some frame has a rescale or the frames' stored types differ (a float
+    type is then the one type that holds them all).
+    """
+    return rescale and (any(has_rescale(a) for a in attrs_of)
+                        or len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1)
 
 
 def _resource_path(url: str) -> str:
@@ -232,8 +256,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
         targets.setdefault(_resource_path(pixel["BulkDataURI"]), (meta_index, []))[1].append(position_of_slice[slice_index])
         targets[f"{instance_path}/frames/{frame}"] = (meta_index, [position_of_slice[slice_index]])
     attrs0 = attrs_of[0]
-    rescaling = rescale and (any(has_rescale(a) for a in attrs_of)
-                             or len({(a.bits_allocated, a.pixel_representation) for a in attrs_of}) > 1)
+    rescaling = volume_rescaling(attrs_of, rescale)
     if any(a.frame_shape != attrs0.frame_shape for a in attrs_of):
         raise VolumeError("the series' images do not all have the same size")
     dtype = np.dtype(np.float32) if rescaling else None
@@ -315,27 +338,30 @@ def _decode_instance(content: bytes, rescale: bool) -> tuple[list[SliceGeometry]
 
     Compressed frames come back decoded (and rescaled); uncompressed ones as views of their bytes.
     """
-    try:
-        ds = pydicom.dcmread(BytesIO(content))
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
-        raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
+    ds = parse_instance(content)
     if "PixelData" not in ds or "Rows" not in ds:
         return None  # a non-image instance (structured report, presentation state) in the series
     attrs = PixelAttributes.from_dataset(ds)
     uid = str(ds.SOPInstanceUID)
     syntax = str(ds.file_meta.TransferSyntaxUID)
     geometry = [SliceGeometry.from_dataset(ds, key=(uid, frame), frame=frame) for frame in range(1, attrs.number_of_frames + 1)]
-    if syntax in NATIVE_FRAME_SYNTAXES:
-        # Left encoded: decode_frame_into copies these straight into the volume (see its docstring).
-        length = attrs.native_frame_length
-        pixels = memoryview(ds.PixelData)
-        payloads: list[Any] = [pixels[i * length:(i + 1) * length] for i in range(attrs.number_of_frames)]
-    else:
-        encoded = generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)
-        payloads = [decode_frame(data, attrs, syntax) for data in encoded]
+    payloads: list[Any] = encoded_frames(ds, attrs, syntax)
+    if syntax not in NATIVE_FRAME_SYNTAXES:
+        # Native frames are left encoded: decode_frame_into copies them straight into the volume.
+        payloads = [decode_frame(data, attrs, syntax) for data in payloads]
         if rescale:
             payloads = [apply_rescale(array, attrs) for array in payloads]
     return geometry, payloads, attrs, syntax
+
+
+def encoded_frames(ds: Dataset, attrs: PixelAttributes, syntax: str) -> list[Any]:
+    """Each frame of a parsed instance as it would come from WADO-RS frames: views of native pixel
+    data, or the codestreams of encapsulated pixel data."""
+    if syntax in NATIVE_FRAME_SYNTAXES:
+        length = attrs.native_frame_length
+        pixels = memoryview(ds.PixelData)
+        return [pixels[i * length:(i + 1) * length] for i in range(attrs.number_of_frames)]
+    return list(generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames))
 
 
 def _volume_from_series(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -11,6 +12,8 @@ from ..dicom.mediatypes import (
     DEFAULT_TRANSFER_SYNTAX,
     DICOM_JSON,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    OCTET_STREAM,
+    TRANSFER_SYNTAX_MEDIA_TYPES,
     MediaTypeError,
     parse_media_type,
 )
@@ -21,7 +24,7 @@ from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, S
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
 
-__all__ = ["WebSource", "FRAMES_ACCEPT", "FRAMES_ACCEPT_FALLBACK", "INSTANCE_ACCEPT"]
+__all__ = ["WebSource", "FRAMES_ACCEPT", "FRAMES_ACCEPT_FALLBACK", "INSTANCE_ACCEPT", "frames_accepts_for"]
 
 # Frames as stored (no transcoding on the server, the client decodes any syntax) ...
 FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -35,6 +38,27 @@ INSTANCE_ACCEPT_FALLBACK = 'multipart/related; type="application/dicom"'
 # fails this way when the stored syntax cannot be served as frames (big endian, deflated).
 _FALLBACK_STATUSES = frozenset({400, 406, 415, 500, 501})
 _PARENT_PATHS = {"study": "studies", "series": "series", "instance": "instances"}
+# The statuses of a refused media type: what makes a negotiated Accept worth remembering.
+_REFUSED_STATUSES = frozenset({406, 415})
+AVAILABLE_TRANSFER_SYNTAX = "00083002"  # AvailableTransferSyntaxUID, PS3.18 10.4.1.1.3 (2019+)
+# The frames Accept each server was found to take after refusing the others, by DICOMweb root:
+# negotiated once per server and kernel, whichever Client (or dask worker thread) found it.
+_frame_accepts: dict[str, str] = {}
+_frame_accepts_lock = threading.Lock()
+
+
+def frames_accepts_for(syntax: str) -> list[str]:
+    """Accept headers asking for frames in one transfer syntax: its image media type, then octet-stream.
+
+    PS3.18 names an image type per compressed syntax (``image/jphc`` for HTJ2K); some servers (AWS
+    HealthImaging) want ``application/octet-stream`` with the ``transfer-syntax`` parameter instead.
+    """
+    accepts = []
+    media = TRANSFER_SYNTAX_MEDIA_TYPES.get(syntax)
+    if media:
+        accepts.append(f'multipart/related; type="{media}"; transfer-syntax={syntax}')
+    accepts.append(f'multipart/related; type="{OCTET_STREAM}"; transfer-syntax={syntax}')
+    return accepts
 # Pixel data barely compresses with gzip, and gzip costs the server far more time than the bytes it
 # saves: Orthanc 1.10 gzips a 512x512 CT frame in ~45 ms, 25x its time to send it uncompressed. Bulk
 # answers are therefore asked for uncompressed; JSON (QIDO, metadata) keeps gzip, where it pays.
@@ -49,7 +73,6 @@ class WebSource:
             raise ValueError(f"page_size must be a positive number of results, not {page_size!r}")
         self.http = http
         self.page_size = page_size
-        self._wildcard_syntax_refused = False
         self._bulkdata_missing: DicomWebError | None = None
 
     @property
@@ -146,8 +169,12 @@ class WebSource:
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
-        if self._bulkdata_missing is not None:
-            raise self._bulkdata_missing  # known missing on this server: no second round trip
+        known = self._bulkdata_missing
+        if known is not None:  # known missing on this server: no second round trip
+            # A new error each time: re-raising the stored one would chain every raise's traceback onto
+            # it, and with them the frames (and arrays) of every caller, for the life of the source.
+            raise type(known)(known.message, status=known.status, url=url, server_message=known.server_message,
+                              method="GET")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
         # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
         for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
@@ -164,7 +191,18 @@ class WebSource:
 
     def note_bulkdata_missing(self, error: DicomWebError) -> None:
         """The server refused Retrieve Bulkdata of a resource that exists: do not ask again."""
-        self._bulkdata_missing = error
+        self._bulkdata_missing = error.with_traceback(None)  # not the frames of the call that got it
+
+    @property
+    def frames_transfer_syntax(self) -> str:
+        """The transfer syntax frames are asked in from this server: ``*`` (as stored) unless negotiated."""
+        accept = _frame_accepts.get(self.url)
+        if accept is None:
+            return "*"
+        try:
+            return parse_media_type(accept).params.get("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+        except MediaTypeError:
+            return "*"
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         if not frames:
@@ -173,17 +211,7 @@ class WebSource:
         if min(numbers) < 1:
             raise ValueError(f"frame numbers start at 1, got {min(numbers)}")
         url = self.http.url(*_resource_segments(study, series, instance), "frames", ",".join(map(str, numbers)))
-        response = None
-        if not self._wildcard_syntax_refused:
-            try:
-                response = self.http.get_content(url, accept=FRAMES_ACCEPT, headers=_BULK_HEADERS)
-            except DicomWebError as exc:
-                if exc.status not in _FALLBACK_STATUSES:
-                    raise
-                if exc.status in (406, 415):
-                    self._wildcard_syntax_refused = True
-        if response is None:
-            response = self.http.get_content(url, accept=FRAMES_ACCEPT_FALLBACK, headers=_BULK_HEADERS)
+        response = self._negotiated_frames(url, study, series, instance)
         out = [
             EncodedFrame(content, *_frame_syntax(headers.get("content-type"), response.headers.get("Content-Type", "")))
             for headers, content in self.http.iter_multipart(response)
@@ -192,6 +220,59 @@ class WebSource:
             raise InvalidResponse(f"GET {url}: asked for {len(numbers)} frames, got {len(out)}",
                                   status=response.status_code, url=url)
         return out
+
+    def _negotiated_frames(self, url: str, study: str, series: str, instance: str) -> Any:
+        """GET frames with the first Accept the server takes, remembering one it took after refusals.
+
+        Tried in order: what this server took before; frames as stored (``transfer-syntax=*``); the
+        default (uncompressed); then, once those are refused, each syntax the instance's metadata
+        lists as available (``AvailableTransferSyntaxUID``), decoded here whatever it is (HTJ2K from
+        AWS HealthImaging, for instance).
+        """
+        tried: list[str] = []
+        refusals: list[DicomWebError] = []
+        refused_media = False
+
+        def attempt(accepts: Sequence[str]) -> Any:
+            nonlocal refused_media
+            for accept in accepts:
+                if accept in tried:
+                    continue
+                tried.append(accept)
+                try:
+                    response = self.http.get_content(url, accept=accept, headers=_BULK_HEADERS)
+                except DicomWebError as exc:
+                    if exc.status not in _FALLBACK_STATUSES:
+                        raise
+                    refusals.append(exc)
+                    refused_media = refused_media or exc.status in _REFUSED_STATUSES
+                    continue
+                if refused_media:  # only a media-type refusal says something about the server
+                    with _frame_accepts_lock:
+                        _frame_accepts[self.url] = accept
+                return response
+            return None
+
+        remembered = _frame_accepts.get(self.url)
+        response = attempt(([remembered] if remembered else []) + [FRAMES_ACCEPT, FRAMES_ACCEPT_FALLBACK])
+        if response is None and refused_media:
+            offered = self._available_transfer_syntaxes(study, series, instance)
+            response = attempt([accept for syntax in offered for accept in frames_accepts_for(syntax)])
+        if response is None:
+            last = refusals[-1]
+            raise type(last)(f"GET {url}: the server refused every media type offered for frames "
+                             f"({'; '.join(tried)})", status=last.status, url=url,
+                             server_message=last.server_message, method="GET")
+        return response
+
+    def _available_transfer_syntaxes(self, study: str, series: str, instance: str) -> list[str]:
+        """AvailableTransferSyntaxUID of an instance (its metadata; empty where the server gives none)."""
+        try:
+            metadata = self.retrieve_metadata(study, series, instance)
+        except DicomWebError:
+            return []
+        values = ((metadata[0] if metadata else {}).get(AVAILABLE_TRANSFER_SYNTAX) or {}).get("Value") or []
+        return [str(v).strip() for v in values if v]
 
     def retrieve_rendered(self, study: str, series: str | None = None, instance: str | None = None,
                           frame: int | None = None, *, media_type: str = "image/png",

@@ -6,6 +6,7 @@ store, ``transcode`` and ``stow_response`` here), without an HTTP round trip or 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -38,6 +39,10 @@ class StoreSource:
 
     def __repr__(self) -> str:
         return f"StoreSource({str(self.store.root)!r})"
+
+    def __reduce__(self) -> tuple:
+        # Lazy arrays computed in other processes (dask) open the same store folder there.
+        return (functools.partial(StoreSource, base_url=self.base_url), (str(self.store.root),))
 
     @property
     def url(self) -> str:
