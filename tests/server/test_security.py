@@ -143,9 +143,16 @@ def test_token_as_query_parameter(token_server):
     assert requests.get(f"{token_server.dicomweb_url}/studies?token=nope", timeout=10).status_code == 401
 
 
-def test_cors_preflight_needs_no_token(token_server):
-    answer = requests.options(f"{token_server.dicomweb_url}/studies", timeout=10)
+PREFLIGHT = {"Origin": "http://viewer.example", "Access-Control-Request-Method": "POST"}
+
+
+def test_cors_preflight_needs_no_token_but_other_options_do(token_server):
+    assert requests.options(f"{token_server.dicomweb_url}/studies", headers=PREFLIGHT, timeout=10).status_code == 204
+    # An OPTIONS that is not a preflight reads the API (its methods): it needs the token.
+    assert requests.options(f"{token_server.dicomweb_url}/studies", timeout=10).status_code == 401
+    answer = requests.options(f"{token_server.dicomweb_url}/studies", headers={"Authorization": "Bearer t0ken-value"}, timeout=10)
     assert answer.status_code == 204
+    assert answer.headers["Allow"] == "GET, OPTIONS, POST"
 
 
 def test_basic_auth(basic_server):
