@@ -199,13 +199,13 @@ DRAIN_LIMIT = 64 << 20
 
 class StreamedBodyMixin(DicomWebMixin):
     """For ``@stream_request_body`` handlers: a refusal decided before or while the body arrives
-    (401/403, 413, 415, a malformed part) is answered once the body has been read and dropped.
+    (401/403, 405, 413, 415, a malformed part) is answered once the body has been read and dropped.
 
     Tornado closes a connection whose request body it has not read; the client, still sending
     (``requests`` sends the whole body before it reads an answer), may then see a reset connection
     instead of the answer. So the refusal is kept, the body drained (up to ``DRAIN_LIMIT``), and the
-    refusal raised by the HTTP method (``raise_refusal``), on a connection that stays usable. A client
-    that sent ``Expect: 100-continue`` has sent no body yet: it is answered at once.
+    refusal answered in place of the HTTP method, on a connection that stays usable. A client that
+    sent ``Expect: 100-continue`` has sent no body yet: it is answered at once.
     """
 
     _refusal: web.HTTPError | None = None
@@ -223,8 +223,6 @@ class StreamedBodyMixin(DicomWebMixin):
 
     def refuse_after_body(self, refusal: web.HTTPError) -> bool:
         """Keep ``refusal`` for after the body is drained; False when it must be answered now."""
-        if self._refusal is not None:
-            return True
         headers = self.request.headers
         if headers.get("Expect", "").lower() == "100-continue":
             return False
@@ -232,18 +230,24 @@ class StreamedBodyMixin(DicomWebMixin):
         length = headers.get("Content-Length", "")
         if not chunked and not (length.isdigit() and 0 < int(length) <= DRAIN_LIMIT):
             return False
-        self._refusal = refusal
         self.request.connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
+        self.keep_refusal(refusal)
         return True
+
+    def keep_refusal(self, refusal: web.HTTPError) -> None:
+        """From now on the body is dropped (``refusing``), and the refusal is the answer: tornado
+        calls the HTTP method once the body is in, and finds this instead."""
+        if self._refusal is None:
+            self._refusal = refusal
+            setattr(self, self.request.method.lower(), self._answer_refusal)
 
     def refusing(self) -> bool:
         """True once the request is refused: ``data_received`` drops what arrives."""
         return self._refusal is not None
 
-    def raise_refusal(self) -> None:
-        """First call of the HTTP method: answers the kept refusal, if any."""
-        if self._refusal is not None:
-            raise self._refusal
+    def _answer_refusal(self, *args: Any, **kwargs: Any) -> None:
+        assert self._refusal is not None
+        raise self._refusal
 
 
 class NotFoundMixin(DicomWebMixin):

@@ -143,7 +143,7 @@ class StowMixin(StreamedBodyMixin):
     def _refuse_body(self, refusal: ApiError) -> None:
         """A refusal found in the body: the rest is drained (tornado's limit, set in prepare_body,
         stops a body far over max_upload_size), then answered."""
-        self._refusal = refusal
+        self.keep_refusal(refusal)
         self._close_parts()
 
     def _close_parts(self) -> None:
@@ -171,7 +171,6 @@ class StowMixin(StreamedBodyMixin):
         super().on_connection_close()  # type: ignore[misc]
 
     async def post(self, study: str | None = None) -> None:
-        self.raise_refusal()
         if study is not None:
             study = self.uid(study, "StudyInstanceUID")
         if self._stow_parser is not None:
