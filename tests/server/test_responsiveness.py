@@ -15,7 +15,7 @@ import requests
 from dicomweb_nb import samples
 
 from .conftest import multipart_body, small_series, stow, unique_patient
-from .proxy_helpers import Api, make_study, serve_studies
+from .proxy_helpers import Api
 
 PROMPT = 10.0  # seconds: a cheap request that waits this long is stuck behind the long ones, not slow
 STALLED = 6  # more stalled downloads than the server has worker threads (c.DicomWeb.worker_threads = 4)
@@ -74,18 +74,8 @@ def test_stalled_downloads_do_not_hold_up_other_requests(server, big_study):
             sock.close()
 
 
-@pytest.fixture(scope="module")
-def remote_with_study(tmp_path_factory):
-    """A second server holding a 40-instance study: slowed by Debug (50 ms each), a retrieve lasts seconds."""
-    folder = tmp_path_factory.mktemp("responsive-remote")
-    study = make_study(folder / "data", slices=40, patient="Debug^Remote")
-    remote = serve_studies(folder, study)
-    yield remote, study
-    remote.stop()
-
-
-def test_debug_transfers_and_jobs_keep_the_server_responsive(server, remote_with_study):
-    remote, study = remote_with_study
+def test_debug_transfers_and_jobs_keep_the_server_responsive(server, slow_remote):
+    remote, study = slow_remote
     api = Api(server)
     name = f"responsive-{server.url.rsplit(':', 1)[-1].split('/')[0]}"
     api.add_server(name, remote.dicomweb_url)

@@ -8,18 +8,9 @@ import pytest
 
 from tests.fixtures.ourserver import start_jupyter, start_standalone
 
-from .proxy_helpers import Api, make_study, serve_studies
+from .proxy_helpers import Api
 
 SHUTDOWN_DETAILS = "the server stopped while this job was running"
-
-
-@pytest.fixture(scope="module")
-def slow_remote(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shutdown-remote")
-    study = make_study(folder / "data", slices=40, patient="Shutdown^Remote")
-    remote = serve_studies(folder, study)
-    yield remote, study
-    remote.stop()
 
 
 @pytest.fixture(params=["standalone", "jupyter"])
