@@ -32,9 +32,13 @@ class JupyterDicomWebHandler(AccessMixin, ExtensionHandlerMixin, JupyterHandler)
         if self.is_cors_preflight():
             return  # answered by options() without a user, as browsers send no credentials
         await JupyterHandler.prepare(self, _redirect_to_login=self.login_redirect)
-        if self._finished:  # sent to the login page
+        if self._finished:  # sent to the login page by Jupyter
             return
         if self.current_user is None:
+            # Jupyter leaves it to handlers while ServerApp.allow_unauthenticated_access is on.
+            if self.login_redirect and self.request.method in ("GET", "HEAD"):
+                web.authenticated(lambda handler: None)(self)  # to Jupyter's login page, with next=
+                return
             raise ApiError(403, "not authenticated: send the Jupyter token ('Authorization: token <token>')")
         await self.authorize(self.current_user)
 
