@@ -78,12 +78,14 @@ class AccessMixin(DicomWebMixin):
     """Checks ``self.access`` (from the route) with ``self.authorizer`` once the user is known."""
 
     access: Access = Access()
-    authorizer: Authorizer
+    authorizer: Any  # an Authorizer: Jupyter's (settings), or the standalone server's
 
-    def initialize(self, access: Access | None = None, **kwargs: Any) -> None:
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Takes ``access`` from the route's arguments; the rest goes to the next initialize."""
+        access = kwargs.pop("access", None)
         if access is not None:
             self.access = access
-        super().initialize(**kwargs)  # type: ignore[misc]
+        super().initialize(*args, **kwargs)  # type: ignore[misc]
 
     def allowed_methods(self) -> list[str]:
         """The methods of this URL: those its route grants that its handler implements."""

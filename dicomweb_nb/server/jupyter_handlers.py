@@ -46,12 +46,12 @@ class JupyterDicomWebHandler(AccessMixin, ExtensionHandlerMixin, JupyterHandler)
 # -- DICOMweb (PS3.18) --------------------------------------------------------------------------------
 
 @web.stream_request_body
-class StudiesHandler(StudiesMixin, JupyterDicomWebHandler):
+class StudiesHandler(StudiesMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
     """``{root}studies``: QIDO-RS search (GET), STOW-RS (POST)."""
 
 
 @web.stream_request_body
-class StudyHandler(StudyMixin, JupyterDicomWebHandler):
+class StudyHandler(StudyMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
     """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST)."""
 
 
