@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from tornado import web
 
@@ -53,12 +53,6 @@ def access(**changes: tuple[str, ...]) -> Access:
     return Access(dict(changes))
 
 
-class Authorizer(Protocol):
-    """What both mount points ask: jupyter-server's ``Authorizer`` interface."""
-
-    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> Any: ...
-
-
 def _allow_unauthenticated(method: Any) -> Any:
     # jupyter-server's marker (``@allow_unauthenticated``) for methods that may run without a user:
     # OPTIONS, for the CORS preflight; the handlers' prepare() still authenticates any other OPTIONS.
@@ -78,7 +72,7 @@ class AccessMixin(DicomWebMixin):
     """Checks ``self.access`` (from the route) with ``self.authorizer`` once the user is known."""
 
     access: Access = Access()
-    authorizer: Any  # an Authorizer: Jupyter's (settings), or the standalone server's
+    authorizer: Any  # jupyter-server's Authorizer interface: Jupyter's (in its settings), or OneCredentialAuthorizer
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         """Takes ``access`` from the route's arguments; the rest goes to the next initialize."""

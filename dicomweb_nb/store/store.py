@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from ..dicom.dicomjson import DicomJson, make_element, value_texts
-from ..fileio import create_private_file, make_private, open_private, private_folder, secure_store_folder
 from ..dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ..dicom.tags import (
     default_return_tags,
@@ -39,6 +38,7 @@ from ..dicom.tags import (
     tag_hex,
     vr_of,
 )
+from ..fileio import create_private_file, make_private, open_private, private_folder, secure_store_folder
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from .schema import COLUMNS_BY_TAG, DDL, INDEXED_COLUMNS, SCHEMA_VERSION
 
