@@ -55,10 +55,9 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import tornado.httpserver
     import tornado.ioloop
 
-    from .server.app import close_context, make_app
+    from .server.app import close_context, make_app, make_http_server
 
     if args.help_options:
         from .server.config import DicomWeb
@@ -82,8 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = make_app(args.store, config, auth_token=token, basic_auth=basic)
-    # Uploads are streamed; the per-request limit is set by the STOW handler (max_upload_size).
-    server = tornado.httpserver.HTTPServer(app, max_body_size=config.max_upload_size, idle_connection_timeout=3600)
+    server = make_http_server(app, config)
     server.listen(args.port, address=args.host)
     ctx = app.settings["dicomweb"]
     counts = ctx.store.counts()

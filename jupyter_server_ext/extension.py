@@ -1,16 +1,21 @@
-"""Mounting the DICOMweb handlers in a running jupyter-server."""
+"""The jupyter-server extension: mounts dicomweb_nb's DICOMweb server in a running Jupyter server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
 
-from dicomweb_nb.client.config import LOCAL_URL_ENV, SERVERS_ENV, STORE_ENV
+from jupyter_server.extension.application import ExtensionApp
 
-from dicomweb_nb.server.app import make_context, routes_for
-from dicomweb_nb.server.base import extension_base
+from dicomweb_nb.client.config import LOCAL_URL_ENV, SERVERS_ENV, STORE_ENV
+from dicomweb_nb.server import jupyter_handlers
+from dicomweb_nb.server.app import close_context, make_context, stop_jobs
+from dicomweb_nb.server.base import DicomWebContext
 from dicomweb_nb.server.config import DicomWeb
+from dicomweb_nb.server.limits import install_on
+from dicomweb_nb.server.routes import build_routes
 
 
 def store_dir_for(config: DicomWeb, root_dir: str) -> str:
@@ -34,19 +39,58 @@ def _export_to_kernels(serverapp: Any, config: DicomWeb, store_dir: str, root_pa
         os.environ[SERVERS_ENV] = json.dumps(dict(config.servers))
 
 
-def load_extension(serverapp: Any) -> None:
-    config = DicomWeb(parent=serverapp)
-    if not config.enable:
-        serverapp.log.info("dicomweb-nb: DICOMweb disabled by c.DicomWeb.enable")
-        return
-    store_dir = store_dir_for(config, serverapp.root_dir)
-    ctx = make_context(config, store_dir, base_url=serverapp.base_url)
-    web_app = serverapp.web_app
-    web_app.settings["dicomweb"] = ctx
-    web_app.add_handlers(".*$", routes_for(ctx, extension_base()))
-    _export_to_kernels(serverapp, config, store_dir, ctx.root_path)
-    counts = ctx.store.counts()
-    serverapp.log.info(
-        "dicomweb-nb: DICOMweb at %s (WADO-URI at %s), store %s with %d studies / %d instances",
-        ctx.root_path, ctx.wado_path if config.enable_wado else "off", store_dir, counts["studies"], counts["instances"],
-    )
+class DicomWebExtension(ExtensionApp):
+    """DICOMweb at ``<base_url>dicom-web/`` and WADO-URI at ``<base_url>wado``, served from the
+    workspace store behind Jupyter's authentication and Authorizer.
+
+    Its options are those of ``dicomweb-nb serve``: ``c.DicomWeb.*`` (``dicomweb_nb.server.config``),
+    read from the server's configuration.
+    """
+
+    name = "dicomweb_nb"
+    description = "DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and an Orthanc-compatible client proxy"
+    load_other_extensions = True
+    classes = [*ExtensionApp.classes, DicomWeb]
+
+    dicomweb: DicomWeb
+    context: DicomWebContext | None = None
+
+    def initialize_settings(self) -> None:
+        self.dicomweb = DicomWeb(parent=self)
+        if not self.dicomweb.enable:
+            self.log.info("dicomweb-nb: DICOMweb disabled by c.DicomWeb.enable")
+            return
+        assert self.serverapp is not None  # linked before initialize_settings
+        store_dir = store_dir_for(self.dicomweb, self.serverapp.root_dir)
+        self.context = make_context(self.dicomweb, store_dir, base_url=self.serverapp.base_url)
+        self.settings["dicomweb"] = self.context
+        _export_to_kernels(self.serverapp, self.dicomweb, store_dir, self.context.root_path)
+        counts = self.context.store.counts()
+        self.log.info("dicomweb-nb: DICOMweb at %s (WADO-URI at %s), store %s with %d studies / %d instances",
+                      self.context.root_path, self.context.wado_path if self.dicomweb.enable_wado else "off",
+                      store_dir, counts["studies"], counts["instances"])
+
+    def initialize_handlers(self) -> None:
+        if self.context is None:
+            return
+        # Paths under Jupyter's base_url, which jupyter-server puts in front of each.
+        wado = self.dicomweb.wado_root if self.dicomweb.enable_wado else None
+        self.handlers.extend(build_routes(jupyter_handlers, self.dicomweb.root, wado))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Once the HTTP server exists: answer requests over its header limits with 414/431."""
+        if self.context is None:
+            return
+        try:
+            http_server = serverapp.http_server
+        except AttributeError:  # embedded without an HTTP server of its own (tests)
+            return
+        install_on(http_server)
+
+    async def stop_extension(self) -> None:
+        """On shutdown: cancel running jobs and wait for them to record it, then close the store."""
+        if self.context is None:
+            return
+        context, self.context = self.context, None
+        await asyncio.to_thread(stop_jobs, context)
+        close_context(context)

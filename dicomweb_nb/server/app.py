@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from tornado import web
+from tornado.httpserver import HTTPServer
 
 from ..store import Store
-from .base import DicomWebContext, StandaloneBase
+from . import standalone_handlers
+from .base import DicomWebContext
 from .config import DicomWeb
 from .jobs import JobManager
+from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
-from .routes import build_routes, orthanc_jobs_routes
+from .routes import build_routes, jobs_routes
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -61,18 +63,25 @@ def make_context(
     return ctx
 
 
-def close_context(ctx: DicomWebContext) -> None:
-    """Stop the jobs (running ones are reported interrupted at the next start if they do not end first)
-    and release the remote connections and the worker threads."""
+def stop_jobs(ctx: DicomWebContext) -> None:
+    """Cancel the jobs and wait (at most JOBS_STOP_TIMEOUT s) until each has recorded that the
+    shutdown interrupted it. Blocks: run it off the event loop."""
     if ctx.jobs is not None:
-        ctx.jobs.shutdown()
+        ctx.jobs.shutdown(wait=JOBS_STOP_TIMEOUT)
+
+
+def close_context(ctx: DicomWebContext) -> None:
+    """Stop the jobs (``stop_jobs``), then release the remote connections, the worker threads and
+    the store."""
+    stop_jobs(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
+    ctx.store.close()
 
 
-def routes_for(ctx: DicomWebContext, base: type) -> list[tuple[str, type, dict[str, Any]]]:
-    return build_routes(base, ctx.root_path, ctx.wado_path if ctx.config.enable_wado else None)
+# Seconds a shutdown waits for running jobs to notice their cancellation and record it.
+JOBS_STOP_TIMEOUT = 10.0
 
 
 def make_app(
@@ -85,9 +94,15 @@ def make_app(
 ) -> web.Application:
     """The standalone DICOMweb application of ``dicomweb-nb serve`` (no Jupyter involved)."""
     config = config or DicomWeb()
-    Path(store_dir).mkdir(parents=True, exist_ok=True)
     ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
     # Orthanc keeps jobs at its root; scripts written for it look there.
-    routes = orthanc_jobs_routes(StandaloneBase) + routes_for(ctx, StandaloneBase)
-    app = web.Application(routes, dicomweb=ctx, **settings)
-    return app
+    routes = jobs_routes(standalone_handlers, "/") + build_routes(
+        standalone_handlers, ctx.root_path, ctx.wado_path if config.enable_wado else None)
+    return web.Application(routes, dicomweb=ctx, **settings)
+
+
+def make_http_server(app: web.Application, config: DicomWeb) -> HTTPServer:
+    """The HTTP server of ``dicomweb-nb serve``: requests over the header limits are answered 414/431
+    (``limits.py``); uploads are streamed, their limit set by the STOW handler (max_upload_size)."""
+    return HTTPServer(HeaderLimits(app), max_body_size=config.max_upload_size, max_header_size=READ_HEADER_BYTES,
+                      idle_connection_timeout=3600)

@@ -1,15 +1,14 @@
 """What every DICOMweb handler shares: the context, errors as JSON, content negotiation, public URLs,
-CORS, and running blocking work off the event loop.
+CORS, running blocking work off the event loop, and refusing a streamed upload without losing the answer.
 
-Handlers are written once as mixins over ``tornado.web.RequestHandler`` and combined with one of
-two bases (``routes.build_routes``): the jupyter-server handler (Jupyter's authentication) or the
-standalone one (token / basic auth of ``dicomweb-nb serve``).
+Each service is written once as a mixin over ``tornado.web.RequestHandler``; the handler classes
+of the two mount points combine these mixins with their base (``standalone_handlers.py``: the
+token / basic auth of ``dicomweb-nb serve``; ``jupyter_handlers.py``: Jupyter's authentication and
+Authorizer). ``routes.py`` is the one URL table of both.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 import logging
 import re
@@ -61,12 +60,6 @@ class ApiError(web.HTTPError):
         super().__init__(status, log_message=message, reason=None)
         self.message = message
         self.headers = headers
-
-
-def _allow_unauthenticated(method: Callable[..., Any]) -> Callable[..., Any]:
-    # jupyter_server's marker for handlers that run without a user (CORS preflight here).
-    setattr(method, "__allow_unauthenticated", True)
-    return method
 
 
 class DicomWebMixin:
@@ -187,19 +180,6 @@ class DicomWebMixin:
             self.set_header("Access-Control-Expose-Headers",
                             "Content-Type, Content-Length, Content-Location, Warning, ETag, Last-Modified, Location")
 
-    @_allow_unauthenticated
-    def options(self, *args: Any, **kwargs: Any) -> None:
-        """CORS preflight."""
-        allowed = self.ctx.config.cors_origins
-        origin = self.request.headers.get("Origin")
-        if origin and allowed and ("*" in allowed or origin in allowed):
-            self.set_header("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
-            self.set_header("Access-Control-Allow-Headers",
-                            self.request.headers.get("Access-Control-Request-Headers", "Accept, Content-Type, Authorization"))
-            self.set_header("Access-Control-Max-Age", "600")
-        self.set_status(204)
-        self.finish()
-
     def write_json(self, obj: Any, status: int = 200, content_type: str = "application/dicom+json") -> None:
         self.set_status(status)
         self.set_header("Content-Type", content_type)
@@ -212,52 +192,68 @@ def _first(value: str | None) -> str | None:
     return value.split(",")[0].strip() or None
 
 
-class StandaloneBase(web.RequestHandler):
-    """Base of the handlers of ``dicomweb-nb serve``: optional token or HTTP basic authentication."""
+# A refused upload's body is read and dropped up to this size before the refusal is answered;
+# a larger one is answered at once and its connection closed (see StreamedBodyMixin).
+DRAIN_LIMIT = 64 << 20
 
-    def check_xsrf_cookie(self) -> None:
-        return  # API server: no cookies are used for authentication, so there is nothing to forge
+
+class StreamedBodyMixin(DicomWebMixin):
+    """For ``@stream_request_body`` handlers: a refusal decided before or while the body arrives
+    (401/403, 405, 413, 415, a malformed part) is answered once the body has been read and dropped.
+
+    Tornado closes a connection whose request body it has not read; the client, still sending
+    (``requests`` sends the whole body before it reads an answer), may then see a reset connection
+    instead of the answer. So the refusal is kept, the body drained (up to ``DRAIN_LIMIT``), and the
+    refusal answered in place of the HTTP method, on a connection that stays usable. A client that
+    sent ``Expect: 100-continue`` has sent no body yet: it is answered at once.
+    """
+
+    _refusal: web.HTTPError | None = None
 
     async def prepare(self) -> None:
-        ctx: DicomWebContext = self.settings["dicomweb"]
-        if self.request.method == "OPTIONS":
-            return
-        if ctx.auth_token is None and ctx.basic_auth is None:
-            return
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        scheme = scheme.lower()
-        if ctx.auth_token is not None:
-            supplied = credentials.strip() if scheme in ("bearer", "token") else self.get_query_argument("token", "")
-            if supplied and hmac.compare_digest(supplied, ctx.auth_token):
-                return
-        if ctx.basic_auth is not None and scheme == "basic":
-            try:
-                user, _, password = base64.b64decode(credentials.strip()).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                user = password = ""
-            if hmac.compare_digest(user, ctx.basic_auth[0]) and hmac.compare_digest(password, ctx.basic_auth[1]):
-                return
-        challenge = 'Basic realm="dicomweb-nb"' if ctx.basic_auth else 'Bearer realm="dicomweb-nb"'
-        raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>' (or basic credentials)",
-                       WWW_Authenticate=challenge)
+        try:
+            await super().prepare()  # type: ignore[misc]  # authentication and authorization
+            await self.prepare_body()
+        except web.HTTPError as exc:
+            if not self.refuse_after_body(exc):
+                raise
+
+    async def prepare_body(self) -> None:
+        """Checks of the request's headers before its body arrives (raise ApiError to refuse)."""
+
+    def refuse_after_body(self, refusal: web.HTTPError) -> bool:
+        """Keep ``refusal`` for after the body is drained; False when it must be answered now."""
+        headers = self.request.headers
+        if headers.get("Expect", "").lower() == "100-continue":
+            return False
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        length = headers.get("Content-Length", "")
+        if not chunked and not (length.isdigit() and 0 < int(length) <= DRAIN_LIMIT):
+            return False
+        self.request.connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
+        self.keep_refusal(refusal)
+        return True
+
+    def keep_refusal(self, refusal: web.HTTPError) -> None:
+        """From now on the body is dropped (``refusing``), and the refusal is the answer: tornado
+        calls the HTTP method once the body is in, and finds this instead."""
+        if self._refusal is None:
+            self._refusal = refusal
+            setattr(self, self.request.method.lower(), self._answer_refusal)
+
+    def refusing(self) -> bool:
+        """True once the request is refused: ``data_received`` drops what arrives."""
+        return self._refusal is not None
+
+    def _answer_refusal(self, *args: Any, **kwargs: Any) -> None:
+        assert self._refusal is not None
+        raise self._refusal
 
 
-def extension_base() -> type:
-    """Base of the handlers mounted in jupyter-server: Jupyter's own authentication."""
-    from jupyter_server.base.handlers import JupyterHandler
+class NotFoundMixin(DicomWebMixin):
+    """Any other path under the DICOMweb root: a JSON 404 naming the path."""
 
-    class ExtensionBase(JupyterHandler):
-        async def prepare(self) -> None:  # type: ignore[override]
-            if self.request.method == "OPTIONS":
-                return
-            # No redirect to the login page: API clients get 403, as jupyter_server's APIHandler does.
-            await JupyterHandler.prepare(self, _redirect_to_login=False)
-            if self.current_user is None:
-                raise ApiError(403, "not authenticated: send the Jupyter token ('Authorization: token <token>')")
+    def _unknown(self, *args: Any, **kwargs: Any) -> None:
+        raise ApiError(404, f"no DICOMweb resource at {self.request.path} (see PS3.18 for the URL forms served here)")
 
-        @property
-        def content_security_policy(self) -> str:
-            return super().content_security_policy
-
-    return ExtensionBase
+    get = post = put = delete = head = patch = _unknown

@@ -327,15 +327,27 @@ class JobManager:
     async def wait(self, job: Job) -> Job:
         return await asyncio.wrap_future(job.done)
 
-    def shutdown(self) -> None:
-        """Stop taking jobs; running ones are asked to cancel (and, if the process ends first, are
-        reported as interrupted at the next start)."""
+    def shutdown(self, wait: float = 0.0) -> None:
+        """Stop taking jobs: pending ones fail at once and running ones are asked to cancel, each
+        recorded as interrupted by the shutdown. ``wait``: seconds to wait for the running ones to
+        stop (one still running then is reported interrupted at the next start instead)."""
         with self._lock:
             self._stopping = True
+            pending = [entry[2] for entry in self._queue]
+            self._queue.clear()
+            for job in pending:
+                if not job.finished:
+                    self._finish_cancelled(job)
             for job in self._jobs.values():
                 if not job.finished:
                     job.cancel_event.set()
             self._ready.notify_all()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            thread.join(remaining)
 
     # -- running ----------------------------------------------------------------------------------
     def _worker(self) -> None:

@@ -225,14 +225,14 @@ class ServerGetMixin(_ProxyBase):
     _remote_response: Any = None
 
     async def post(self, name: str) -> None:
-        entry = self.entry(name)
+        entry = await self.run_blocking(self.entry, name)  # servers.json may be on a slow (network) disk
         body = self.json_body()
         url = remote_url(entry.url, body.get("Uri"), body.get("Arguments"))
         try:
             headers = check_header_map(body.get("HttpHeaders"))
         except ServerDefinitionError as exc:
             raise ProxyError(400, str(exc), Field="HttpHeaders") from None
-        source = self.servers.source(name, purpose="call")
+        source = await self.run_blocking(self.servers.source, name, purpose="call")
         try:
             response = await self.in_proxy_pool(source.http.request, "GET", url, stream=True, headers=headers)
         except DicomWebError as exc:
@@ -340,7 +340,7 @@ class ServerStowMixin(_TransferBase):
     """``POST {root}/servers/{name}/stow``."""
 
     async def post(self, name: str) -> None:
-        entry = self.entry(name)
+        entry = await self.run_blocking(self.entry, name)
         body = self.json_body()
         synchronous, priority, headers = self.options_of(body)
         try:
@@ -368,7 +368,7 @@ class ServerRetrieveMixin(_TransferBase):
     """``POST {root}/servers/{name}/retrieve``."""
 
     async def post(self, name: str) -> None:
-        entry = self.entry(name)
+        entry = await self.run_blocking(self.entry, name)
         body = self.json_body()
         synchronous, priority, headers = self.options_of(body)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ..dicom import mediatypes as mt
@@ -21,9 +22,9 @@ class QidoMixin(DicomWebMixin):
 
     level: str = "study"
 
-    def initialize(self, level: str = "study", **kwargs: object) -> None:
-        self.level = level
-        super().initialize(**kwargs)  # type: ignore[misc]
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        self.level = kwargs.pop("level", "study")
+        super().initialize(*args, **kwargs)  # type: ignore[misc]
 
     def query_pairs(self) -> list[tuple[str, str]]:
         """Query parameters, percent-decoded (UTF-8) before anything else looks at them."""

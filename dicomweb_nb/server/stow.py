@@ -17,11 +17,12 @@ from typing import BinaryIO
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
+from ..fileio import open_private
 from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, stow_response
-from .base import ApiError, DicomWebMixin
+from .base import DRAIN_LIMIT, ApiError, StreamedBodyMixin
+from .qido import QidoMixin
 
 _ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream")
-_OVERFLOW_SLACK = 64 << 20  # bytes of an over-limit chunked upload read (and dropped) to answer 413
 
 
 # fsync blocks on the disk, not the CPU: several in flight let the filesystem commit them together.
@@ -45,47 +46,34 @@ def _sync_and_close(fp: BinaryIO) -> None:
         fp.close()
 
 
-class StowMixin(DicomWebMixin):
-    """POST handler body; combined with the QIDO / WADO GET handlers on the same URLs."""
+class StowMixin(StreamedBodyMixin):
+    """POST handler body; combined with the QIDO / WADO GET handlers on the same URLs. A refusal
+    (of the headers, of a part, of the size) is answered once the body is drained (StreamedBodyMixin)."""
 
     _stow_parser: MultipartParser | None = None
+    _stow_parts: list[_Part]
+    _stow_received = 0
+    _stow_single: _Part | None = None
 
-    async def prepare(self) -> None:
-        await super().prepare()  # type: ignore[misc]
-        self._stow_parts: list[_Part] = []
-        self._stow_error: ApiError | None = None
-        self._stow_received = 0
-        self._stow_single: _Part | None = None
+    async def prepare_body(self) -> None:
+        self._stow_parts = []
         if self.request.method != "POST":
             return
         self._stow_response_type, _ = self.choose([mt.DICOM_JSON, mt.JSON, mt.DICOM_XML])
+        ctype = self._stow_content_type()
         limit = self.ctx.config.max_upload_size
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"the upload is {int(length)} bytes; this server accepts at most {limit} (max_upload_size)")
         # Tornado answers a chunked body over its limit with a bare "400" and a closed connection, so
-        # its limit sits a little above ours: this handler counts the bytes, drains up to the slack,
-        # and answers 413 with a message (a body with Content-Length was refused above).
-        self.request.connection.set_max_body_size(limit + _OVERFLOW_SLACK)
-        raw_type = self.request.headers.get("Content-Type", "")
-        if not raw_type:
-            raise ApiError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"; boundary=...')
-        try:
-            ctype = mt.parse_media_type(raw_type)
-        except mt.MediaTypeError as exc:
-            raise ApiError(400, f"malformed Content-Type: {exc}") from None
+        # its limit sits a little above ours: this handler counts the bytes, drains up to DRAIN_LIMIT
+        # more, and answers 413 with a message (a body with Content-Length was refused above).
+        self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
         if ctype.type == mt.DICOM:
             # Not in PS3.18, but convenient for curl: a single Part 10 file as the whole body.
             self._stow_single = self._open_part(1)
             self._stow_parts.append(self._stow_single)
             return
-        if ctype.type != mt.MULTIPART_RELATED:
-            raise ApiError(415, f'STOW-RS accepts multipart/related; type="application/dicom", not {ctype.type}')
-        part_type = ctype.params.get("type", mt.DICOM).lower()
-        if part_type in (mt.DICOM_JSON, mt.DICOM_XML, mt.JSON):
-            raise ApiError(415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom")
-        if part_type != mt.DICOM:
-            raise ApiError(415, f'STOW-RS parts must be application/dicom, not {part_type}')
         boundary = ctype.params.get("boundary")
         if not boundary:
             raise ApiError(400, "the multipart/related Content-Type has no boundary parameter")
@@ -94,17 +82,36 @@ class StowMixin(DicomWebMixin):
         except MultipartError as exc:
             raise ApiError(400, str(exc)) from None
 
+    def _stow_content_type(self) -> mt.MediaType:
+        """The request's Content-Type, if STOW-RS takes it (415 or 400 otherwise)."""
+        raw_type = self.request.headers.get("Content-Type", "")
+        if not raw_type:
+            raise ApiError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"; boundary=...')
+        try:
+            ctype = mt.parse_media_type(raw_type)
+        except mt.MediaTypeError as exc:
+            raise ApiError(400, f"malformed Content-Type: {exc}") from None
+        if ctype.type == mt.DICOM:
+            return ctype
+        if ctype.type != mt.MULTIPART_RELATED:
+            raise ApiError(415, f'STOW-RS accepts multipart/related; type="application/dicom", not {ctype.type}')
+        part_type = ctype.params.get("type", mt.DICOM).lower()
+        if part_type in (mt.DICOM_JSON, mt.DICOM_XML, mt.JSON):
+            raise ApiError(415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom")
+        if part_type != mt.DICOM:
+            raise ApiError(415, f'STOW-RS parts must be application/dicom, not {part_type}')
+        return ctype
+
     def _open_part(self, number: int) -> _Part:
         path = self.store.tmp_dir / f"stow-{os.getpid()}-{id(self)}-{number}.part"
-        return _Part(number, path, open(path, "wb"))
+        return _Part(number, path, open_private(path, "wb"))
 
     def data_received(self, chunk: bytes) -> None:
-        if self._stow_error is not None or self.request.method != "POST":
+        if self.refusing() or self.request.method != "POST":
             return
         self._stow_received += len(chunk)
         if self._stow_received > self.ctx.config.max_upload_size:
-            self._stow_error = ApiError(413, f"the upload exceeds {self.ctx.config.max_upload_size} bytes (max_upload_size)")
-            self._close_parts()
+            self._refuse_body(ApiError(413, f"the upload exceeds {self.ctx.config.max_upload_size} bytes (max_upload_size)"))
             return
         if self._stow_single is not None:
             assert self._stow_single.file is not None
@@ -114,8 +121,7 @@ class StowMixin(DicomWebMixin):
         try:
             events = self._stow_parser.feed(chunk)
         except MultipartError as exc:
-            self._stow_error = ApiError(400, f"malformed multipart body: {exc}")
-            self._close_parts()
+            self._refuse_body(ApiError(400, f"malformed multipart body: {exc}"))
             return
         for event in events:
             if isinstance(event, PartBegin):
@@ -133,6 +139,12 @@ class StowMixin(DicomWebMixin):
                 current = self._stow_parts[-1]
                 if current.file is not None:
                     current.synced = _FSYNC_POOL.submit(_sync_and_close, current.file)
+
+    def _refuse_body(self, refusal: ApiError) -> None:
+        """A refusal found in the body: the rest is drained (tornado's limit, set in prepare_body,
+        stops a body far over max_upload_size), then answered."""
+        self.keep_refusal(refusal)
+        self._close_parts()
 
     def _close_parts(self) -> None:
         for part in self._stow_parts:
@@ -161,8 +173,6 @@ class StowMixin(DicomWebMixin):
     async def post(self, study: str | None = None) -> None:
         if study is not None:
             study = self.uid(study, "StudyInstanceUID")
-        if self._stow_error is not None:
-            raise self._stow_error
         if self._stow_parser is not None:
             try:
                 self._stow_parser.finish()
@@ -195,6 +205,10 @@ class StowMixin(DicomWebMixin):
             self.finish(json_to_xml(body))
         else:
             self.write_json(body, status, self._stow_response_type)
+
+
+class StudiesMixin(StowMixin, QidoMixin):
+    """``/studies``: GET searches studies (QIDO-RS), POST stores instances (STOW-RS)."""
 
 
 def _header_safe(text: str) -> str:

@@ -31,6 +31,7 @@ from ..client.web import INSTANCE_ACCEPT, INSTANCE_ACCEPT_FALLBACK, WebSource
 from ..dicom import mediatypes as mt
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
 from ..errors import ConnectionFailed, DicomWebError, InvalidResponse
+from ..fileio import open_private
 from ..store import InstanceRow, NotFoundError, Store, describe_failure
 from .jobs import (
     ERROR_BAD_REQUEST,
@@ -345,7 +346,7 @@ class _Retrieval:
             self.current = None
             return
         self.current_path = self.store.tmp_dir / f"{self.prefix}-{self.parts}.part"
-        self.current = open(self.current_path, "wb")
+        self.current = open_private(self.current_path, "wb")
 
     def data(self, data: bytes) -> None:
         if self.current is not None:

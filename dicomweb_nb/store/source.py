@@ -19,6 +19,7 @@ from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
 from ..dicom.query import QueryError, parse_query
 from ..dicom.resources import resource_url
 from ..errors import BadRequest, NotAcceptable, NotFound
+from ..fileio import open_private
 from ..pixels import render as rd
 from . import reader, transcode
 from .store import NotFoundError, Store, stow_response
@@ -161,7 +162,7 @@ class StoreSource:
         try:
             for item in items:
                 path = self.store.tmp_dir / f"local-{os.getpid()}-{secrets.token_hex(6)}.part"
-                with open(path, "wb") as fp:
+                with open_private(path, "wb") as fp:
                     fp.write(item.read())
                     fp.flush()
                     os.fsync(fp.fileno())

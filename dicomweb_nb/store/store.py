@@ -38,6 +38,7 @@ from ..dicom.tags import (
     tag_hex,
     vr_of,
 )
+from ..fileio import create_private_file, make_private, open_private, private_folder, secure_store_folder
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from .schema import COLUMNS_BY_TAG, DDL, INDEXED_COLUMNS, SCHEMA_VERSION
 
@@ -144,8 +145,12 @@ class Store:
             raise ValueError(f"duplicates policy must be replace, reject or keep, not {duplicates!r}")
         self.duplicates: DuplicatePolicy = duplicates
         self.pn_case_insensitive = pn_case_insensitive
-        self.files_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only, whatever the umask (fileio.py): the folder, its folders, and the index (whose
+        # -wal and -shm files SQLite creates with the index's mode).
+        secure_store_folder(self.root)
+        private_folder(self.files_dir)
+        private_folder(self.tmp_dir)
+        create_private_file(self.db_path)
         self._local = threading.local()
         self._write_lock = threading.RLock()
         conn = self._conn()
@@ -166,7 +171,7 @@ class Store:
         no index row points at, which in a busy store may be another process's write in progress,
         so it runs only if the lock can be taken exclusively: no one else has the store open.
         """
-        self._lock_file = open(self.root / "store.lock", "a+b")
+        self._lock_file = open_private(self.root / "store.lock", "a+b")
         try:
             import fcntl
         except ImportError:  # no flock (Windows): a single user is assumed
@@ -256,7 +261,7 @@ class Store:
     def temp_file(self) -> Iterator[tuple[Path, Any]]:
         """A new file under tmp/ to stream an upload into; removed if not stored."""
         path = self.tmp_dir / f"{time.time_ns()}-{secrets.token_hex(6)}.part"
-        fp = open(path, "wb")
+        fp = open_private(path, "wb")
         try:
             yield path, fp
         finally:
@@ -330,8 +335,9 @@ class Store:
                         continue
                     rel = Path(record.study_uid) / record.series_uid / f"{record.sop_uid}.{secrets.token_hex(4)}.dcm"
                     final = self.files_dir / rel
-                    final.parent.mkdir(parents=True, exist_ok=True)
+                    private_folder(final.parent)
                     if move:
+                        make_private(path)  # whoever wrote it: stored files are owner-only
                         os.replace(path, final)
                     else:
                         _copy_durably(path, final)
@@ -817,7 +823,7 @@ def _upsert_row(conn: sqlite3.Connection, table: str, key: str, uid: str, values
 
 def _copy_durably(src: Path, dst: Path) -> None:
     tmp = dst.with_suffix(".copying")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+    with open(src, "rb") as fin, open_private(tmp, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()
         os.fsync(fout.fileno())

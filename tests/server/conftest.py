@@ -15,6 +15,19 @@ DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _patients = itertools.count(1)
 
 
+@pytest.fixture(scope="session")
+def slow_remote(tmp_path_factory):
+    """Another ``dicomweb-nb serve`` holding a 40-instance study: slowed by the proxy's ``"Debug"``
+    (50 ms per instance), a retrieve of it lasts seconds. Returns (server, study)."""
+    from .proxy_helpers import make_study, serve_studies
+
+    folder = tmp_path_factory.mktemp("slow-remote")
+    study = make_study(folder / "data", slices=40, patient="Debug^Remote")
+    remote = serve_studies(folder, study)
+    yield remote, study
+    remote.stop()
+
+
 @pytest.fixture(params=["standalone", "jupyter"])
 def server(request):
     """Each test runs against ``dicomweb-nb serve`` and against the jupyter-server extension."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from dicomweb_nb import samples
-from tests.fixtures.ourserver import BIN, start_standalone
+from tests.fixtures.ourserver import BIN, start_jupyter, start_standalone
 from tests.fixtures.peers import free_port
 
 from .conftest import multipart_body, small_series, stow
@@ -143,9 +144,16 @@ def test_token_as_query_parameter(token_server):
     assert requests.get(f"{token_server.dicomweb_url}/studies?token=nope", timeout=10).status_code == 401
 
 
-def test_cors_preflight_needs_no_token(token_server):
-    answer = requests.options(f"{token_server.dicomweb_url}/studies", timeout=10)
+PREFLIGHT = {"Origin": "http://viewer.example", "Access-Control-Request-Method": "POST"}
+
+
+def test_cors_preflight_needs_no_token_but_other_options_do(token_server):
+    assert requests.options(f"{token_server.dicomweb_url}/studies", headers=PREFLIGHT, timeout=10).status_code == 204
+    # An OPTIONS that is not a preflight reads the API (its methods): it needs the token.
+    assert requests.options(f"{token_server.dicomweb_url}/studies", timeout=10).status_code == 401
+    answer = requests.options(f"{token_server.dicomweb_url}/studies", headers={"Authorization": "Bearer t0ken-value"}, timeout=10)
     assert answer.status_code == 204
+    assert answer.headers["Allow"] == "GET, OPTIONS, POST"
 
 
 def test_basic_auth(basic_server):
@@ -186,3 +194,33 @@ def test_unknown_paths_under_the_root_are_json_404(server):
     answer = requests.get(f"{server.dicomweb_url}/nothing/here", headers=server.headers, timeout=10)
     assert answer.status_code == 404
     assert "no DICOMweb resource" in answer.json()["message"]
+
+
+@pytest.fixture(params=["standalone", "jupyter"])
+def server_under_umask_022(request, tmp_path):
+    """A fresh server of either mount point started with the usual umask of a shared machine."""
+    if request.param == "standalone":
+        server = start_standalone(tmp_path, None, "-c", "servers_in_store=true", umask=0o022)
+    else:
+        server = start_jupyter(tmp_path, "--DicomWeb.servers_in_store=True", umask=0o022)
+    yield server
+    server.stop()
+
+
+def test_what_the_server_stores_is_owner_only_under_umask_022(server_under_umask_022, our_server):
+    server = server_under_umask_022
+    assert stow(server, multipart_body([samples.dataset_bytes(ds) for ds in small_series(2)])).status_code == 200
+    remote = small_series(2)  # on another server, retrieved through the proxy
+    assert stow(our_server, multipart_body([samples.dataset_bytes(ds) for ds in remote])).status_code == 200
+    put = requests.put(f"{server.dicomweb_url}/servers/other", json={"Url": our_server.dicomweb_url}, headers=server.headers, timeout=10)
+    assert put.status_code == 200, put.text
+    retrieved = requests.post(f"{server.dicomweb_url}/servers/other/retrieve", json={"Resources": [remote[0].StudyInstanceUID]},
+                              headers=server.headers, timeout=60)
+    assert retrieved.status_code == 200, retrieved.text
+    store = server.store_dir
+    everything = [store, *store.rglob("*")]
+    assert {p.name for p in everything} >= {"index.sqlite", "index.sqlite-wal", "servers.json", "files", "tmp"}
+    assert sum(p.suffix == ".dcm" for p in everything) == 4
+    loose = {str(p.relative_to(store.parent)): oct(stat.S_IMODE(p.stat().st_mode)) for p in everything
+             if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)}
+    assert loose == {}

@@ -1,0 +1,152 @@
+"""The handler classes of ``dicomweb-nb serve``: each service's mixin over ``StandaloneHandler``,
+which authenticates with the server's token or HTTP basic credentials. ``routes.py`` maps URLs to
+these classes; ``jupyter_handlers.py`` has the same classes over Jupyter's base."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+
+from tornado import web
+
+from .access import AccessMixin, OneCredentialAuthorizer
+from .base import ApiError, DicomWebContext, NotFoundMixin
+from .jobs import JobCancelMixin, JobMixin, JobsMixin
+from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
+from .qido import QidoMixin
+from .rendered import RenderedMixin, WadoUriMixin
+from .stow import StudiesMixin
+from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
+from .webapp import ClientPageMixin, ClientPageRedirectMixin
+
+
+class StandaloneHandler(AccessMixin, web.RequestHandler):
+    """Optional token or HTTP basic authentication (``--token``, ``--basic-auth``), then the route's
+    access through ``OneCredentialAuthorizer``: the one credential may do everything."""
+
+    authorizer = OneCredentialAuthorizer()
+
+    def check_xsrf_cookie(self) -> None:
+        return  # API server: no cookies are used for authentication, so there is nothing to forge
+
+    async def prepare(self) -> None:
+        if self.is_cors_preflight():
+            return
+        self.current_user = self._authenticated_user()
+        await self.authorize(self.current_user)
+
+    def _authenticated_user(self) -> str:
+        ctx: DicomWebContext = self.ctx
+        if ctx.auth_token is None and ctx.basic_auth is None:
+            return "anonymous"  # loopback only, unless --allow-unauthenticated (see cli.py)
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        scheme = scheme.lower()
+        if ctx.auth_token is not None:
+            supplied = credentials.strip() if scheme in ("bearer", "token") else self.get_query_argument("token", "")
+            if supplied and hmac.compare_digest(supplied, ctx.auth_token):
+                return "token"
+        if ctx.basic_auth is not None and scheme == "basic":
+            try:
+                user, _, password = base64.b64decode(credentials.strip()).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user = password = ""
+            if hmac.compare_digest(user, ctx.basic_auth[0]) and hmac.compare_digest(password, ctx.basic_auth[1]):
+                return user
+        challenge = 'Basic realm="dicomweb-nb"' if ctx.basic_auth else 'Bearer realm="dicomweb-nb"'
+        raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>' (or basic credentials)",
+                       WWW_Authenticate=challenge)
+
+
+# -- DICOMweb (PS3.18) --------------------------------------------------------------------------------
+
+@web.stream_request_body
+class StudiesHandler(StudiesMixin, StandaloneHandler):
+    """``{root}studies``: QIDO-RS search (GET), STOW-RS (POST)."""
+
+
+@web.stream_request_body
+class StudyHandler(StudyMixin, StandaloneHandler):
+    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST)."""
+
+
+class QidoHandler(QidoMixin, StandaloneHandler):
+    """QIDO-RS searches of series and instances."""
+
+
+class SeriesHandler(SeriesMixin, StandaloneHandler):
+    """WADO-RS retrieve of a series."""
+
+
+class InstanceHandler(InstanceMixin, StandaloneHandler):
+    """WADO-RS retrieve of an instance."""
+
+
+class MetadataHandler(MetadataMixin, StandaloneHandler):
+    """WADO-RS metadata at every level."""
+
+
+class FramesHandler(FramesMixin, StandaloneHandler):
+    """WADO-RS frames."""
+
+
+class RenderedHandler(RenderedMixin, StandaloneHandler):
+    """Rendered images and thumbnails at every level."""
+
+
+class BulkDataHandler(BulkDataMixin, StandaloneHandler):
+    """A BulkDataURI (``.../bulk/{tag path}``)."""
+
+
+class ResourceBulkDataHandler(ResourceBulkDataMixin, StandaloneHandler):
+    """Retrieve Bulkdata of a study, series or instance."""
+
+
+class WadoUriHandler(WadoUriMixin, StandaloneHandler):
+    """WADO-URI (``{wado_root}?requestType=WADO&...``)."""
+
+
+class NotFoundHandler(NotFoundMixin, StandaloneHandler):
+    """Any other path under the root: a JSON 404."""
+
+
+# -- the client proxy, its jobs, the web client page ----------------------------------------------------
+
+class ServersHandler(ServersMixin, StandaloneHandler):
+    """``{root}servers``."""
+
+
+class ServerHandler(ServerMixin, StandaloneHandler):
+    """``{root}servers/{name}``: GET, PUT, DELETE."""
+
+
+class ServerGetHandler(ServerGetMixin, StandaloneHandler):
+    """``{root}servers/{name}/get``."""
+
+
+class ServerStowHandler(ServerStowMixin, StandaloneHandler):
+    """``{root}servers/{name}/stow``."""
+
+
+class ServerRetrieveHandler(ServerRetrieveMixin, StandaloneHandler):
+    """``{root}servers/{name}/retrieve``."""
+
+
+class JobsHandler(JobsMixin, StandaloneHandler):
+    """``jobs``: under the root, and at the server's root as in Orthanc."""
+
+
+class JobHandler(JobMixin, StandaloneHandler):
+    """``jobs/{id}``."""
+
+
+class JobCancelHandler(JobCancelMixin, StandaloneHandler):
+    """``jobs/{id}/cancel``."""
+
+
+class ClientPageRedirectHandler(ClientPageRedirectMixin, StandaloneHandler):
+    """``{root}app/client`` -> ``{root}app/client/``."""
+
+
+class ClientPageHandler(ClientPageMixin, StandaloneHandler):
+    """The web client page's files."""
