@@ -101,6 +101,7 @@ class FrameCache:
         self._pending_bytes = 0
         self._queue: deque[str] = deque()
         self._pending_lock = threading.Condition()
+        self._pending_hits = 0  # served from memory before the write: diskcache's statistics never see them
         self._writer: threading.Thread | None = None
         _all_caches.add(self)
 
@@ -115,8 +116,9 @@ class FrameCache:
     def get(self, key: str) -> EncodedFrame | None:
         with self._pending_lock:
             pending = self._pending.get(key)
-        if pending is not None:
-            return pending
+            if pending is not None:
+                self._pending_hits += 1
+                return pending
         found = self._store.get(key, default=None, tag=True, retry=True)
         data, syntax = found
         if data is None:
@@ -178,13 +180,14 @@ class FrameCache:
         self.flush()
         hits, misses = self._store.stats()
         return {"directory": str(self.directory), "size_limit": self.size_limit, "size": self._store.volume(),
-                "frames": len(self._store), "hits": hits, "misses": misses}
+                "frames": len(self._store), "hits": hits + self._pending_hits, "misses": misses}
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         self.flush()
         count = self._store.clear(retry=True)
         self._store.stats(reset=True)
+        self._pending_hits = 0
         return count
 
     def close(self) -> None:
