@@ -204,6 +204,7 @@ def test_negotiated_frames_are_cached_under_their_syntax(htj2k_only, series, pri
     assert not [path for path, _, _ in server.log if "frames" in path]
     from dicomweb_nb.client.cache import frame_cache
 
+    assert frame_cache().flush(timeout=30)  # written behind: wait for the write before looking on disk
     entries = list(frame_cache()._store.iterkeys())
     assert len(entries) == 1 and entries[0].endswith(f"|{HTJ2K_LOSSLESS}")
 
