@@ -7,10 +7,11 @@ import re
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from pydicom.uid import ExplicitVRLittleEndian
+
 from ..dicom.mediatypes import (
     DEFAULT_TRANSFER_SYNTAX,
     DICOM_JSON,
-    EXPLICIT_VR_LITTLE_ENDIAN,
     MediaTypeError,
     parse_media_type,
 )
@@ -306,4 +307,4 @@ def _frame_syntax(part_type: str | None, answer_type: str) -> tuple[str, str]:
     for media in candidates:
         if media.main != "multipart" and media.type in DEFAULT_TRANSFER_SYNTAX:
             return DEFAULT_TRANSFER_SYNTAX[media.type], media.type
-    return EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream"
+    return ExplicitVRLittleEndian, "application/octet-stream"

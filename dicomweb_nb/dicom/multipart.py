@@ -13,14 +13,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Union
 
+from ..errors import MultipartError
+
 __all__ = [
     "MultipartError", "PartBegin", "PartData", "PartEnd", "MultipartParser", "MultipartWriter",
     "iter_parts", "new_boundary", "encode_multipart",
 ]
-
-
-class MultipartError(ValueError):
-    """The body is not a well-formed multipart message."""
 
 
 @dataclass

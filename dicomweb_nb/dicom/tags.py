@@ -14,11 +14,9 @@ from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from ..errors import UnknownAttributeError
+
 _TAG_HEX = re.compile(r"^[0-9A-Fa-f]{8}$")
-
-
-class UnknownAttributeError(ValueError):
-    """A keyword or tag that the DICOM data dictionary does not know."""
 
 
 def parse_tag(key: str | int) -> int:

@@ -25,7 +25,7 @@ retired Explicit VR Big Endian, which pydicom cannot write with byte-swapped pix
 (PS3.5 8.2, pydicom's ``ENCODING_PROFILES``) refuses: the server answers 406 then.
 
 Decoded frames are taken as pydicom gives them by default (``as_rgb=True``: YCbCr as RGB), so
-their photometric interpretation is the one :class:`~dicomweb_nb.pixels.voi.ImageAttributes`
+their photometric interpretation is the one :class:`~dicomweb_nb.pixels.attributes.ImageAttributes`
 records; uncompressed output is little endian and colour-by-pixel (Planar Configuration 0).
 
 Transcoded instances keep their SOP Instance UID (a retrieve must return the instance asked for);
@@ -35,7 +35,6 @@ lossy targets set Lossy Image Compression "01" with its method and ratio (PS3.3 
 from __future__ import annotations
 
 import io
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,7 +55,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from .voi import ImageAttributes
+from ..dicom.uids import is_valid_uid
+from ..errors import PixelDecodeError, TranscodeError
+from .attributes import ImageAttributes
 
 __all__ = [
     "LOSSY_TRANSFER_SYNTAXES",
@@ -71,10 +72,6 @@ __all__ = [
     "encoded_photometric_interpretation",
     "transcode_dataset",
 ]
-
-
-class TranscodeError(ValueError):
-    """The pixel data cannot be put into the transfer syntax asked for (no encoder, or refused)."""
 
 
 UNCOMPRESSED_TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
@@ -93,7 +90,6 @@ DEFAULT_JPEG_QUALITY = 90
 DEFAULT_JLS_ERROR = 2
 DEFAULT_J2K_COMPRESSION_RATIO = 10.0
 
-_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PIXEL_DATA = 0x7FE00010
 _NON_INTEGER_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float / Double Float Pixel Data
 _OFFSET_TABLES = (0x7FE00001, 0x7FE00002)  # Extended Offset Table (Lengths): they describe old fragments
@@ -105,7 +101,7 @@ def _attributes(attrs: ImageAttributes | Dataset) -> ImageAttributes:
 
 def _uid(transfer_syntax_uid: str) -> UID:
     text = str(transfer_syntax_uid).strip()
-    if len(text) > 64 or not _UID_SYNTAX.match(text):
+    if not is_valid_uid(text):
         raise TranscodeError(f"{transfer_syntax_uid!r} is not a UID")
     return UID(text)
 
@@ -248,12 +244,12 @@ def _decode_frame_by_frame(ds: Dataset, tsyntax: UID, failure: Exception) -> tup
     ``decode.decode_frame``, which repairs what it knows how to (JPEG scan headers)."""
     from pydicom.encaps import generate_frames
 
-    from .decode import PixelAttributes, PixelDecodeError, decode_frame
+    from .decode import decode_frame
 
     if not tsyntax.is_encapsulated or "PixelData" not in ds:
         raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {failure}") from failure
     try:
-        attrs = PixelAttributes.from_dataset(ds)
+        attrs = ImageAttributes.from_dataset(ds)
         frames = [decode_frame(frame, attrs, tsyntax)
                   for frame in generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)]
     except (PixelDecodeError, ValueError) as exc:
