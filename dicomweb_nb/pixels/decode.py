@@ -74,7 +74,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, t
     with ``as_rgb`` (the default, as in pydicom) YBR colour data is converted to RGB.
     Raises PixelDecodeError naming the problem.
     """
-    if not is_valid_uid(str(transfer_syntax_uid).strip()):
+    if not is_valid_uid(str(transfer_syntax_uid).strip(), strict=True):
         raise PixelDecodeError(f"{transfer_syntax_uid!r} is not a transfer syntax UID")
     uid = UID(transfer_syntax_uid.strip())
     try:

@@ -101,7 +101,7 @@ def _attributes(attrs: ImageAttributes | Dataset) -> ImageAttributes:
 
 def _uid(transfer_syntax_uid: str) -> UID:
     text = str(transfer_syntax_uid).strip()
-    if not is_valid_uid(text):
+    if not is_valid_uid(text, strict=True):
         raise TranscodeError(f"{transfer_syntax_uid!r} is not a UID")
     return UID(text)
 
