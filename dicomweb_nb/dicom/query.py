@@ -36,8 +36,6 @@ from .uids import UID_RULE, is_valid_uid
 
 MatchKind = Literal["universal", "single", "list", "wildcard", "range"]
 
-RESERVED_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby", "count",
-                                 "emptyvaluematching", "multiplevaluematching"})
 DATE_VRS = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"})
 # VRs whose values can never hold a comma (PS3.5 6.2): there a comma can only separate values.

@@ -120,15 +120,6 @@ INSTANCE_RETURN_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID",
 )
 
-# Attributes computed by the server, never read from an instance.
-COMPUTED_KEYWORDS = (
-    "ModalitiesInStudy", "SOPClassesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
-    "NumberOfSeriesRelatedInstances", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
-    "NumberOfPatientRelatedInstances", "InstanceAvailability", "RetrieveURL",
-)
-
-LEVELS = ("study", "series", "instance")
-
 _STUDY_TAGS = frozenset(tags_of(STUDY_LEVEL_KEYWORDS))
 _SERIES_TAGS = frozenset(tags_of(SERIES_LEVEL_KEYWORDS))
 

@@ -188,13 +188,6 @@ class Lut:
         return modules[sequence_tag]
 
     @classmethod
-    def from_item(cls, item: Dataset, *, little_endian: bool = True, signed_input: bool = False) -> "Lut":
-        """Read an item of Modality LUT Sequence or VOI LUT Sequence (a pydicom Dataset)."""
-        value = item["LUTData"].value if "LUTData" in item else None
-        return cls.from_values(item.get("LUTDescriptor"), value, item.get("LUTExplanation"),
-                               little_endian=little_endian, signed_input=signed_input)
-
-    @classmethod
     def from_values(cls, descriptor: Any, data: Any, explanation: Any = None, *, little_endian: bool = True,
                     signed_input: bool = False, unavailable: str = "") -> "Lut":
         """A LUT from its LUT Descriptor, LUT Data and LUT Explanation values.
