@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import io
 import statistics
-import time
 import warnings
 from collections import Counter
 
@@ -27,7 +26,7 @@ import pydicom
 from pydicom.encaps import encapsulate, parse_basic_offsets, parse_fragments
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from common import report
+from common import report, timed
 
 from dicomweb_nb import samples  # noqa: E402  (common puts the repository on sys.path)
 from dicomweb_nb.pixels.encode import dataset_to_bytes, transcode_dataset  # noqa: E402
@@ -89,7 +88,8 @@ def transcoding() -> list[dict]:
             for name in names:
                 differences[f"{kind}: {name}"] += 1
     rows = [{"part": "transcode", "what": k, "files": v} for k, v in sorted(outcomes.items())]
-    rows += [{"part": "transcode", "what": f"  element differing: {k}", "files": v} for k, v in sorted(differences.items())]
+    rows += [{"part": "transcode", "what": f"  element differing: {k}", "files": v}
+             for k, v in sorted(differences.items())]
     return rows
 
 
@@ -136,9 +136,9 @@ def fragments(tmp_dir) -> list[dict]:
         with open(path, "rb") as fp:
             return ingest._encapsulated_frames(fp, offset, header)
 
-    ours_s = statistics.median(_time(walk, 30))
-    theirs_s = statistics.median(_time(lambda: _pydicom_layout(path, offset), 30))
-    read_s = statistics.median(_time(lambda: pydicom.dcmread(path, stop_before_pixels=True), 30))
+    ours_s = statistics.median(timed(walk, 30))
+    theirs_s = statistics.median(timed(lambda: _pydicom_layout(path, offset), 30))
+    read_s = statistics.median(timed(lambda: pydicom.dcmread(path, stop_before_pixels=True), 30))
     return [
         {"part": "fragments", "what": "bundled encapsulated files, same byte ranges", "files": same},
         {"part": "fragments", "what": "bundled encapsulated files, different byte ranges", "files": differ},
@@ -149,16 +149,6 @@ def fragments(tmp_dir) -> list[dict]:
         {"part": "fragments", "what": f"{frames}-fragment instance: dcmread of the header alone, ms",
          "files": round(read_s * 1000, 2)},
     ]
-
-
-def _time(fn, repeat: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def collected(marker_expression: str, *paths: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "-m", marker_expression, *paths],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "-m", marker_expression,
+         *paths],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     return [line for line in result.stdout.splitlines() if "::" in line]

@@ -24,7 +24,7 @@ import base64
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
@@ -71,6 +71,7 @@ class _Defer:
 DEFER_BULK_DATA: Any = _Defer()
 """``bulk_data_handler`` that fetches nothing: a LUT or palette given by BulkDataURI raises a
 DisplayError naming it when it is used, not when the attributes are read."""
+_CLASS_DEFAULT: Any = object()
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class ImageAttributes:
     pixel_keyword: str = "PixelData"
     # Palette attributes given by BulkDataURI and not fetched (read with DEFER_BULK_DATA).
     unfetched: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    _bulk_data_default: ClassVar[Any] = None  # from_json's bulk_data_handler when none is given
 
     def __post_init__(self) -> None:
         try:
@@ -168,17 +171,19 @@ class ImageAttributes:
         *,
         frame_index: int = 0,
         as_rgb: bool = True,
-        bulk_data_handler: BulkDataHandler | None = None,
+        bulk_data_handler: BulkDataHandler | None = _CLASS_DEFAULT,
     ) -> "ImageAttributes":
         """Attributes of frame ``frame_index`` (0-based) from a DICOM JSON object (PS3.18 F.2), such as
         WADO-RS ``/metadata`` returns.
 
         Binary values (palette and LUT data) may be InlineBinary (little endian, PS3.18 F.2.7) or
         BulkDataURI; the latter need ``bulk_data_handler(tag, vr, uri) -> bytes``, the callable
-        pydicom's ``Dataset.from_json`` takes (without one they raise a DisplayError naming the
-        attribute; with ``DEFER_BULK_DATA`` only when a table is used).
+        pydicom's ``Dataset.from_json`` takes. Without one (None) they raise a DisplayError naming
+        the attribute; with ``DEFER_BULK_DATA`` only when a table is used. Left out, it is None here
+        and ``DEFER_BULK_DATA`` for :class:`PixelAttributes`.
         """
-        return _read(cls, _JsonSource(obj, bulk_data_handler), frame_index=frame_index, as_rgb=as_rgb)
+        handler = cls._bulk_data_default if bulk_data_handler is _CLASS_DEFAULT else bulk_data_handler
+        return _read(cls, _JsonSource(obj, handler), frame_index=frame_index, as_rgb=as_rgb)
 
 
 class PixelAttributes(ImageAttributes):
@@ -187,16 +192,7 @@ class PixelAttributes(ImageAttributes):
     unless a handler is given, so any server's metadata decodes; a table left unfetched raises a
     DisplayError naming it only if it is used (a rescale through a Modality LUT, say)."""
 
-    @classmethod
-    def from_json(
-        cls,
-        obj: Mapping[str, Any],
-        *,
-        frame_index: int = 0,
-        as_rgb: bool = True,
-        bulk_data_handler: BulkDataHandler | None = DEFER_BULK_DATA,
-    ) -> "ImageAttributes":
-        return super().from_json(obj, frame_index=frame_index, as_rgb=as_rgb, bulk_data_handler=bulk_data_handler)
+    _bulk_data_default: ClassVar[Any] = DEFER_BULK_DATA
 
 
 # ---------------------------------------------------------------------------------- the reader
@@ -348,7 +344,8 @@ def _read(cls: type[ImageAttributes], top: _Source, *, frame_index: int, as_rgb:
         elif 0 <= frame_index < len(groups):
             item = groups[frame_index]
         else:
-            raise DisplayError(f"frame index {frame_index} is outside the {len(groups)} Per-Frame Functional Groups items")
+            raise DisplayError(f"frame index {frame_index} is outside the {len(groups)} "
+                               "Per-Frame Functional Groups items")
         for macro in ("PixelValueTransformationSequence", "FrameVOILUTSequence"):
             found = item.items(macro)
             if found:
@@ -365,7 +362,9 @@ def _read(cls: type[ImageAttributes], top: _Source, *, frame_index: int, as_rgb:
     def latest_items(keyword: str) -> list[_Source]:
         found: list[_Source] = []
         for source in sources:
-            found = source.items(keyword) or found
+            items: list[_Source] = list(source.items(keyword))
+            if items:
+                found = items
         return found
 
     slope = _float(latest("RescaleSlope"), 1.0)

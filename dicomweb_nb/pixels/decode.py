@@ -30,8 +30,8 @@ from ..errors import PixelDecodeError
 from .attributes import ImageAttributes, PixelAttributes
 
 __all__ = [
-    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale", "has_rescale",
-    "repair_jpeg_scan_headers", "NATIVE_FRAME_SYNTAXES",
+    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale",
+    "has_rescale", "repair_jpeg_scan_headers", "NATIVE_FRAME_SYNTAXES",
 ]
 
 # Encapsulated Uncompressed Explicit VR Little Endian: pydicom.uid has no name for it.
@@ -227,7 +227,8 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
         out += scalar(intercept)
 
 
-def decode_frames(frames: list[bytes], attrs: ImageAttributes, transfer_syntax_uid: str, *, as_rgb: bool = True) -> np.ndarray:
+def decode_frames(frames: list[bytes], attrs: ImageAttributes, transfer_syntax_uid: str, *,
+                  as_rgb: bool = True) -> np.ndarray:
     """Several frames of one instance as ``(n, rows, columns[, samples])``."""
     if not frames:
         return np.empty((0, *attrs.frame_shape), dtype=np.uint16)

@@ -33,7 +33,8 @@ def _grayscale_images() -> list[tuple[str, Dataset, np.ndarray]]:
         warnings.simplefilter("ignore")
         for path in samples.pydicom_test_files(with_pixels=True):
             ds = pydicom.dcmread(path)
-            if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2") or ds.get("SamplesPerPixel", 1) != 1:
+            grayscale = ds.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
+            if not grayscale or ds.get("SamplesPerPixel", 1) != 1:
                 continue
             try:
                 array = ds.pixel_array
