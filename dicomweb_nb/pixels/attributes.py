@@ -24,6 +24,7 @@ import base64
 import math
 import operator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
@@ -48,19 +49,12 @@ _PALETTE_KEYWORDS = tuple(
 ) + ("PixelPresentation",)
 
 
-def _json_key(keyword: str) -> str:
+@lru_cache(maxsize=None)
+def _key(keyword: str) -> str:
+    """The DICOM JSON key (eight upper-case hex digits) of a keyword."""
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     return f"{tag:08X}"
-
-
-_KEYS: dict[str, str] = {}
-
-
-def _key(keyword: str) -> str:
-    if keyword not in _KEYS:
-        _KEYS[keyword] = _json_key(keyword)
-    return _KEYS[keyword]
 
 
 class _Defer:
