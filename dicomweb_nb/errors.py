@@ -7,6 +7,11 @@ that come from an HTTP answer carry its ``status``, the ``url`` asked and the se
 
 Errors that are also plain value errors (a bad query filter, undecodable pixels) subclass
 ``ValueError`` as well, so code written against the standard library's conventions keeps working.
+Those raised without any HTTP exchange (by the pure ``dicom`` and ``pixels`` modules, or by the
+client before it sends anything) have ``status`` None.
+
+This module is a leaf: it imports nothing of the package, and every other module takes its errors
+from here (the modules that raise them re-export them under their old names).
 """
 
 from __future__ import annotations
@@ -14,15 +19,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .dicom.query import QueryError
-from .pixels.decode import PixelDecodeError
-from .pixels.volume import VolumeError
-
 __all__ = [
     "DicomWebError", "HTTPStatusError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "NotAcceptable",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "TooManyRequests", "ServerError", "ServiceUnavailable",
     "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse", "FrameError",
-    "PixelDecodeError", "VolumeError", "QueryError", "DicomWebWarning",
+    "QueryError", "UnknownAttributeError", "MediaTypeError", "MultipartError",
+    "PixelDecodeError", "DisplayError", "RenderParameterError", "TranscodeError", "VolumeError",
+    "SegmentationError", "MeasurementError", "DicomWebWarning",
 ]
 
 
@@ -69,8 +72,10 @@ class NotFound(HTTPStatusError):
     """404: no such study, series, instance or service."""
 
 
-class NotAcceptable(HTTPStatusError):
-    """406: the server cannot produce any of the requested media types."""
+class NotAcceptable(HTTPStatusError, ValueError):
+    """406: none of the requested media types (or transfer syntaxes, or rendering options such as an
+    ICC profile) can be produced. Raised by a server's answer, and in-process by content negotiation
+    and rendering before any answer exists (``status`` None then)."""
 
 
 class Conflict(HTTPStatusError):
@@ -101,8 +106,16 @@ class ConnectionFailed(DicomWebError):
     """No HTTP answer: refused connection, timeout, reset, TLS failure."""
 
 
-class InvalidFilter(DicomWebError, QueryError):
+class QueryError(DicomWebError, ValueError):
+    """A QIDO-RS query that is not valid; the message says which parameter and why."""
+
+
+class InvalidFilter(QueryError):
     """A search filter that is not valid DICOM; raised before any request is sent."""
+
+
+class UnknownAttributeError(DicomWebError, ValueError):
+    """An attribute keyword or tag that the DICOM dictionary does not know."""
 
 
 class ConfigurationError(DicomWebError):
@@ -118,6 +131,47 @@ class UnknownServer(ConfigurationError, KeyError):
 
 class InvalidResponse(DicomWebError):
     """The server answered 2xx but with a body that is not what DICOMweb promises."""
+
+
+class MediaTypeError(DicomWebError, ValueError):
+    """A Content-Type or Accept header (or a media type parameter) that cannot be parsed."""
+
+
+class MultipartError(DicomWebError, ValueError):
+    """A body that is not a well-formed multipart message."""
+
+
+class PixelDecodeError(DicomWebError, ValueError):
+    """A frame that cannot be decoded: unknown syntax, missing codec, wrong size or corrupt data."""
+
+
+class DisplayError(DicomWebError, ValueError):
+    """A frame that does not fit its attributes, or attributes the display pipeline cannot use."""
+
+
+class RenderParameterError(DicomWebError, ValueError):
+    """A rendering or WADO-URI parameter with a bad value; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+class TranscodeError(DicomWebError, ValueError):
+    """Pixel data that cannot be put into the transfer syntax asked for (no codec, a profile that
+    refuses the image, or data a codec fails on)."""
+
+
+class VolumeError(DicomWebError, ValueError):
+    """A series that is not one regular volume: mixed orientations or sizes, missing geometry, gaps."""
+
+
+class SegmentationError(DicomWebError, ValueError):
+    """A segmentation that cannot be read onto (or written for) its source series."""
+
+
+class MeasurementError(SegmentationError):
+    """A measurement table that cannot be written as a report, or a report that is not TID 1500."""
 
 
 class DicomWebWarning(UserWarning):

@@ -1,5 +1,7 @@
 """Shared fixtures: sample data, our server (standalone and as a Jupyter extension), a real Orthanc."""
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.data",
     "tests.fixtures.orthanc",
@@ -7,3 +9,21 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.client.lazy_fixtures",
 ]
+
+# The fixtures that start a peer program; a test using any of them (directly or through another
+# fixture) is marked, so ``-m "not orthanc"`` or ``-m "not browser"`` leaves out exactly the tests
+# that need it. A fixture that starts one without these (tests/client/test_same_answers.py) marks
+# its module itself.
+PEER_FIXTURES = {
+    "orthanc": {"orthanc", "authenticated_orthanc"},
+    "browser": {"chromium", "voila_browser"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in PEER_FIXTURES.items():
+            if used & fixtures and item.get_closest_marker(marker) is None:
+                item.add_marker(getattr(pytest.mark, marker))

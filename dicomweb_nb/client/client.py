@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydicom.dataset import Dataset
 
+from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import DicomWebError
 from ..pixels.volume import Volume
 from . import retrieve as _retrieve
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-_UID = re.compile(r"[0-9.]{1,64}")
 _LOSSY_MEDIA_TYPES = frozenset({"image/jpeg", "image/jp2", "image/jls", "image/jxl"})
 # Attributes every instance's metadata has (Type 1 or 2 in the Patient, General Study, General
 # Series and SOP Common modules): columns even of an empty metadata answer.
@@ -102,8 +101,8 @@ class Client:
         plan = build_searches(level, filters, keywords)
         includes = validate_fields(fields)
         for what, uid in (("study", study), ("series", series)):
-            if uid is not None and not (isinstance(uid, str) and _UID.fullmatch(uid)):
-                raise ValueError(f"{what} must be a UID (digits and dots), not {uid!r}")
+            if uid is not None and not is_valid_uid(uid):
+                raise ValueError(f"{what} must be a UID ({UID_RULE}), not {uid!r}")
         limit = _count("limit", limit) if limit is not None else None
         offset = _count("offset", offset)
         scoped = (level == "series" and study is not None) or (level == "instance" and series is not None)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from ..errors import DicomWebError
+from ..errors import DicomWebError, MeasurementError
 from .derived import dataset_from_json, require_highdicom, store_dataset
 from .protocol import DicomWebSource
-from .segmentation import SEG_SOP_CLASSES, SegmentationError, _as_code, _next_series_number, _version
+from .segmentation import SEG_SOP_CLASSES, _as_code, _next_series_number, _version
 
 if TYPE_CHECKING:
     from .client import Client
@@ -28,10 +28,6 @@ __all__ = ["read_measurements", "build_measurement_report", "store_measurements"
 MEASUREMENT_COLUMNS = ["name", "code", "value", "unit", "segment", "segmentation", "tracking_id", "tracking_uid",
                        "finding", "finding_site", "group"]
 _IMAGING_PROCEDURE = ("363679005", "SCT", "Imaging procedure")
-
-
-class MeasurementError(SegmentationError):
-    """A measurement table that cannot be written as a report, or a report that is not TID 1500."""
 
 
 def _code_key(concept: Any) -> str | None:

@@ -30,7 +30,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
-from ..errors import DicomWebError
+from ..errors import DicomWebError, SegmentationError
 from ..pixels.contours import rasterize_contours
 from ..pixels.volume import Volume
 from .derived import SourceGrid, dataset_from_json, load_grid, require_highdicom, store_dataset
@@ -50,10 +50,6 @@ SEGMENT_COLUMNS = ["SegmentNumber", "SegmentLabel", "SegmentDescription", "categ
 _TOLERANCE = 0.1
 _DEFAULT_CODE = ("85756007", "SCT", "Tissue")
 _AI_FAMILY = ("123110", "DCM", "Artificial Intelligence")
-
-
-class SegmentationError(DicomWebError, ValueError):
-    """A segmentation that cannot be read onto (or written for) its source series."""
 
 
 @dataclass

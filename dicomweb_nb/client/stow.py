@@ -23,7 +23,6 @@ from .protocol import DicomJson, StowItem
 __all__ = ["StowBody", "collect_items", "SkippedInput", "batches", "response_outcomes", "dataset_part10"]
 
 _SOP_INSTANCE = "00081155"
-_SOP_CLASS = "00081150"
 _FAILURE_REASON = "00081197"
 _WARNING_REASON = "00081196"
 _RETRIEVE_URL = "00081190"

@@ -19,10 +19,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_VR_LITTLE_ENDIAN
 
 from ..errors import DicomWebError, InvalidResponse
 from ..pixels.decode import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
     apply_rescale,

@@ -8,10 +8,11 @@ import threading
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from pydicom.uid import ExplicitVRLittleEndian
+
 from ..dicom.mediatypes import (
     DEFAULT_TRANSFER_SYNTAX,
     DICOM_JSON,
-    EXPLICIT_VR_LITTLE_ENDIAN,
     OCTET_STREAM,
     TRANSFER_SYNTAX_MEDIA_TYPES,
     MediaTypeError,
@@ -200,7 +201,7 @@ class WebSource:
         if accept is None:
             return "*"
         try:
-            return parse_media_type(accept).params.get("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+            return parse_media_type(accept).params.get("transfer-syntax") or ExplicitVRLittleEndian
         except MediaTypeError:
             return "*"
 
@@ -387,4 +388,4 @@ def _frame_syntax(part_type: str | None, answer_type: str) -> tuple[str, str]:
     for media in candidates:
         if media.main != "multipart" and media.type in DEFAULT_TRANSFER_SYNTAX:
             return DEFAULT_TRANSFER_SYNTAX[media.type], media.type
-    return EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream"
+    return ExplicitVRLittleEndian, "application/octet-stream"

@@ -82,7 +82,6 @@ _DUMMY_BY_VR: dict[str, Any] = {
 EXTRA_ACTIONS = {0x0040A160: "D"}  # Text Value
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
-_SOP_INSTANCE_UID = 0x00080018
 
 
 def _parse_key(key: str) -> tuple[int, int] | None:

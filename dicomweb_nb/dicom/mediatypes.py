@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pydicom import uid
+
+from ..errors import MediaTypeError, NotAcceptable
+
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
@@ -17,44 +21,37 @@ OCTET_STREAM = "application/octet-stream"
 MULTIPART_RELATED = "multipart/related"
 ZIP = "application/zip"
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-
 # PS3.18 Table 8.7.3-5: the single-frame / multi-frame media type of each compressed transfer syntax.
 TRANSFER_SYNTAX_MEDIA_TYPES: dict[str, str] = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
+    uid.JPEGBaseline8Bit: "image/jpeg",
+    uid.JPEGExtended12Bit: "image/jpeg",
+    uid.JPEGLossless: "image/jpeg",
+    uid.JPEGLosslessSV1: "image/jpeg",
+    uid.JPEGLSLossless: "image/jls",
+    uid.JPEGLSNearLossless: "image/jls",
+    uid.JPEG2000Lossless: "image/jp2",
+    uid.JPEG2000: "image/jp2",
+    uid.JPEG2000MCLossless: "image/jpx",
+    uid.JPEG2000MC: "image/jpx",
+    uid.RLELossless: "image/dicom-rle",
+    uid.MPEG2MPML: "video/mpeg",
+    uid.MPEG2MPHL: "video/mpeg",
+    uid.MPEG4HP41: "video/mp4",
+    uid.MPEG4HP41BD: "video/mp4",
+    uid.HTJ2KLossless: "image/jphc",
+    uid.HTJ2KLosslessRPCL: "image/jphc",
+    uid.HTJ2K: "image/jphc",
 }
 
 # The default transfer syntax of each bulk media type (PS3.18 Table 8.7.3-5, first row of each type).
 DEFAULT_TRANSFER_SYNTAX: dict[str, str] = {
-    "image/jpeg": "1.2.840.10008.1.2.4.70",
-    "image/jls": "1.2.840.10008.1.2.4.80",
-    "image/jp2": "1.2.840.10008.1.2.4.90",
-    "image/jpx": "1.2.840.10008.1.2.4.92",
-    "image/dicom-rle": "1.2.840.10008.1.2.5",
-    "application/octet-stream": EXPLICIT_VR_LITTLE_ENDIAN,
+    "image/jpeg": uid.JPEGLosslessSV1,
+    "image/jls": uid.JPEGLSLossless,
+    "image/jp2": uid.JPEG2000Lossless,
+    "image/jpx": uid.JPEG2000MCLossless,
+    "image/dicom-rle": uid.RLELossless,
+    "application/octet-stream": uid.ExplicitVRLittleEndian,
 }
-
-
-class MediaTypeError(ValueError):
-    """A Content-Type or Accept header that cannot be parsed."""
 
 
 @dataclass(frozen=True)
@@ -189,10 +186,6 @@ def parse_accept(header: str | None) -> AcceptList:
     ranges = [parse_media_type(part) for part in _split_top(header, ",") if part.strip()]
     ordered = sorted(enumerate(ranges), key=lambda im: (-im[1].quality, -_specificity(im[1]), im[0]))
     return AcceptList((m for _, m in ordered if m.quality > 0), (m for m in ranges if m.quality == 0))
-
-
-class NotAcceptable(ValueError):
-    """Nothing the server can produce satisfies the Accept header (HTTP 406)."""
 
 
 def negotiate(accept: list[MediaType], offers: list[str]) -> tuple[str, MediaType]:

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Literal
 
+from ..errors import QueryError, UnknownAttributeError
 from .dicomjson import DicomJson, pn_text, value_texts
-from .tags import UnknownAttributeError, keyword_of, parse_tag, tag_hex, vr_of
+from .tags import keyword_of, parse_tag, tag_hex, vr_of
+from .uids import UID_RULE, is_valid_uid
 
 MatchKind = Literal["universal", "single", "list", "wildcard", "range"]
 
-RESERVED_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby", "count",
-                                 "emptyvaluematching", "multiplevaluematching"})
 DATE_VRS = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"})
 # VRs whose values can never hold a comma (PS3.5 6.2): there a comma can only separate values.
@@ -48,10 +48,6 @@ _UNPERFORMED_PARAMETERS = {
                               "Multiple Value Matching has not been performed."),
 }
 MAX_LIMIT = 100_000
-
-
-class QueryError(ValueError):
-    """A QIDO-RS query that is not valid; the message says which parameter and why."""
 
 
 # -- date / time normalisation ------------------------------------------------------------------
@@ -293,8 +289,8 @@ def parse_match(key: str, value: str) -> Match:
     if vr == "UI":
         uids = [u.strip() for u in split_values(vr, value) if u.strip()]
         for uid in uids:
-            if not re.fullmatch(r"[0-9.]{1,64}", uid):
-                raise QueryError(f"{key}={value!r}: {uid!r} is not a UID (digits and dots, at most 64 characters)")
+            if not is_valid_uid(uid):
+                raise QueryError(f"{key}={value!r}: {uid!r} is not a UID ({UID_RULE})")
         return Match(path, vr, "list" if len(uids) > 1 else "single", value, uids)
     if vr in NUMERIC_VRS:
         items = [v.strip() for v in split_values(vr, value)]

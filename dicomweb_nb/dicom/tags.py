@@ -14,11 +14,9 @@ from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from ..errors import UnknownAttributeError
+
 _TAG_HEX = re.compile(r"^[0-9A-Fa-f]{8}$")
-
-
-class UnknownAttributeError(ValueError):
-    """A keyword or tag that the DICOM data dictionary does not know."""
 
 
 def parse_tag(key: str | int) -> int:
@@ -121,15 +119,6 @@ INSTANCE_RETURN_KEYWORDS = (
     "RetrieveURL", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
     "StudyInstanceUID", "SeriesInstanceUID",
 )
-
-# Attributes computed by the server, never read from an instance.
-COMPUTED_KEYWORDS = (
-    "ModalitiesInStudy", "SOPClassesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
-    "NumberOfSeriesRelatedInstances", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
-    "NumberOfPatientRelatedInstances", "InstanceAvailability", "RetrieveURL",
-)
-
-LEVELS = ("study", "series", "instance")
 
 _STUDY_TAGS = frozenset(tags_of(STUDY_LEVEL_KEYWORDS))
 _SERIES_TAGS = frozenset(tags_of(SERIES_LEVEL_KEYWORDS))

@@ -3,197 +3,70 @@
 Pure functions shared by the notebook client (frames fetched over WADO-RS) and the server
 (frames read from the store to render). The codecs are pydicom's decoders with their plugins
 (pylibjpeg, openjpeg, libjpeg, pyjpegls, RLE); this module only supplies what a lone frame lacks
-compared with a whole file: the Image Pixel attributes (from DICOM JSON or a Dataset) and, for
+compared with a whole file: the Image Pixel attributes (an
+:class:`~dicomweb_nb.pixels.attributes.ImageAttributes`, read from DICOM JSON or a Dataset) and, for
 compressed syntaxes, the encapsulation pydicom expects around a codestream.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.pixels.processing import apply_modality_lut
-from pydicom.uid import UID
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
+
+from ..dicom.uids import is_valid_uid
+from ..errors import PixelDecodeError
+from .attributes import ImageAttributes, PixelAttributes
 
 __all__ = [
-    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale", "has_rescale",
-    "repair_jpeg_scan_headers",
-    "EXPLICIT_VR_LITTLE_ENDIAN", "NATIVE_FRAME_SYNTAXES",
+    "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale",
+    "has_rescale", "repair_jpeg_scan_headers", "NATIVE_FRAME_SYNTAXES",
 ]
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+# Encapsulated Uncompressed Explicit VR Little Endian: pydicom.uid has no name for it.
+_ENCAPSULATED_UNCOMPRESSED = UID("1.2.840.10008.1.2.1.98")
 # Syntaxes whose frames are the raw pixel bytes. A deflated dataset's frames are served inflated,
 # so they are plain little-endian pixels as well (PS3.18 8.7.3.5.2: frames are never deflated).
 NATIVE_FRAME_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    ImplicitVRLittleEndian, ExplicitVRLittleEndian, _ENCAPSULATED_UNCOMPRESSED, DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
 })
-_LITTLE_ENDIAN_NATIVE = frozenset(NATIVE_FRAME_SYNTAXES - {"1.2.840.10008.1.2.2"})
-
-_UID_TEXT = re.compile(r"[0-9]+(\.[0-9]+)*")
-_PIXEL_KEYWORDS = {"7FE00010": "PixelData", "7FE00008": "FloatPixelData", "7FE00009": "DoubleFloatPixelData"}
+_LITTLE_ENDIAN_NATIVE = frozenset(NATIVE_FRAME_SYNTAXES - {ExplicitVRBigEndian})
 
 
-class PixelDecodeError(ValueError):
-    """A frame that cannot be decoded: unknown syntax, missing codec, wrong size or corrupt data."""
+def _decode_options(attrs: ImageAttributes, transfer_syntax_uid: str) -> dict[str, Any]:
+    """The keyword options pydicom's ``Decoder.as_array`` needs for a buffer of one frame: the Image
+    Pixel values as stored (the photometric interpretation in the file, not the one decoded to)."""
+    options: dict[str, Any] = {
+        "rows": attrs.rows,
+        "columns": attrs.columns,
+        "samples_per_pixel": attrs.samples_per_pixel,
+        "bits_allocated": attrs.bits_allocated,
+        "bits_stored": attrs.bits_stored,
+        "pixel_representation": attrs.pixel_representation,
+        "photometric_interpretation": attrs.stored_photometric_interpretation,
+        "number_of_frames": 1,
+        "pixel_keyword": attrs.pixel_keyword,
+    }
+    if attrs.samples_per_pixel > 1:
+        options["planar_configuration"] = attrs.planar_configuration
+    if attrs.pixel_keyword == "PixelData" and transfer_syntax_uid in NATIVE_FRAME_SYNTAXES:
+        options["pixel_vr"] = "OW" if attrs.bits_allocated > 8 else "OB"
+    return options
 
 
-def _json_first(obj: Mapping[str, Any], tag: str, default: Any = None) -> Any:
-    elem = obj.get(tag)
-    if not elem:
-        return default
-    values = elem.get("Value")
-    if not values:
-        return default
-    return values[0]
-
-
-def _json_number(obj: Mapping[str, Any], tag: str, default: Any = None) -> Any:
-    # DICOM JSON allows IS/DS as JSON numbers or strings (PS3.18 F.2.3.1); read both.
-    value = _json_first(obj, tag, default)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return default
-        return int(number) if number.is_integer() else number
-    return value
-
-
-@dataclass(frozen=True)
-class PixelAttributes:
-    """The Image Pixel module values needed to turn frame bytes into an array, plus the rescale.
-
-    Build one with ``from_json`` (DICOM JSON metadata) or ``from_dataset`` (a pydicom Dataset).
-    """
-
-    rows: int
-    columns: int
-    samples_per_pixel: int = 1
-    bits_allocated: int = 16
-    bits_stored: int = 16
-    pixel_representation: int = 0
-    photometric_interpretation: str = "MONOCHROME2"
-    planar_configuration: int = 0
-    number_of_frames: int = 1
-    pixel_keyword: str = "PixelData"
-    rescale_slope: float | None = None
-    rescale_intercept: float | None = None
-    modality_lut: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # DICOM JSON of the item
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.rows, int) and isinstance(self.columns, int)) or self.rows <= 0 or self.columns <= 0:
-            raise PixelDecodeError(f"Rows and Columns must be positive integers, not {self.rows!r} x {self.columns!r}")
-        if self.samples_per_pixel not in (1, 3, 4):
-            raise PixelDecodeError(f"Samples per Pixel {self.samples_per_pixel} is not 1, 3 or 4")
-        if self.bits_allocated not in (1, 8, 16, 32, 64):
-            raise PixelDecodeError(f"Bits Allocated {self.bits_allocated} is not 1, 8, 16, 32 or 64")
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "PixelAttributes":
-        """From an instance's DICOM JSON metadata (as WADO-RS ``/metadata`` returns it)."""
-        rows = _json_number(obj, "00280010")
-        columns = _json_number(obj, "00280011")
-        if rows is None or columns is None:
-            raise PixelDecodeError("the metadata has no Rows / Columns: this instance has no image pixel data")
-        bits_allocated = int(_json_number(obj, "00280100", 16))
-        keyword = next((kw for tag, kw in _PIXEL_KEYWORDS.items() if tag in obj), "PixelData")
-        lut = _json_first(obj, "00283000")
-        return cls(
-            rows=int(rows),
-            columns=int(columns),
-            samples_per_pixel=int(_json_number(obj, "00280002", 1)),
-            bits_allocated=bits_allocated,
-            bits_stored=int(_json_number(obj, "00280101", bits_allocated)),
-            pixel_representation=int(_json_number(obj, "00280103", 0)),
-            photometric_interpretation=str(_json_first(obj, "00280004", "MONOCHROME2")).strip(),
-            planar_configuration=int(_json_number(obj, "00280006", 0)),
-            number_of_frames=max(1, int(_json_number(obj, "00280008", 1) or 1)),
-            pixel_keyword=keyword,
-            rescale_slope=_optional_float(_json_number(obj, "00281053")),
-            rescale_intercept=_optional_float(_json_number(obj, "00281052")),
-            modality_lut=lut if isinstance(lut, dict) else None,
-        )
-
-    @classmethod
-    def from_dataset(cls, ds: Dataset) -> "PixelAttributes":
-        """From a pydicom Dataset (its pixel data need not be loaded)."""
-        if "Rows" not in ds or "Columns" not in ds:
-            raise PixelDecodeError("the dataset has no Rows / Columns: it has no image pixel data")
-        bits_allocated = int(ds.get("BitsAllocated", 16))
-        keyword = next((kw for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if kw in ds), "PixelData")
-        lut = None
-        if ds.get("ModalityLUTSequence"):
-            lut = ds.ModalityLUTSequence[0].to_json_dict()
-        frames = ds.get("NumberOfFrames", 1)
-        return cls(
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
-            bits_allocated=bits_allocated,
-            bits_stored=int(ds.get("BitsStored", bits_allocated)),
-            pixel_representation=int(ds.get("PixelRepresentation", 0)),
-            photometric_interpretation=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
-            planar_configuration=int(ds.get("PlanarConfiguration", 0) or 0),
-            number_of_frames=max(1, int(frames or 1)),
-            pixel_keyword=keyword,
-            rescale_slope=_optional_float(ds.get("RescaleSlope")),
-            rescale_intercept=_optional_float(ds.get("RescaleIntercept")),
-            modality_lut=lut,
-        )
-
-    @property
-    def frame_shape(self) -> tuple[int, ...]:
-        """``(rows, columns)`` or ``(rows, columns, samples)``."""
-        if self.samples_per_pixel == 1:
-            return (self.rows, self.columns)
-        return (self.rows, self.columns, self.samples_per_pixel)
-
-    @property
-    def native_frame_length(self) -> int:
-        """Bytes of one uncompressed frame."""
-        pixels = self.rows * self.columns * self.samples_per_pixel
-        if self.bits_allocated == 1:
-            return (pixels + 7) // 8
-        return pixels * (self.bits_allocated // 8)
-
-    def decode_options(self, transfer_syntax_uid: str) -> dict[str, Any]:
-        """The keyword options pydicom's ``Decoder.as_array`` needs for a buffer of one frame."""
-        options: dict[str, Any] = {
-            "rows": self.rows,
-            "columns": self.columns,
-            "samples_per_pixel": self.samples_per_pixel,
-            "bits_allocated": self.bits_allocated,
-            "bits_stored": self.bits_stored,
-            "pixel_representation": self.pixel_representation,
-            "photometric_interpretation": self.photometric_interpretation,
-            "number_of_frames": 1,
-            "pixel_keyword": self.pixel_keyword,
-        }
-        if self.samples_per_pixel > 1:
-            options["planar_configuration"] = self.planar_configuration
-        if self.pixel_keyword == "PixelData" and transfer_syntax_uid in NATIVE_FRAME_SYNTAXES:
-            options["pixel_vr"] = "OW" if self.bits_allocated > 8 else "OB"
-        return options
-
-    def with_photometric_interpretation(self, value: str) -> "PixelAttributes":
-        return replace(self, photometric_interpretation=value)
-
-
-def _optional_float(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, transfer_syntax_uid: str,
+def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, transfer_syntax_uid: str,
                  *, as_rgb: bool = True) -> np.ndarray:
     """One frame's bytes (raw pixels, or a codestream for compressed syntaxes) as a numpy array.
 
@@ -201,7 +74,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
     with ``as_rgb`` (the default, as in pydicom) YBR colour data is converted to RGB.
     Raises PixelDecodeError naming the problem.
     """
-    if not _UID_TEXT.fullmatch(transfer_syntax_uid.strip()):
+    if not is_valid_uid(str(transfer_syntax_uid).strip(), strict=True):
         raise PixelDecodeError(f"{transfer_syntax_uid!r} is not a transfer syntax UID")
     uid = UID(transfer_syntax_uid.strip())
     try:
@@ -211,7 +84,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies)
         raise PixelDecodeError(f"decoding {uid.name} needs a plugin that is not installed ({missing})")
-    options = attrs.decode_options(uid)
+    options = _decode_options(attrs, uid)
     if uid in NATIVE_FRAME_SYNTAXES:
         expected = attrs.native_frame_length
         if len(data) < expected:
@@ -220,7 +93,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
         # Servers may pad a frame to an even length; the decoder must only see the frame itself.
         source: bytes | bytearray | memoryview = memoryview(data)[:expected]
         if uid in _LITTLE_ENDIAN_NATIVE:
-            uid = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+            uid = ExplicitVRLittleEndian
             decoder = get_decoder(uid)
     else:
         source = encapsulate([bytes(data)])
@@ -238,7 +111,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: PixelAttributes, t
 
 
 # JPEG Baseline and Extended: sequential DCT processes (ITU T.81 processes 1, 2 and 4).
-_SEQUENTIAL_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+_SEQUENTIAL_JPEG_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 _SEQUENTIAL_DCT_FRAMES = frozenset({0xC0, 0xC1, 0xC9})  # SOF0, SOF1, SOF9 (non-hierarchical)
 
 
@@ -294,7 +167,7 @@ def _end_of_entropy_coded_data(data: bytearray, start: int) -> int:
         return position
 
 
-def _fast_native_dtype(attrs: PixelAttributes, transfer_syntax_uid: str) -> np.dtype | None:
+def _fast_native_dtype(attrs: ImageAttributes, transfer_syntax_uid: str) -> np.dtype | None:
     """The little-endian integer dtype of a frame that can be read by a plain reinterpretation, else None."""
     if (transfer_syntax_uid not in _LITTLE_ENDIAN_NATIVE or attrs.samples_per_pixel != 1
             or attrs.pixel_keyword != "PixelData" or attrs.bits_allocated not in (8, 16, 32)):
@@ -302,7 +175,7 @@ def _fast_native_dtype(attrs: PixelAttributes, transfer_syntax_uid: str) -> np.d
     return np.dtype(f"<{'i' if attrs.pixel_representation else 'u'}{attrs.bits_allocated // 8}")
 
 
-def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, attrs: PixelAttributes,
+def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, attrs: ImageAttributes,
                       transfer_syntax_uid: str, *, rescale: bool = False) -> None:
     """Decode one frame straight into ``out`` (typically one slice of a volume being filled).
 
@@ -346,8 +219,7 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
         source = np.left_shift(view, shift)
         np.right_shift(source, shift, out=source)
     scalar = out.dtype.type
-    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
-    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
+    slope, intercept = attrs.rescale_slope, attrs.rescale_intercept
     np.copyto(out, source, casting="unsafe")
     if slope != 1.0:
         out *= scalar(slope)
@@ -355,7 +227,8 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
         out += scalar(intercept)
 
 
-def decode_frames(frames: list[bytes], attrs: PixelAttributes, transfer_syntax_uid: str, *, as_rgb: bool = True) -> np.ndarray:
+def decode_frames(frames: list[bytes], attrs: ImageAttributes, transfer_syntax_uid: str, *,
+                  as_rgb: bool = True) -> np.ndarray:
     """Several frames of one instance as ``(n, rows, columns[, samples])``."""
     if not frames:
         return np.empty((0, *attrs.frame_shape), dtype=np.uint16)
@@ -367,16 +240,12 @@ def decode_frames(frames: list[bytes], attrs: PixelAttributes, transfer_syntax_u
     return out
 
 
-def has_rescale(attrs: PixelAttributes) -> bool:
+def has_rescale(attrs: ImageAttributes) -> bool:
     """Whether the stored values differ from modality values (a rescale or a Modality LUT is present)."""
-    if attrs.modality_lut is not None:
-        return True
-    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
-    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
-    return slope != 1.0 or intercept != 0.0
+    return attrs.modality_lut is not None or attrs.rescale_slope != 1.0 or attrs.rescale_intercept != 0.0
 
 
-def apply_rescale(array: np.ndarray, attrs: PixelAttributes, *, dtype: Any = np.float32) -> np.ndarray:
+def apply_rescale(array: np.ndarray, attrs: ImageAttributes, *, dtype: Any = np.float32) -> np.ndarray:
     """Stored values to modality values (Hounsfield units for CT): slope/intercept or Modality LUT.
 
     Colour images (more than one sample) have no modality transform and come back unchanged.
@@ -386,11 +255,11 @@ def apply_rescale(array: np.ndarray, attrs: PixelAttributes, *, dtype: Any = np.
     if attrs.samples_per_pixel != 1:
         return array
     if attrs.modality_lut is not None:
-        # A LUT is a table lookup with edge cases (LUT Descriptor quirks); pydicom implements them.
-        ds = Dataset.from_json({"00283000": {"vr": "SQ", "Value": [dict(attrs.modality_lut)]}})
-        return np.asarray(apply_modality_lut(array, ds), dtype=dtype)
-    slope = 1.0 if attrs.rescale_slope is None else attrs.rescale_slope
-    intercept = 0.0 if attrs.rescale_intercept is None else attrs.rescale_intercept
+        return np.asarray(attrs.modality_lut(array), dtype=dtype)  # pydicom's apply_modality_lut
+    # The linear rescale is written out rather than left to pydicom's apply_modality_lut, which
+    # computes in float64: in the dtype asked for, in place, a float32 volume needs half the memory
+    # (a 300-slice 512x512 CT: 315 MB, not 630 MB plus the cast).
+    slope, intercept = attrs.rescale_slope, attrs.rescale_intercept
     out = array.astype(dtype, copy=True)
     scalar = np.dtype(dtype).type
     if slope != 1.0:

@@ -25,7 +25,7 @@ retired Explicit VR Big Endian, which pydicom cannot write with byte-swapped pix
 (PS3.5 8.2, pydicom's ``ENCODING_PROFILES``) refuses: the server answers 406 then.
 
 Decoded frames are taken as pydicom gives them by default (``as_rgb=True``: YCbCr as RGB), so
-their photometric interpretation is the one :class:`~dicomweb_nb.pixels.voi.ImageAttributes`
+their photometric interpretation is the one :class:`~dicomweb_nb.pixels.attributes.ImageAttributes`
 records; uncompressed output is little endian and colour-by-pixel (Planar Configuration 0).
 
 Transcoded instances keep their SOP Instance UID (a retrieve must return the instance asked for);
@@ -35,7 +35,6 @@ lossy targets set Lossy Image Compression "01" with its method and ratio (PS3.3 
 from __future__ import annotations
 
 import io
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,7 +55,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from .voi import ImageAttributes
+from ..dicom.uids import is_valid_uid
+from ..errors import PixelDecodeError, TranscodeError
+from .attributes import ImageAttributes
 
 __all__ = [
     "LOSSY_TRANSFER_SYNTAXES",
@@ -71,10 +72,6 @@ __all__ = [
     "encoded_photometric_interpretation",
     "transcode_dataset",
 ]
-
-
-class TranscodeError(ValueError):
-    """The pixel data cannot be put into the transfer syntax asked for (no encoder, or refused)."""
 
 
 UNCOMPRESSED_TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
@@ -93,7 +90,6 @@ DEFAULT_JPEG_QUALITY = 90
 DEFAULT_JLS_ERROR = 2
 DEFAULT_J2K_COMPRESSION_RATIO = 10.0
 
-_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PIXEL_DATA = 0x7FE00010
 _NON_INTEGER_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float / Double Float Pixel Data
 _OFFSET_TABLES = (0x7FE00001, 0x7FE00002)  # Extended Offset Table (Lengths): they describe old fragments
@@ -105,7 +101,7 @@ def _attributes(attrs: ImageAttributes | Dataset) -> ImageAttributes:
 
 def _uid(transfer_syntax_uid: str) -> UID:
     text = str(transfer_syntax_uid).strip()
-    if len(text) > 64 or not _UID_SYNTAX.match(text):
+    if not is_valid_uid(text, strict=True):
         raise TranscodeError(f"{transfer_syntax_uid!r} is not a UID")
     return UID(text)
 
@@ -248,12 +244,12 @@ def _decode_frame_by_frame(ds: Dataset, tsyntax: UID, failure: Exception) -> tup
     ``decode.decode_frame``, which repairs what it knows how to (JPEG scan headers)."""
     from pydicom.encaps import generate_frames
 
-    from .decode import PixelAttributes, PixelDecodeError, decode_frame
+    from .decode import decode_frame
 
     if not tsyntax.is_encapsulated or "PixelData" not in ds:
         raise TranscodeError(f"cannot decode the {tsyntax.name} pixel data: {failure}") from failure
     try:
-        attrs = PixelAttributes.from_dataset(ds)
+        attrs = ImageAttributes.from_dataset(ds)
         frames = [decode_frame(frame, attrs, tsyntax)
                   for frame in generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames)]
     except (PixelDecodeError, ValueError) as exc:
@@ -429,6 +425,44 @@ def _mark_lossy(ds: Dataset, uid: UID, uncompressed_size: int, compressed_size: 
     _set(ds, "LossyImageCompressionRatio", "DS", ratios + [f"{ratio:.4g}"[:16]])
 
 
+# pydicom's Dataset.decompress and Dataset.compress, where measured to write the same file as the
+# decode-and-encode path of transcode_dataset (benchmarks/pydicom_equivalence.py, every bundled
+# pydicom image): decompress to Explicit VR Little Endian gives the same bytes for 33 of the 34
+# compressed images ours decodes (it fails on JPEG-lossy.dcm, whose scan header only decode_frame
+# repairs); lossless compress (RLE, JPEG-LS, JPEG 2000) gives the same bytes for 90 of the 103 images
+# ours encodes, and differs on big-endian sources (it encodes their bytes as if little endian: other
+# pixels), on Planar Configuration 1 (kept, where PS3.5 8.2 asks 0 of these syntaxes), and fails on
+# uncompressed YBR_FULL_422. Those stay on the path below, as do lossy targets (pydicom records no
+# Lossy Image Compression, PS3.3 C.7.6.1.1.5), other uncompressed targets, compressed-to-compressed
+# (compress takes uncompressed data only) and 1-bit data (decompress would not pack it).
+_PYDICOM_LOSSLESS = (RLELossless, JPEGLSLossless, JPEG2000Lossless)
+
+
+def _by_pydicom(ds: Dataset, source: UID, target: UID) -> Dataset | None:
+    """``ds`` transcoded by pydicom's own Dataset methods where they write what ours would, else None."""
+    if int(ds.get("BitsAllocated", 0) or 0) % 8:
+        return None
+    if source.is_compressed and target == ExplicitVRLittleEndian:
+        new = _copy(ds)
+        try:
+            new.decompress(generate_instance_uid=False)
+        except Exception:  # noqa: BLE001 - a codec plugin failed: the frame-by-frame path may repair it
+            return None
+        for tag in _OFFSET_TABLES:  # they described the compressed fragments
+            if tag in new:
+                del new[tag]
+        return new
+    if (target in _PYDICOM_LOSSLESS and not source.is_compressed and source.is_little_endian
+            and int(ds.get("PlanarConfiguration", 0) or 0) == 0 and encode_problem(target, ds) is None):
+        new = _copy(ds)
+        try:
+            new.compress(target, generate_instance_uid=False)
+        except Exception:  # noqa: BLE001 - refused by an encoder's checks: the path below names why
+            return None
+        return new
+    return None
+
+
 def transcode_dataset(
     ds: Dataset,
     transfer_syntax_uid: str,
@@ -466,6 +500,8 @@ def transcode_dataset(
     if not target_compressed and not source.is_compressed and source.is_little_endian:
         new.file_meta.TransferSyntaxUID = target  # same pixel bytes, only the encoding of the rest changes
         return new
+    if (done := _by_pydicom(ds, source, target)) is not None:
+        return done
 
     stack, attrs = _decode(ds)
     if (reason := _refusal(target, attrs)) is not None:

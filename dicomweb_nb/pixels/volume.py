@@ -18,11 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import VolumeError
+
 __all__ = ["VolumeError", "SliceGeometry", "VolumePlan", "Volume", "plan_volume", "assemble_volume"]
-
-
-class VolumeError(ValueError):
-    """A series that is not one regular volume: mixed orientations or sizes, missing geometry, gaps."""
 
 
 def _json_values(obj: Mapping[str, Any], tag: str) -> list[Any]:

@@ -1,7 +1,8 @@
 """Rendered resources and thumbnails (PS3.18 10.4.1.1.3, 8.3.5) and WADO-URI (PS3.18 9).
 
 Frames are decoded once (from their recorded offsets when uncompressed) and handed to
-``pixels.render``; window, viewport and quality come from the query as the standard names them.
+``pixels.render``; window, viewport and quality come from the query as the standard names them
+(parsed by ``renderparams``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import secrets
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ..dicom import mediatypes as mt
 from ..dicom.deidentify import Deidentifier, burned_in_annotation
@@ -22,6 +24,7 @@ from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
 from . import queryparams as qp
+from . import renderparams as rp
 from .base import ApiError
 from .streaming import StreamingMixin
 from .wado import RetrieveMixin, parse_frame_list
@@ -43,7 +46,7 @@ class RenderedMixin(StreamingMixin):
         study, series, instance = (checked + [None, None])[:3]
         media_type = self._media_type()
         try:
-            options = rd.parse_rendered_params(self.request.query_arguments)
+            options = rp.parse_rendered_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad rendering parameter {exc}") from None
         except NotAcceptable as exc:
@@ -140,7 +143,7 @@ class WadoUriMixin(RetrieveMixin):
 
     async def get(self) -> None:
         try:
-            request = rd.parse_wado_uri_params(self.request.query_arguments)
+            request = rp.parse_wado_uri_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad WADO-URI request: {exc}") from None
         qp.warn_unknown(self, qp.WADO_URI)
@@ -174,9 +177,9 @@ class WadoUriMixin(RetrieveMixin):
         self.set_header("Content-Type", media_type)
         self.finish(data)
 
-    async def _send_instance(self, row: InstanceRow, request: rd.WadoUriRequest) -> None:
+    async def _send_instance(self, row: InstanceRow, request: rp.WadoUriRequest) -> None:
         # PS3.18 9.4.2.4 / 8.7.3.5.2: without transferSyntax, Explicit VR Little Endian, not the stored syntax.
-        target = request.transfer_syntax or mt.EXPLICIT_VR_LITTLE_ENDIAN
+        target = request.transfer_syntax or ExplicitVRLittleEndian
         problem = tc.transcode_problem(row, target)
         if problem:
             hint = "" if request.transfer_syntax else f"; ask transferSyntax={row.transfer_syntax} for the instance as stored"
@@ -202,7 +205,7 @@ class WadoUriMixin(RetrieveMixin):
         self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
         self.finish(data)
 
-    def _find(self, request: rd.WadoUriRequest) -> InstanceRow:
+    def _find(self, request: rp.WadoUriRequest) -> InstanceRow:
         rows = self.store.instances(None, None, request.object_uid)
         row = rows[0]
         if request.study_uid and row.study_uid != request.study_uid:

@@ -14,7 +14,6 @@ remote did not answer in time, 502 otherwise, always with the remote's own statu
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ..client.stow import batches, response_outcomes
 from ..client.web import INSTANCE_ACCEPT, INSTANCE_ACCEPT_FALLBACK, WebSource
 from ..dicom import mediatypes as mt
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
+from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import ConnectionFailed, DicomWebError, InvalidResponse
 from ..fileio import open_private
 from ..store import InstanceRow, NotFoundError, Store, describe_failure
@@ -48,7 +48,6 @@ from .jobs import (
 __all__ = ["Resource", "ResourceError", "parse_stow_resources", "parse_retrieve_resources", "resolve_local",
            "stow_to_remote", "retrieve_from_remote", "remote_failure", "STOW_BATCH_COUNT", "STOW_BATCH_BYTES"]
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 STOW_BATCH_COUNT = 100
 STOW_BATCH_BYTES = 256 * 1024 * 1024
 _STORE_BATCH = 16          # instances stored per index transaction during a retrieve ...
@@ -96,8 +95,8 @@ class Resource:
 
 
 def _uid(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 64 or not _UID.match(value):
-        raise ResourceError(f"{what} {value!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+    if not is_valid_uid(value):
+        raise ResourceError(f"{what} {value!r} is not a DICOM UID ({UID_RULE})")
     return value
 
 
@@ -131,7 +130,7 @@ def parse_stow_resources(value: Any) -> list[Resource | str]:
     out: list[Resource | str] = []
     for index, item in enumerate(_resource_list(value)):
         if isinstance(item, str):
-            if not _UID.match(item) or len(item) > 64:
+            if not is_valid_uid(item):
                 raise ResourceError(f"Resources[{index}]: {item!r} is not a DICOM UID; this server identifies studies, "
                                     "series and instances by their DICOM UIDs (not by Orthanc's identifiers)")
             out.append(item)

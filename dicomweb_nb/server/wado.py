@@ -18,6 +18,13 @@ from email.utils import formatdate, parsedate_to_datetime
 from functools import partial
 from typing import Any, Iterable
 
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import absolutize_bulk_uris, json_to_xml
 from ..dicom.multipart import MultipartWriter
@@ -61,7 +68,7 @@ def choose_instance_delivery(accepted: list[mt.MediaType], rows: list[InstanceRo
         else:
             reasons.append(f"{rng.type} is not a media type for DICOM instances")
             continue
-        ts = rng.params.get("transfer-syntax", mt.EXPLICIT_VR_LITTLE_ENDIAN if rng.type != mt.ZIP else "*")
+        ts = rng.params.get("transfer-syntax", ExplicitVRLittleEndian if rng.type != mt.ZIP else "*")
         problem = next((p for p in (tc.transcode_problem(row, ts) for row in rows) if p), None)
         if problem:
             reasons.append(problem)
@@ -346,13 +353,13 @@ class FramesMixin(StreamingMixin):
             if wanted in ("*/*", "image/*") and stored_type and ts in (None, "*", row.transfer_syntax):
                 return stored_type, row.transfer_syntax, single  # anything goes: the stored bitstream
             if wanted in ("*/*", mt.OCTET_STREAM, "application/*"):
-                ts = ts or mt.EXPLICIT_VR_LITTLE_ENDIAN
+                ts = ts or ExplicitVRLittleEndian
                 if ts == "*":
-                    if row.transfer_syntax in (tc.DEFLATED, tc.BIG_ENDIAN):
-                        return mt.OCTET_STREAM, tc.EXPLICIT_LE, single  # frames are never deflated nor big endian
+                    if row.transfer_syntax in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
+                        return mt.OCTET_STREAM, ExplicitVRLittleEndian, single  # frames are never deflated nor big endian
                     return stored_type or mt.OCTET_STREAM, row.transfer_syntax, single
-                if ts in (tc.EXPLICIT_LE, tc.IMPLICIT_LE) and tc.can_decode(row.transfer_syntax):
-                    return mt.OCTET_STREAM, tc.EXPLICIT_LE, single
+                if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) and tc.can_decode(row.transfer_syntax):
+                    return mt.OCTET_STREAM, ExplicitVRLittleEndian, single
                 reasons.append(f"frames cannot be sent as {ts}")
                 continue
             if wanted == stored_type and ts in (None, "*", row.transfer_syntax):
@@ -477,7 +484,7 @@ class ResourceBulkDataMixin(StreamingMixin):
                 continue
             wanted = rng.params.get("type", mt.OCTET_STREAM).lower() if rng.type == mt.MULTIPART_RELATED else "*/*"
             ts = rng.params.get("transfer-syntax")
-            if wanted in (mt.OCTET_STREAM, "application/*") and ts in (None, tc.EXPLICIT_LE):
+            if wanted in (mt.OCTET_STREAM, "application/*") and ts in (None, ExplicitVRLittleEndian):
                 return False
             if wanted in (mt.OCTET_STREAM, "application/*", "*/*", "image/*") and ts == "*":
                 return True

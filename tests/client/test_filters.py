@@ -198,7 +198,7 @@ def test_limit_and_offset_must_be_counts(scripted_server, bad):
     assert scripted_server.requests and scripted_server.requests[-1][1].count("limit=2") == 1
 
 
-@pytest.mark.parametrize("scope", ["", "1.2/../3", 7])
+@pytest.mark.parametrize("scope", ["", "1.2/../3", 7, "1..2", ".5", "1.2."])
 def test_a_scope_that_is_not_a_uid_is_refused(scripted_server, scope):
     pacs = dw.connect(scripted_server.url, progress=False)
     with pytest.raises(ValueError, match="study must be a UID"):

@@ -17,6 +17,7 @@ from tests.fixtures.ourserver import start_standalone
 from tests.fixtures.peers import require_peer
 
 SOURCES = ["ours", "orthanc", "local"]
+pytestmark = pytest.mark.orthanc  # the clients fixture starts an Orthanc of its own, for every source
 
 
 def _series(n, **kwargs):

@@ -62,7 +62,7 @@ ROUND_TRIP_FILES = [
     "CT_small.dcm", "MR_small.dcm", "examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm",
     "693_J2KI.dcm", "SC_rgb_jpeg_gdcm.dcm", "ExplVR_BigEnd.dcm", "image_dfl.dcm", "MR_small_RLE.dcm",
     "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle_16bit.dcm", "examples_overlay.dcm",
-    "SC_ybr_full_422_uncompressed.dcm",
+    "SC_ybr_full_422_uncompressed.dcm", "MR_small_bigendian.dcm",
 ]
 
 
@@ -280,3 +280,19 @@ def test_a_12_bit_lossy_jpeg_with_a_bad_scan_header_transcodes():
     out = round_trip(transcode_dataset(lossy, ExplicitVRLittleEndian))
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     np.testing.assert_array_equal(out.pixel_array, read("JPGExtended.dcm").pixel_array)
+
+
+@pytest.mark.parametrize("target", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda uid: uid.name)
+def test_compressed_colour_is_written_pixel_interleaved(target):
+    """PS3.5 8.2: these syntaxes take Planar Configuration 0; pydicom's Dataset.compress keeps a 1."""
+    ds = read("ExplVR_BigEnd.dcm")
+    assert ds.PlanarConfiguration == 1
+    back = round_trip(transcode_dataset(ds, target))
+    assert back.PlanarConfiguration == 0
+    np.testing.assert_array_equal(back.pixel_array, ds.pixel_array)
+
+
+def test_a_big_endian_colour_source_compresses_to_its_own_pixels():
+    """pydicom's Dataset.compress encodes big-endian pixel bytes as if they were little endian."""
+    ds = read("SC_rgb_small_odd_big_endian.dcm")
+    np.testing.assert_array_equal(round_trip(transcode_dataset(ds, RLELossless)).pixel_array, ds.pixel_array)

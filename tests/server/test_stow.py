@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import xml_to_json
 from tests.fixtures.ourserver import start_standalone
+from tests.fixtures.waiting import wait_until
 
 from .conftest import (
     DICOM_MULTIPART,
@@ -211,8 +211,7 @@ def test_no_leftovers_after_failures(server):
     before = set(server.store_dir.joinpath("tmp").iterdir())
     stow(server, b"--x\r\n\r\nabc", 'multipart/related; type="application/dicom"; boundary=x')
     stow(server, multipart_body([b"junk"]))
-    time.sleep(0.2)
-    assert set(server.store_dir.joinpath("tmp").iterdir()) <= before
+    wait_until(lambda: set(server.store_dir.joinpath("tmp").iterdir()) <= before, what="tmp/ holds no leftovers")
 
 
 @pytest.fixture(scope="module")
