@@ -29,10 +29,10 @@ from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ..errors import DicomWebError, FrameError
 from ..pixels.decode import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
     PixelDecodeError,
@@ -354,7 +354,7 @@ class FrameFetcher:
                 if index is None:
                     continue  # other bulk data (overlays, icons), or an instance that is not in the volume
                 instance = self.instances[index]
-                syntax = part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN
+                syntax = part.transfer_syntax_uid or ExplicitVRLittleEndian
                 if match.group(2):  # one frame's bitstream
                     pieces = [(int(match.group(2)), part.data)]
                 else:  # all the instance's frames, native
@@ -411,7 +411,7 @@ class FrameFetcher:
             if index is None or "PixelData" not in ds:
                 return  # not an instance of the volume
             instance = self.instances[index]
-            syntax = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_VR_LITTLE_ENDIAN))
+            syntax = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
             for frame, data in enumerate(encoded_frames(ds, instance.attrs, syntax), start=1):
                 j = slots[index].get(frame)
                 if j is not None:
@@ -466,7 +466,7 @@ class FrameFetcher:
     def _decode(self, out: np.ndarray, j: int, index: int, frame: int, data: EncodedFrame) -> None:
         instance = self.instances[index]
         try:
-            decode_frame_into(out[j], data.data, instance.attrs, data.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN,
+            decode_frame_into(out[j], data.data, instance.attrs, data.transfer_syntax_uid or ExplicitVRLittleEndian,
                               rescale=self.rescaling)
         except PixelDecodeError as exc:
             raise FrameError(f"frame {frame} of instance {instance.uid} (series {self.series}) cannot be decoded: {exc}",
