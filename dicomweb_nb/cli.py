@@ -80,14 +80,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     config = _config_from_args(args)
+    if args.database:
+        config.database_url = args.database
+    if args.storage:
+        config.storage_url = args.storage
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = make_app(args.store, config, auth_token=token, basic_auth=basic)
+    from .errors import ConfigurationError
+
+    try:
+        app = make_app(args.store, config, auth_token=token, basic_auth=basic)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # Uploads are streamed; the per-request limit is set by the STOW handler (max_upload_size).
     server = tornado.httpserver.HTTPServer(app, max_body_size=config.max_upload_size, idle_connection_timeout=3600)
     server.listen(args.port, address=args.host)
     ctx = app.settings["dicomweb"]
     counts = ctx.store.counts()
-    print(f"dicomweb-nb serving {ctx.store.root} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
+    print(f"dicomweb-nb serving {ctx.store.location} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
     print(f"  DICOMweb: http://{args.host}:{args.port}{ctx.root_path}", flush=True)
     if config.enable_wado:
         print(f"  WADO-URI: http://{args.host}:{args.port}{ctx.wado_path}", flush=True)
@@ -146,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
     serve.add_argument("--store", default=default_store(), help="store folder (default: .dicomweb, or $DICOMWEB_NB_STORE)")
+    serve.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:///path "
+                       "(c.DicomWeb.database_url; default: index.sqlite in the store folder)")
+    serve.add_argument("--storage", metavar="URL", help="where instances are kept: a folder or s3://bucket/prefix "
+                       "(c.DicomWeb.storage_url; default: files/ in the store folder)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042, Orthanc's)")
     serve.add_argument("--token", help="require 'Authorization: Bearer <token>' (or $DICOMWEB_NB_TOKEN)")

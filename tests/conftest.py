@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.data",
+    "tests.fixtures.backends",
     "tests.fixtures.orthanc",
     "tests.fixtures.ourserver",
     "tests.fixtures.browser",

@@ -10,7 +10,9 @@ from typing import Any
 
 from tornado import web
 
-from ..store import Store
+from ..errors import ConfigurationError
+from ..store import Store, StoreError
+from ..store.blobs import redact_text
 from .base import DicomWebContext, StandaloneBase
 from .config import DicomWeb
 from .jobs import JobManager
@@ -33,6 +35,17 @@ def url_path_join(*pieces: str) -> str:
     return result or "/"
 
 
+def open_store(config: DicomWeb, store_dir: str | os.PathLike[str] | None) -> Store:
+    """The one place a server opens its store: the folder, or the team store of
+    ``database_url`` / ``storage_url``. Errors name the store without its credentials."""
+    try:
+        return Store(store_dir, database=config.database_url or None, storage=config.storage_url or None,
+                     duplicates=config.duplicates, pn_case_insensitive=not config.qido_case_sensitive,
+                     group=config.store_group or None)
+    except (StoreError, ValueError, OSError) as exc:
+        raise ConfigurationError(f"cannot open the store: {redact_text(str(exc))}") from None
+
+
 def make_context(
     config: DicomWeb,
     store_dir: str | os.PathLike[str],
@@ -42,7 +55,7 @@ def make_context(
     basic_auth: tuple[str, str] | None = None,
 ) -> DicomWebContext:
     """The state shared by all handlers of one server (store opened and reconciled here)."""
-    store = Store(store_dir, duplicates=config.duplicates, pn_case_insensitive=not config.qido_case_sensitive)
+    store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
     ctx = DicomWebContext(
         config=config,
@@ -55,7 +68,9 @@ def make_context(
     )
     # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
     # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
+    # A team store keeps them in its index instead, shared by every server on it.
     ctx.servers = RemoteServers(config.servers, store_dir=store.root if config.servers_in_store else None,
+                                index=store if config.servers_in_store and not store.is_folder_store else None,
                                 default_timeout=config.request_timeout)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
     return ctx

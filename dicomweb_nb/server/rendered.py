@@ -143,7 +143,7 @@ class WadoUriMixin(RetrieveMixin):
                 await self.stream_blocks(reader.iter_file(row))
                 self.finish()
             else:
-                self.finish(await self.run_blocking(tc.transcode_file, row.path, target))
+                self.finish(await self.run_blocking(tc.transcode_file, row.blob, target))
             return
         count = reader.frame_count(row)
         if not count:

@@ -91,9 +91,9 @@ class RetrieveMixin(StreamingMixin):
                 head = writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
                                         {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)})
             if ts == row.transfer_syntax:
-                pieces.append(Piece(head, row.path, 0, row.size))
+                pieces.append(Piece(head, row.blob, 0, row.size))
             else:
-                pieces.append(Piece(head, compute=partial(tc.transcode_file, row.path, ts)))
+                pieces.append(Piece(head, compute=partial(tc.transcode_file, row.blob, ts)))
         if writer is not None:
             self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
         else:
@@ -118,7 +118,7 @@ class RetrieveMixin(StreamingMixin):
                         self.write(sink.take())
                         await self.flush()
             else:
-                archive.writestr(name, await self.run_blocking(tc.transcode_file, row.path, transfer_syntax))
+                archive.writestr(name, await self.run_blocking(tc.transcode_file, row.blob, transfer_syntax))
             self.write(sink.take())
             await self.flush()
         archive.close()
@@ -238,7 +238,7 @@ class MetadataMixin(DicomWebMixin):
         if mode == "Full":
             texts = []
             for row in rows:
-                text = row.metadata_text if config.enable_metadata_cache else read_instance(row.path).metadata_text
+                text = row.metadata_text if config.enable_metadata_cache else _reread_metadata(row)
                 texts.append(absolutize_bulk_uris(text, url(row.study_uid, row.series_uid, row.sop_uid)))
             return texts
         objects = [json.loads(row.metadata_text) for row in rows]
@@ -426,10 +426,14 @@ class BulkDataMixin(DicomWebMixin):
 
 def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
     if is_pixels and row.layout.value_offset is not None and row.layout.value_length is not None:
-        with open(row.path, "rb") as fp:
-            fp.seek(row.layout.value_offset)
-            return fp.read(row.layout.value_length)
+        return row.blob.read(row.layout.value_offset, row.layout.value_offset + row.layout.value_length)
     return reader.bulk_value(row, path)
+
+
+def _reread_metadata(row: InstanceRow) -> str:
+    """The instance's DICOM JSON parsed again from its blob (metadata cache off)."""
+    with row.blob.local_file() as path:
+        return read_instance(path).metadata_text
 
 
 __all__ = [
@@ -460,7 +464,7 @@ class ResourceBulkDataMixin(StreamingMixin):
             for value in tc.bulk_values(row, url(row.study_uid, row.series_uid, row.sop_uid), as_stored=as_stored):
                 part_type = value.media_type + (f"; transfer-syntax={value.transfer_syntax}" if value.transfer_syntax else "")
                 head = writer.part_head(part_type, {"Content-Location": value.location})
-                pieces.append(Piece(head, value.path, value.offset, value.length, value.compute))
+                pieces.append(Piece(head, value.blob, value.offset, value.length, value.compute))
         if not pieces:
             raise ApiError(404, "this resource holds no bulk data")
         self.set_header("Content-Type", mt.multipart_content_type(mt.OCTET_STREAM, writer.boundary))

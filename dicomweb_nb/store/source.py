@@ -76,8 +76,7 @@ class StoreSource:
 
     def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
         for row in self._instances(study, series, instance):
-            with open(row.path, "rb") as fp:
-                yield fp.read()
+            yield row.blob.read()
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
         from ..client.protocol import BulkPart
