@@ -12,6 +12,7 @@ from tornado import web
 
 from ..errors import ConfigurationError
 from ..store import Store, StoreError
+from ..store.store import workspace_store_options
 from ..store.blobs import redact_text
 from .base import DicomWebContext, StandaloneBase
 from .config import DicomWeb
@@ -39,9 +40,11 @@ def open_store(config: DicomWeb, store_dir: str | os.PathLike[str] | None) -> St
     """The one place a server opens its store: the folder, or the team store of
     ``database_url`` / ``storage_url``. Errors name the store without its credentials."""
     try:
-        return Store(store_dir, database=config.database_url or None, storage=config.storage_url or None,
-                     duplicates=config.duplicates, pn_case_insensitive=not config.qido_case_sensitive,
-                     group=config.store_group or None)
+        options = {k: v for k, v in (("database", config.database_url), ("storage", config.storage_url)) if v}
+        if not options and store_dir is not None:
+            options = workspace_store_options(store_dir, environment=False)  # the folder names a team store
+        return Store(store_dir, **options, duplicates=config.duplicates,
+                     pn_case_insensitive=not config.qido_case_sensitive, group=config.store_group or None)
     except (StoreError, ValueError, OSError) as exc:
         raise ConfigurationError(f"cannot open the store: {redact_text(str(exc))}") from None
 

@@ -32,9 +32,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..dicom.query import Query
+from ..fileio import write_atomically
 from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
 from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
@@ -55,6 +56,10 @@ from .outcomes import (
 from .results import result
 
 log = logging.getLogger("dicomweb_nb.store")
+
+TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
+DATABASE_ENV = "DICOMWEB_NB_DATABASE"
+STORAGE_ENV = "DICOMWEB_NB_STORAGE"
 
 try:
     import fcntl
@@ -146,6 +151,8 @@ class Store:
             self.blobs.close()
             raise StoreError(str(exc)) from None
         self.index.start_session(self.session)
+        if self.root is not None and not self.is_folder_store:
+            self._write_team_marker(database, storage)
         self._lock_file: Any = None
         self._tmp_lock: Any = None
         self.tmp_dir = self._make_tmp_dir()
@@ -160,6 +167,20 @@ class Store:
             self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
                                              name="dicomweb-store-sweep", daemon=True)
             self._sweeper.start()
+
+    def _write_team_marker(self, database: str | None, storage: str | os.PathLike[str] | None) -> None:
+        """Leave in the folder where this team store is (no password), so that ``dw.connect()`` in a
+        notebook of this workspace and ``dicomweb-nb`` commands on the folder open the same store."""
+        assert self.root is not None
+        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / "index.sqlite"),
+                  "storage": os.fspath(storage) if storage else str(self.root / "files")}
+        path = self.root / TEAM_MARKER
+        try:
+            if path.exists() and json.loads(path.read_text()) == marker:
+                return
+        except (OSError, ValueError):
+            pass
+        write_atomically(path, (json.dumps(marker, indent=2) + "\n").encode(), mode=self.modes.file_mode)
 
     @property
     def location(self) -> str:
@@ -494,11 +515,28 @@ class Store:
         self.index.save_server(name, definition)
 
 
-StoreKind = Literal["folder", "team"]
+def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
+    """``database`` / ``storage`` of the team store a workspace folder stands for: from
+    ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
+    kernels; only with ``environment``), else from the folder's ``team-store.json``; empty for a
+    plain folder store."""
+    database = os.environ.get(DATABASE_ENV) if environment else None
+    storage = os.environ.get(STORAGE_ENV) if environment else None
+    if database or storage:
+        return {k: v for k, v in (("database", database), ("storage", storage)) if v}
+    path = Path(folder) / TEAM_MARKER
+    if path.exists():
+        try:
+            marker = json.loads(path.read_text())
+            return {"database": str(marker["database"]), "storage": str(marker["storage"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path} does not say which team store this folder stands for: {exc}") from None
+    return {}
+
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response",
+    "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
 ]

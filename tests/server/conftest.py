@@ -15,6 +15,11 @@ DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _patients = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _on_every_store_backend(use_store_backend):
+    """Every server test runs on each store backend (SQLite+folder, PostgreSQL+folder, PostgreSQL+S3)."""
+
+
 @pytest.fixture(params=["standalone", "jupyter"])
 def server(request):
     """Each test runs against ``dicomweb-nb serve`` and against the jupyter-server extension."""

@@ -20,11 +20,12 @@ HEADER_SECRET = "Bearer header-secret-value"
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
+def local(tmp_path_factory, store_backend):
     """Our server with servers_in_store, and one server defined in its configuration."""
     workdir = tmp_path_factory.mktemp("proxy-servers")
     configured = {"configured": {"Url": "http://127.0.0.1:9/dicom-web", "Username": "admin", "Password": SECRET}}
-    server = start_standalone(workdir, None, "-c", "servers_in_store=true", "-c", f"servers={json.dumps(configured)}")
+    server = start_standalone(workdir, None, "-c", "servers_in_store=true", "-c", f"servers={json.dumps(configured)}",
+                              backend=store_backend)
     yield server
     server.stop()
 

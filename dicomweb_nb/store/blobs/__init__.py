@@ -130,8 +130,9 @@ class Blob:
         return f"{self.storage.url}/{self.key}"
 
 
-def redact_url(url: str) -> str:
-    """``url`` without a password (``scheme://user:***@host/...``), for logs and messages."""
+def redact_url(url: str, *, drop_password: bool = False) -> str:
+    """``url`` without a password (``scheme://user:***@host/...``, or ``user@host`` when
+    ``drop_password``), for logs, messages and files."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -142,7 +143,10 @@ def redact_url(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     user = parts.username or ""
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}" if user else host
+    if parts.password is not None and not drop_password:
+        netloc = f"{user}:***@{host}"
+    else:
+        netloc = f"{user}@{host}" if user else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

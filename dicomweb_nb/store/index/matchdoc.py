@@ -88,7 +88,7 @@ def _add(doc: dict[str, list[Any]], path: tuple[int, ...], elem: dict[str, Any] 
                 _append(doc, key, cand)
                 folded = cand.casefold()
                 _append(doc, key + "|ci", folded)
-                comps = [c for c in _PN_SPLIT.split(folded) if c]
+                comps = [c.replace("\x00", "\ufffd") for c in _PN_SPLIT.split(folded) if c]
                 if comps not in doc.setdefault(key + "|fz", []):
                     doc[key + "|fz"].append(comps)
         return
@@ -104,6 +104,7 @@ def _add(doc: dict[str, list[Any]], path: tuple[int, ...], elem: dict[str, Any] 
 
 
 def _append(doc: dict[str, list[Any]], key: str, value: str) -> None:
+    value = value.replace("\x00", "\ufffd")  # JSONB has no NUL; query values get the same stand-in
     values = doc.setdefault(key, [])
     if value not in values:
         values.append(value)
@@ -131,6 +132,8 @@ def like_literal(text: str) -> str:
 
 
 def _contains(alias_doc: str, key: str, value: Any) -> tuple[str, list[Any]]:
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")  # as stored (JSONB has no NUL)
     return f"{alias_doc} @> ?::jsonb", [json.dumps({key: [value]}, ensure_ascii=False)]
 
 

@@ -73,8 +73,18 @@ def _lock_key(name: str) -> int:
 
 def _executor(conn: psycopg.Connection) -> Execute:
     def ex(sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
     return ex
+
+
+def _text(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: stored values and query values alike carry U+FFFD instead,
+    so they still compare as they would with the NUL (DICOM values rarely have one; queries may)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
 
 
 def _configure(conn: psycopg.Connection) -> None:
