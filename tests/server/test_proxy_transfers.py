@@ -364,7 +364,14 @@ def test_restart_under_a_running_job_reports_it_failed(tmp_path, remote, data):
         job_id = api.post("servers/ours/retrieve", {"Resources": [data["big"].uid], "Synchronous": False,
                                                     "Debug": True}).json()["ID"]
         api.wait_job(job_id, lambda j: j["State"] == "Running" and j["Content"].get("ReceivedInstancesCount", 0) > 0)
-        time.sleep(1.2)  # past the job's save interval, so its record holds some progress
+        # Until the job's record in the store holds some progress (saved at most once a second).
+        store, _ = open_for_checking(server)
+        try:
+            deadline = time.monotonic() + 30
+            while not store.load_jobs()[job_id].get("content", {}).get("Instances") and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            store.close()
         server.kill()  # kill -9: no chance to record anything
         server.start()
         job = Api(server).job(job_id)
