@@ -10,8 +10,8 @@ from ..dicom.query import Query
 from ..dicom.tags import default_return_tags, level_tags_all, parse_tag, tag_hex, vr_of
 from .index import Row
 from .index.sql import COMPUTED_COUNTS, COMPUTED_MULTI, T_INSTANCE, T_SERIES, T_STUDY
+from .outcomes import UrlBuilder
 
-UrlBuilder = Callable[[str, "str | None", "str | None"], str]
 # An instance's metadata for attributes of another level than the result's (includefield).
 RepresentativeMetadata = Callable[[Row, str], DicomJson]
 

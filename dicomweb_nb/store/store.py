@@ -91,14 +91,6 @@ class InstanceRow:
     number_of_frames: int
     stored: float
 
-    @property
-    def path(self) -> Path:
-        """The instance's file, for blobs on local disk (read through ``blob`` to work everywhere)."""
-        path = self.blob.local_path
-        if path is None:
-            raise StoreError(f"instance {self.sop_uid} is in object storage ({self.blob}), not a local file: read it through row.blob")
-        return path
-
 
 @dataclass
 class SearchResult:

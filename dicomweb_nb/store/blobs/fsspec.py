@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-import fsspec
 from fsspec.core import url_to_fs
 
 from . import BlobStorage, redact_url
@@ -95,7 +94,3 @@ class FsspecBlobs(BlobStorage):
     def close(self) -> None:
         # s3fs keeps one event-loop thread per process; nothing to release per store.
         pass
-
-
-def available_protocols() -> list[str]:
-    return sorted(fsspec.available_protocols())

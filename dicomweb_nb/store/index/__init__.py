@@ -25,12 +25,8 @@ DuplicatePolicy = Literal["replace", "reject", "keep"]
 Row = Mapping[str, Any]
 
 
-class IndexError_(Exception):
-    """Base of the index's own errors (the store turns them into StoreError)."""
-
-
-class SchemaTooNew(IndexError_):
-    pass
+class SchemaTooNew(Exception):
+    """The index was made by a newer version (the store turns it into a StoreError)."""
 
 
 @dataclass

@@ -194,16 +194,7 @@ def _pn_condition(doc: str, match: Match, *, ci: bool, fuzzy: bool) -> tuple[str
 
 
 def column_condition(column: str, match: Match) -> tuple[str, list[Any]]:
-    """SQL for an indexed (non-PN) column, which holds the normalised first value."""
-    if match.kind == "range":
-        parts, params = [f"{column} IS NOT NULL"], []
-        if match.low is not None:
-            parts.append(f"{column} >= ?")
-            params.append(match.low)
-        if match.high is not None:
-            parts.append(f"{column} <= ?")
-            params.append(match.high)
-        return " AND ".join(parts), params
+    """SQL for an indexed (non-PN) column, which holds the normalised first value (ranges: ``sql.range_condition``)."""
     if match.kind == "wildcard":
         return f"{column} LIKE ?", [like_pattern(match.values[0])]
     if len(match.values) == 1:

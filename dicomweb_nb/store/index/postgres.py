@@ -35,7 +35,7 @@ from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
 from . import SchemaTooNew
 from . import matchdoc
-from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, sqlite_integer
+from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
@@ -219,17 +219,8 @@ class PostgresIndex(SqlIndex):
             return False
 
     def dead_intents(self) -> list[tuple[str, str]]:
-        self._keep_session()
-        with self._read() as ex:
-            rows = [(r[0], r[1]) for r in ex("SELECT key, session FROM intents")]
-        alive: dict[str, bool] = {}
-        out = []
-        for key, session in rows:
-            if session not in alive:
-                alive[session] = self.session_alive(session)
-            if not alive[session]:
-                out.append((key, session))
-        return out
+        self._keep_session()  # called by every sweep: the heartbeat of this process's session
+        return super().dead_intents()
 
     # -- engine specifics ----------------------------------------------------------------------
     def _limit(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:
@@ -247,6 +238,8 @@ class PostgresIndex(SqlIndex):
 
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         if column is not None and match.vr != "PN":
+            if match.kind == "range":
+                return range_condition(column, match)
             return Condition(*matchdoc.column_condition(column, match))
         return Condition(*matchdoc.document_condition("{a}.match", match, pn_case_insensitive=ci, fuzzy=fuzzy))
 

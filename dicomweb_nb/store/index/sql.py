@@ -194,6 +194,18 @@ class SqlIndex(Index):
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
+    def dead_intents(self) -> list[tuple[str, str]]:
+        with self._read() as ex:
+            rows = [(r[0], r[1]) for r in ex("SELECT key, session FROM intents")]
+        alive: dict[str, bool] = {}
+        out = []
+        for key, session in rows:
+            if session not in alive:
+                alive[session] = self.session_alive(session)
+            if not alive[session]:
+                out.append((key, session))
+        return out
+
     def claim_intent(self, key: str, session: str) -> bool:
         return self._transact(lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone()
                               is not None)
@@ -388,6 +400,18 @@ class SqlIndex(Index):
                 ex("INSERT INTO servers(name, definition, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
                    "SET definition=excluded.definition, updated=excluded.updated", (name, json.dumps(definition), time.time()))
         self._transact(work)
+
+
+def range_condition(column: str, match: Match) -> Condition:
+    """A date/time range on a column of normalised values (both engines compare them bytewise)."""
+    parts, params = [f"{column} IS NOT NULL"], []
+    if match.low is not None:
+        parts.append(f"{column} >= ?")
+        params.append(match.low)
+    if match.high is not None:
+        parts.append(f"{column} <= ?")
+        params.append(match.high)
+    return Condition(" AND ".join(parts), params)
 
 
 def scoped(cond: Condition, attr_level: str, query_rank: int) -> Condition:

@@ -21,7 +21,7 @@ from ...dicom.query import Match, Query
 from ..modes import StoreModes
 from ..schema import SCHEMA_VERSION, ddl, migrate_sqlite
 from . import SchemaTooNew, Row
-from .sql import Condition, Execute, SqlIndex
+from .sql import JSON_COLUMN, Condition, Execute, SqlIndex, range_condition
 
 try:
     import fcntl
@@ -148,18 +148,6 @@ class SqliteIndex(SqlIndex):
             pass
         return False
 
-    def dead_intents(self) -> list[tuple[str, str]]:
-        with self._read() as ex:
-            rows = [(r[0], r[1]) for r in ex("SELECT key, session FROM intents")]
-        alive: dict[str, bool] = {}
-        out = []
-        for key, session in rows:
-            if session not in alive:
-                alive[session] = self.session_alive(session)
-            if not alive[session]:
-                out.append((key, session))
-        return out
-
     # -- QIDO matching (Python functions over the stored values) ------------------------------------
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
@@ -171,20 +159,12 @@ class SqliteIndex(SqlIndex):
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         state: _MatchFunctions = self._local.state
         if column is None:
-            json_column = {"study": "study_json", "series": "series_json", "instance": "metadata"}[attr_level]
-            return Condition(f"dw_json({state.add(match)}, {{a}}.{json_column})")
+            return Condition(f"dw_json({state.add(match)}, {{a}}.{JSON_COLUMN[attr_level]})")
         # PN goes through Python so its group/case rules stay in one place.
         if match.vr == "PN":
             return Condition(f"dw_value({state.add(match)}, {column})")
         if match.kind == "range":
-            parts, params = [f"{column} IS NOT NULL"], []
-            if match.low is not None:
-                parts.append(f"{column} >= ?")
-                params.append(match.low)
-            if match.high is not None:
-                parts.append(f"{column} <= ?")
-                params.append(match.high)
-            return Condition(" AND ".join(parts), params)
+            return range_condition(column, match)
         if match.kind == "wildcard":
             return Condition(f"{column} GLOB ?", [match.values[0].replace("[", "[[]")])
         if len(match.values) == 1:
