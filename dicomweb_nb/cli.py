@@ -164,7 +164,7 @@ def _open_store(args: argparse.Namespace):
 
 
 def _team_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:///path "
+    parser.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
                         "(c.DicomWeb.database_url; default: index.sqlite in the store folder)")
     parser.add_argument("--storage", metavar="URL", help="where instances are kept: a folder or s3://bucket/prefix "
                         "(c.DicomWeb.storage_url; default: files/ in the store folder)")

@@ -33,7 +33,7 @@ class DicomWeb(Configurable):
     database_url = Unicode(
         "",
         help="Index of a team store shared by several servers: postgresql://user@host:5432/db (password from "
-        "PGPASSWORD or ~/.pgpass rather than the URL), or sqlite:///path/index.sqlite. Default: index.sqlite in "
+        "PGPASSWORD or ~/.pgpass rather than the URL), or sqlite:////absolute/path/index.sqlite. Default: index.sqlite in "
         "the store folder. (Orthanc: the PostgreSQL plugin's index.)",
     ).tag(config=True)
     storage_url = Unicode(

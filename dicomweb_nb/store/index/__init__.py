@@ -154,9 +154,11 @@ def open_index(url: str, *, modes: Any = None, pool_size: int = 8) -> Index:
     if scheme == "sqlite":
         from .sqlite import SqliteIndex
 
-        path = url[len("sqlite://"):]
-        if not path or path == "/":
-            raise ValueError(f"database URL {url!r} names no file: use sqlite:///path/to/index.sqlite")
+        # As SQLAlchemy reads them: sqlite:///relative/index.sqlite, sqlite:////absolute/index.sqlite.
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path.strip("/"):
+            raise ValueError(f"database URL {url!r} names no file: use sqlite:////absolute/path/index.sqlite "
+                             "or sqlite:///relative/path/index.sqlite")
         return SqliteIndex(Path(path), modes=modes)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         try:

@@ -102,6 +102,7 @@ class PostgresIndex(SqlIndex):
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.url = redact_url(self.conninfo)
         try:
+            psycopg.connect(self.conninfo, connect_timeout=15).close()  # a wrong address fails now, not after the pool's retries
             self.pool = ConnectionPool(self.conninfo, min_size=1, max_size=max(2, pool_size), kwargs={"autocommit": True},
                                        configure=_configure, open=False, name="dicomweb-nb")
             self.pool.open(wait=True, timeout=30)
@@ -221,6 +222,10 @@ class PostgresIndex(SqlIndex):
     def dead_intents(self) -> list[tuple[str, str]]:
         self._keep_session()  # called by every sweep: the heartbeat of this process's session
         return super().dead_intents()
+
+    def known_sessions(self) -> list[str]:
+        with self._read() as ex:
+            return [r[0] for r in ex("SELECT id FROM sessions")]
 
     # -- engine specifics ----------------------------------------------------------------------
     def _limit(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:

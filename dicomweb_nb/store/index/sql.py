@@ -194,9 +194,15 @@ class SqlIndex(Index):
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
+    @abstractmethod
+    def known_sessions(self) -> list[str]:
+        """Sessions recorded as started (a killed process's stays until found dead)."""
+
     def dead_intents(self) -> list[tuple[str, str]]:
         with self._read() as ex:
             rows = [(r[0], r[1]) for r in ex("SELECT key, session FROM intents")]
+        for session in self.known_sessions():
+            self.session_alive(session)  # forgets the session of a process found dead
         alive: dict[str, bool] = {}
         out = []
         for key, session in rows:

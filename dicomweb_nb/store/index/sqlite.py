@@ -126,6 +126,9 @@ class SqliteIndex(SqlIndex):
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
+    def known_sessions(self) -> list[str]:
+        return [p.name for p in self.sessions_dir.iterdir()] if self.sessions_dir.is_dir() else []
+
     def session_alive(self, session: str) -> bool:
         if self._session_path is not None and self._session_path.name == session:
             return True
