@@ -152,9 +152,11 @@ class Store:
         self._sweeper: threading.Thread | None = None
         alone = self._hold_store_lock() if self.is_folder_store else False
         if alone and reconcile:
-            self.reconcile()
+            self.reconcile()  # others opening the store wait for this (they want the shared lock)
         elif reconcile:
             self.sweep()
+        if alone and fcntl is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
         if sweep_interval > 0:
             self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
                                              name="dicomweb-store-sweep", daemon=True)
@@ -191,19 +193,19 @@ class Store:
         Every process with the store open holds a shared lock on ``store.lock`` for its lifetime
         (the Jupyter server, a notebook kernel, ``dicomweb-nb import``). Reconciling deletes files
         no index row points at, which in a busy store may be another process's write in progress,
-        so it runs only if the lock can be taken exclusively: no one else has the store open.
+        so it runs only if the lock can be taken exclusively: no one else has the store open. When
+        alone, the exclusive lock is kept until the caller has reconciled.
         """
         assert self.root is not None
         self._lock_file = open(self.root / "store.lock", "a+b")
         if fcntl is None:
             return True
-        alone = True
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            alone = False
-        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
-        return alone
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            return False
+        return True
 
     def _make_tmp_dir(self) -> Path:
         """Where uploads are staged on local disk before ``put``: the folder store's tmp/, else a
