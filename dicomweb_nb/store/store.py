@@ -30,6 +30,7 @@ import socket
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -377,23 +378,25 @@ class Store:
             return
         keys = [f"{r.study_uid}/{r.series_uid}/{r.sop_uid}.{secrets.token_hex(4)}.dcm" for _p, r, _o, _m in to_write]
         self.index.add_intents(keys, self.session)
-        entries: list[Entry] = []
         try:
-            for key, (path, record, _outcome, move) in zip(keys, to_write):
-                entries.append(Entry(record, key, self.blobs.put(key, path, move=move)))
+            sizes = self._put_all([(key, path, move) for key, (path, _r, _o, move) in zip(keys, to_write)])
+            entries = [Entry(record, key, size) for key, size, (_p, record, _o, _m) in zip(keys, sizes, to_write)]
             self.blobs.sync(keys)
             due = self.index.commit(entries, self.duplicates, self.session, self.garbage_grace)
         except BaseException:
-            # The index never saw them: take the blobs back out (a sweep would, should this fail too).
-            for key in keys:
+            # Take back the blobs the index never saw: those whose intent is still there (a commit
+            # whose answer was lost may have indexed them and removed their intents). Should the
+            # index be unreachable, the intents stay and the blobs with them: never a row without its blob.
+            try:
+                unindexed = self.index.drop_intents(keys, self.session)
+            except Exception:  # noqa: BLE001
+                log.exception("cannot drop the write intents of a failed write")
+                unindexed = []
+            for key in unindexed:
                 try:
                     self.blobs.delete(key)
                 except Exception:  # noqa: BLE001
                     log.exception("cannot remove blob %s of a failed write", key)
-            try:
-                self.index.drop_intents(keys, self.session)
-            except Exception:  # noqa: BLE001
-                log.exception("cannot drop the write intents of a failed write")
             for _path, _record, outcome, _move in to_write:
                 outcome.stored = outcome.replaced = False
             raise
@@ -411,6 +414,14 @@ class Store:
                 outcome.failure_reason = FAILURE_PROCESSING
                 outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
         self._collect(due)
+
+    def _put_all(self, puts: list[tuple[str, Path, bool]]) -> list[int]:
+        """Write the blobs of a batch: one after the other into a folder (renames), several at
+        once into object storage (each is a request)."""
+        if self.blobs.staging_dir() is not None or len(puts) == 1:
+            return [self.blobs.put(key, path, move=move) for key, path, move in puts]
+        with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="dicomweb-put") as pool:
+            return list(pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), puts))
 
     def _settle_duplicate(self, outcome: StoreOutcome) -> None:
         if self.duplicates == "reject":

@@ -84,8 +84,9 @@ class SqlIndex(Index):
     # -- writing -----------------------------------------------------------------------------
     def add_intents(self, keys: Sequence[str], session: str) -> None:
         now = time.time()
-        self._transact(lambda ex: [ex("INSERT INTO intents(key, session, created) VALUES (?, ?, ?)", (k, session, now))
-                                   for k in keys])
+        rows = ", ".join("(?, ?, ?)" for _ in keys)  # one statement: one round trip to a database server
+        self._transact(lambda ex: ex(f"INSERT INTO intents(key, session, created) VALUES {rows}",
+                                     [v for k in keys for v in (k, session, now)]))
 
     def drop_intents(self, keys: Sequence[str], session: str) -> list[str]:
         def work(ex: Execute) -> list[str]:
