@@ -22,8 +22,11 @@ class FsspecBlobs(BlobStorage):
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None):
         self.url = redact_url(url.rstrip("/"))
+        # No listing cache: other processes add and remove objects, and a stale listing would
+        # answer exists() wrongly (reads by key need no listing).
+        options = {"use_listings_cache": False, **(options or {})}
         try:
-            self.fs, root = url_to_fs(url.rstrip("/"), **(options or {}))
+            self.fs, root = url_to_fs(url.rstrip("/"), **options)
         except ImportError as exc:
             scheme = url.split("://", 1)[0]
             package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(scheme, "its fsspec driver")
@@ -85,7 +88,6 @@ class FsspecBlobs(BlobStorage):
             found = self.fs.find(self.root, withdirs=False, detail=False)
         except FileNotFoundError:
             return
-        self.fs.invalidate_cache(self.root)
         for path in found:
             path = path.split("://", 1)[-1]
             if path.startswith(prefix):
