@@ -58,6 +58,7 @@ from .results import result
 
 log = logging.getLogger("dicomweb_nb.store")
 
+PARALLEL_PUT_BYTES = 4 << 20
 TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
 DATABASE_ENV = "DICOMWEB_NB_DATABASE"
 STORAGE_ENV = "DICOMWEB_NB_STORAGE"
@@ -417,11 +418,24 @@ class Store:
 
     def _put_all(self, puts: list[tuple[str, Path, bool]]) -> list[int]:
         """Write the blobs of a batch: one after the other into a folder (renames), several at
-        once into object storage (each is a request)."""
+        once into object storage (each is a request), in waves of at most PARALLEL_PUT_BYTES so
+        memory stays bounded (an object store client may hold a whole part in memory)."""
         if self.blobs.staging_dir() is not None or len(puts) == 1:
             return [self.blobs.put(key, path, move=move) for key, path, move in puts]
-        with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="dicomweb-put") as pool:
-            return list(pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), puts))
+        waves: list[list[tuple[str, Path, bool]]] = [[]]
+        size = 0
+        for put in puts:
+            length = put[1].stat().st_size
+            if waves[-1] and (size + length > PARALLEL_PUT_BYTES or len(waves[-1]) == 8):
+                waves.append([])
+                size = 0
+            waves[-1].append(put)
+            size += length
+        sizes: list[int] = []
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-put") as pool:
+            for wave in waves:
+                sizes += pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), wave)
+        return sizes
 
     def _settle_duplicate(self, outcome: StoreOutcome) -> None:
         if self.duplicates == "reject":

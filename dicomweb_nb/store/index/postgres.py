@@ -193,17 +193,22 @@ class PostgresIndex(SqlIndex):
     def _keep_session(self) -> None:
         """Reconnect the session if its connection broke (a server restart): until then this
         process looks dead to the others, and the intents they sweep fail its writes safely."""
-        conn = self._session_conn
-        if conn is None:
+        if self._session is None:
             return
+        conn = self._session_conn
         try:
-            conn.execute("SELECT 1")
+            if conn is not None:
+                conn.execute("SELECT 1")
+                return
         except psycopg.Error:
             log.warning("the session connection to %s broke; reconnecting", self.url)
-            try:
-                conn.close()
-            finally:
-                self._connect_session()
+            conn.close()
+            self._session_conn = None
+        try:
+            self._connect_session()
+        except psycopg.Error as exc:
+            log.warning("cannot reconnect the session to %s (%s); trying again at the next sweep",
+                        self.url, redact_text(str(exc)).splitlines()[0])
 
     def session_alive(self, session: str) -> bool:
         if session == self._session:
