@@ -32,26 +32,28 @@ ensure_venv() {
 
 have_system_deps() {
     command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && command -v chromium >/dev/null 2>&1 \
-        && command -v ojph_compress >/dev/null 2>&1
+        && command -v ojph_compress >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1
 }
 
 ensure_system_deps() {
     # Orthanc (+ its DICOMweb plugin) is the real remote peer of the tests; Chromium drives the browser tests;
     # OpenJPH's ojph_compress encodes the HTJ2K frames of the content negotiation tests.
+    # PostgreSQL is the team store's index (the tests start their own server, as the postgres user).
     have_system_deps && return 0
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
         if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-            echo "error: the tests need the Debian packages orthanc, orthanc-dicomweb and chromium; install them as root" >&2
+            echo "error: the tests need the Debian packages orthanc, orthanc-dicomweb, chromium and postgresql; install them as root" >&2
             exit 1
         fi
     fi
-    echo "==> installing Debian packages orthanc orthanc-dicomweb chromium openjph-tools"
+    echo "==> installing Debian packages orthanc orthanc-dicomweb chromium openjph-tools postgresql"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-        orthanc orthanc-dicomweb chromium fonts-dejavu-core openjph-tools >/dev/null
+        orthanc orthanc-dicomweb chromium fonts-dejavu-core openjph-tools postgresql >/dev/null
     # The package starts a system Orthanc where an init system runs; the tests start their own.
     $sudo service orthanc stop >/dev/null 2>&1 || true
+    $sudo service postgresql stop >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in

@@ -79,13 +79,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     config = _config_from_args(args)
+    if args.database:
+        config.database_url = args.database
+    if args.storage:
+        config.storage_url = args.storage
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = make_app(args.store, config, auth_token=token, basic_auth=basic)
+    from .errors import ConfigurationError
+
+    try:
+        app = make_app(args.store, config, auth_token=token, basic_auth=basic)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     server = make_http_server(app, config)
     server.listen(args.port, address=args.host)
     ctx = app.settings["dicomweb"]
     counts = ctx.store.counts()
-    print(f"dicomweb-nb serving {ctx.store.root} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
+    print(f"dicomweb-nb serving {ctx.store.location} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
     print(f"  DICOMweb: http://{args.host}:{args.port}{ctx.root_path}", flush=True)
     if config.enable_wado:
         print(f"  WADO-URI: http://{args.host}:{args.port}{ctx.wado_path}", flush=True)
@@ -103,15 +113,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .store import Store, import_paths
+    from .store import import_paths
 
-    store = Store(args.store)
+    store = _open_store(args)
     try:
         report = import_paths(store, args.paths, progress=not args.quiet)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"imported {len(report.stored)} instance(s) into {store.root}")
+    print(f"imported {len(report.stored)} instance(s) into {store.location}")
     if report.skipped:
         print(f"skipped {len(report.skipped)} file(s):")
         for path, reason in report.skipped:
@@ -121,11 +131,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_samples(args: argparse.Namespace) -> int:
     from . import samples
-    from .store import Store, import_paths
+    from .store import import_paths
 
-    store = Store(args.store)
+    store = _open_store(args)
     if store.counts()["instances"] and not args.force:
-        print(f"{store.root} already holds studies; leaving it as it is (--force to add the samples again)")
+        print(f"{store.location} already holds studies; leaving it as it is (--force to add the samples again)")
         return 0
     import tempfile
 
@@ -133,9 +143,29 @@ def cmd_samples(args: argparse.Namespace) -> int:
         generated = samples.write_series(list(samples.iter_sample_datasets()), tmp)
         report = import_paths(store, [*samples.pydicom_test_files(), *generated], progress=not args.quiet)
     counts = store.counts()
-    print(f"{store.root}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances"
+    print(f"{store.location}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances"
           f" ({len(report.skipped)} file(s) skipped)")
     return 0
+
+
+def _open_store(args: argparse.Namespace):
+    """The store of ``--store`` (and ``--database`` / ``--storage``, else the team store the folder names)."""
+    from .store import Store
+    from .store.store import workspace_store_options
+
+    options = workspace_store_options(args.store)
+    if args.database:
+        options["database"] = args.database
+    if args.storage:
+        options["storage"] = args.storage
+    return Store(args.store, **options)
+
+
+def _team_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
+                        "(c.DicomWeb.database_url; default: index.sqlite in the store folder)")
+    parser.add_argument("--storage", metavar="URL", help="where instances are kept: a folder or s3://bucket/prefix "
+                        "(c.DicomWeb.storage_url; default: files/ in the store folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
     serve.add_argument("--store", default=default_store(), help="store folder (default: .dicomweb, or $DICOMWEB_NB_STORE)")
+    _team_store_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042, Orthanc's)")
     serve.add_argument("--token", help="require 'Authorization: Bearer <token>' (or $DICOMWEB_NB_TOKEN)")
@@ -158,11 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import DICOM files and folders into a store (non-DICOM files are skipped)")
     imp.add_argument("paths", nargs="+")
     imp.add_argument("--store", default=default_store())
+    _team_store_arguments(imp)
     imp.add_argument("--quiet", action="store_true")
     imp.set_defaults(func=cmd_import)
 
     smp = sub.add_parser("samples", help="preload a store with sample studies (pydicom's test files, generated CT/MR)")
     smp.add_argument("--store", default=default_store())
+    _team_store_arguments(smp)
     smp.add_argument("--force", action="store_true", help="add the samples even if the store is not empty")
     smp.add_argument("--quiet", action="store_true")
     smp.set_defaults(func=cmd_samples)

@@ -1,10 +1,13 @@
-"""Writing files: atomically (a reader never sees half of one), and owner-only where they hold
-patient data.
+"""Writing files: atomically (a reader never sees half of one), and never readable by others where
+they hold patient data.
 
-The permission rule of a store lives here: its folder and every folder in it are 0700, every file
-0600, whatever the process umask (a JupyterHub node's usual 022 would let every user of the machine
-read the DICOM files and the index). Files and folders are created with these modes (a umask can only
-take bits away, never add them), so nothing is ever readable by others, not even for a moment.
+The permission rule of a store lives here (``StoreModes``): by default its folder and every folder
+in it are 0700, every file 0600, whatever the process umask (a JupyterHub node's usual 022 would let
+every user of the machine read the DICOM files and the index). Several Unix users sharing one store
+folder name a group (``c.DicomWeb.store_group``): folders are then 2770 (setgid, so what is created
+inside inherits the group) and files 0660, owned by that group; never world-readable. Files and
+folders are created with these modes (a umask can only take bits away, never add them), so nothing
+is ever readable by others, not even for a moment.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -46,72 +50,134 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int | N
         raise
 
 
-def private_folder(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` and any missing parent as owner-only folders (0700); existing ones are left."""
-    path = Path(path)
-    missing: list[Path] = []
-    current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for folder in reversed(missing):
+@dataclass(frozen=True)
+class StoreModes:
+    """The modes of what a store creates on local disk: owner-only, or shared with ``group``."""
+
+    group: str | None = None
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o2770 if self.group else PRIVATE_DIR_MODE
+
+    @property
+    def file_mode(self) -> int:
+        return 0o660 if self.group else PRIVATE_FILE_MODE
+
+    def _gid(self) -> int | None:
+        if not self.group:
+            return None
+        import grp
+
         try:
-            os.mkdir(folder, PRIVATE_DIR_MODE)
+            return grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            if self.group.isdigit():
+                return int(self.group)
+            raise ValueError(f"store group {self.group!r} does not exist on this machine") from None
+
+    def check(self) -> None:
+        """Raise ValueError now (at start-up) for a group that does not exist."""
+        self._gid()
+
+    def make_dir(self, path: str | os.PathLike[str]) -> Path:
+        """Create ``path`` and any missing parents with the store's folder mode; existing ones are left."""
+        path = Path(path)
+        missing = []
+        current = path
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, self.dir_mode)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                continue
+            self._apply(folder, self.dir_mode)
+        return path
+
+    def secure_root(self, path: str | os.PathLike[str]) -> Path:
+        """The root folder of a store: created, or, if it exists and is open to more than the store's
+        mode allows, tightened (and logged). The files and folders already in an old store stay as
+        they are, out of reach behind it."""
+        path = self.make_dir(path)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & ~self.dir_mode & 0o777:
+            try:
+                self._apply(path, self.dir_mode)
+            except PermissionError as exc:
+                log.warning("store folder %s is open to other users (mode %04o) and cannot be tightened: %s", path, mode, exc)
+            else:
+                log.warning("store folder %s was open to other users of this machine (mode %04o); now %04o",
+                            path, mode, self.dir_mode)
+        return path
+
+    def open_file(self, path: str | os.PathLike[str], mode: str = "wb") -> BinaryIO:
+        """``open(path, mode)`` for writing bytes, creating the file with the store's file mode."""
+        if "b" not in mode:
+            raise ValueError(f"open_file writes bytes: mode must contain b, not {mode!r}")
+        flags = os.O_CREAT | os.O_CLOEXEC | (os.O_RDWR if "+" in mode else os.O_WRONLY)
+        if "w" in mode:
+            flags |= os.O_TRUNC
+        elif "a" in mode:
+            flags |= os.O_APPEND
+        elif "x" in mode:
+            flags |= os.O_EXCL
+        else:
+            raise ValueError(f"open_file writes: mode must contain w, a or x, not {mode!r}")
+        fd = os.open(path, flags, self.file_mode)
+        try:
+            if self.group:
+                self.fix_fd(fd)
+            return cast(BinaryIO, os.fdopen(fd, mode))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def create_file(self, path: str | os.PathLike[str]) -> None:
+        """Create an empty file with the store's mode unless it exists (an SQLite database before
+        SQLite creates it: its -wal and -shm files then take the same mode)."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, self.file_mode)
         except FileExistsError:
-            if not folder.is_dir():
-                raise
-    return path
+            return
+        try:
+            if self.group:
+                self.fix_fd(fd)
+        finally:
+            os.close(fd)
+
+    def fix_file(self, path: str | os.PathLike[str]) -> None:
+        """Give an existing file the store's mode (and group): one written by someone else's code."""
+        self._apply(Path(path), self.file_mode)
+
+    def fix_fd(self, fd: int) -> None:
+        os.fchmod(fd, self.file_mode)
+        gid = self._gid()
+        if gid is not None:
+            try:
+                os.fchown(fd, -1, gid)
+            except PermissionError:
+                pass
+
+    def _apply(self, path: Path, mode: int) -> None:
+        gid = self._gid()
+        if gid is not None:
+            try:
+                os.chown(path, -1, gid)
+            except PermissionError:  # not a member: the setgid folder gave the group already
+                pass
+        # mkdir and umask may have dropped bits (setgid among them): set them explicitly.
+        os.chmod(path, mode)
+
+
+OWNER_ONLY = StoreModes()
 
 
 def open_private(path: str | os.PathLike[str], mode: str = "wb") -> BinaryIO:
     """``open(path, mode)`` for writing bytes, creating the file owner-only (0600) if it does not exist."""
-    if "b" not in mode:
-        raise ValueError(f"open_private writes bytes: mode must contain b, not {mode!r}")
-    flags = os.O_CREAT | os.O_CLOEXEC | (os.O_RDWR if "+" in mode else os.O_WRONLY)
-    if "w" in mode:
-        flags |= os.O_TRUNC
-    elif "a" in mode:
-        flags |= os.O_APPEND
-    elif "x" in mode:
-        flags |= os.O_EXCL
-    else:
-        raise ValueError(f"open_private writes: mode must contain w, a or x, not {mode!r}")
-    fd = os.open(path, flags, PRIVATE_FILE_MODE)
-    try:
-        return cast(BinaryIO, os.fdopen(fd, mode))
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def create_private_file(path: str | os.PathLike[str]) -> None:
-    """Create an empty owner-only file unless it exists (e.g. an SQLite database before SQLite
-    creates it: its -wal and -shm files then take the same mode)."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, PRIVATE_FILE_MODE))
-    except FileExistsError:
-        pass
-
-
-def make_private(path: str | os.PathLike[str]) -> None:
-    """Make an existing file owner-only (a file written by someone else's code before it is stored)."""
-    os.chmod(path, PRIVATE_FILE_MODE)
-
-
-def secure_store_folder(path: str | os.PathLike[str]) -> Path:
-    """The root folder of a store: created 0700, or, if it exists and others may enter it, tightened
-    to 0700 (and logged). The files and folders already in an old store stay as they are, out of
-    reach behind it."""
-    path = private_folder(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        try:
-            os.chmod(path, PRIVATE_DIR_MODE)
-        except PermissionError as exc:
-            log.warning("store folder %s is open to other users (mode %04o) and cannot be tightened: %s", path, mode, exc)
-        else:
-            log.warning("store folder %s was open to other users of this machine (mode %04o); now %04o (owner only)",
-                        path, mode, PRIVATE_DIR_MODE)
-    return path
+    return OWNER_ONLY.open_file(path, mode)

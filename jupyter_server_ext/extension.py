@@ -30,6 +30,10 @@ def _export_to_kernels(serverapp: Any, config: DicomWeb, store_dir: str, root_pa
     """Kernels inherit the server's environment: tell ``dw.connect()`` in notebooks where the
     workspace store is, its served URL, and the configured remote servers (same user, same secrets)."""
     os.environ[STORE_ENV] = store_dir
+    # A team store: the kernels open the same index and blobs (same user, same credentials).
+    for name, value in (("DICOMWEB_NB_DATABASE", config.database_url), ("DICOMWEB_NB_STORAGE", config.storage_url)):
+        if value:
+            os.environ[name] = value
     try:
         origin = serverapp.connection_url.split(serverapp.base_url, 1)[0] if serverapp.base_url != "/" else serverapp.connection_url
         os.environ[LOCAL_URL_ENV] = origin.rstrip("/") + root_path.rstrip("/")

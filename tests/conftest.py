@@ -4,6 +4,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.data",
+    "tests.fixtures.backends",
     "tests.fixtures.orthanc",
     "tests.fixtures.ourserver",
     "tests.fixtures.browser",

@@ -24,6 +24,7 @@ STORE_ENV = "DICOMWEB_NB_STORE"
 LOCAL_URL_ENV = "DICOMWEB_NB_URL"  # the served DICOMweb root of the workspace store, for URLs in answers
 DEFAULT_STORE_DIRNAME = ".dicomweb"
 SERVERS_FILENAME = "servers.json"
+TEAM_STORE_MARKER = "team-store.json"  # a workspace folder standing for a team store (store.TEAM_MARKER)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RemoteServer:
 
 def store_folder(folder: str | os.PathLike[str] | None = None) -> Path:
     """The workspace store folder: ``folder``, else ``$DICOMWEB_NB_STORE`` (the Jupyter extension sets
-    it for its kernels), else the nearest ``.dicomweb`` holding a store in this or a parent folder
+    it for its kernels), else the nearest ``.dicomweb`` holding a store (or naming a team store) in this or a parent folder
     (a notebook in ``notebooks/`` finds the workspace's), else ``./.dicomweb``."""
     if folder is not None:
         return Path(folder)
@@ -50,7 +51,7 @@ def store_folder(folder: str | os.PathLike[str] | None = None) -> Path:
     cwd = Path.cwd()
     for parent in (cwd, *cwd.parents):
         candidate = parent / DEFAULT_STORE_DIRNAME
-        if (candidate / "index.sqlite").exists():
+        if (candidate / "index.sqlite").exists() or (candidate / TEAM_STORE_MARKER).exists():
             return candidate
     return cwd / DEFAULT_STORE_DIRNAME
 
@@ -93,8 +94,9 @@ SERVERS_ENV = "DICOMWEB_NB_SERVERS"
 
 def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, RemoteServer]:
     """The servers configured for the workspace: ``$DICOMWEB_NB_SERVERS`` (JSON; the Jupyter extension
-    passes ``c.DicomWeb.servers`` to its kernels this way), then the store's servers file (servers
-    added with ``PUT /servers/{name}``), the file winning on a name clash."""
+    passes ``c.DicomWeb.servers`` to its kernels this way), then those a team store's index holds,
+    then the store's servers file (servers added with ``PUT /servers/{name}``), the file winning on
+    a name clash."""
     servers: dict[str, RemoteServer] = {}
     env = os.environ.get(SERVERS_ENV)
     if env:
@@ -102,6 +104,10 @@ def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, Remo
             servers.update(parse_servers(json.loads(env), source=f"${SERVERS_ENV}"))
         except ValueError as exc:
             raise ConfigurationError(f"${SERVERS_ENV} is not valid JSON: {exc}") from None
+    # A team store's servers (in its index), through the in-process source: the client's one way into the store.
+    from ..store.source import workspace_servers
+
+    servers.update(parse_servers(workspace_servers(store_folder(folder)), source="the team store's servers"))
     path = servers_file(folder)
     if path.exists():
         try:

@@ -10,7 +10,10 @@ from typing import Any
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from ..store import Store
+from ..errors import ConfigurationError
+from ..store import Store, StoreError
+from ..store.blobs import redact_text
+from ..store.store import workspace_store_options
 from . import standalone_handlers
 from .base import DicomWebContext
 from .config import DicomWeb
@@ -35,6 +38,19 @@ def url_path_join(*pieces: str) -> str:
     return result or "/"
 
 
+def open_store(config: DicomWeb, store_dir: str | os.PathLike[str] | None) -> Store:
+    """The one place a server opens its store: the folder, or the team store of
+    ``database_url`` / ``storage_url``. Errors name the store without its credentials."""
+    try:
+        options = {k: v for k, v in (("database", config.database_url), ("storage", config.storage_url)) if v}
+        if not options and store_dir is not None:
+            options = workspace_store_options(store_dir, environment=False)  # the folder names a team store
+        return Store(store_dir, **options, duplicates=config.duplicates,
+                     pn_case_insensitive=not config.qido_case_sensitive, group=config.store_group or None)
+    except (StoreError, ValueError, OSError) as exc:
+        raise ConfigurationError(f"cannot open the store: {redact_text(str(exc))}") from None
+
+
 def make_context(
     config: DicomWeb,
     store_dir: str | os.PathLike[str],
@@ -44,7 +60,7 @@ def make_context(
     basic_auth: tuple[str, str] | None = None,
 ) -> DicomWebContext:
     """The state shared by all handlers of one server (store opened and reconciled here)."""
-    store = Store(store_dir, duplicates=config.duplicates, pn_case_insensitive=not config.qido_case_sensitive)
+    store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
     ctx = DicomWebContext(
         config=config,
@@ -57,7 +73,9 @@ def make_context(
     )
     # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
     # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
+    # A team store keeps them in its index instead, shared by every server on it.
     ctx.servers = RemoteServers(config.servers, store_dir=store.root if config.servers_in_store else None,
+                                index=store if config.servers_in_store and not store.is_folder_store else None,
                                 default_timeout=config.request_timeout)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
     return ctx

@@ -30,6 +30,23 @@ class DicomWeb(Configurable):
         help="Folder of the workspace store; relative paths are taken from Jupyter's root_dir. "
         "Default: .dicomweb in the root dir. (Orthanc: StorageDirectory / IndexDirectory of the core.)",
     ).tag(config=True)
+    database_url = Unicode(
+        "",
+        help="Index of a team store shared by several servers: postgresql://user@host:5432/db (password from "
+        "PGPASSWORD or ~/.pgpass rather than the URL), or sqlite:////absolute/path/index.sqlite. Default: index.sqlite in "
+        "the store folder. (Orthanc: the PostgreSQL plugin's index.)",
+    ).tag(config=True)
+    storage_url = Unicode(
+        "",
+        help="Where instances are kept: a folder, or object storage such as s3://bucket/prefix (credentials and "
+        "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL or a profile; gs:// and az:// "
+        "likewise). Default: files/ in the store folder. (Orthanc: the S3 plugin's storage.)",
+    ).tag(config=True)
+    store_group = Unicode(
+        "",
+        help="Unix group of several users sharing a local store folder: files are made group-readable and "
+        "-writable (2770/0660) for that group instead of owner-only. Never world-readable.",
+    ).tag(config=True)
     public_url = Unicode(
         "",
         help="Absolute URL of the DICOMweb root as clients see it, when neither the Host header nor "
@@ -55,6 +72,7 @@ class DicomWeb(Configurable):
     ).tag(config=True)
     servers_in_store = Bool(
         False, help="Keep servers added with PUT /servers/{name} in servers.json of the workspace store (mode 0600), "
+        "or in the index of a team store (database_url/storage_url: shared by its servers), "
         "across restarts and visible to dw.connect('name') in notebooks; otherwise they last until the server stops "
         "[ServersInDatabase]. Servers of c.DicomWeb.servers are read-only over REST."
     ).tag(config=True)

@@ -9,8 +9,10 @@ canceled"; we add ``"Cancelled": true``), so a script waiting for Success or Fai
 
 Jobs run on a bounded pool of threads (``c.DicomWeb.concurrent_jobs``), the highest ``Priority``
 first, then in order of submission. Every change of state is written to the store's ``jobs``
-table: a job that was pending or running when its server process died is reported as a
-``Failure`` "interrupted by a server restart" at the next start, never silently lost.
+table, which every process sharing the store reads: a job is started by one process only (it
+claims the job in the index), a cancellation asked of another process reaches the owner through
+the index, and a job that was pending or running when its process died is reported as a
+``Failure`` "interrupted by a server restart" by the next process that looks, never silently lost.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class Job:
     http_status: int | None = None  # of a failure, for a synchronous caller
     error_extra: dict[str, Any] = field(default_factory=dict)
     cancelled: bool = False
-    owner: dict[str, Any] = field(default_factory=lambda: {"pid": os.getpid(), "host": _HOST})
+    owner: dict[str, Any] = field(default_factory=lambda: {"pid": os.getpid(), "host": _HOST})  # + "session" of the store
     updated: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     done: Future = field(default_factory=Future, repr=False)
@@ -226,13 +228,16 @@ class JobManager:
         """Load the jobs table; jobs whose process is gone were interrupted: mark them failed."""
         if self.store is None:
             return
-        for record in self.store.load_table("jobs").values():
+        for record in self.store.load_jobs().values():
             try:
                 job = Job.from_record(record)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring an unreadable job record: %s", exc)
                 continue
-            if not job.finished and not _owner_alive(job.owner):
+            if not job.finished and not self._owner_alive(job.owner):
+                # One process reports it: the one whose claim of the dead job succeeds.
+                if not self.store.claim_job(job.id, from_states=(PENDING, RUNNING), to_state=FAILURE):
+                    continue
                 job.state = FAILURE
                 job.completed = job.updated or time.time()
                 job.error_code = ERROR_INTERNAL
@@ -251,13 +256,37 @@ class JobManager:
         if self.store is None:
             return
         try:
-            self.store.save_row("jobs", job.id, job.record())
+            self.store.save_job(job.id, job.record())
         except Exception:  # noqa: BLE001 - a full disk must not kill the job runner; the job lives on in memory
             log.exception("cannot save job %s", job.id)
 
     def _save_throttled(self, job: Job) -> None:
         if time.time() - self._last_saved.get(job.id, 0.0) >= self.SAVE_INTERVAL:
             self._save(job)
+            # A cancellation asked through another process sharing the store arrives here.
+            if self.store is not None and not job.cancel_event.is_set() and self.store.job_cancel_requested(job.id):
+                job.cancel_event.set()
+
+    def _owner_alive(self, owner: dict[str, Any]) -> bool:
+        """Whether the process that ran a job still runs: its store session if it had one
+        (processes on other machines included), else its pid on this machine."""
+        session = owner.get("session")
+        if self.store is not None and isinstance(session, str):
+            return session != self.store.session and self.store.session_alive(session)
+        return _owner_alive(owner)
+
+    def _claim(self, job: Job) -> bool:
+        """Take a pending job for this process in the index; False if another process took it
+        (or reported it interrupted), in which case its record there is the truth."""
+        try:
+            claimed = self.store.claim_job(job.id, from_states=(PENDING,), to_state=RUNNING)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the index is unreachable: run it; its record is saved when it can be
+            log.exception("cannot claim job %s", job.id)
+            return True
+        if not claimed:
+            log.warning("job %s was claimed by another process; not running it here", job.id)
+            job.done.set_result(job)
+        return claimed
 
     def _prune(self) -> None:
         with self._lock:
@@ -267,13 +296,15 @@ class JobManager:
                 self._last_saved.pop(job.id, None)
                 if self.store is not None:
                     try:
-                        self.store.save_row("jobs", job.id, None)
+                        self.store.save_job(job.id, None)
                     except Exception:  # noqa: BLE001
                         log.exception("cannot forget job %s", job.id)
 
     # -- API --------------------------------------------------------------------------------------
     def submit(self, job_type: str, work: Work, *, priority: int = 0, request: dict[str, Any] | None = None) -> Job:
         job = Job(id=str(uuid.uuid4()), type=job_type, priority=int(priority), request=dict(request or {}))
+        if self.store is not None:
+            job.owner["session"] = self.store.session
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the job runner is shutting down")
@@ -291,7 +322,7 @@ class JobManager:
             return job
         # Another process sharing the store (a Jupyter server and `dicomweb-nb serve`) may own it.
         if self.store is not None:
-            record = self.store.load_table("jobs").get(job_id)
+            record = self.store.load_jobs().get(job_id)
             if record is not None:
                 return Job.from_record(record)
         raise KeyError(job_id)
@@ -300,7 +331,7 @@ class JobManager:
         with self._lock:
             mine = dict(self._jobs)
         if self.store is not None:
-            for job_id, record in self.store.load_table("jobs").items():
+            for job_id, record in self.store.load_jobs().items():
                 if job_id not in mine:
                     try:
                         mine[job_id] = Job.from_record(record)
@@ -313,8 +344,12 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                self.get(job_id)  # KeyError if unknown anywhere
-                raise PermissionError(f"job {job_id} belongs to another server process sharing this store")
+                other = self.get(job_id)  # KeyError if unknown anywhere
+                if other.finished or self.store is None:
+                    return other
+                # Another process sharing the store owns it: it sees the request at its next save.
+                self.store.request_job_cancel(job_id)
+                return other
             if job.finished:
                 return job
             job.cancel_event.set()
@@ -359,6 +394,8 @@ class JobManager:
                     return
                 _, _, job = heapq.heappop(self._queue)
                 if job.finished:
+                    continue
+                if self.store is not None and not self._claim(job):
                     continue
                 job.state = RUNNING
                 job.started = time.time()
@@ -473,10 +510,7 @@ class JobCancelMixin(_JobsBase):
 
     async def post(self, job_id: str) -> None:
         job = await self.run_blocking(self.find_job, job_id)
-        try:
-            await self.run_blocking(self.job_manager.cancel, job.id)
-        except PermissionError as exc:
-            raise ApiError(409, str(exc)) from None
+        await self.run_blocking(self.job_manager.cancel, job.id)
         self.write_json({}, 200, "application/json")
 
 

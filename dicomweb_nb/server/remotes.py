@@ -18,8 +18,9 @@ Where servers come from:
 - ``PUT {root}/servers/{name}``: with ``c.DicomWeb.servers_in_store`` the definition is written to
   ``servers.json`` in the store folder (atomically, mode 0600) - the file ``dw.connect("name")``
   and the widgets read (``client.config.load_servers``), so a notebook sees a server as soon as it
-  is added. Without it, added servers live in the server process only until it stops (Orthanc's
-  ``ServersInDatabase: false``).
+  is added. A team store (PostgreSQL index) keeps them in its index instead, where every server
+  and notebook on that store sees them. Without it, added servers live in the server process
+  only until it stops (Orthanc's ``ServersInDatabase: false``).
 
 A name in ``servers.json`` wins over the same name in the configuration, as in ``load_servers``.
 """
@@ -198,6 +199,14 @@ def public_definition(definition: Mapping[str, Any], origin: Origin | None = Non
     return out
 
 
+def _read_definition(name: str, entry: Any) -> dict[str, Any]:
+    """A stored definition as the proxy uses it (one written by a notebook may be looser)."""
+    try:
+        return validate_definition(entry)
+    except ServerDefinitionError:
+        return _definition_from_remote(parse_servers({name: entry})[name])
+
+
 def _definition_from_remote(server: RemoteServer) -> dict[str, Any]:
     out: dict[str, Any] = {"Url": server.url}
     if server.username:
@@ -245,7 +254,7 @@ class RemoteServers:
     """
 
     def __init__(self, configured: Mapping[str, Any], *, store_dir: str | os.PathLike[str] | None,
-                 default_timeout: float = 60.0):
+                 index: Any = None, default_timeout: float = 60.0):
         self.default_timeout = default_timeout
         self._configured: dict[str, dict[str, Any]] = {}
         parsed = parse_servers(configured, source="c.DicomWeb.servers")  # the client's reading, so both agree
@@ -259,7 +268,8 @@ class RemoteServers:
             except ServerDefinitionError as exc:
                 raise ConfigurationError(f"c.DicomWeb.servers: server {name!r}: {exc}") from None
             assert self._configured[name]["Url"] == server.url
-        self.file = Path(store_dir) / SERVERS_FILENAME if store_dir is not None else None
+        self.index = index  # a team store: load_servers() / save_server(name, definition)
+        self.file = Path(store_dir) / SERVERS_FILENAME if store_dir is not None and index is None else None
         self._memory: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._file_cache: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
@@ -270,6 +280,8 @@ class RemoteServers:
     # -- reading ----------------------------------------------------------------------------------
     def _stored(self) -> dict[str, dict[str, Any]]:
         """servers.json, re-read when it changes (a notebook or an editor may write it too)."""
+        if self.index is not None:
+            return {name: _read_definition(name, entry) for name, entry in self.index.load_servers().items()}
         if self.file is None:
             return self._memory
         try:
@@ -282,19 +294,15 @@ class RemoteServers:
                 return self._file_cache[1]
             raw = read_servers_file(self.file)
             parse_servers(raw, source=str(self.file))
-            servers: dict[str, dict[str, Any]] = {}
-            for name, entry in raw.items():
-                try:
-                    servers[name] = validate_definition(entry)
-                except ServerDefinitionError:
-                    servers[name] = _definition_from_remote(parse_servers({name: entry})[name])
+            parse_servers(raw, source=str(self.file))
+            servers = {name: _read_definition(name, entry) for name, entry in raw.items()}
             self._file_cache = (key, servers)
             return servers
 
     def entries(self) -> dict[str, ServerEntry]:
         with self._lock:
             out = {name: ServerEntry(name, d, "configuration") for name, d in self._configured.items()}
-            origin: Origin = "store" if self.file is not None else "memory"
+            origin: Origin = "store" if self.file is not None or self.index is not None else "memory"
             for name, definition in self._stored().items():
                 out[name] = ServerEntry(name, definition, origin)
             return dict(sorted(out.items()))
@@ -340,6 +348,14 @@ class RemoteServers:
             self._forget_clients(name)
 
     def _write(self, servers: dict[str, dict[str, Any]]) -> None:
+        if self.index is not None:
+            before = self._stored()
+            for name in set(before) - set(servers):
+                self.index.save_server(name, None)
+            for name, definition in servers.items():
+                if before.get(name) != definition:
+                    self.index.save_server(name, definition)
+            return
         if self.file is None:
             self._memory = servers
             return

@@ -200,7 +200,7 @@ class WadoUriMixin(RetrieveMixin):
             await self.stream_blocks(reader.iter_file(row))
             self.finish()
             return
-        data = await self.run_blocking(tc.transcode_file, row.path, target)  # TranscodeError: 406, nothing sent yet
+        data = await self.run_blocking(tc.transcode_file, row.blob, target)  # TranscodeError: 406, nothing sent yet
         self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
         self.set_header("Content-Disposition", f'attachment; filename="{row.sop_uid}.dcm"')
         self.finish(data)

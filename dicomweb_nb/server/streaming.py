@@ -1,9 +1,10 @@
-"""Sending large answers: multipart bodies made of file slices and computed parts.
+"""Sending large answers: multipart bodies made of blob slices and computed parts.
 
 A body is planned as ``Piece``s: a part head (multipart framing) followed either by a slice of
-a stored file or by bytes computed on demand (a transcoded instance, a decoded frame). When
-every piece is a file slice the length is known, so the answer carries a Content-Length and the
-slices go out with sendfile(2): the kernel copies file to socket and Python touches no byte.
+a stored blob or by bytes computed on demand (a transcoded instance, a decoded frame). When
+every piece is a slice the length is known, so the answer carries a Content-Length; when every
+blob is a local file the slices go out with sendfile(2): the kernel copies file to socket and
+Python touches no byte. Blobs in object storage are read in ranged pieces.
 Otherwise blocks are read or computed in a worker while the previous block is being sent, so
 memory stays bounded by a couple of blocks whatever the size of the study.
 """
@@ -15,12 +16,12 @@ import os
 import select
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream
 
+from ..store.blobs import Blob
 from .base import DicomWebMixin, log
 
 BLOCK = 2 << 20  # bytes handed to the socket at a time on the buffered path
@@ -29,10 +30,10 @@ WRITABLE_WAIT_MS = 10  # how long a worker waits for a full socket to take more 
 
 @dataclass
 class Piece:
-    """One part of a body: ``head`` bytes, then a file slice or computed bytes."""
+    """One part of a body: ``head`` bytes, then a blob slice or computed bytes."""
 
     head: bytes
-    path: Path | None = None
+    blob: Blob | None = None
     offset: int = 0
     length: int = 0
     compute: Callable[[], bytes] | None = None
@@ -43,7 +44,7 @@ class Piece:
 
     @property
     def size(self) -> int:
-        return len(self.head) + (self.length if self.path is not None else 0)
+        return len(self.head) + (self.length if self.blob is not None else 0)
 
 
 class StreamingMixin(DicomWebMixin):
@@ -54,7 +55,7 @@ class StreamingMixin(DicomWebMixin):
     async def send_pieces(self, pieces: list[Piece], tail: bytes = b"") -> None:
         if all(p.sized for p in pieces):
             self.set_header("Content-Length", str(sum(p.size for p in pieces) + len(tail)))
-            if await self._sendfile(pieces, tail):
+            if all(p.blob is None or p.blob.local_path is not None for p in pieces) and await self._sendfile(pieces, tail):
                 return
         # The first computed part (a transcoded instance, decoded pixels) is made before the status line
         # goes out: when it cannot be (TranscodeError), the client gets a 406 saying why, not a broken 200.
@@ -157,7 +158,7 @@ class _SendCursor:
         self.items: list[bytes | Piece] = []
         for piece in pieces:
             self.items.append(piece.head)
-            if piece.path is not None:
+            if piece.blob is not None:
                 self.items.append(piece)
         self.items.append(tail)
         self.index = 0
@@ -191,11 +192,11 @@ class _SendCursor:
         if isinstance(item, bytes):
             return os.write(self.fd, memoryview(item)[self.done_in_item:]) if item else 0
         if self._file is None:
-            self._file = open(item.path, "rb")  # type: ignore[arg-type]
+            self._file = open(item.blob.local_path, "rb")  # type: ignore[union-attr,arg-type]
         n = os.sendfile(self.fd, self._file.fileno(), item.offset + self.done_in_item,
                         min(item.length - self.done_in_item, 1 << 30))
         if n == 0 and item.length > self.done_in_item:
-            raise ConnectionError(f"{item.path} is shorter than the index says")
+            raise ConnectionError(f"{item.blob.local_path} is shorter than the index says")
         return n
 
     def _next(self) -> None:
@@ -219,19 +220,12 @@ def _blocks(pieces: list[Piece], tail: bytes) -> Iterator[bytes]:
         buffer += piece.head
         if piece.compute is not None:
             buffer += piece.compute()
-        elif piece.path is not None:
-            with open(piece.path, "rb") as fp:
-                fp.seek(piece.offset)
-                remaining = piece.length
-                while remaining > 0:
-                    data = fp.read(min(max(BLOCK - len(buffer), 1 << 16), remaining))
-                    if not data:
-                        raise ConnectionError(f"{piece.path} is shorter than the index says")
-                    remaining -= len(data)
-                    buffer += data
-                    if len(buffer) >= BLOCK:
-                        yield bytes(buffer)
-                        buffer.clear()
+        elif piece.blob is not None:
+            for data in piece.blob.chunks(piece.offset, piece.offset + piece.length, BLOCK):
+                buffer += data
+                if len(buffer) >= BLOCK:
+                    yield bytes(buffer)
+                    buffer.clear()
         if len(buffer) >= BLOCK:
             yield bytes(buffer)
             buffer.clear()

@@ -231,7 +231,7 @@ def stow_to_remote(ctx: JobContext, source: WebSource, rows: Sequence[InstanceRo
                    batch_count: int = STOW_BATCH_COUNT, batch_bytes: int = STOW_BATCH_BYTES,
                    debug_delay: float = 0.0) -> dict[str, Any]:
     """Send the instances by STOW-RS in batches; Content lists what the remote accepted or refused."""
-    items = [StowItem(row.sop_uid, row.size, row.path.read_bytes, row.sop_uid, row.sop_class_uid, row.study_uid)
+    items = [StowItem(row.sop_uid, row.size, row.blob.read, row.sop_uid, row.sop_class_uid, row.study_uid)
              for row in rows]
     accepted: list[str] = []
     refused: list[dict[str, Any]] = []

@@ -99,9 +99,9 @@ class RetrieveMixin(StreamingMixin):
                 head = writer.part_head(f"{mt.DICOM}; transfer-syntax={ts}",
                                         {"Content-Location": url(row.study_uid, row.series_uid, row.sop_uid)})
             if ts == row.transfer_syntax:
-                pieces.append(Piece(head, row.path, 0, row.size))
+                pieces.append(Piece(head, row.blob, 0, row.size))
             else:
-                pieces.append(Piece(head, compute=partial(tc.transcode_file, row.path, ts)))
+                pieces.append(Piece(head, compute=partial(tc.transcode_file, row.blob, ts)))
         if writer is not None:
             self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM, writer.boundary))
         else:
@@ -126,7 +126,7 @@ class RetrieveMixin(StreamingMixin):
                         self.write(sink.take())
                         await self.flush()
             else:
-                archive.writestr(name, await self.run_blocking(tc.transcode_file, row.path, transfer_syntax))
+                archive.writestr(name, await self.run_blocking(tc.transcode_file, row.blob, transfer_syntax))
             self.write(sink.take())
             await self.flush()
         archive.close()
@@ -248,7 +248,7 @@ class MetadataMixin(DicomWebMixin):
         if mode == "Full":
             texts = []
             for row in rows:
-                text = row.metadata_text if config.enable_metadata_cache else read_instance(row.path).metadata_text
+                text = row.metadata_text if config.enable_metadata_cache else _reread_metadata(row)
                 texts.append(absolutize_bulk_uris(text, url(row.study_uid, row.series_uid, row.sop_uid)))
             return texts
         objects = [json.loads(row.metadata_text) for row in rows]
@@ -442,6 +442,12 @@ def _bulk_bytes(row: InstanceRow, path: str, is_pixels: bool) -> bytes:
     return reader.bulk_value(row, path)  # little endian, whatever the stored byte order
 
 
+def _reread_metadata(row: InstanceRow) -> str:
+    """The instance's DICOM JSON parsed again from its blob (metadata cache off)."""
+    with row.blob.local_file() as path:
+        return read_instance(path).metadata_text
+
+
 __all__ = [
     "StudyMixin", "SeriesMixin", "InstanceMixin", "MetadataMixin", "FramesMixin", "BulkDataMixin",
     "RetrieveMixin", "ResourceBulkDataMixin", "parse_frame_list", "choose_instance_delivery", "NotFoundError",
@@ -471,7 +477,7 @@ class ResourceBulkDataMixin(StreamingMixin):
             for value in tc.bulk_values(row, url(row.study_uid, row.series_uid, row.sop_uid), as_stored=as_stored):
                 part_type = value.media_type + (f"; transfer-syntax={value.transfer_syntax}" if value.transfer_syntax else "")
                 head = writer.part_head(part_type, {"Content-Location": value.location})
-                pieces.append(Piece(head, value.path, value.offset, value.length, value.compute))
+                pieces.append(Piece(head, value.blob, value.offset, value.length, value.compute))
         if not pieces:
             raise ApiError(404, "this resource holds no bulk data")
         self.set_header("Content-Type", mt.multipart_content_type(mt.OCTET_STREAM, writer.boundary))

@@ -1,5 +1,5 @@
-"""The workspace store: DICOM files in a folder, an SQLite index, metadata and frame offsets
-computed once at ingest. Knows nothing of HTTP."""
+"""The store: an index (SQLite or PostgreSQL) plus blob storage (a folder or object storage),
+metadata and frame offsets computed once at ingest. Knows nothing of HTTP."""
 
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, read_instance
 from .store import (

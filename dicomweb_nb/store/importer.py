@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .store import Store, StoreOutcome, describe_failure
+from .store import Store, StoreOutcome, describe_failure, workspace_store_options
 
 BATCH = 64  # instances per index transaction
 
@@ -80,7 +80,8 @@ def import_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    target = Store(store_folder(store))
+    folder = store_folder(store)
+    target = Store(folder, **workspace_store_options(folder))
     try:
         return import_paths(target, paths, progress=progress)
     finally:

@@ -1,7 +1,8 @@
-"""Reading stored instances back: file chunks, frame bitstreams by their recorded offsets, bulk data.
+"""Reading stored instances back: blob chunks, frame bitstreams by their recorded offsets, bulk data.
 
 Everything here works from the ``InstanceRow`` the index returns, so a frame is read with one
-seek and one read per fragment, never by parsing the file.
+ranged read per fragment (a local pread or one ranged GET from object storage), never by parsing
+the file.
 """
 
 from __future__ import annotations
@@ -13,23 +14,13 @@ from pydicom.dataset import Dataset
 
 from ..dicom.dicomjson import PIXEL_DATA_TAGS, little_endian_value
 from .ingest import BIG_ENDIAN
+from .blobs import CHUNK
 from .store import InstanceRow, NotFoundError
-
-CHUNK = 1 << 20
 
 
 def iter_file(row: InstanceRow, start: int = 0, end: int | None = None, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The stored file's bytes ``[start, end)`` in chunks."""
-    end = row.size if end is None else end
-    with open(row.path, "rb") as fp:
-        fp.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            data = fp.read(min(chunk, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-            yield data
+    """The stored instance's bytes ``[start, end)`` in chunks."""
+    return row.blob.chunks(start, end, chunk)
 
 
 def frame_count(row: InstanceRow) -> int:
@@ -45,20 +36,19 @@ def read_stored_frame(row: InstanceRow, index: int) -> bytes:
         raise LookupError("frame offsets unknown for this instance")
     if not 0 <= index < len(frames):
         raise NotFoundError(f"frame {index + 1} is out of range: instance {row.sop_uid} has {len(frames)} frame(s)")
-    with open(row.path, "rb") as fp:
-        pieces = []
-        for offset, length in frames[index]:
-            fp.seek(offset)
-            pieces.append(fp.read(length))
-    return b"".join(pieces)
-
-
-def is_big_endian(row: InstanceRow) -> bool:
-    return row.transfer_syntax == BIG_ENDIAN
+    fragments = frames[index]
+    if len(fragments) == 1:
+        offset, length = fragments[0]
+        return row.blob.read(offset, offset + length)
+    # Several fragments: one read spanning them, then the item headers between them dropped.
+    start, end = fragments[0][0], fragments[-1][0] + fragments[-1][1]
+    span = row.blob.read(start, end)
+    return b"".join(span[offset - start:offset - start + length] for offset, length in fragments)
 
 
 def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Dataset:
-    return pydicom.dcmread(row.path, stop_before_pixels=stop_before_pixels)
+    with row.blob.open() as fp:
+        return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
 
 
 def bulk_value(row: InstanceRow, path: str) -> bytes:

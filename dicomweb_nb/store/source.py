@@ -22,7 +22,7 @@ from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
 from . import reader, transcode
-from .store import NotFoundError, Store, stow_response
+from .store import NotFoundError, Store, stow_response, workspace_store_options
 
 _LEVEL_PATHS = {"study": "studies", "series": "series", "instance": "instances"}
 
@@ -35,11 +35,11 @@ class StoreSource:
     """
 
     def __init__(self, root: str | os.PathLike[str], *, base_url: str | None = None):
-        self.store = Store(root)
-        self.base_url = (base_url or self.store.root.as_uri() + "/dicom-web").rstrip("/")
+        self.store = Store(root, **workspace_store_options(root))
+        self.base_url = (base_url or Path(root).resolve().as_uri() + "/dicom-web").rstrip("/")
 
     def __repr__(self) -> str:
-        return f"StoreSource({str(self.store.root)!r})"
+        return f"StoreSource({self.store.location!r})"
 
     def __reduce__(self) -> tuple:
         # Lazy arrays computed in other processes (dask) open the same store folder there.
@@ -84,8 +84,7 @@ class StoreSource:
 
     def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
         for row in self._instances(study, series, instance):
-            with open(row.path, "rb") as fp:
-                yield fp.read()
+            yield row.blob.read()
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
         from ..client.protocol import BulkPart
@@ -188,3 +187,18 @@ def local_source(folder: Path) -> StoreSource:
     from ..client.config import LOCAL_URL_ENV
 
     return StoreSource(folder, base_url=os.environ.get(LOCAL_URL_ENV) or None)
+
+
+def workspace_servers(folder: str | os.PathLike[str]) -> dict[str, dict]:
+    """Servers added with PUT /servers to the team store a workspace folder stands for (its index
+    holds them, shared by every server and notebook on it); empty for a folder store."""
+    from .index import open_index
+
+    options = workspace_store_options(folder)
+    if not options.get("database"):
+        return {}
+    index = open_index(options["database"])
+    try:
+        return index.load_servers()
+    finally:
+        index.close()

@@ -1,73 +1,72 @@
-"""The workspace store: DICOM files under a folder, indexed in SQLite (WAL).
+"""The store: an index (SQLite or PostgreSQL) plus blob storage (a folder or object storage).
 
-Layout of a store folder::
+The workspace store is one folder (``Store(root)``)::
 
-    index.sqlite                 the index (studies, series, instances, proxy jobs)
-    files/{study}/{series}/{sop}.{token}.dcm   the instances, never modified in place
-    tmp/                         uploads being received; emptied at start-up
+    index.sqlite                 the index (studies, series, instances, jobs, intents, garbage)
+    files/{study}/{series}/{sop}.{token}.dcm   the blobs, never modified in place
+    tmp/                         uploads being received; emptied at start-up when alone
+    store.lock                   held shared by each process with the store open
 
-Writes are atomic: a file is written under tmp/, fsynced, renamed into files/, and only then
-indexed in one transaction. A file name carries a random token, so replacing an instance writes a
-new file and the index switches to it at commit. At start-up, ``reconcile`` deletes whatever a
-crash left behind (files no row points at, rows whose file vanished, tmp/), so every instance is
-either fully visible or absent.
+A team store names its parts: ``Store(database="postgresql://...", storage="s3://bucket/prefix")``
+(or a folder for ``storage``); several processes on several machines may share it.
+
+Writes are atomic and crash-safe with any number of writers. For each batch: the blob keys to be
+written are recorded as *intents* (committed first); the blobs are written (a new key per
+version) and made durable; then one index transaction removes the intents, inserts the rows and
+records what became *garbage* (a replaced version, a rejected duplicate). After the commit the
+garbage is deleted (object storage keeps it readable for a grace period, for reads under way
+elsewhere). A process killed at any point leaves intents of a dead session or due garbage, which
+any process's sweep removes (at start-up and every ``sweep_interval`` seconds). So every
+instance is complete or absent, and an index row never points at a missing blob.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
-import shutil
-import sqlite3
+import socket
+import tempfile
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Iterable, Sequence
 
-from ..dicom.dicomjson import DicomJson, make_element, value_texts
-from ..dicom.query import Match, Query, _canonical_number, normalize_temporal
-from ..dicom.tags import (
-    default_return_tags,
-    keyword_of,
-    level_of,
-    level_tags_all,
-    parse_tag,
-    tag_hex,
-    vr_of,
-)
-from ..fileio import create_private_file, make_private, open_private, private_folder, secure_store_folder
+from ..dicom.query import Query
+from ..fileio import write_atomically
+from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
+from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
-from .schema import COLUMNS_BY_TAG, DDL, INDEXED_COLUMNS, SCHEMA_VERSION
+from ..fileio import StoreModes
+from .outcomes import (
+    FAILURE_CANNOT_UNDERSTAND,
+    FAILURE_DATASET_DOES_NOT_MATCH,
+    FAILURE_DUPLICATE,
+    FAILURE_OUT_OF_RESOURCES,
+    FAILURE_PROCESSING,
+    FAILURE_STUDY_UID_MISMATCH,
+    WARNING_COERCION,
+    StoreOutcome,
+    UrlBuilder,
+    describe_failure,
+    stow_response,
+)
+from .results import result
 
-DuplicatePolicy = Literal["replace", "reject", "keep"]
+log = logging.getLogger("dicomweb_nb.store")
 
-# Failure / warning reasons of PS3.18 10.5.3 (values from PS3.4 Annex B / PS3.7 C).
-FAILURE_PROCESSING = 0x0110
-FAILURE_DUPLICATE = 0x0111
-FAILURE_OUT_OF_RESOURCES = 0xA700
-FAILURE_DATASET_DOES_NOT_MATCH = 0xA900
-FAILURE_CANNOT_UNDERSTAND = 0xC000
-FAILURE_STUDY_UID_MISMATCH = 0xC409  # as dcm4chee reports "Study Instance UID mismatch"
-WARNING_COERCION = 0xB000
+PARALLEL_PUT_BYTES = 4 << 20
+TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
+DATABASE_ENV = "DICOMWEB_NB_DATABASE"
+STORAGE_ENV = "DICOMWEB_NB_STORAGE"
 
-_T_STUDY, _T_SERIES, _T_INSTANCE = "study", "series", "instance"
-_ALIASES = {_T_STUDY: "s", _T_SERIES: "se", _T_INSTANCE: "i"}
-_TABLES = {_T_STUDY: "studies", _T_SERIES: "series", _T_INSTANCE: "instances"}
-_UID_COLUMN = {_T_STUDY: "study_uid", _T_SERIES: "series_uid", _T_INSTANCE: "sop_uid"}
-_LEVEL_RANK = {_T_STUDY: 0, _T_SERIES: 1, _T_INSTANCE: 2}
-
-_COMPUTED_MULTI = {parse_tag("ModalitiesInStudy"): "modalities", parse_tag("SOPClassesInStudy"): "sop_classes"}
-_COMPUTED_COUNTS = {
-    parse_tag("NumberOfStudyRelatedSeries"): ("s", "num_series"),
-    parse_tag("NumberOfStudyRelatedInstances"): ("s", "num_instances"),
-    parse_tag("NumberOfSeriesRelatedInstances"): ("se", "num_instances"),
-}
-_RETRIEVE_URL = parse_tag("RetrieveURL")
-_INSTANCE_AVAILABILITY = parse_tag("InstanceAvailability")
-_STUDY_UID, _SERIES_UID, _SOP_UID = parse_tag("StudyInstanceUID"), parse_tag("SeriesInstanceUID"), parse_tag("SOPInstanceUID")
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): a single user is assumed
+    fcntl = None  # type: ignore[assignment]
 
 
 class StoreError(Exception):
@@ -79,31 +78,15 @@ class NotFoundError(StoreError):
 
 
 @dataclass
-class StoreOutcome:
-    """What happened to one instance offered to the store."""
-
-    sop_uid: str | None
-    sop_class_uid: str | None
-    study_uid: str | None = None
-    series_uid: str | None = None
-    stored: bool = False
-    replaced: bool = False
-    failure_reason: int | None = None
-    warning_reason: int | None = None
-    message: str = ""
-    source: str | None = None  # file name or part number, for reports
-
-
-@dataclass
 class InstanceRow:
-    """Everything the read paths need about one stored instance, without opening its file."""
+    """Everything the read paths need about one stored instance, without opening its blob."""
 
     study_uid: str
     series_uid: str
     sop_uid: str
     sop_class_uid: str
     transfer_syntax: str
-    path: Path
+    blob: Blob
     size: int
     metadata_text: str
     layout: FrameLayout
@@ -113,161 +96,224 @@ class InstanceRow:
 
 @dataclass
 class SearchResult:
-    items: list[DicomJson]
+    items: list[dict[str, Any]]
     truncated: bool  # more matches exist beyond limit
 
 
-UrlBuilder = Callable[[str, "str | None", "str | None"], str]
-
-
-@dataclass
-class _Condition:
-    sql: str
-    params: list[Any] = field(default_factory=list)
-
-
 class Store:
-    """A DICOM store in a folder of the workspace. Thread-safe; one SQLite connection per thread."""
+    """A DICOM store: an index plus blob storage. Thread-safe; may be shared by several processes.
+
+    ``root``: the workspace store folder (SQLite index and files inside it, unless ``database``
+    or ``storage`` say otherwise; also where uploads are staged). ``database``: ``sqlite:///path``
+    or ``postgresql://...``; ``storage``: a folder or an fsspec URL (``s3://bucket/prefix``).
+    ``group``: a Unix group sharing local files (modes 2770/0660 instead of owner-only).
+    """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
         *,
+        database: str | None = None,
+        storage: str | os.PathLike[str] | None = None,
         duplicates: DuplicatePolicy = "replace",
         pn_case_insensitive: bool = True,
         reconcile: bool = True,
+        group: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        garbage_grace: float | None = None,
+        sweep_interval: float = 60.0,
     ):
-        self.root = Path(root).expanduser().resolve()
-        self.files_dir = self.root / "files"
-        self.tmp_dir = self.root / "tmp"
-        self.db_path = self.root / "index.sqlite"
         if duplicates not in ("replace", "reject", "keep"):
             raise ValueError(f"duplicates policy must be replace, reject or keep, not {duplicates!r}")
+        if root is None and (not database or not storage):
+            raise ValueError("a store needs a folder (root), or both a database URL and a storage location")
         self.duplicates: DuplicatePolicy = duplicates
         self.pn_case_insensitive = pn_case_insensitive
-        # Owner-only, whatever the umask (fileio.py): the folder, its folders, and the index (whose
-        # -wal and -shm files SQLite creates with the index's mode).
-        secure_store_folder(self.root)
-        private_folder(self.files_dir)
-        private_folder(self.tmp_dir)
-        create_private_file(self.db_path)
-        self._local = threading.local()
-        self._write_lock = threading.RLock()
-        conn = self._conn()
-        conn.executescript(DDL)
-        with self._transaction() as c:
-            row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                c.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"store {self.root} has index schema {row[0]}, this version reads {SCHEMA_VERSION}")
-        self._hold_store_lock(reconcile)
+        self.modes = StoreModes(group or None)
+        self.modes.check()
+        self.root = Path(root).expanduser().resolve() if root is not None else None
+        if self.root is not None:
+            self.modes.secure_root(self.root)
+        self.is_folder_store = not database and not storage
+        self.session = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
+        self.blobs: BlobStorage = open_blob_storage(storage or self.root / "files",  # type: ignore[operator]
+                                                    modes=self.modes, options=storage_options)
+        self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
+        try:
+            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes)  # type: ignore[operator]
+        except SchemaTooNew as exc:
+            self.blobs.close()
+            raise StoreError(str(exc)) from None
+        self.index.start_session(self.session)
+        if self.root is not None and not self.is_folder_store:
+            self._write_team_marker(database, storage)
+        self._lock_file: Any = None
+        self._tmp_lock: Any = None
+        self.tmp_dir = self._make_tmp_dir()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        alone = self._hold_store_lock() if self.is_folder_store else False
+        if alone and reconcile:
+            self.reconcile()  # others opening the store wait for this (they want the shared lock)
+        elif reconcile:
+            self.sweep()
+        if alone and fcntl is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+        if sweep_interval > 0:
+            self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
+                                             name="dicomweb-store-sweep", daemon=True)
+            self._sweeper.start()
 
-    def _hold_store_lock(self, reconcile: bool) -> None:
-        """Share the store with other processes; clean up after crashes only when alone.
+    def _write_team_marker(self, database: str | None, storage: str | os.PathLike[str] | None) -> None:
+        """Leave in the folder where this team store is (no password), so that ``dw.connect()`` in a
+        notebook of this workspace and ``dicomweb-nb`` commands on the folder open the same store."""
+        assert self.root is not None
+        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / "index.sqlite"),
+                  "storage": os.fspath(storage) if storage else str(self.root / "files")}
+        path = self.root / TEAM_MARKER
+        try:
+            if path.exists() and json.loads(path.read_text()) == marker:
+                return
+        except (OSError, ValueError):
+            pass
+        write_atomically(path, (json.dumps(marker, indent=2) + "\n").encode(), mode=self.modes.file_mode)
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (no credentials)."""
+        if self.is_folder_store:
+            return str(self.root)
+        return f"index {redact_url(self.index.url)}, blobs {self.blobs.url}"
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+    # -- processes sharing the store --------------------------------------------------------
+    def _hold_store_lock(self) -> bool:
+        """Share the folder store with other processes; True when no other process has it open.
 
         Every process with the store open holds a shared lock on ``store.lock`` for its lifetime
         (the Jupyter server, a notebook kernel, ``dicomweb-nb import``). Reconciling deletes files
         no index row points at, which in a busy store may be another process's write in progress,
-        so it runs only if the lock can be taken exclusively: no one else has the store open.
+        so it runs only if the lock can be taken exclusively: no one else has the store open. When
+        alone, the exclusive lock is kept until the caller has reconciled.
         """
-        self._lock_file = open_private(self.root / "store.lock", "a+b")
+        assert self.root is not None
+        self._lock_file = self.modes.open_file(self.root / "store.lock", "a+b")
+        if fcntl is None:
+            return True
         try:
-            import fcntl
-        except ImportError:  # no flock (Windows): a single user is assumed
-            if reconcile:
-                self.reconcile()
-            return
-        alone = False
-        if reconcile:
-            try:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                alone = True
-            except BlockingIOError:
-                alone = False
-        if alone:
-            self.reconcile()
-        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            return False
+        return True
 
-    # -- connections ----------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.row_factory = sqlite3.Row
-            state = _ConnState()
-            conn.create_function("dw_value", 2, state.match_value, deterministic=True)
-            conn.create_function("dw_multi", 2, state.match_multi, deterministic=True)
-            conn.create_function("dw_json", 2, state.match_json, deterministic=True)
-            self._local.conn = conn
-            self._local.state = state
-        return conn
+    def _make_tmp_dir(self) -> Path:
+        """Where uploads are staged on local disk before ``put``: the folder store's tmp/, else a
+        folder of this process (beside local blobs, so that they move by rename) that another
+        process's sweep removes once this one is gone."""
+        if self.is_folder_store:
+            assert self.root is not None
+            tmp = self.root / "tmp"
+            self.modes.make_dir(tmp)
+            return tmp
+        base = self.blobs.staging_dir() or (self.root / "tmp" if self.root is not None else
+                                             Path(tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}")
+        self.modes.make_dir(base)
+        tmp = base / self.session
+        self.modes.make_dir(tmp)
+        self._tmp_lock = self.modes.open_file(tmp / ".lock", "a+b")
+        if fcntl is not None:
+            fcntl.flock(self._tmp_lock.fileno(), fcntl.LOCK_EX)
+        return tmp
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+    def session_alive(self, session: str) -> bool:
+        """Whether the process that opened the store as ``session`` still has it open."""
+        return self.index.session_alive(session)
 
     def close(self) -> None:
-        """Close this thread's index connection and give up the store lock."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-        if not self._lock_file.closed:
+        """Stop the sweeper, close the index and give up the store's locks."""
+        self._stop.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=30)
+        self.index.close()
+        self.blobs.close()
+        if self._tmp_lock is not None and not self._tmp_lock.closed:
+            self._tmp_lock.close()
+            remove_path(self.tmp_dir)
+        if self._lock_file is not None and not self._lock_file.closed:
             self._lock_file.close()
 
-    # -- crash recovery ---------------------------------------------------------------------------
-    def reconcile(self) -> dict[str, int]:
-        """Remove what an interrupted write left: temp files, unindexed files, rows without file."""
-        removed = {"tmp": 0, "orphan_files": 0, "missing_files": 0}
-        for entry in self.tmp_dir.iterdir():
-            _remove(entry)
-            removed["tmp"] += 1
-        with self._write_lock:
-            indexed = {row[0] for row in self._conn().execute("SELECT path FROM instances")}
-            for dirpath, _dirs, files in os.walk(self.files_dir):  # store.lock lives beside files/, not in it
-                for name in files:
-                    rel = os.path.relpath(os.path.join(dirpath, name), self.files_dir)
-                    if rel not in indexed:
-                        os.unlink(os.path.join(dirpath, name))
-                        removed["orphan_files"] += 1
-            missing = [p for p in indexed if not (self.files_dir / p).exists()]
-            if missing:
-                with self._transaction() as conn:
-                    affected = set()
-                    for rel in missing:
-                        row = conn.execute("SELECT study_uid, series_uid FROM instances WHERE path=?", (rel,)).fetchone()
-                        conn.execute("DELETE FROM instances WHERE path=?", (rel,))
-                        affected.add((row["study_uid"], row["series_uid"]))
-                    self._refresh_aggregates(conn, affected)
-                removed["missing_files"] = len(missing)
-        _remove_empty_dirs(self.files_dir)
+    # -- crash recovery ---------------------------------------------------------------------
+    def sweep(self) -> dict[str, int]:
+        """Remove what dead processes left (blobs of their write intents, their staging folders) and
+        garbage whose grace period is over. Safe while other processes write."""
+        removed = {"intents": 0, "garbage": 0, "staging": 0}
+        for key, session in self.index.dead_intents():
+            if self.index.claim_intent(key, session):  # one sweeping process wins each
+                self.blobs.delete(key)
+                removed["intents"] += 1
+        due = self.index.due_garbage(time.time())
+        for key in due:
+            self.blobs.delete(key)
+        self.index.forget_garbage(due)
+        removed["garbage"] = len(due)
+        if not self.is_folder_store:
+            removed["staging"] = self._sweep_staging()
         return removed
 
-    # -- writing ----------------------------------------------------------------------------------
-    @contextmanager
-    def temp_file(self) -> Iterator[tuple[Path, Any]]:
-        """A new file under tmp/ to stream an upload into; removed if not stored."""
-        path = self.tmp_dir / f"{time.time_ns()}-{secrets.token_hex(6)}.part"
-        fp = open_private(path, "wb")
-        try:
-            yield path, fp
-        finally:
-            if not fp.closed:
-                fp.close()
+    def _sweep_staging(self) -> int:
+        count = 0
+        for folder in self.tmp_dir.parent.iterdir():
+            if folder == self.tmp_dir or not folder.is_dir():
+                continue
+            try:
+                with self.modes.open_file(folder / ".lock", "a+b") as lock:
+                    if fcntl is not None:
+                        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process is alive
+            except OSError:
+                continue
+            remove_path(folder)
+            count += 1
+        return count
 
+    def _sweep_periodically(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeper
+                log.exception("store sweep failed")
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index and the blobs agree after a crash: temp files, blobs no row points at,
+        rows whose blob vanished. Only for a store no other process is writing (the folder store
+        runs it at start-up when alone); ``sweep`` is the safe cleanup with other writers."""
+        removed = {"tmp": 0, "orphan_files": 0, "missing_files": 0}
+        for entry in self.tmp_dir.iterdir():
+            if entry.name != ".lock":
+                remove_path(entry)
+                removed["tmp"] += 1
+        live = {k for k in self.index.intent_keys()}
+        for key, session in self.index.dead_intents():
+            self.index.claim_intent(key, session)
+            live.discard(key)
+        indexed = self.index.indexed_keys()
+        for key in list(self.blobs.keys()):
+            if key not in indexed and key not in live:
+                self.blobs.delete(key)
+                removed["orphan_files"] += 1
+        missing = [key for key in indexed if not self.blobs.exists(key)]
+        removed["missing_files"] = self.index.drop_rows_of_keys(missing)
+        self.index.forget_garbage(self.index.due_garbage(float("inf")))
+        cleanup = getattr(self.blobs, "remove_empty_dirs", None)
+        if cleanup is not None:
+            cleanup()
+        return removed
+
+    # -- writing ----------------------------------------------------------------------------
     def store_files(
         self,
         paths: Iterable[str | os.PathLike[str]],
@@ -286,18 +332,19 @@ class Store:
         outcomes: list[StoreOutcome] = []
         accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
         for path, source in zip(paths, source_names):
+            rewritten = False
             try:
                 part10 = ensure_part10(path, self.tmp_dir)
                 rewritten = part10 != path
                 if rewritten and move:
-                    _remove(path)
+                    remove_path(path)
                 record = read_instance(part10)
             except NotDicomError as exc:
                 outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source))
                 continue
             except MissingAttributeError as exc:
                 if rewritten:
-                    _remove(part10)
+                    remove_path(part10)
                 outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source))
                 continue
             outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
@@ -306,199 +353,134 @@ class Store:
                 outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
                 outcome.message = f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
                 if rewritten:
-                    _remove(part10)
+                    remove_path(part10)
                 continue
             if record.warnings:
                 outcome.message = "; ".join(record.warnings)
             accepted.append((part10, record, outcome, move or rewritten))
         if accepted:
-            self._index(accepted)
+            self._write(accepted)
         return outcomes
 
-    def _index(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
-        # A SOP Instance UID may occur twice in one batch: the later one wins, like two requests.
-        to_delete: list[Path] = []
-        placed: list[Path] = []
-        touched_dirs: set[Path] = set()
+    def _write(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
+        to_write: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
+        if self.duplicates in ("reject", "keep"):
+            # Stored already: settled without writing a blob (the transaction decides again).
+            for item in accepted:
+                if self.index.exists(item[1].sop_uid):
+                    self._settle_duplicate(item[2])
+                    if item[3]:
+                        remove_path(item[0])
+                else:
+                    to_write.append(item)
+        else:
+            to_write = accepted
+        if not to_write:
+            return
+        keys = [f"{r.study_uid}/{r.series_uid}/{r.sop_uid}.{secrets.token_hex(4)}.dcm" for _p, r, _o, _m in to_write]
+        self.index.add_intents(keys, self.session)
         try:
-            with self._transaction() as conn:
-                affected: set[tuple[str, str]] = set()
-                for path, record, outcome, move in accepted:
-                    old = conn.execute("SELECT path, study_uid, series_uid FROM instances WHERE sop_uid=?", (record.sop_uid,)).fetchone()
-                    if old is not None and self.duplicates == "reject":
-                        outcome.failure_reason = FAILURE_DUPLICATE
-                        outcome.message = f"SOP Instance {record.sop_uid} is already stored (duplicate policy: reject)"
-                        continue
-                    if old is not None and self.duplicates == "keep":
-                        outcome.stored = True
-                        outcome.message = "already stored; the stored copy was kept (duplicate policy: keep)"
-                        continue
-                    rel = Path(record.study_uid) / record.series_uid / f"{record.sop_uid}.{secrets.token_hex(4)}.dcm"
-                    final = self.files_dir / rel
-                    private_folder(final.parent)
-                    if move:
-                        make_private(path)  # whoever wrote it: stored files are owner-only
-                        os.replace(path, final)
-                    else:
-                        _copy_durably(path, final)
-                    placed.append(final)
-                    touched_dirs.add(final.parent)
-                    size = final.stat().st_size
-                    self._upsert(conn, record, rel.as_posix(), size)
-                    if old is not None:
-                        outcome.replaced = True
-                        to_delete.append(self.files_dir / old["path"])
-                        affected.add((old["study_uid"], old["series_uid"]))
-                    affected.add((record.study_uid, record.series_uid))
-                    outcome.stored = True
-                for directory in touched_dirs:
-                    _fsync_dir(directory)
-                self._refresh_aggregates(conn, affected)
+            sizes = self._put_all([(key, path, move) for key, (path, _r, _o, move) in zip(keys, to_write)])
+            entries = [Entry(record, key, size) for key, size, (_p, record, _o, _m) in zip(keys, sizes, to_write)]
+            self.blobs.sync(keys)
+            due = self.index.commit(entries, self.duplicates, self.session, self.garbage_grace)
         except BaseException:
-            for final in placed:  # the index never saw them: take them back out
-                _remove(final)
-            for _path, _record, outcome, _move in accepted:
-                outcome.stored = False
-                outcome.replaced = False
+            # Take back the blobs the index never saw: those whose intent is still there (a commit
+            # whose answer was lost may have indexed them and removed their intents). Should the
+            # index be unreachable, the intents stay and the blobs with them: never a row without its blob.
+            try:
+                unindexed = self.index.drop_intents(keys, self.session)
+            except Exception:  # noqa: BLE001
+                log.exception("cannot drop the write intents of a failed write")
+                unindexed = []
+            for key in unindexed:
+                try:
+                    self.blobs.delete(key)
+                except Exception:  # noqa: BLE001
+                    log.exception("cannot remove blob %s of a failed write", key)
+            for _path, _record, outcome, _move in to_write:
+                outcome.stored = outcome.replaced = False
             raise
-        for old_file in to_delete:
-            _remove(old_file)
-        for path, _record, _outcome, move in accepted:
-            if move:
-                _remove(path)  # not placed (duplicate kept or rejected): the temporary copy goes
-
-    def _upsert(self, conn: sqlite3.Connection, record: InstanceRecord, rel: str, size: int) -> None:
-        now = time.time()
-        meta = record.metadata
-        study_cols = _column_values(meta, "study")
-        study_json = json.dumps(record.level_json("study"), separators=(",", ":"), ensure_ascii=False)
-        _upsert_row(conn, "studies", "study_uid", record.study_uid, {**study_cols, "study_json": study_json, "updated": now})
-        series_cols = _column_values(meta, "series")
-        series_json = json.dumps(record.level_json("series"), separators=(",", ":"), ensure_ascii=False)
-        _upsert_row(conn, "series", "series_uid", record.series_uid,
-                    {**series_cols, "study_uid": record.study_uid, "series_json": series_json, "updated": now})
-        inst_cols = _column_values(meta, "instance")
-        inst_cols.pop("sop_uid", None)
-        number = inst_cols.get("instance_number")
-        _upsert_row(conn, "instances", "sop_uid", record.sop_uid, {
-            **inst_cols,
-            "sop_class_uid": record.sop_class_uid,
-            "series_uid": record.series_uid,
-            "study_uid": record.study_uid,
-            "instance_number_int": int(number) if number and number.lstrip("-").isdigit() else None,
-            "number_of_frames": str(record.number_of_frames),
-            "transfer_syntax": record.transfer_syntax,
-            "path": rel,
-            "size": size,
-            "metadata": record.metadata_text,
-            "frames": record.layout.to_json(),
-            "stored": now,
-        })
-
-    def _refresh_aggregates(self, conn: sqlite3.Connection, affected: set[tuple[str, str]]) -> None:
-        for series_uid in {s for _, s in affected}:
-            count = conn.execute("SELECT COUNT(*) FROM instances WHERE series_uid=?", (series_uid,)).fetchone()[0]
-            if count:
-                conn.execute("UPDATE series SET num_instances=? WHERE series_uid=?", (count, series_uid))
+        finally:
+            for path, _record, _outcome, move in to_write:
+                if move:
+                    remove_path(path)  # not moved (object storage, a failure): the temporary copy goes
+        for entry, (_path, _record, outcome, _move) in zip(entries, to_write):
+            if entry.decision in ("stored", "replaced"):
+                outcome.stored = True
+                outcome.replaced = entry.decision == "replaced"
+            elif entry.decision in ("duplicate", "kept"):
+                self._settle_duplicate(outcome)
             else:
-                conn.execute("DELETE FROM series WHERE series_uid=?", (series_uid,))
-        for study_uid in {s for s, _ in affected}:
-            row = conn.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT series_uid) FROM instances WHERE study_uid=?", (study_uid,)
-            ).fetchone()
-            if not row[0]:
-                conn.execute("DELETE FROM studies WHERE study_uid=?", (study_uid,))
-                continue
-            modalities = sorted({r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_uid=? AND modality IS NOT NULL", (study_uid,))})
-            classes = sorted({r[0] for r in conn.execute("SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid=?", (study_uid,))})
-            conn.execute(
-                "UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
-                (row[0], row[1], _multi(modalities), _multi(classes), study_uid),
-            )
+                outcome.failure_reason = FAILURE_PROCESSING
+                outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
+        self._collect(due)
+
+    def _put_all(self, puts: list[tuple[str, Path, bool]]) -> list[int]:
+        """Write the blobs of a batch: one after the other into a folder (renames), several at
+        once into object storage (each is a request), in waves of at most PARALLEL_PUT_BYTES so
+        memory stays bounded (an object store client may hold a whole part in memory)."""
+        if self.blobs.staging_dir() is not None or len(puts) == 1:
+            return [self.blobs.put(key, path, move=move) for key, path, move in puts]
+        waves: list[list[tuple[str, Path, bool]]] = [[]]
+        size = 0
+        for put in puts:
+            length = put[1].stat().st_size
+            if waves[-1] and (size + length > PARALLEL_PUT_BYTES or len(waves[-1]) == 8):
+                waves.append([])
+                size = 0
+            waves[-1].append(put)
+            size += length
+        sizes: list[int] = []
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-put") as pool:
+            for wave in waves:
+                sizes += pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), wave)
+        return sizes
+
+    def _settle_duplicate(self, outcome: StoreOutcome) -> None:
+        if self.duplicates == "reject":
+            outcome.failure_reason = FAILURE_DUPLICATE
+            outcome.message = f"SOP Instance {outcome.sop_uid} is already stored (duplicate policy: reject)"
+        else:
+            outcome.stored = True
+            outcome.message = "already stored; the stored copy was kept (duplicate policy: keep)"
+
+    def _collect(self, keys: Sequence[str]) -> None:
+        """Delete garbage that is due now, then forget it (a crash in between: the sweep does it)."""
+        if not keys:
+            return
+        for key in keys:
+            self.blobs.delete(key)
+        self.index.forget_garbage(keys)
 
     def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> int:
         """Delete a study, series or instance; returns the number of instances removed."""
-        rows = self.instances(study_uid, series_uid, sop_uid)
-        with self._transaction() as conn:
-            for row in rows:
-                conn.execute("DELETE FROM instances WHERE sop_uid=?", (row.sop_uid,))
-            self._refresh_aggregates(conn, {(r.study_uid, r.series_uid) for r in rows})
-        for row in rows:
-            _remove(row.path)
-        _remove_empty_dirs(self.files_dir)
-        return len(rows)
+        count, due = self.index.delete(study_uid, series_uid, sop_uid, self.garbage_grace)
+        if not count:
+            raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
+        self._collect(due)
+        return count
 
-    # -- reading ----------------------------------------------------------------------------------
+    # -- reading ----------------------------------------------------------------------------
     def instances(self, study_uid: str | None, series_uid: str | None = None, sop_uid: str | None = None) -> list[InstanceRow]:
         """Instances of a study / series / one instance, in series then instance order.
 
         Raises NotFoundError when nothing matches, naming the level that does not exist.
         """
-        where, params = [], []
-        if study_uid is not None:
-            where.append("i.study_uid=?")
-            params.append(study_uid)
-        if series_uid is not None:
-            where.append("i.series_uid=?")
-            params.append(series_uid)
-        if sop_uid is not None:
-            where.append("i.sop_uid=?")
-            params.append(sop_uid)
-        sql = (
-            "SELECT i.*, se.series_number AS sn FROM instances i JOIN series se ON se.series_uid=i.series_uid"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY i.study_uid, CAST(se.series_number AS INTEGER), se.id, i.instance_number_int, i.id"
-        )
-        rows = self._conn().execute(sql, params).fetchall()
+        rows = self.index.instances(study_uid, series_uid, sop_uid)
         if not rows:
-            raise NotFoundError(self._not_found_message(study_uid, series_uid, sop_uid))
-        return [self._instance_row(r) for r in rows]
-
-    def _instance_row(self, r: sqlite3.Row) -> InstanceRow:
-        return InstanceRow(
+            raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
+        return [InstanceRow(
             study_uid=r["study_uid"], series_uid=r["series_uid"], sop_uid=r["sop_uid"],
             sop_class_uid=r["sop_class_uid"], transfer_syntax=r["transfer_syntax"],
-            path=self.files_dir / r["path"], size=r["size"], metadata_text=r["metadata"],
+            blob=Blob(self.blobs, r["path"], r["size"]), size=r["size"], metadata_text=r["metadata"],
             layout=FrameLayout.from_json(r["frames"]), number_of_frames=int(r["number_of_frames"] or 0),
             stored=r["stored"],
-        )
-
-    def _not_found_message(self, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> str:
-        conn = self._conn()
-        if study_uid and not conn.execute("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone():
-            return f"study {study_uid} is not in this store"
-        if series_uid:
-            row = conn.execute("SELECT study_uid FROM series WHERE series_uid=?", (series_uid,)).fetchone()
-            if row is None:
-                return f"series {series_uid} is not in this store"
-            if study_uid and row[0] != study_uid:
-                return f"series {series_uid} belongs to study {row[0]}, not to study {study_uid}"
-        if sop_uid:
-            row = conn.execute("SELECT study_uid, series_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
-            if row is None:
-                return f"instance {sop_uid} is not in this store"
-            return f"instance {sop_uid} belongs to study {row[0]} / series {row[1]}, not to the one in the URL"
-        return "no matching instances in this store"
+        ) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        conn = self._conn()
-        return {
-            "studies": conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0],
-            "series": conn.execute("SELECT COUNT(*) FROM series").fetchone()[0],
-            "instances": conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0],
-        }
+        return self.index.counts()
 
-    def last_modified(self, study_uid: str, series_uid: str | None = None) -> float:
-        """When the newest instance of a study or series was stored (for ETag / Last-Modified)."""
-        sql = "SELECT MAX(stored), COUNT(*) FROM instances WHERE study_uid=?"
-        params: list[Any] = [study_uid]
-        if series_uid:
-            sql += " AND series_uid=?"
-            params.append(series_uid)
-        row = self._conn().execute(sql, params).fetchone()
-        return float(row[0] or 0.0)
-
-    # -- QIDO-RS ----------------------------------------------------------------------------------
     def search(
         self,
         query: Query,
@@ -513,409 +495,67 @@ class Store:
         ``study_uid`` / ``series_uid`` scope the search as the URL does (``/studies/{uid}/series``).
         ``max_results`` caps answers when the query has no ``limit`` of its own.
         """
-        level = query.level
-        conn = self._conn()
-        state: _ConnState = self._local.state
-        state.reset(self.pn_case_insensitive, query.fuzzy)
-        conditions: list[_Condition] = []
-        if study_uid is not None:
-            conditions.append(_Condition("s.study_uid = ?", [study_uid]))
-        if series_uid is not None:
-            conditions.append(_Condition("se.series_uid = ?", [series_uid]))
-        for match in query.matches:
-            if match.kind != "universal":
-                conditions.append(self._condition(match, level, state))
-        if level == _T_STUDY:
-            select = "SELECT s.* FROM studies s"
-            order = " ORDER BY s.id"
-        elif level == _T_SERIES:
-            select = ("SELECT se.*, s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
-                      "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
-            order = " ORDER BY s.id, CAST(se.series_number AS INTEGER), se.id"
-        else:
-            select = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, se.num_instances AS series_num_instances, "
-                      "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
-                      "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid")
-            order = " ORDER BY s.id, CAST(se.series_number AS INTEGER), se.id, i.instance_number_int, i.id"
-        sql = select
-        params: list[Any] = []
-        if conditions:
-            sql += " WHERE " + " AND ".join(f"({c.sql})" for c in conditions)
-            for c in conditions:
-                params.extend(c.params)
-        sql += order
         limit = query.limit if query.limit is not None else max_results
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            params += [limit + 1, query.offset]
-        elif query.offset:
-            sql += " LIMIT -1 OFFSET ?"
-            params.append(query.offset)
-        rows = conn.execute(sql, params).fetchall()
-        truncated = limit is not None and len(rows) > limit
-        if truncated:
-            rows = rows[:limit]
-        return SearchResult([self._result(row, query, study_uid, series_uid, retrieve_url) for row in rows], truncated)
+        rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
+                                            pn_case_insensitive=self.pn_case_insensitive)
+        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative) for row in rows],
+                            truncated)
 
-    def _condition(self, match: Match, level: str, state: "_ConnState") -> _Condition:
-        tag = match.path[0]
-        rank = _LEVEL_RANK[level]
-        if len(match.path) == 1 and tag in COLUMNS_BY_TAG:
-            col = COLUMNS_BY_TAG[tag]
-            expr = _column_condition(f"{{a}}.{col.column}", match, state)
-            return _scoped(expr, col.level, rank)
-        if len(match.path) == 1 and tag in _COMPUTED_MULTI:
-            token = state.add(match)
-            return _Condition(f"dw_multi({token}, s.{_COMPUTED_MULTI[tag]})")
-        if len(match.path) == 1 and tag in _COMPUTED_COUNTS:
-            alias, column = _COMPUTED_COUNTS[tag]
-            if alias == "se" and rank < 1:
-                return _scoped(_Condition(f"dw_value({state.add(match)}, CAST({{a}}.{column} AS TEXT))"), _T_SERIES, rank)
-            return _Condition(f"dw_value({state.add(match)}, CAST({alias}.{column} AS TEXT))")
-        attr_level = level_of(tag)
-        json_column = {"study": "study_json", "series": "series_json", "instance": "metadata"}[attr_level]
-        return _scoped(_Condition(f"dw_json({state.add(match)}, {{a}}.{json_column})"), attr_level, rank)
-
-    def _result(self, row: sqlite3.Row, query: Query, study_uid: str | None, series_uid: str | None,
-                retrieve_url: UrlBuilder | None) -> DicomJson:
-        level = query.level
-        keys = row.keys()
-        study = json.loads(row["study_json"])
-        out: DicomJson = {}
-        scoped = (level == _T_SERIES and study_uid is not None) or (level == _T_INSTANCE and series_uid is not None)
-        wanted = default_return_tags(level, with_parent_levels=not scoped)
-        wanted += [t for t in query.returned_tags if t not in wanted]
-        sources: list[DicomJson] = []
-        instance_meta: DicomJson | None = None
-        if level == _T_INSTANCE:
-            instance_meta = json.loads(row["metadata"])
-            sources.append(instance_meta)
-        if level in (_T_SERIES, _T_INSTANCE):
-            sources.append(json.loads(row["series_json"]))
-        sources.append(study)
-        if query.include_all:
-            allowed = level_tags_all(level)
-            for src in sources:
-                for key, elem in src.items():
-                    if key not in out and (allowed is None or int(key, 16) in allowed):
-                        kept = _without_bulk(elem)
-                        if kept is not None:
-                            out[key] = kept
-        fallback: DicomJson | None = None
-        for tag in wanted:
-            key = tag_hex(tag)
-            if key in out:
-                continue
-            elem = self._computed(tag, row, level, keys)
-            if elem is None:
-                elem = next((src[key] for src in sources if key in src), None)
-            if elem is None and tag not in _COMPUTED_KEYS and level != _T_INSTANCE:
-                if fallback is None:
-                    fallback = self._representative_metadata(row, level)
-                elem = fallback.get(key)
-            if elem is None:
-                if tag == _RETRIEVE_URL:
-                    continue
-                elem = make_element(vr_of(tag), None)
-            elem = _without_bulk(elem)
-            if elem is None:
-                continue
-            out[key] = elem
-        if retrieve_url is not None:
-            if level == _T_STUDY:
-                url = retrieve_url(row["study_uid"], None, None)
-            elif level == _T_SERIES:
-                url = retrieve_url(row["study_uid"], row["series_uid"], None)
-            else:
-                url = retrieve_url(row["study_uid"], row["series_uid"], row["sop_uid"])
-            out[tag_hex(_RETRIEVE_URL)] = {"vr": "UR", "Value": [url]}
-        out[tag_hex(_STUDY_UID)] = {"vr": "UI", "Value": [row["study_uid"]]}
-        if level in (_T_SERIES, _T_INSTANCE):
-            out[tag_hex(_SERIES_UID)] = {"vr": "UI", "Value": [row["series_uid"]]}
-        if level == _T_INSTANCE:
-            out[tag_hex(_SOP_UID)] = {"vr": "UI", "Value": [row["sop_uid"]]}
-        return dict(sorted(out.items()))
-
-    def _computed(self, tag: int, row: sqlite3.Row, level: str, keys: list[str]) -> dict[str, Any] | None:
-        if tag == _INSTANCE_AVAILABILITY:
-            return {"vr": "CS", "Value": ["ONLINE"]}
-        if tag in _COMPUTED_MULTI:
-            column = _COMPUTED_MULTI[tag]
-            vals = [v for v in (row[column] or "").split("\\") if v]
-            return make_element("CS" if column == "modalities" else "UI", vals)
-        if tag in _COMPUTED_COUNTS:
-            alias, column = _COMPUTED_COUNTS[tag]
-            if alias == "s":
-                name = column if level == _T_STUDY else {"num_series": "num_series", "num_instances": "study_num_instances"}[column]
-            else:
-                if level == _T_STUDY:
-                    return None
-                name = "num_instances" if level == _T_SERIES else "series_num_instances"
-            return {"vr": "IS", "Value": [int(row[name])]} if name in keys else None
-        return None
-
-    def _representative_metadata(self, row: sqlite3.Row, level: str) -> DicomJson:
+    def _representative(self, row: Any, level: str) -> dict[str, Any]:
         """An instance's full metadata, for includefield attributes of another level."""
-        if level == _T_STUDY:
-            r = self._conn().execute("SELECT metadata FROM instances WHERE study_uid=? ORDER BY id DESC LIMIT 1", (row["study_uid"],)).fetchone()
-        else:
-            r = self._conn().execute("SELECT metadata FROM instances WHERE series_uid=? ORDER BY id DESC LIMIT 1", (row["series_uid"],)).fetchone()
-        return json.loads(r[0]) if r else {}
+        text = (self.index.representative_metadata(study_uid=row["study_uid"]) if level == "study"
+                else self.index.representative_metadata(series_uid=row["series_uid"]))
+        return json.loads(text) if text else {}
 
-    # -- jobs of the DICOMweb client proxy (server/jobs.py) ----------------------------------------
-    def load_table(self, table: Literal["jobs"]) -> dict[str, dict[str, Any]]:
-        """Every saved job record by ID. (Remote servers live in servers.json, not in the index.)"""
-        if table != "jobs":
-            raise ValueError(f"unknown table {table!r}")
-        return {r[0]: json.loads(r[1]) for r in self._conn().execute("SELECT id, definition FROM jobs")}
+    # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
+    def load_jobs(self) -> dict[str, dict[str, Any]]:
+        """Every saved job record by ID."""
+        return self.index.load_jobs()
 
-    def save_row(self, table: Literal["jobs"], key: str, definition: dict[str, Any] | None) -> None:
+    def save_job(self, job_id: str, record: dict[str, Any] | None) -> None:
         """Save a job record (None deletes it)."""
-        if table != "jobs":
-            raise ValueError(f"unknown table {table!r}")
-        with self._transaction() as conn:
-            if definition is None:
-                conn.execute("DELETE FROM jobs WHERE id=?", (key,))
-            else:
-                conn.execute("INSERT OR REPLACE INTO jobs(id, definition, updated) VALUES (?, ?, ?)",
-                             (key, json.dumps(definition), time.time()))
+        self.index.save_job(job_id, record)
+
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim."""
+        return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
+
+    def request_job_cancel(self, job_id: str) -> bool:
+        return self.index.request_job_cancel(job_id)
+
+    def job_cancel_requested(self, job_id: str) -> bool:
+        return self.index.job_cancel_requested(job_id)
+
+    def load_servers(self) -> dict[str, dict[str, Any]]:
+        """Servers added with PUT /servers to a team store (a folder store keeps servers.json)."""
+        return self.index.load_servers()
+
+    def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
+        self.index.save_server(name, definition)
 
 
-_COMPUTED_KEYS = frozenset(_COMPUTED_MULTI) | frozenset(_COMPUTED_COUNTS) | {_RETRIEVE_URL, _INSTANCE_AVAILABILITY}
-
-
-class _ConnState:
-    """Per-connection registry of the Match objects SQL functions refer to by number."""
-
-    def __init__(self) -> None:
-        self.matches: list[Match] = []
-        self.ci = True
-        self.fuzzy = False
-        self._json_cache: dict[str, DicomJson] = {}
-
-    def reset(self, ci: bool, fuzzy: bool) -> None:
-        self.matches = []
-        self.ci = ci
-        self.fuzzy = fuzzy
-        self._json_cache = {}
-
-    def add(self, match: Match) -> int:
-        self.matches.append(match)
-        return len(self.matches) - 1
-
-    def match_value(self, token: int, value: str | None) -> bool:
-        if value is None:
-            return False
-        return self.matches[token].matches_value(value, ci=self.ci, fuzzy=self.fuzzy)
-
-    def match_multi(self, token: int, value: str | None) -> bool:
-        match = self.matches[token]
-        return any(match.matches_value(v, ci=self.ci, fuzzy=self.fuzzy) for v in (value or "").split("\\") if v)
-
-    def match_json(self, token: int, text: str | None) -> bool:
-        if not text:
-            return False
-        obj = self._json_cache.get(text)
-        if obj is None:
-            obj = json.loads(text)
-            if len(self._json_cache) < 4096:
-                self._json_cache[text] = obj
-        return self.matches[token].matches(obj, pn_case_insensitive=self.ci, fuzzy=self.fuzzy)
-
-
-def _column_condition(column: str, match: Match, state: _ConnState) -> _Condition:
-    """SQL for an indexed column; PN goes through Python so its group/case rules stay in one place."""
-    if match.vr == "PN":
-        return _Condition(f"dw_value({state.add(match)}, {column})")
-    if match.kind == "range":
-        parts, params = [f"{column} IS NOT NULL"], []
-        if match.low is not None:
-            parts.append(f"{column} >= ?")
-            params.append(match.low)
-        if match.high is not None:
-            parts.append(f"{column} <= ?")
-            params.append(match.high)
-        return _Condition(" AND ".join(parts), params)
-    if match.kind == "wildcard":
-        return _Condition(f"{column} GLOB ?", [match.values[0].replace("[", "[[]")])
-    if len(match.values) == 1:
-        return _Condition(f"{column} = ?", list(match.values))
-    return _Condition(f"{column} IN ({','.join('?' * len(match.values))})", list(match.values))
-
-
-def _scoped(cond: _Condition, attr_level: str, query_rank: int) -> _Condition:
-    """Place a condition on a table of the query, or in an EXISTS over a lower level."""
-    attr_rank = _LEVEL_RANK[attr_level]
-    if attr_rank <= query_rank:
-        return _Condition(cond.sql.replace("{a}", _ALIASES[attr_level]), cond.params)
-    # A lower-level attribute in a higher-level query: some child must match.
-    if attr_level == _T_SERIES:
-        sub = f"EXISTS (SELECT 1 FROM series se2 WHERE se2.study_uid = s.study_uid AND {cond.sql.replace('{a}', 'se2')})"
-    else:
-        parent = "i2.study_uid = s.study_uid" if query_rank == 0 else "i2.series_uid = se.series_uid"
-        sub = f"EXISTS (SELECT 1 FROM instances i2 WHERE {parent} AND {cond.sql.replace('{a}', 'i2')})"
-    return _Condition(sub, cond.params)
-
-
-def _column_values(meta: DicomJson, level: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for col in INDEXED_COLUMNS:
-        if col.level != level or col.column in ("study_uid", "series_uid"):
-            continue
-        out[col.column] = _matchable(meta.get(tag_hex(col.tag)))
-    return out
-
-
-def _matchable(elem: dict[str, Any] | None) -> str | None:
-    """The first value of an element in the form QIDO matching compares."""
-    texts = value_texts(elem)
-    if not texts or texts[0] == "":
-        return None
-    vr = elem.get("vr") if elem else None
-    text = texts[0]
-    if vr in ("DA", "TM", "DT"):
-        return normalize_temporal(vr, text) or text
-    if vr in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"):
+def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
+    """``database`` / ``storage`` of the team store a workspace folder stands for: from
+    ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
+    kernels; only with ``environment``), else from the folder's ``team-store.json``; empty for a
+    plain folder store."""
+    database = os.environ.get(DATABASE_ENV) if environment else None
+    storage = os.environ.get(STORAGE_ENV) if environment else None
+    if database or storage:
+        return {k: v for k, v in (("database", database), ("storage", storage)) if v}
+    path = Path(folder) / TEAM_MARKER
+    if path.exists():
         try:
-            return _canonical_number(text)
-        except ValueError:
-            return text
-    return text.strip()
-
-
-def _without_bulk(elem: dict[str, Any]) -> dict[str, Any] | None:
-    """An element as QIDO returns it: no bulk data, at any depth.
-
-    Stored metadata names bulk data by a placeholder resolved per instance by WADO-RS metadata; a
-    search answer has no instance URL to resolve it against (study and series results merge
-    instances), so such values are left out, nested ones included.
-    """
-    if "BulkDataURI" in elem:
-        return None
-    if elem.get("vr") != "SQ" or not elem.get("Value"):
-        return elem
-    items = []
-    changed = False
-    for item in elem["Value"]:
-        kept_item = {}
-        for key, sub in (item or {}).items():
-            kept = _without_bulk(sub)
-            if kept is not None:
-                kept_item[key] = kept
-            changed = changed or kept is not sub
-        items.append(kept_item)
-    return {**elem, "Value": items} if changed else elem
-
-
-def _multi(values: list[str]) -> str | None:
-    return "\\" + "\\".join(values) + "\\" if values else None
-
-
-def _upsert_row(conn: sqlite3.Connection, table: str, key: str, uid: str, values: dict[str, Any]) -> None:
-    columns = list(values)
-    assignments = ", ".join(f"{c}=excluded.{c}" for c in columns)
-    conn.execute(
-        f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))}) "
-        f"ON CONFLICT({key}) DO UPDATE SET {assignments}",
-        [uid, *values.values()],
-    )
-
-
-def _copy_durably(src: Path, dst: Path) -> None:
-    tmp = dst.with_suffix(".copying")
-    with open(src, "rb") as fin, open_private(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _remove_empty_dirs(root: Path) -> None:
-    # Bottom-up; os.walk lists a folder's subfolders before they are removed, so ask rmdir itself
-    # (it refuses a folder that is not empty).
-    for dirpath, _dirs, files in os.walk(root, topdown=False):
-        if dirpath != str(root) and not files:
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
-
-
-def describe_failure(reason: int) -> str:
-    return {
-        FAILURE_PROCESSING: "processing failure",
-        FAILURE_DUPLICATE: "duplicate SOP instance",
-        FAILURE_OUT_OF_RESOURCES: "out of resources",
-        FAILURE_DATASET_DOES_NOT_MATCH: "data set does not match SOP class (missing attributes)",
-        FAILURE_CANNOT_UNDERSTAND: "cannot understand (not DICOM)",
-        FAILURE_STUDY_UID_MISMATCH: "Study Instance UID mismatch",
-    }.get(reason, f"failure {reason:#06x}")
+            marker = json.loads(path.read_text())
+            return {"database": str(marker["database"]), "storage": str(marker["storage"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path} does not say which team store this folder stands for: {exc}") from None
+    return {}
 
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response",
-    "keyword_of",
+    "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
 ]
-
-
-def stow_response(outcomes: list[StoreOutcome], url: UrlBuilder, study: str | None) -> tuple[DicomJson, int, list[str]]:
-    """The STOW-RS response dataset (PS3.18 10.5.3), its HTTP status, and readable failure lines.
-
-    200: all stored; 202: some failed or carry warnings; 409: none stored.
-    """
-    referenced, failed, messages = [], [], []
-    for outcome in outcomes:
-        if outcome.stored and outcome.sop_uid:
-            item: dict[str, Any] = {
-                "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]},
-                "00081155": {"vr": "UI", "Value": [outcome.sop_uid]},
-                "00081190": {"vr": "UR", "Value": [url(outcome.study_uid or "", outcome.series_uid, outcome.sop_uid)]},
-            }
-            if outcome.warning_reason is not None:
-                item["00081196"] = {"vr": "US", "Value": [outcome.warning_reason]}
-            referenced.append(item)
-        else:
-            failed.append({
-                "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]} if outcome.sop_class_uid else {"vr": "UI"},
-                "00081155": {"vr": "UI", "Value": [outcome.sop_uid]} if outcome.sop_uid else {"vr": "UI"},
-                "00081197": {"vr": "US", "Value": [outcome.failure_reason or FAILURE_PROCESSING]},
-            })
-            reason = outcome.message or describe_failure(outcome.failure_reason or FAILURE_PROCESSING)
-            messages.append(f"{outcome.source}: {reason}")
-    body: DicomJson = {}
-    studies = {o.study_uid for o in outcomes if o.stored and o.study_uid}
-    if study or len(studies) == 1:
-        body["00081190"] = {"vr": "UR", "Value": [url(study or next(iter(studies)), None, None)]}
-    if failed:
-        body["00081198"] = {"vr": "SQ", "Value": failed}
-    if referenced:
-        body["00081199"] = {"vr": "SQ", "Value": referenced}
-    warnings = any(o.warning_reason is not None for o in outcomes)
-    status = 200 if not failed and not warnings else (202 if referenced else 409)
-    return body, status, messages

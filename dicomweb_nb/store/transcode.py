@@ -15,7 +15,6 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -34,6 +33,7 @@ from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
 from ..pixels.voi import ImageAttributes
 from . import reader
+from .blobs import Blob
 from .store import InstanceRow
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -91,15 +91,16 @@ def transcode_problem(row: InstanceRow, target: str) -> str | None:
     return f"instance {row.sop_uid}: {problem}" if problem else None
 
 
-def transcode_file(path: str, target: str) -> bytes:
-    """The Part 10 bytes of the instance at ``path`` in transfer syntax ``target``."""
-    ds = pydicom.dcmread(path)
+def transcode_file(blob: Blob, target: str) -> bytes:
+    """The Part 10 bytes of a stored instance in transfer syntax ``target``."""
+    with blob.open() as fp:
+        ds = pydicom.dcmread(fp)
     try:
         return encode.dataset_to_bytes(encode.transcode_dataset(ds, target))
     except encode.TranscodeError as exc:
         raise TranscodeError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a codec failure on stored data is the same answer to the client
-        raise TranscodeError(f"{path}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
+        raise TranscodeError(f"{blob.key}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
 
 
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
@@ -114,7 +115,7 @@ def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
             problems.append(str(exc))
     # Odd files (no usable offsets, deflated, inconsistent encapsulation): let pydicom read the file,
     # first only the frame asked for, then, as the last resort, the whole dataset.
-    for attempt in (lambda: pixel_array(row.path, index=index), lambda: _whole_file_frame(row, index)):
+    for attempt in (lambda: _one_frame(row, index), lambda: _whole_file_frame(row, index)):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -127,8 +128,13 @@ def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
     )
 
 
+def _one_frame(row: InstanceRow, index: int) -> np.ndarray:
+    with row.blob.open() as fp:
+        return pixel_array(fp, index=index)
+
+
 def _whole_file_frame(row: InstanceRow, index: int) -> np.ndarray:
-    ds = pydicom.dcmread(row.path)
+    ds = reader.read_dataset(row)
     arr = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return arr[index] if frames > 1 else arr
@@ -179,9 +185,7 @@ def _big_endian_frame(row: InstanceRow, index: int) -> bytes:
     relative = offset - value_offset
     start = relative - relative % width
     end = -(-(relative + length) // width) * width
-    with open(row.path, "rb") as fp:
-        fp.seek(value_offset + start)
-        words = fp.read(end - start)
+    words = row.blob.read(value_offset + start, value_offset + end)
     swapped = little_endian_value(words, _pixel_vr(row), bits)
     return swapped[relative - start:relative - start + length]
 
@@ -200,9 +204,8 @@ def native_pixel_data(row: InstanceRow) -> bytes:
     """The whole uncompressed Pixel Data value in little-endian byte order (PS3.18 octet-stream bulk data):
     read as stored, word-swapped when stored big endian, inflated when deflated."""
     if stored_little_endian_native(row):
-        with open(row.path, "rb") as fp:
-            fp.seek(row.layout.value_offset or 0)
-            return fp.read(row.layout.value_length or 0)
+        offset = row.layout.value_offset or 0
+        return row.blob.read(offset, offset + (row.layout.value_length or 0))
     return reader.bulk_value(row, tag_hex(PIXEL_DATA))
 
 
@@ -287,12 +290,12 @@ _BULK_URI = re.compile(r'"BulkDataURI":\s*"' + re.escape(BULK_PLACEHOLDER) + r'b
 
 @dataclass
 class BulkValue:
-    """One part of a Retrieve Bulkdata answer: a slice of the stored file, or bytes computed on demand."""
+    """One part of a Retrieve Bulkdata answer: a slice of the stored blob, or bytes computed on demand."""
 
     location: str  # the BulkDataURI (or a frame URL for compressed pixel data sent as stored)
     media_type: str
     transfer_syntax: str | None
-    path: Path | None = None
+    blob: Blob | None = None
     offset: int = 0
     length: int = 0
     compute: Callable[[], bytes] | None = None
@@ -300,10 +303,8 @@ class BulkValue:
     def read(self) -> bytes:
         if self.compute is not None:
             return self.compute()
-        assert self.path is not None
-        with open(self.path, "rb") as fp:
-            fp.seek(self.offset)
-            return fp.read(self.length)
+        assert self.blob is not None
+        return self.blob.read(self.offset, self.offset + self.length)
 
 
 def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list[BulkValue]:
@@ -317,7 +318,7 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
         elif stored_little_endian_native(row):
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.path, layout.value_offset or 0, layout.value_length or 0))
+            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0))
         elif not layout.encapsulated and path.upper() == "7FE00010":
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
         elif not layout.encapsulated:
@@ -327,7 +328,7 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
             for index, fragments in enumerate(layout.frames):
                 frame_url = f"{instance_url}/frames/{index + 1}"
                 if len(fragments) == 1:
-                    out.append(BulkValue(frame_url, media, row.transfer_syntax, row.path, fragments[0][0], fragments[0][1]))
+                    out.append(BulkValue(frame_url, media, row.transfer_syntax, row.blob, fragments[0][0], fragments[0][1]))
                 else:
                     out.append(BulkValue(frame_url, media, row.transfer_syntax,
                                          compute=partial(reader.read_stored_frame, row, index)))

@@ -8,13 +8,17 @@ import pytest
 import dicomweb_nb as dw
 from dicomweb_nb import samples
 from dicomweb_nb.store.source import StoreSource
+from tests.fixtures.backends import open_store
 from tests.fixtures.ourserver import start_standalone
+
+pytestmark = pytest.mark.usefixtures("use_store_backend")  # every store backend, the notebook's side included
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, store_backend):
     root = tmp_path_factory.mktemp("workspace")
     series = samples.generate_ct_series(8, rows=24, columns=24, patient_id="LOCAL-1", slice_spacing=3.0)
+    open_store(root / ".dicomweb", store_backend).close()  # a team store leaves its marker for dw.connect()
     local = dw.connect(store=root / ".dicomweb", progress=False)
     results = local.store(series)
     assert (results["status"] == "stored").all()

@@ -28,6 +28,11 @@ def slow_remote(tmp_path_factory):
     remote.stop()
 
 
+@pytest.fixture(autouse=True)
+def _on_every_store_backend(use_store_backend):
+    """Every server test runs on each store backend (SQLite+folder, PostgreSQL+folder, PostgreSQL+S3)."""
+
+
 @pytest.fixture(params=["standalone", "jupyter"])
 def server(request):
     """Each test runs against ``dicomweb-nb serve`` and against the jupyter-server extension."""

@@ -17,7 +17,8 @@ import requests
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.multipart import MultipartWriter
-from dicomweb_nb.store import Store, import_paths
+from dicomweb_nb.store import import_paths
+from tests.fixtures.backends import open_store
 
 from ..fixtures.ourserver import ServerProcess
 
@@ -102,9 +103,9 @@ def make_study(folder: Path, *, slices: int, size: int = 32, patient: str = "Pro
     return Study(study_uid, files)
 
 
-def import_study(store_dir: Path, study: Study) -> None:
-    """Put a study straight into a store folder (before its server starts)."""
-    store = Store(store_dir)
+def import_study(store_dir: Path, study: Study, backend=None) -> None:
+    """Put a study straight into a store (before its server starts)."""
+    store = open_store(store_dir, backend)
     try:
         report = import_paths(store, study.files, progress=False)
         assert len(report.stored) == len(study.files)
@@ -112,13 +113,13 @@ def import_study(store_dir: Path, study: Study) -> None:
         store.close()
 
 
-def serve_studies(workdir: Path, *studies: Study):
+def serve_studies(workdir: Path, *studies: Study, backend=None):
     """``dicomweb-nb serve`` on a store that already holds ``studies`` (a remote for the proxy)."""
     from ..fixtures.ourserver import start_standalone
 
     for study in studies:
-        import_study(workdir / "store", study)
-    return start_standalone(workdir)
+        import_study(workdir / "store", study, backend)
+    return start_standalone(workdir, backend=backend)
 
 
 # -- a scripted remote ----------------------------------------------------------------------------

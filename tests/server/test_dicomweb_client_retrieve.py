@@ -13,9 +13,9 @@ from tests.fixtures.ourserver import start_standalone
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def stored(tmp_path_factory, store_backend):
     # dicomweb-client sends "Host: 127.0.0.1" without the port, so URLs in answers are pinned.
-    server = start_standalone(tmp_path_factory.mktemp("dwc"), pin_public_url=True)
+    server = start_standalone(tmp_path_factory.mktemp("dwc"), pin_public_url=True, backend=store_backend)
     series = samples.generate_ct_series(4, rows=32, columns=32, patient_id="DWC-RETRIEVE")
     client = DICOMwebClient(server.dicomweb_url)
     client.store_instances(series)

@@ -24,8 +24,8 @@ def studies(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote_ours(tmp_path_factory, studies):
-    server = serve_studies(tmp_path_factory.mktemp("proxy-get-remote"), studies["ours"])
+def remote_ours(tmp_path_factory, studies, store_backend):
+    server = serve_studies(tmp_path_factory.mktemp("proxy-get-remote"), studies["ours"], backend=store_backend)
     yield server
     server.stop()
 
@@ -38,10 +38,10 @@ def scripted():
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, orthanc, remote_ours, studies, scripted):
+def api(tmp_path_factory, orthanc, remote_ours, studies, scripted, store_backend):
     for path in studies["orthanc"].files:  # through Orthanc's own REST API, independent of our code
         assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
-    server = start_standalone(tmp_path_factory.mktemp("proxy-get-local"))
+    server = start_standalone(tmp_path_factory.mktemp("proxy-get-local"), backend=store_backend)
     api = Api(server)
     api.add_server("orthanc", orthanc.dicomweb_url)
     api.add_server("ours", remote_ours.dicomweb_url)

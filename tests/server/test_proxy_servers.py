@@ -12,6 +12,7 @@ import requests
 import dicomweb_nb as dw
 from dicomweb_nb.client import load_servers
 
+from ..fixtures.consistency import open_for_checking
 from ..fixtures.ourserver import start_standalone
 from .proxy_helpers import Api
 
@@ -20,11 +21,12 @@ HEADER_SECRET = "Bearer header-secret-value"
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
+def local(tmp_path_factory, store_backend):
     """Our server with servers_in_store, and one server defined in its configuration."""
     workdir = tmp_path_factory.mktemp("proxy-servers")
     configured = {"configured": {"Url": "http://127.0.0.1:9/dicom-web", "Username": "admin", "Password": SECRET}}
-    server = start_standalone(workdir, None, "-c", "servers_in_store=true", "-c", f"servers={json.dumps(configured)}")
+    server = start_standalone(workdir, None, "-c", "servers_in_store=true", "-c", f"servers={json.dumps(configured)}",
+                              backend=store_backend)
     yield server
     server.stop()
 
@@ -126,9 +128,17 @@ def test_added_servers_persist_for_notebooks_and_restarts(api, local):
     api.add_server("shared", "http://127.0.0.1:8042/dicom-web", Username="carol", Password=SECRET,
                    HttpHeaders={"X-Site": "lab"}, Timeout=12)
     path = local.store_dir / "servers.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert not list(local.store_dir.glob(".servers-*"))  # the temporary file of the atomic write is gone
-    # What a notebook kernel sees: the same servers.json, through the client's own reading ...
+    if local.store_kwargs:  # a team store: in its index, shared by every server on it; no file
+        assert not path.exists()
+        store, _ = open_for_checking(local)
+        try:
+            assert store.load_servers()["shared"]["Password"] == SECRET
+        finally:
+            store.close()
+    else:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert not list(local.store_dir.glob(".servers-*"))  # the temporary file of the atomic write is gone
+    # What a notebook kernel sees: the same servers, through the client's own reading ...
     server = load_servers(local.store_dir)["shared"]
     assert (server.url, server.username, server.password, dict(server.http_headers), server.timeout) == (
         "http://127.0.0.1:8042/dicom-web", "carol", SECRET, {"X-Site": "lab"}, 12.0)
@@ -139,10 +149,15 @@ def test_added_servers_persist_for_notebooks_and_restarts(api, local):
         assert http.session.auth == ("carol", SECRET) and http.session.headers["X-Site"] == "lab"
     local.restart()
     assert "shared" in Api(local).get("servers").json()
-    # A server written to the file by someone else (a notebook, an editor) is picked up too.
-    data = json.loads(path.read_text())
-    data["edited"] = {"Url": "http://127.0.0.1:8044/dicom-web"}
-    path.write_text(json.dumps(data))
+    # A server written by someone else (a notebook, an editor; another server on a team store) is picked up too.
+    if local.store_kwargs:
+        store, _ = open_for_checking(local)
+        store.save_server("edited", {"Url": "http://127.0.0.1:8044/dicom-web"})
+        store.close()
+    else:
+        data = json.loads(path.read_text())
+        data["edited"] = {"Url": "http://127.0.0.1:8044/dicom-web"}
+        path.write_text(json.dumps(data))
     assert "edited" in api.get("servers").json()
 
 

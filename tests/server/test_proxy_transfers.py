@@ -11,7 +11,8 @@ import time
 import pytest
 import requests
 
-from dicomweb_nb.store import Store
+from tests.fixtures.backends import staging_files
+from tests.fixtures.consistency import open_for_checking
 
 from ..fixtures.ourserver import start_standalone
 from .proxy_helpers import (Api, import_study, make_study, send, send_instances, send_parts_then_break, serve_studies,
@@ -34,19 +35,19 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote(tmp_path_factory, data):
+def remote(tmp_path_factory, data, store_backend):
     """The second instance of our server, holding the big study."""
-    server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-remote"), data["big"])
+    server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-remote"), data["big"], backend=store_backend)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory, data, orthanc, remote):
+def local(tmp_path_factory, data, orthanc, remote, store_backend):
     for path in data["from_orthanc"].files:
         assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
     server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-local"),
-                           *(data[key] for key in ("to_orthanc", "local_multi", "to_ours")))
+                           *(data[key] for key in ("to_orthanc", "local_multi", "to_ours")), backend=store_backend)
     api = Api(server)
     api.add_server("orthanc", orthanc.dicomweb_url)
     api.add_server("ours", remote.dicomweb_url)
@@ -69,9 +70,9 @@ def _orthanc_instances(orthanc, study_uid: str) -> set[str]:
 
 def _stored_bytes(server, study_uid: str) -> dict[str, bytes]:
     """What our server holds for a study, read back from its store folder."""
-    store = Store(server.store_dir, reconcile=False)
+    store, _ = open_for_checking(server)
     try:
-        return {row.sop_uid: row.path.read_bytes() for row in store.instances(study_uid)}
+        return {row.sop_uid: row.blob.read() for row in store.instances(study_uid)}
     finally:
         store.close()
 
@@ -99,7 +100,7 @@ def test_stow_resource_forms_as_a_job(api, remote, data):
     for path in study.files:
         by_series.setdefault(path.parent.name, []).append(path.stem)
     folders = sorted(by_series)
-    local_store = Store(api.server.store_dir, reconcile=False)
+    local_store, _ = open_for_checking(api.server)
     try:
         rows = local_store.instances(study.uid)
     finally:
@@ -274,7 +275,7 @@ def test_priority_orders_waiting_jobs(tmp_path, remote, data, orthanc):
                                                      "Debug": True}).json()["ID"]
         api.wait_job(blocker, lambda j: j["State"] == "Running")
         one = sorted(data["big"].files)[0].stem
-        remote_store = Store(remote.store_dir, reconcile=False)
+        remote_store, _ = open_for_checking(remote)
         series = remote_store.instances(data["big"].uid, None, one)[0].series_uid
         remote_store.close()
         resource = {"Study": data["big"].uid, "Series": series, "Instance": one}
@@ -311,7 +312,7 @@ def test_remote_killed_mid_retrieve_reports_what_was_stored(tmp_path):
         stored = set(job["Content"]["Instances"])
         assert 5 <= len(stored) < len(huge.sops)
         assert api.instances_of(huge.uid) == stored
-        assert not list((server.store_dir / "tmp").glob("retrieve-*"))  # no half-written part left behind
+        assert not [p for p in staging_files(server.store_dir) if p.name.startswith("retrieve-")]  # no half-written part left
     finally:
         server.stop()
         victim.stop()
@@ -363,7 +364,14 @@ def test_restart_under_a_running_job_reports_it_failed(tmp_path, remote, data):
         job_id = api.post("servers/ours/retrieve", {"Resources": [data["big"].uid], "Synchronous": False,
                                                     "Debug": True}).json()["ID"]
         api.wait_job(job_id, lambda j: j["State"] == "Running" and j["Content"].get("ReceivedInstancesCount", 0) > 0)
-        time.sleep(1.2)  # past the job's save interval, so its record holds some progress
+        # Until the job's record in the store holds some progress (saved at most once a second).
+        store, _ = open_for_checking(server)
+        try:
+            deadline = time.monotonic() + 30
+            while not store.load_jobs()[job_id].get("content", {}).get("Instances") and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            store.close()
         server.kill()  # kill -9: no chance to record anything
         server.start()
         job = Api(server).job(job_id)

@@ -15,7 +15,8 @@ from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import xml_to_json
 from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.dicom.tags import INSTANCE_RETURN_KEYWORDS, SERIES_RETURN_KEYWORDS, STUDY_RETURN_KEYWORDS, parse_tag
-from dicomweb_nb.store import Store, import_paths
+from dicomweb_nb.store import import_paths
+from tests.fixtures.backends import open_store
 from tests.fixtures.ourserver import start_standalone
 
 from .conftest import multipart_body, qido, small_series, stow, value
@@ -80,10 +81,10 @@ def studies():
 
 
 @pytest.fixture(scope="module")
-def qido_store(tmp_path_factory, studies):
+def qido_store(tmp_path_factory, studies, store_backend):
     root = tmp_path_factory.mktemp("qido")
     written = samples.write_series([ds for group in studies.values() for ds in group], root / "generated")
-    store = Store(root / "store")
+    store = open_store(root / "store", store_backend)
     report = import_paths(store, [*PYDICOM_FILES, *written], progress=False)
     assert report.skipped == []
     store.close()
@@ -91,18 +92,18 @@ def qido_store(tmp_path_factory, studies):
 
 
 @pytest.fixture(scope="module")
-def qs(qido_store):
+def qs(qido_store, store_backend):
     """Our standalone server on the QIDO store."""
-    server = start_standalone(qido_store, qido_store / "store")
+    server = start_standalone(qido_store, qido_store / "store", backend=store_backend)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def capped(qido_store, tmp_path_factory):
+def capped(qido_store, tmp_path_factory, store_backend):
     """A second server on the same store: case-sensitive PN, at most 5 results without a limit."""
     server = start_standalone(tmp_path_factory.mktemp("capped"), qido_store / "store",
-                              "-c", "qido_max_results=5", "-c", "qido_case_sensitive=true")
+                              "-c", "qido_max_results=5", "-c", "qido_case_sensitive=true", backend=store_backend)
     yield server
     server.stop()
 

@@ -29,10 +29,10 @@ def _ramp_dataset(series_uid=None, study_uid=None, frames: int = 1):
 
 
 @pytest.fixture(scope="module")
-def rendered_server(tmp_path_factory):
+def rendered_server(tmp_path_factory, store_backend):
     from tests.fixtures.ourserver import start_standalone
 
-    server = start_standalone(tmp_path_factory.mktemp("rendered"))
+    server = start_standalone(tmp_path_factory.mktemp("rendered"), backend=store_backend)
     ramp = _ramp_dataset()
     multi = _ramp_dataset(study_uid=ramp.StudyInstanceUID, frames=4)
     mono1 = _ramp_dataset(study_uid=ramp.StudyInstanceUID)

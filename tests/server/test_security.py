@@ -99,15 +99,15 @@ def test_non_loopback_bind_with_a_token_serves_and_requires_it(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def token_server(tmp_path_factory):
-    server = start_standalone(tmp_path_factory.mktemp("token"), None, token="t0ken-value")
+def token_server(tmp_path_factory, store_backend):
+    server = start_standalone(tmp_path_factory.mktemp("token"), None, token="t0ken-value", backend=store_backend)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def basic_server(tmp_path_factory):
-    server = start_standalone(tmp_path_factory.mktemp("basic"), None, "--basic-auth", "ann:pa:ss")
+def basic_server(tmp_path_factory, store_backend):
+    server = start_standalone(tmp_path_factory.mktemp("basic"), None, "--basic-auth", "ann:pa:ss", backend=store_backend)
     server.headers = {"Authorization": "Basic " + base64.b64encode(b"ann:pa:ss").decode()}
     yield server
     server.stop()

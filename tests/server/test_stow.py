@@ -10,6 +10,7 @@ import requests
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import xml_to_json
+from tests.fixtures.backends import staging_files
 from tests.fixtures.ourserver import start_standalone
 from tests.fixtures.waiting import wait_until
 
@@ -208,15 +209,15 @@ def test_malformed_body_is_400(server, content_type, body, message):
 
 
 def test_no_leftovers_after_failures(server):
-    before = set(server.store_dir.joinpath("tmp").iterdir())
+    before = set(staging_files(server.store_dir))
     stow(server, b"--x\r\n\r\nabc", 'multipart/related; type="application/dicom"; boundary=x')
     stow(server, multipart_body([b"junk"]))
-    wait_until(lambda: set(server.store_dir.joinpath("tmp").iterdir()) <= before, what="tmp/ holds no leftovers")
+    wait_until(lambda: set(staging_files(server.store_dir)) <= before, what="the staging folder holds no leftovers")
 
 
 @pytest.fixture(scope="module")
-def small_limit_server(tmp_path_factory):
-    server = start_standalone(tmp_path_factory.mktemp("limit"), None, "-c", "max_upload_size=20000")
+def small_limit_server(tmp_path_factory, store_backend):
+    server = start_standalone(tmp_path_factory.mktemp("limit"), None, "-c", "max_upload_size=20000", backend=store_backend)
     yield server
     server.stop()
 
@@ -240,7 +241,7 @@ def test_over_max_upload_size_is_413(small_limit_server):
     small = multipart_body([samples.dataset_bytes(datasets[0])])
     assert stow(small_limit_server, small).status_code == 200
     assert stow(small_limit_server, iter([small[:100], small[100:]])).status_code == 200
-    assert not list(small_limit_server.store_dir.joinpath("tmp").iterdir())
+    assert not staging_files(small_limit_server.store_dir)
 
 
 def test_stow_streams_a_body_in_tiny_chunks(server):

@@ -20,9 +20,9 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def big_upload(tmp_path_factory):
+def big_upload(tmp_path_factory, store_backend):
     template = samples.generate_ct_series(1, rows=SIDE, columns=SIDE, patient_id="BIG-STREAM")[0]
-    server = start_standalone(tmp_path_factory.mktemp("memory"))
+    server = start_standalone(tmp_path_factory.mktemp("memory"), backend=store_backend)
     yield server, template
     server.stop()
 

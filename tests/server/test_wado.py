@@ -19,6 +19,7 @@ from dicomweb_nb.dicom.mediatypes import parse_media_type
 from dicomweb_nb.dicom.multipart import iter_parts
 from tests.fixtures.data import read_dicom as _read
 from tests.fixtures.metadata import metadata_problems, native_layout
+from tests.fixtures.backends import store_kwargs_for
 from tests.fixtures.ourserver import start_standalone
 
 from .conftest import store_bundled
@@ -29,7 +30,7 @@ STORED_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-sy
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, pydicom_files):
+def loaded(tmp_path_factory, pydicom_files, store_backend):
     """A server whose store holds every bundled pydicom file (imported with the CLI) and a CT series."""
     import subprocess
     import sys
@@ -38,9 +39,11 @@ def loaded(tmp_path_factory, pydicom_files):
     workdir = tmp_path_factory.mktemp("wado")
     ct = samples.generate_ct_series(6, rows=40, columns=40, patient_id="WADO-CT")
     ct_files = samples.write_series(ct, workdir / "ct")
+    kwargs = store_kwargs_for(workdir / "store", store_backend)
     subprocess.run([str(Path(sys.executable).parent / "dicomweb-nb"), "import", "--quiet", "--store", str(workdir / "store"),
-                    *map(str, pydicom_files), *map(str, ct_files)], check=True, capture_output=True)
-    server = start_standalone(workdir, workdir / "store")
+                    *store_backend.serve_args(kwargs, workdir / "store"), *map(str, pydicom_files), *map(str, ct_files)],
+                   check=True, capture_output=True)
+    server = start_standalone(workdir, workdir / "store", backend=store_backend)
     server.files = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in [*pydicom_files, *ct_files]}
     server.ct = ct
     yield server
@@ -181,7 +184,7 @@ def test_frames_as_stored_equal_pydicoms_frames(loaded):
 
 
 @pytest.fixture(scope="module")
-def every_syntax(tmp_path_factory):
+def every_syntax(tmp_path_factory, store_backend):
     """A server holding every bundled pydicom image, each variant under its own new UIDs.
 
     pydicom ships one instance in many transfer syntaxes under one SOP Instance UID, which a store
@@ -192,7 +195,7 @@ def every_syntax(tmp_path_factory):
     from dicomweb_nb.dicom.multipart import encode_multipart
     from tests.fixtures.ourserver import start_standalone
 
-    server = start_standalone(tmp_path_factory.mktemp("syntaxes"))
+    server = start_standalone(tmp_path_factory.mktemp("syntaxes"), backend=store_backend)
     server.files = {}
     blobs = []
     for path in samples.pydicom_test_files(with_pixels=True, distinct_sops=False):

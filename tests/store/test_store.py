@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import textwrap
@@ -47,8 +48,8 @@ def search(store: Store, level: str, **params):
 
 # -- storing ---------------------------------------------------------------------------------------
 
-def test_store_files_indexes_and_moves_uploads(tmp_path):
-    store = Store(tmp_path / "store")
+def test_store_files_indexes_and_moves_uploads(make_store):
+    store = make_store()
     datasets = series(3)
     uploads = [store.tmp_dir / f"up{i}.part" for i in range(3)]
     for path, ds in zip(uploads, datasets):
@@ -61,22 +62,22 @@ def test_store_files_indexes_and_moves_uploads(tmp_path):
     rows = store.instances(datasets[0].StudyInstanceUID)
     assert [r.sop_uid for r in rows] == [ds.SOPInstanceUID for ds in datasets]  # InstanceNumber order
     for row, ds in zip(rows, datasets):
-        assert row.path.read_bytes() == samples.dataset_bytes(ds)
-        assert row.path.is_relative_to(store.files_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID)
-    assert check_store_consistent(store.root) == {"studies": 1, "series": 1, "instances": 3}
+        assert row.blob.read() == samples.dataset_bytes(ds)
+        assert row.blob.key.startswith(f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.")
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
 
 
-def test_copy_import_leaves_the_sources(tmp_path):
-    store = Store(tmp_path / "store")
+def test_copy_import_leaves_the_sources(tmp_path, make_store):
+    store = make_store()
     files = write(series(2), tmp_path / "src")
     outcomes = store.store_files(files, move=False)
     assert all(o.stored for o in outcomes)
     assert all(f.exists() for f in files)
-    check_store_consistent(store.root)
+    check_store_consistent(store)
 
 
-def test_bad_files_fail_alone(tmp_path):
-    store = Store(tmp_path / "store")
+def test_bad_files_fail_alone(tmp_path, make_store):
+    store = make_store()
     good = series(2)
     no_uid = copy.deepcopy(good[0])
     no_uid.SOPInstanceUID = "9.9.9"
@@ -93,11 +94,11 @@ def test_bad_files_fail_alone(tmp_path):
     assert outcomes[2].failure_reason == FAILURE_CANNOT_UNDERSTAND and "truncated" in outcomes[2].message
     assert outcomes[3].failure_reason == FAILURE_DATASET_DOES_NOT_MATCH and "SeriesInstanceUID" in outcomes[3].message
     assert [o.source for o in outcomes] == [p.name for p in paths]
-    assert check_store_consistent(store.root)["instances"] == 2
+    assert check_store_consistent(store)["instances"] == 2
 
 
-def test_expected_study_mismatch(tmp_path):
-    store = Store(tmp_path / "store")
+def test_expected_study_mismatch(tmp_path, make_store):
+    store = make_store()
     datasets = series(2)
     files = write(datasets, tmp_path / "src")
     outcomes = store.store_files(files, expected_study="1.2.3.4", move=False)
@@ -106,7 +107,7 @@ def test_expected_study_mismatch(tmp_path):
     assert store.counts()["instances"] == 0
     outcomes = store.store_files(files, expected_study=datasets[0].StudyInstanceUID, move=False)
     assert all(o.stored for o in outcomes)
-    check_store_consistent(store.root)
+    check_store_consistent(store)
 
 
 # -- duplicates ------------------------------------------------------------------------------------
@@ -118,34 +119,34 @@ def _first_and_changed(tmp_path):
     return original, changed, write([original], tmp_path / "v1")[0], write([changed], tmp_path / "v2")[0]
 
 
-def test_duplicates_replace(tmp_path):
+def test_duplicates_replace(tmp_path, make_store):
     original, changed, v1, v2 = _first_and_changed(tmp_path)
-    store = Store(tmp_path / "store")
+    store = make_store()
     store.store_files([v1], move=False)
-    old_path = store.instances(None, None, original.SOPInstanceUID)[0].path
+    old_blob = store.instances(None, None, original.SOPInstanceUID)[0].blob
     [outcome] = store.store_files([v2], move=False)
     assert (outcome.stored, outcome.replaced, outcome.failure_reason) == (True, True, None)
     assert study_description(store, original.SOPInstanceUID) == "Changed description"
-    assert not old_path.exists()
+    assert not store.blobs.exists(old_blob.key)
     assert search(store, "study", StudyDescription="Changed*")[0]["00081030"]["Value"] == ["Changed description"]
     assert search(store, "study", StudyDescription="Generated*") == []
-    assert check_store_consistent(store.root) == {"studies": 1, "series": 1, "instances": 1}
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 1}
 
 
-def test_duplicates_reject(tmp_path):
+def test_duplicates_reject(tmp_path, make_store):
     original, changed, v1, v2 = _first_and_changed(tmp_path)
-    store = Store(tmp_path / "store", duplicates="reject")
+    store = make_store(duplicates="reject")
     store.store_files([v1], move=False)
     [outcome] = store.store_files([v2], move=False)
     assert (outcome.stored, outcome.failure_reason) == (False, FAILURE_DUPLICATE)
     assert "already stored" in outcome.message
     assert study_description(store, original.SOPInstanceUID) == "Generated phantom study"
-    assert check_store_consistent(store.root)["instances"] == 1
+    assert check_store_consistent(store)["instances"] == 1
 
 
-def test_duplicates_keep(tmp_path):
+def test_duplicates_keep(tmp_path, make_store):
     original, changed, v1, v2 = _first_and_changed(tmp_path)
-    store = Store(tmp_path / "store", duplicates="keep")
+    store = make_store(duplicates="keep")
     store.store_files([v1], move=False)
     upload = store.tmp_dir / "upload.part"
     upload.write_bytes(v2.read_bytes())
@@ -154,26 +155,26 @@ def test_duplicates_keep(tmp_path):
     assert "kept" in outcome.message
     assert not upload.exists()
     assert study_description(store, original.SOPInstanceUID) == "Generated phantom study"
-    assert check_store_consistent(store.root)["instances"] == 1
+    assert check_store_consistent(store)["instances"] == 1
 
 
-def test_same_instance_twice_in_one_batch_the_later_wins(tmp_path):
+def test_same_instance_twice_in_one_batch_the_later_wins(tmp_path, make_store):
     original, changed, v1, v2 = _first_and_changed(tmp_path)
-    store = Store(tmp_path / "store")
+    store = make_store()
     outcomes = store.store_files([v1, v2], move=False)
     assert [o.stored for o in outcomes] == [True, True]
     assert study_description(store, original.SOPInstanceUID) == "Changed description"
-    assert check_store_consistent(store.root)["instances"] == 1
+    assert check_store_consistent(store)["instances"] == 1
 
 
-def test_moving_an_instance_to_another_series_updates_both(tmp_path):
+def test_moving_an_instance_to_another_series_updates_both(tmp_path, make_store):
     datasets = series(2)
-    store = Store(tmp_path / "store")
+    store = make_store()
     store.store_files(write(datasets, tmp_path / "a"), move=False)
     moved = copy.deepcopy(datasets[1])
     moved.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1082.77"
     store.store_files(write([moved], tmp_path / "b"), move=False)
-    assert check_store_consistent(store.root) == {"studies": 1, "series": 2, "instances": 2}
+    assert check_store_consistent(store) == {"studies": 1, "series": 2, "instances": 2}
 
 
 def test_bad_policy_is_refused(tmp_path):
@@ -184,14 +185,14 @@ def test_bad_policy_is_refused(tmp_path):
 # -- crash recovery ----------------------------------------------------------------------------------
 
 CRASH_SCRIPT = textwrap.dedent('''
-    import os, sys
+    import json, os, sys
     from pathlib import Path
     from dicomweb_nb.store import store as store_module
     from dicomweb_nb.store import Store
+    from dicomweb_nb.store.index.sql import SqlIndex
 
-    root, step, *files = sys.argv[1:]
-    store = Store(root)
-    real_replace = os.replace
+    root, kwargs, step, *files = sys.argv[1:]
+    store = Store(root, **json.loads(kwargs))
 
     def die(*args, **kwargs):
         os._exit(9)  # like kill -9: no cleanup, no rollback handler, no atexit
@@ -201,15 +202,17 @@ CRASH_SCRIPT = textwrap.dedent('''
         for i, f in enumerate(files):
             (store.tmp_dir / f"stow-{i}.part").write_bytes(Path(f).read_bytes())
         die()
-    if step == "after_rename":
-        def replace_then_die(src, dst):
-            real_replace(src, dst)
+    if step == "after_put":
+        real_put = store.blobs.put
+
+        def put_then_die(*args, **kwargs):
+            real_put(*args, **kwargs)
             die()
-        store_module.os.replace = replace_then_die
+        store.blobs.put = put_then_die
     elif step == "in_transaction":
-        store_module.Store._refresh_aggregates = die
+        SqlIndex._refresh_aggregates = die
     elif step == "after_commit":
-        store_module._remove = die  # the replaced file and the upload are still there
+        store_module.remove_path = die  # the replaced blob and the upload are still there
     uploads = []
     for i, f in enumerate(files):
         upload = store.tmp_dir / f"up-{i}.part"
@@ -220,22 +223,23 @@ CRASH_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def crash(root: Path, step: str, files: list[Path]) -> None:
-    result = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), step, *map(str, files)],
+def crash(root: Path, kwargs: dict, step: str, files: list[Path]) -> None:
+    result = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), json.dumps(kwargs), step, *map(str, files)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 9, result.stderr
 
 
 @pytest.mark.parametrize("step, visible", [
     ("after_temp_write", False),
-    ("after_rename", False),
+    ("after_put", False),
     ("in_transaction", False),
     ("after_commit", True),
 ])
-def test_reconcile_after_a_crash_at_each_step(tmp_path, step, visible):
+def test_reconcile_after_a_crash_at_each_step(tmp_path, make_store, step, visible):
     root = tmp_path / "store"
     before = series(2, patient_id="BEFORE-1")
-    store = Store(root)
+    store = make_store()
+    kwargs = {**store.backend_kwargs, "garbage_grace": 0}
     store.store_files(write(before, tmp_path / "before"), move=False)
     store.close()
     new = series(3, patient_id="CRASH-1")
@@ -243,10 +247,10 @@ def test_reconcile_after_a_crash_at_each_step(tmp_path, step, visible):
     replacement = copy.deepcopy(before[0])
     replacement.StudyDescription = "Replacement"
     files = write(new, tmp_path / "new") + write([replacement], tmp_path / "repl")
-    crash(root, step, files)
+    crash(root, kwargs, step, files)
 
-    store = Store(root)  # start-up reconciles
-    counts = check_store_consistent(root)
+    store = make_store()  # start-up reconciles (a folder store alone) or sweeps (a team store)
+    counts = check_store_consistent(store)
     found = search(store, "instance", PatientID="CRASH-1")
     if visible:
         assert counts == {"studies": 2, "series": 2, "instances": 5}
@@ -260,72 +264,76 @@ def test_reconcile_after_a_crash_at_each_step(tmp_path, step, visible):
     for ds in before + (new if visible else []):
         [row] = store.instances(None, None, ds.SOPInstanceUID)
         expected = replacement if ds is before[0] and visible else ds
-        assert row.path.read_bytes() == samples.dataset_bytes(expected)
+        assert row.blob.read() == samples.dataset_bytes(expected)
 
 
-def test_reconcile_reports_each_kind_of_leftover(tmp_path):
-    root = tmp_path / "store"
-    store = Store(root)
+def test_reconcile_reports_each_kind_of_leftover(tmp_path, make_store):
+    store = make_store()
     datasets = series(3)
     store.store_files(write(datasets, tmp_path / "src"), move=False)
     rows = store.instances(datasets[0].StudyInstanceUID)
-    # A leftover upload, a file renamed into place but never indexed, and a row whose file vanished.
-    (store.tmp_dir / "upload.part").write_bytes(b"partial")
-    (store.tmp_dir / "somedir").mkdir()
-    stray = rows[0].path.parent / "1.2.3.stray.dcm"
-    stray.write_bytes(rows[0].path.read_bytes())
-    rows[2].path.unlink()
+    # A blob written but never indexed, and a row whose blob vanished.
+    stray = tmp_path / "stray.dcm"
+    stray.write_bytes(rows[0].blob.read())
+    store.blobs.put(rows[0].blob.key.rsplit("/", 1)[0] + "/1.2.3.stray.dcm", stray, move=True)
+    store.blobs.delete(rows[2].blob.key)
     store.close()
-    reopened = Store(root, reconcile=False)
+    reopened = make_store(reconcile=False)
+    # A leftover upload of this process (of every process in a folder store's tmp/).
+    (reopened.tmp_dir / "upload.part").write_bytes(b"partial")
+    (reopened.tmp_dir / "somedir").mkdir()
     assert reopened.reconcile() == {"tmp": 2, "orphan_files": 1, "missing_files": 1}
-    assert check_store_consistent(root) == {"studies": 1, "series": 1, "instances": 2}
+    assert check_store_consistent(reopened) == {"studies": 1, "series": 1, "instances": 2}
     [study] = search(reopened, "study")
     assert study["00201208"]["Value"] == [2]  # NumberOfStudyRelatedInstances follows
     assert reopened.reconcile() == {"tmp": 0, "orphan_files": 0, "missing_files": 0}
 
 
-def test_reconcile_removes_a_series_whose_files_all_vanished(tmp_path):
-    root = tmp_path / "store"
-    store = Store(root)
+def test_reconcile_removes_a_series_whose_files_all_vanished(tmp_path, make_store):
+    store = make_store()
     first, second = series(2, patient_id="P-A"), series(1, patient_id="P-B")
     second[0].StudyInstanceUID = first[0].StudyInstanceUID
     store.store_files(write(first + second, tmp_path / "src"), move=False)
-    store.instances(None, second[0].SeriesInstanceUID)[0].path.unlink()
+    store.blobs.delete(store.instances(None, second[0].SeriesInstanceUID)[0].blob.key)
     store.close()
-    store = Store(root)
-    assert check_store_consistent(root) == {"studies": 1, "series": 1, "instances": 2}
+    store = make_store()
+    if not store.is_folder_store:
+        store.reconcile()  # a team store is never known to be alone: reconciling is asked for
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 2}
     [study] = search(store, "study")
     assert (study["00201206"]["Value"], study["00201208"]["Value"]) == ([1], [2])
 
 
 # -- delete ------------------------------------------------------------------------------------------
 
-def test_delete_instance_series_study(tmp_path):
-    store = Store(tmp_path / "store")
+def test_delete_instance_series_study(tmp_path, make_store):
+    store = make_store()
     a = series(3, patient_id="DEL-A")
     b = series(2, patient_id="DEL-B", study_uid=a[0].StudyInstanceUID)
     c = series(1, patient_id="DEL-C")
     store.store_files(write(a + b + c, tmp_path / "src"), move=False)
-    assert check_store_consistent(store.root) == {"studies": 2, "series": 3, "instances": 6}
-    path = store.instances(None, None, a[0].SOPInstanceUID)[0].path
+    assert check_store_consistent(store) == {"studies": 2, "series": 3, "instances": 6}
+    key = store.instances(None, None, a[0].SOPInstanceUID)[0].blob.key
     assert store.delete(a[0].StudyInstanceUID, a[0].SeriesInstanceUID, a[0].SOPInstanceUID) == 1
-    assert not path.exists()
-    assert check_store_consistent(store.root) == {"studies": 2, "series": 3, "instances": 5}
+    assert not store.blobs.exists(key)
+    assert check_store_consistent(store) == {"studies": 2, "series": 3, "instances": 5}
     assert store.delete(b[0].StudyInstanceUID, b[0].SeriesInstanceUID) == 2
-    assert check_store_consistent(store.root) == {"studies": 2, "series": 2, "instances": 3}
+    assert check_store_consistent(store) == {"studies": 2, "series": 2, "instances": 3}
     [study] = search(store, "study", StudyInstanceUID=a[0].StudyInstanceUID)
     assert (study["00201206"]["Value"], study["00201208"]["Value"]) == ([1], [2])
     with pytest.raises(NotFoundError, match=f"belongs to study {c[0].StudyInstanceUID}"):
         store.delete(a[0].StudyInstanceUID, c[0].SeriesInstanceUID)
     assert store.delete(a[0].StudyInstanceUID) == 2
-    assert check_store_consistent(store.root) == {"studies": 1, "series": 1, "instances": 1}
-    assert not (store.files_dir / a[0].StudyInstanceUID).exists()
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 1}
+    assert not [k for k in store.blobs.keys() if k.startswith(a[0].StudyInstanceUID + "/")]
+    folder = store.blobs.local_path(a[0].StudyInstanceUID)
+    assert folder is None or not folder.exists()  # the emptied study folder goes too
     with pytest.raises(NotFoundError, match="is not in this store"):
         store.delete(a[0].StudyInstanceUID)
 
 
-def test_not_found_messages(tmp_path):
-    store = Store(tmp_path / "store")
+def test_not_found_messages(tmp_path, make_store):
+    store = make_store()
     ds = series(1)[0]
     store.store_files(write([ds], tmp_path / "src"), move=False)
     with pytest.raises(NotFoundError, match="study 1.2 is not in this store"):
@@ -338,7 +346,7 @@ def test_not_found_messages(tmp_path):
 
 # -- import ------------------------------------------------------------------------------------------
 
-def test_import_folder_skips_and_lists_non_dicom(tmp_path):
+def test_import_folder_skips_and_lists_non_dicom(tmp_path, make_store):
     src = tmp_path / "src"
     datasets = series(3, patient_id="IMP-1")
     write(datasets[:2], src)
@@ -348,7 +356,7 @@ def test_import_folder_skips_and_lists_non_dicom(tmp_path):
     (src / ".hidden.dcm").write_bytes(samples.dataset_bytes(series(1)[0]))  # hidden: not imported
     (src / ".git").mkdir()
     (src / ".git" / "x.dcm").write_bytes(samples.dataset_bytes(series(1)[0]))
-    store = Store(tmp_path / "store")
+    store = make_store()
     report = import_paths(store, [src], progress=False)
     assert sorted(o.sop_uid for o in report.stored) == sorted(ds.SOPInstanceUID for ds in datasets)
     skipped = dict(report.skipped)
@@ -357,24 +365,24 @@ def test_import_folder_skips_and_lists_non_dicom(tmp_path):
     assert "truncated" in skipped[str(src / "nested" / "cut.dcm")]
     assert repr(report) == "ImportReport(stored=3, skipped=2)"
     assert all(p.exists() for p in src.rglob("*.dcm"))  # import copies
-    assert check_store_consistent(store.root) == {"studies": 1, "series": 1, "instances": 3}
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
 
 
-def test_import_single_files_and_missing_paths(tmp_path):
-    store = Store(tmp_path / "store")
+def test_import_single_files_and_missing_paths(tmp_path, make_store):
+    store = make_store()
     [path] = write(series(1), tmp_path / "src")
     assert len(import_paths(store, [path], progress=False).stored) == 1
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         import_paths(store, [tmp_path / "missing"], progress=False)
 
 
-def test_import_every_pydicom_file(tmp_path):
-    store = Store(tmp_path / "store")
+def test_import_every_pydicom_file(make_store):
+    store = make_store()
     files = samples.pydicom_test_files()
     report = import_paths(store, files, progress=False)
     assert report.skipped == []
     assert len(report.stored) == len(files)
-    assert check_store_consistent(store.root)["instances"] == len(files)
+    assert check_store_consistent(store)["instances"] == len(files)
 
 
 def test_import_files_from_a_notebook(tmp_path, ct_series_files):

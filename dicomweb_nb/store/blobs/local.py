@@ -1,0 +1,138 @@
+"""Blobs as files in a local folder: ``{root}/{study}/{series}/{sop}.{token}.dcm``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from ...fileio import StoreModes
+from . import BlobStorage
+
+STAGING = ".tmp"  # uploads of the team store's processes, beside the blobs so that put() renames
+
+
+class LocalBlobs(BlobStorage):
+    def __init__(self, root: Path, *, modes: StoreModes):
+        self.root = Path(root).expanduser().resolve()
+        self.modes = modes
+        modes.make_dir(self.root)
+        self.url = str(self.root)
+        self._touched: dict[str, Path] = {}
+
+    def _path(self, key: str) -> Path:
+        if key.startswith(("/", ".")) or ".." in key.split("/"):
+            raise ValueError(f"not a blob key: {key!r}")
+        return self.root / key
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def staging_dir(self) -> Path | None:
+        return self.root / STAGING
+
+    def put(self, key: str, source: Path, *, move: bool) -> int:
+        final = self._path(key)
+        self.modes.make_dir(final.parent)
+        if move:
+            _fsync_file(source)  # a rewritten upload (no preamble) was never synced
+            self.modes.fix_file(source)
+            try:
+                os.replace(source, final)
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: the upload lives on another filesystem
+                    raise
+                _copy_durably(source, final, self.modes)
+        else:
+            _copy_durably(source, final, self.modes)
+        return final.stat().st_size
+
+    def sync(self, keys: Iterable[str]) -> None:
+        for directory in {self._path(k).parent for k in keys}:
+            _fsync_dir(directory)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        with open(self._path(key), "rb") as fp:
+            return os.pread(fp.fileno(), max(0, end - start), start)
+
+    def iter_range(self, key: str, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        with open(self._path(key), "rb") as fp:
+            fp.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                data = fp.read(min(chunk, remaining))
+                if not data:
+                    raise ConnectionError(f"{self._path(key)} is shorter than the index says")
+                remaining -= len(data)
+                yield data
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        # Empty series and study folders go too (rmdir refuses a folder that is not empty).
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self) -> Iterator[str]:
+        for dirpath, dirs, files in os.walk(self.root):
+            if dirpath == str(self.root):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith("."):
+                    yield os.path.relpath(os.path.join(dirpath, name), self.root).replace(os.sep, "/")
+
+    def remove_empty_dirs(self) -> None:
+        # Bottom-up; os.walk lists a folder's subfolders before they are removed, so ask rmdir itself.
+        for dirpath, _dirs, files in os.walk(self.root, topdown=False):
+            if dirpath != str(self.root) and not files and not os.path.basename(dirpath).startswith("."):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+
+
+def _copy_durably(src: Path, dst: Path, modes: StoreModes) -> None:
+    tmp = dst.with_name(dst.name + ".copying")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, modes.file_mode)
+    with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        modes.fix_fd(fout.fileno())
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dst)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

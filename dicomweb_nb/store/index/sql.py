@@ -1,0 +1,489 @@
+"""What SQLite and PostgreSQL share: the writes, the reads, the QIDO query's shape.
+
+SQL here uses ``?`` placeholders and no literal ``%`` or ``?`` (PostgreSQL's executor swaps
+``?`` for ``%s``). Each engine supplies connections and transactions, how a ``Match`` becomes a
+condition, and how concurrent writers are ordered (SQLite: one writer at a time; PostgreSQL:
+advisory locks on the UIDs a transaction touches).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from ...dicom.dicomjson import DicomJson, value_texts
+from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
+from ...dicom.tags import level_of, parse_tag, tag_hex
+from ..ingest import InstanceRecord
+from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS
+from . import DuplicatePolicy, Entry, Index, Row
+
+Execute = Callable[..., Any]  # ex(sql, params=()) -> cursor
+
+T_STUDY, T_SERIES, T_INSTANCE = "study", "series", "instance"
+ALIASES = {T_STUDY: "s", T_SERIES: "se", T_INSTANCE: "i"}
+LEVEL_RANK = {T_STUDY: 0, T_SERIES: 1, T_INSTANCE: 2}
+JSON_COLUMN = {T_STUDY: "study_json", T_SERIES: "series_json", T_INSTANCE: "metadata"}
+
+COMPUTED_MULTI = {parse_tag("ModalitiesInStudy"): "modalities", parse_tag("SOPClassesInStudy"): "sop_classes"}
+COMPUTED_COUNTS = {
+    parse_tag("NumberOfStudyRelatedSeries"): ("s", "num_series"),
+    parse_tag("NumberOfStudyRelatedInstances"): ("s", "num_instances"),
+    parse_tag("NumberOfSeriesRelatedInstances"): ("se", "num_instances"),
+}
+JOB_ACTIVE = ("Pending", "Running")
+
+
+@dataclass
+class Condition:
+    sql: str
+    params: list[Any] = field(default_factory=list)
+
+
+class SqlIndex(Index):
+    """The engine-independent part of an SQL index."""
+
+    nulls_first = ""  # PostgreSQL sorts NULL last unless told; SQLite first
+    series_number_order = "CAST(se.series_number AS INTEGER)"
+
+    # -- engine hooks ------------------------------------------------------------------------
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Execute]: ...
+
+    @abstractmethod
+    def _transact(self, work: Callable[[Execute], Any]) -> Any:
+        """Run ``work(ex)`` in one write transaction (retried by engines that can deadlock)."""
+
+    def _lock(self, ex: Execute, names: Iterable[str]) -> None:
+        """Order concurrent writers touching the same UIDs (no-op where writers are serial)."""
+
+    @abstractmethod
+    def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
+        """A condition on a column (``{a}.name``) or on the level's JSON, ``{a}`` the table alias."""
+
+    @abstractmethod
+    def _multi_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition: ...
+
+    @abstractmethod
+    def _count_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition: ...
+
+    def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _limit(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:
+        if limit is not None:
+            return " LIMIT ? OFFSET ?", [limit, offset]
+        if offset:
+            return " LIMIT -1 OFFSET ?", [offset]
+        return "", []
+
+    # -- writing -----------------------------------------------------------------------------
+    def add_intents(self, keys: Sequence[str], session: str) -> None:
+        now = time.time()
+        rows = ", ".join("(?, ?, ?)" for _ in keys)  # one statement: one round trip to a database server
+        self._transact(lambda ex: ex(f"INSERT INTO intents(key, session, created) VALUES {rows}",
+                                     [v for k in keys for v in (k, session, now)]))
+
+    def drop_intents(self, keys: Sequence[str], session: str) -> list[str]:
+        def work(ex: Execute) -> list[str]:
+            return [k for k in keys if ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (k, session)).fetchone()]
+        return self._transact(work)
+
+    def commit(self, entries: Sequence[Entry], policy: DuplicatePolicy, session: str, grace: float) -> list[str]:
+        def work(ex: Execute) -> list[str]:
+            now = time.time()
+            names = {e.record.sop_uid for e in entries} | {e.record.series_uid for e in entries} | {e.record.study_uid for e in entries}
+            self._lock(ex, names)
+            affected: set[tuple[str, str]] = set()
+            due_now: list[str] = []
+
+            def garbage(key: str, due: float) -> None:
+                ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, due))
+                if due <= now:
+                    due_now.append(key)
+
+            for entry in entries:
+                record = entry.record
+                mine = ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (entry.key, session)).fetchone()
+                if mine is None:
+                    entry.decision = "lost"  # a sweep took this process for dead and owns the blob now
+                    continue
+                old = ex("SELECT path, study_uid, series_uid FROM instances WHERE sop_uid=?", (record.sop_uid,)).fetchone()
+                if old is not None and policy in ("reject", "keep"):
+                    entry.decision = "duplicate" if policy == "reject" else "kept"
+                    garbage(entry.key, now)
+                    continue
+                self._upsert(ex, record, entry.key, entry.size, now)
+                if old is not None:
+                    entry.decision = "replaced"
+                    garbage(old["path"], now + grace)
+                    affected.add((old["study_uid"], old["series_uid"]))
+                else:
+                    entry.decision = "stored"
+                affected.add((record.study_uid, record.series_uid))
+            self._refresh_aggregates(ex, affected)
+            return due_now
+
+        try:
+            return self._transact(work)
+        except BaseException:
+            for entry in entries:
+                entry.decision = ""
+            raise
+
+    def _upsert(self, ex: Execute, record: InstanceRecord, key: str, size: int, now: float) -> None:
+        meta = record.metadata
+        study_cols = column_values(meta, T_STUDY)
+        study_json = json.dumps(record.level_json(T_STUDY), separators=(",", ":"), ensure_ascii=False)
+        upsert_row(ex, "studies", "study_uid", record.study_uid,
+                   {**study_cols, "study_json": study_json, "updated": now, **self._extra_columns(T_STUDY, record, study_cols)})
+        series_cols = column_values(meta, T_SERIES)
+        series_json = json.dumps(record.level_json(T_SERIES), separators=(",", ":"), ensure_ascii=False)
+        upsert_row(ex, "series", "series_uid", record.series_uid,
+                   {**series_cols, "study_uid": record.study_uid, "series_json": series_json, "updated": now,
+                    **self._extra_columns(T_SERIES, record, series_cols)})
+        inst_cols = column_values(meta, T_INSTANCE)
+        inst_cols.pop("sop_uid", None)
+        number = inst_cols.get("instance_number")
+        upsert_row(ex, "instances", "sop_uid", record.sop_uid, {
+            **inst_cols,
+            "sop_class_uid": record.sop_class_uid,
+            "series_uid": record.series_uid,
+            "study_uid": record.study_uid,
+            "instance_number_int": int(number) if number and number.lstrip("-").isdigit() else None,
+            "number_of_frames": str(record.number_of_frames),
+            "transfer_syntax": record.transfer_syntax,
+            "path": key,
+            "size": size,
+            "metadata": record.metadata_text,
+            "frames": record.layout.to_json(),
+            "stored": now,
+            **self._extra_columns(T_INSTANCE, record, inst_cols),
+        })
+
+    def _refresh_aggregates(self, ex: Execute, affected: set[tuple[str, str]]) -> None:
+        for series_uid in sorted({s for _, s in affected}):
+            count = ex("SELECT COUNT(*) FROM instances WHERE series_uid=?", (series_uid,)).fetchone()[0]
+            if count:
+                ex("UPDATE series SET num_instances=? WHERE series_uid=?", (count, series_uid))
+            else:
+                ex("DELETE FROM series WHERE series_uid=?", (series_uid,))
+        for study_uid in sorted({s for s, _ in affected}):
+            row = ex("SELECT COUNT(*), COUNT(DISTINCT series_uid) FROM instances WHERE study_uid=?", (study_uid,)).fetchone()
+            if not row[0]:
+                ex("DELETE FROM studies WHERE study_uid=?", (study_uid,))
+                continue
+            modalities = sorted({r[0] for r in ex("SELECT DISTINCT modality FROM series WHERE study_uid=? AND modality IS NOT NULL", (study_uid,))})
+            classes = sorted({r[0] for r in ex("SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid=?", (study_uid,))})
+            ex("UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
+               (row[0], row[1], _multi(modalities), _multi(classes), study_uid))
+
+    def delete(self, study_uid: str, series_uid: str | None, sop_uid: str | None, grace: float) -> tuple[int, list[str]]:
+        def work(ex: Execute) -> tuple[int, list[str]]:
+            now = time.time()
+            rows = self._select_instances(ex, study_uid, series_uid, sop_uid)
+            self._lock(ex, {r["sop_uid"] for r in rows} | {r["series_uid"] for r in rows} | {study_uid})
+            rows = self._select_instances(ex, study_uid, series_uid, sop_uid)  # as of the lock
+            for row in rows:
+                ex("DELETE FROM instances WHERE sop_uid=?", (row["sop_uid"],))
+                ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (row["path"], now + grace))
+            self._refresh_aggregates(ex, {(r["study_uid"], r["series_uid"]) for r in rows})
+            return len(rows), [r["path"] for r in rows] if grace <= 0 else []
+        return self._transact(work)
+
+    @abstractmethod
+    def known_sessions(self) -> list[str]:
+        """Sessions recorded as started (a killed process's stays until found dead)."""
+
+    def dead_intents(self) -> list[tuple[str, str]]:
+        with self._read() as ex:
+            rows = [(r[0], r[1]) for r in ex("SELECT key, session FROM intents")]
+        for session in self.known_sessions():
+            self.session_alive(session)  # forgets the session of a process found dead
+        alive: dict[str, bool] = {}
+        out = []
+        for key, session in rows:
+            if session not in alive:
+                alive[session] = self.session_alive(session)
+            if not alive[session]:
+                out.append((key, session))
+        return out
+
+    def claim_intent(self, key: str, session: str) -> bool:
+        return self._transact(lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone()
+                              is not None)
+
+    def due_garbage(self, now: float) -> list[str]:
+        with self._read() as ex:
+            return [r[0] for r in ex("SELECT key FROM garbage WHERE due <= ? ORDER BY due", (now,))]
+
+    def forget_garbage(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self._transact(lambda ex: [ex("DELETE FROM garbage WHERE key=?", (k,)) for k in keys])
+
+    def intent_keys(self) -> set[str]:
+        with self._read() as ex:
+            return {r[0] for r in ex("SELECT key FROM intents")}
+
+    def indexed_keys(self) -> set[str]:
+        with self._read() as ex:
+            return {r[0] for r in ex("SELECT path FROM instances")}
+
+    def drop_rows_of_keys(self, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+
+        def work(ex: Execute) -> int:
+            affected = set()
+            removed = 0
+            for key in keys:
+                row = ex("DELETE FROM instances WHERE path=? RETURNING study_uid, series_uid", (key,)).fetchone()
+                if row is not None:
+                    affected.add((row["study_uid"], row["series_uid"]))
+                    removed += 1
+            self._refresh_aggregates(ex, affected)
+            return removed
+        return self._transact(work)
+
+    def exists(self, sop_uid: str) -> bool:
+        with self._read() as ex:
+            return ex("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone() is not None
+
+    # -- reading -----------------------------------------------------------------------------
+    def _select_instances(self, ex: Execute, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> list[Row]:
+        where, params = [], []
+        for column, value in (("i.study_uid", study_uid), ("i.series_uid", series_uid), ("i.sop_uid", sop_uid)):
+            if value is not None:
+                where.append(f"{column}=?")
+                params.append(value)
+        sql = (
+            "SELECT i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, i.metadata, "
+            "i.frames, i.number_of_frames, i.stored FROM instances i JOIN series se ON se.series_uid=i.series_uid"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY i.study_uid, {self.series_number_order}{self.nulls_first}, se.id,"
+              f" i.instance_number_int{self.nulls_first}, i.id"
+        )
+        return ex(sql, params).fetchall()
+
+    def instances(self, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> list[Row]:
+        with self._read() as ex:
+            return self._select_instances(ex, study_uid, series_uid, sop_uid)
+
+    def not_found_message(self, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> str:
+        with self._read() as ex:
+            if study_uid and not ex("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone():
+                return f"study {study_uid} is not in this store"
+            if series_uid:
+                row = ex("SELECT study_uid FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+                if row is None:
+                    return f"series {series_uid} is not in this store"
+                if study_uid and row[0] != study_uid:
+                    return f"series {series_uid} belongs to study {row[0]}, not to study {study_uid}"
+            if sop_uid:
+                row = ex("SELECT study_uid, series_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+                if row is None:
+                    return f"instance {sop_uid} is not in this store"
+                return f"instance {sop_uid} belongs to study {row[0]} / series {row[1]}, not to the one in the URL"
+        return "no matching instances in this store"
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as ex:
+            return {table: ex(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("studies", "series", "instances")}
+
+    def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
+               pn_case_insensitive: bool) -> tuple[list[Row], bool]:
+        level = query.level
+        conditions: list[Condition] = []
+        if study_uid is not None:
+            conditions.append(Condition("s.study_uid = ?", [study_uid]))
+        if series_uid is not None:
+            conditions.append(Condition("se.series_uid = ?", [series_uid]))
+        for match in query.matches:
+            if match.kind != "universal":
+                conditions.append(self._condition(match, level, pn_case_insensitive, query.fuzzy))
+        series_order = f"{self.series_number_order}{self.nulls_first}, se.id"
+        if level == T_STUDY:
+            sql, order = "SELECT s.* FROM studies s", " ORDER BY s.id"
+        elif level == T_SERIES:
+            sql = ("SELECT se.*, s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
+                   "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
+            order = f" ORDER BY s.id, {series_order}"
+        else:
+            sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, se.num_instances AS series_num_instances, "
+                   "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
+                   "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid")
+            order = f" ORDER BY s.id, {series_order}, i.instance_number_int{self.nulls_first}, i.id"
+        params: list[Any] = []
+        if conditions:
+            sql += " WHERE " + " AND ".join(f"({c.sql})" for c in conditions)
+            for c in conditions:
+                params.extend(c.params)
+        sql += order
+        tail, tail_params = self._limit(limit + 1 if limit is not None else None, query.offset)
+        sql += tail
+        params += tail_params
+        with self._read() as ex:
+            rows = ex(sql, params).fetchall()
+        truncated = limit is not None and len(rows) > limit
+        return (rows[:limit] if truncated else rows), truncated
+
+    def _condition(self, match: Match, level: str, ci: bool, fuzzy: bool) -> Condition:
+        tag = match.path[0]
+        rank = LEVEL_RANK[level]
+        if len(match.path) == 1 and tag in COLUMNS_BY_TAG:
+            col = COLUMNS_BY_TAG[tag]
+            return scoped(self._match_condition(match, f"{{a}}.{col.column}", col.level, ci, fuzzy), col.level, rank)
+        if len(match.path) == 1 and tag in COMPUTED_MULTI:
+            return self._multi_condition(f"s.{COMPUTED_MULTI[tag]}", match, ci, fuzzy)
+        if len(match.path) == 1 and tag in COMPUTED_COUNTS:
+            alias, column = COMPUTED_COUNTS[tag]
+            if alias == "se" and rank < 1:
+                return scoped(self._count_condition(f"{{a}}.{column}", match, ci, fuzzy), T_SERIES, rank)
+            return self._count_condition(f"{alias}.{column}", match, ci, fuzzy)
+        attr_level = level_of(tag)
+        return scoped(self._match_condition(match, None, attr_level, ci, fuzzy), attr_level, rank)
+
+    def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None:
+        with self._read() as ex:
+            if study_uid is not None:
+                r = ex("SELECT metadata FROM instances WHERE study_uid=? ORDER BY id DESC LIMIT 1", (study_uid,)).fetchone()
+            else:
+                r = ex("SELECT metadata FROM instances WHERE series_uid=? ORDER BY id DESC LIMIT 1", (series_uid,)).fetchone()
+        return r[0] if r else None
+
+    # -- jobs and servers --------------------------------------------------------------------
+    def load_jobs(self) -> dict[str, dict[str, Any]]:
+        with self._read() as ex:
+            rows = ex("SELECT id, definition, state, owner FROM jobs").fetchall()
+        out = {}
+        for row in rows:
+            record = json.loads(row[1])
+            if row[2] and row[2] != record.get("state") and record.get("state") in JOB_ACTIVE:
+                record["state"] = row[2]  # claimed or ended by another process since the record was written
+            out[row[0]] = record
+        return out
+
+    def save_job(self, job_id: str, record: dict[str, Any] | None) -> None:
+        def work(ex: Execute) -> None:
+            if record is None:
+                ex("DELETE FROM jobs WHERE id=?", (job_id,))
+                return
+            owner = (record.get("owner") or {}).get("session")
+            ex("INSERT INTO jobs(id, definition, updated, state, owner) VALUES (?, ?, ?, ?, ?) "
+               "ON CONFLICT(id) DO UPDATE SET definition=excluded.definition, updated=excluded.updated, "
+               "state=excluded.state, owner=excluded.owner",
+               (job_id, json.dumps(record), time.time(), record.get("state"), owner))
+        self._transact(work)
+
+    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str) -> bool:
+        placeholders = ", ".join("?" for _ in from_states)
+        return self._transact(lambda ex: ex(
+            f"UPDATE jobs SET state=?, owner=?, updated=? WHERE id=? AND state IN ({placeholders}) RETURNING id",
+            (to_state, session, time.time(), job_id, *from_states)).fetchone() is not None)
+
+    def request_job_cancel(self, job_id: str) -> bool:
+        return self._transact(lambda ex: ex("UPDATE jobs SET cancel=1 WHERE id=? RETURNING id", (job_id,)).fetchone() is not None)
+
+    def job_cancel_requested(self, job_id: str) -> bool:
+        with self._read() as ex:
+            row = ex("SELECT cancel FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def load_servers(self) -> dict[str, dict[str, Any]]:
+        with self._read() as ex:
+            return {r[0]: json.loads(r[1]) for r in ex("SELECT name, definition FROM servers ORDER BY name")}
+
+    def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
+        def work(ex: Execute) -> None:
+            if definition is None:
+                ex("DELETE FROM servers WHERE name=?", (name,))
+            else:
+                ex("INSERT INTO servers(name, definition, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                   "SET definition=excluded.definition, updated=excluded.updated", (name, json.dumps(definition), time.time()))
+        self._transact(work)
+
+
+def range_condition(column: str, match: Match) -> Condition:
+    """A date/time range on a column of normalised values (both engines compare them bytewise)."""
+    parts, params = [f"{column} IS NOT NULL"], []
+    if match.low is not None:
+        parts.append(f"{column} >= ?")
+        params.append(match.low)
+    if match.high is not None:
+        parts.append(f"{column} <= ?")
+        params.append(match.high)
+    return Condition(" AND ".join(parts), params)
+
+
+def scoped(cond: Condition, attr_level: str, query_rank: int) -> Condition:
+    """Place a condition on a table of the query, or in an EXISTS over a lower level."""
+    attr_rank = LEVEL_RANK[attr_level]
+    if attr_rank <= query_rank:
+        return Condition(cond.sql.replace("{a}", ALIASES[attr_level]), cond.params)
+    # A lower-level attribute in a higher-level query: some child must match.
+    if attr_level == T_SERIES:
+        sub = f"EXISTS (SELECT 1 FROM series se2 WHERE se2.study_uid = s.study_uid AND {cond.sql.replace('{a}', 'se2')})"
+    else:
+        parent = "i2.study_uid = s.study_uid" if query_rank == 0 else "i2.series_uid = se.series_uid"
+        sub = f"EXISTS (SELECT 1 FROM instances i2 WHERE {parent} AND {cond.sql.replace('{a}', 'i2')})"
+    return Condition(sub, cond.params)
+
+
+def column_values(meta: DicomJson, level: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for col in INDEXED_COLUMNS:
+        if col.level != level or col.column in ("study_uid", "series_uid"):
+            continue
+        out[col.column] = matchable(meta.get(tag_hex(col.tag)))
+    return out
+
+
+def matchable(elem: dict[str, Any] | None) -> str | None:
+    """The first value of an element in the form QIDO matching compares."""
+    texts = value_texts(elem)
+    if not texts or texts[0] == "":
+        return None
+    vr = elem.get("vr") if elem else None
+    text = texts[0]
+    if vr in ("DA", "TM", "DT"):
+        return normalize_temporal(vr, text) or text
+    if vr in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"):
+        try:
+            return _canonical_number(text)
+        except ValueError:
+            return text
+    return text.strip()
+
+
+def sqlite_integer(text: str | None) -> int | None:
+    """An integer column value as SQLite's ``CAST(text AS INTEGER)`` gives it (leading digits, else 0)."""
+    if text is None:
+        return None
+    digits = ""
+    stripped = text.strip()
+    for i, ch in enumerate(stripped):
+        if ch.isdigit() or (i == 0 and ch in "+-"):
+            digits += ch
+        else:
+            break
+    try:
+        return int(digits)
+    except ValueError:
+        return 0
+
+
+def _multi(values: list[str]) -> str | None:
+    return "\\" + "\\".join(values) + "\\" if values else None
+
+
+def upsert_row(ex: Execute, table: str, key: str, uid: str, values: dict[str, Any]) -> None:
+    columns = list(values)
+    assignments = ", ".join(f"{c}=excluded.{c}" for c in columns)
+    ex(f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))}) "
+       f"ON CONFLICT({key}) DO UPDATE SET {assignments}", [uid, *values.values()])
