@@ -28,3 +28,17 @@ def pytest_collection_modifyitems(config, items):
         for marker, fixtures in PEER_FIXTURES.items():
             if used & fixtures and item.get_closest_marker(marker) is None:
                 item.add_marker(getattr(pytest.mark, marker))
+    # A test parametrized over servers ("ours" / "orthanc") and over our store backends runs its
+    # Orthanc case once: Orthanc does not depend on our store backend.
+    from tests.fixtures.backends import BACKENDS
+
+    repeated = [item for item in items if _orthanc_on_another_backend(item, BACKENDS[0])]
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
+        items[:] = [item for item in items if item not in repeated]
+
+
+def _orthanc_on_another_backend(item, default_backend: str) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    backend = params.get("store_backend")
+    return backend not in (None, default_backend) and "orthanc" in params.values()

@@ -67,7 +67,7 @@ def lazy_orthanc(orthanc, lazy_data):
 
 
 @pytest.fixture(params=SOURCES)
-def lazy_client(request, lazy_data):
+def lazy_client(request, lazy_data, store_backend):
     """A Client of each source holding ``lazy_data``."""
     if request.param == "ours":
         server = request.getfixturevalue("lazy_ours")

@@ -19,7 +19,7 @@ from tests.fixtures.deid import check_profile, identified_dataset, leftover_iden
 
 
 @pytest.fixture(scope="module", params=["ours", "orthanc"])
-def pacs(request):
+def pacs(request, store_backend):
     server = request.getfixturevalue("our_server" if request.param == "ours" else "orthanc")
     with dw.connect(server.dicomweb_url, progress=False) as client:
         yield client

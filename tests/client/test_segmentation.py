@@ -34,7 +34,7 @@ def _patient_point(k: float, r: float, c: float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module", params=["ours", "orthanc"])
-def pacs(request):
+def pacs(request, store_backend):
     server = request.getfixturevalue("our_server" if request.param == "ours" else "orthanc")
     with dw.connect(server.dicomweb_url, progress=False) as client:
         client.kind = request.param
