@@ -13,8 +13,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..dicom.dicomjson import PIXEL_DATA_TAGS, little_endian_value
-from .ingest import BIG_ENDIAN
 from .blobs import CHUNK
+from .ingest import BIG_ENDIAN
 from .store import InstanceRow, NotFoundError
 
 
@@ -44,6 +44,10 @@ def read_stored_frame(row: InstanceRow, index: int) -> bytes:
     start, end = fragments[0][0], fragments[-1][0] + fragments[-1][1]
     span = row.blob.read(start, end)
     return b"".join(span[offset - start:offset - start + length] for offset, length in fragments)
+
+
+def is_big_endian(row: InstanceRow) -> bool:
+    return row.transfer_syntax == BIG_ENDIAN
 
 
 def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Dataset:

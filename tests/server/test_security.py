@@ -207,7 +207,16 @@ def server_under_umask_022(request, tmp_path):
     server.stop()
 
 
-def test_what_the_server_stores_is_owner_only_under_umask_022(server_under_umask_022, our_server):
+# What a server's store folder holds on each backend (a team store keeps its index in PostgreSQL,
+# its servers in the index, and on S3 its blobs in the bucket).
+_STORE_FOLDER_HOLDS = {
+    "sqlite-local": ({"index.sqlite", "index.sqlite-wal", "servers.json", "files", "tmp"}, 4),
+    "pg-local": ({"team-store.json", "files"}, 4),
+    "pg-s3": ({"team-store.json"}, 0),
+}
+
+
+def test_what_the_server_stores_is_owner_only_under_umask_022(server_under_umask_022, our_server, store_backend):
     server = server_under_umask_022
     assert stow(server, multipart_body([samples.dataset_bytes(ds) for ds in small_series(2)])).status_code == 200
     remote = small_series(2)  # on another server, retrieved through the proxy
@@ -219,8 +228,9 @@ def test_what_the_server_stores_is_owner_only_under_umask_022(server_under_umask
     assert retrieved.status_code == 200, retrieved.text
     store = server.store_dir
     everything = [store, *store.rglob("*")]
-    assert {p.name for p in everything} >= {"index.sqlite", "index.sqlite-wal", "servers.json", "files", "tmp"}
-    assert sum(p.suffix == ".dcm" for p in everything) == 4
+    names, instances = _STORE_FOLDER_HOLDS[store_backend.name]
+    assert {p.name for p in everything} >= names
+    assert sum(p.suffix == ".dcm" for p in everything) == instances
     loose = {str(p.relative_to(store.parent)): oct(stat.S_IMODE(p.stat().st_mode)) for p in everything
              if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)}
     assert loose == {}

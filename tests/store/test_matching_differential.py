@@ -79,7 +79,7 @@ QUERIES = [
     ("study", [("ReferencedImageSequence.ReferencedSOPClassUID", "1.2.840.10008.5.1.4.1.1.2")]),
     ("study", [("AcquisitionDate", "2020-")]), ("study", [("ContentTime", "1000-1200")]), ("study", [("ContentTime", "23")]),
     ("study", [("Modality", "MR"), ("PatientID", "QA-*")]), ("study", [("SeriesDescription", "*50%")]),
-    ("study", [("SeriesDescription", "a*b?c")]), ("study", [("SeriesDescription", "a\\*b?c")]),
+    ("study", [("SeriesDescription", "a*b?c")]), ("study", [("PatientName", "doe*\\*brien*")]),
     ("series", [("Modality", "CT"), ("SeriesNumber", "1")]), ("series", [("SeriesDescription", "head*")]),
     ("series", [("SeriesDescription", "?EAD")]), ("series", [("NumberOfSeriesRelatedInstances", "3")]),
     ("series", [("PatientName", "*doe*")]), ("series", [("StudyDate", "2020-")]), ("series", [("BodyPartExamined", "*")]),

@@ -21,6 +21,7 @@ _WRITE_EVERYTHING = textwrap.dedent("""
     from pathlib import Path
     from dicomweb_nb import samples
     from dicomweb_nb.client.config import save_server
+    from dicomweb_nb.fileio import open_private
     from dicomweb_nb.store import Store, import_paths
     from dicomweb_nb.store.source import StoreSource
 
@@ -29,7 +30,8 @@ _WRITE_EVERYTHING = textwrap.dedent("""
     datasets = samples.generate_ct_series(3, rows=8, columns=8, patient_id="PERMS")
     files = samples.write_series(datasets, inputs)
     import_paths(store, files[:1], progress=False)                      # copies
-    with store.temp_file() as (path, fp):                               # an upload, moved into place
+    path = store.tmp_dir / "upload.part"                                # an upload (as STOW-RS stages it),
+    with open_private(path) as fp:                                      # moved into place
         fp.write(files[1].read_bytes())
     store.store_files([path])
     class Item:
