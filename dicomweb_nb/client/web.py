@@ -304,6 +304,42 @@ class WebSource:
                                           params=dict(params) or {"viewport": "128,128"})
         return RenderedImage(response.content, _main_type(response.headers.get("Content-Type")) or media_type)
 
+    # -- delete and the change feed (client.workflow) ----------------------------------------
+    def delete_resource(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        """``DELETE`` a study, series or instance (as Azure's DICOM service and dcm4chee have it)."""
+        self.http.request("DELETE", self.http.url(*_resource_segments(study, series, instance)))
+        from .cache import frame_cache
+
+        cache = frame_cache()
+        if cache is not None:
+            cache.forget(self.url, study, series, instance)
+
+    def change_feed(self, *, offset: int = 0, limit: int = 100, start: str | None = None, end: str | None = None,
+                    include_metadata: bool = False) -> list[dict[str, Any]]:
+        """One page of ``{root}/changefeed`` (Azure's version 2 parameters)."""
+        params = [("offset", str(offset)), ("limit", str(limit)), ("includeMetadata", "true" if include_metadata else "false")]
+        params += [(name, value) for name, value in (("startTime", start), ("endTime", end)) if value]
+        url = self.http.url("changefeed", query=params)
+        response = self.http.get_content(url, accept="application/json")
+        try:
+            page = response.json()
+        except ValueError as exc:
+            raise InvalidResponse(f"GET {url}: the change feed answer is not JSON", status=response.status_code, url=url) from exc
+        if not isinstance(page, list):
+            raise InvalidResponse(f"GET {url}: expected a JSON array of change-feed entries", status=response.status_code, url=url)
+        return page
+
+    def latest_change(self) -> dict[str, Any] | None:
+        """``{root}/changefeed/latest`` without metadata; None when the feed is empty."""
+        url = self.http.url("changefeed", "latest", query=[("includeMetadata", "false")])
+        response = self.http.get_content(url, accept="application/json")
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise InvalidResponse(f"GET {url}: the change feed answer is not JSON", status=response.status_code, url=url) from exc
+
     # -- STOW-RS ------------------------------------------------------------------------------
     def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,
                         on_sent: Callable[[StowItem], None] | None = None) -> DicomJson:

@@ -11,7 +11,9 @@ only in types (``TEXT COLLATE "C"`` so PostgreSQL compares bytes like SQLite, id
 JSONB) and in PostgreSQL's extra columns for matching and ordering.
 
 Schema versions: 1 is the first release's SQLite index; 2 adds write intents, garbage, the
-servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place).
+servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place); 3 adds the
+change feed (``changes``: one row per instance created or deleted, in one order; a store of an
+older version gets a ``create`` entry per instance it holds, see ``index.changes``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Dialect = Literal["sqlite", "postgresql"]
 
 
@@ -137,6 +139,10 @@ CREATE TABLE IF NOT EXISTS intents (key {text} PRIMARY KEY, session {text} NOT N
 CREATE INDEX IF NOT EXISTS intents_session ON intents(session);
 CREATE TABLE IF NOT EXISTS garbage (key {text} PRIMARY KEY, due {t['real']} NOT NULL);
 CREATE TABLE IF NOT EXISTS servers (name {text} PRIMARY KEY, definition TEXT NOT NULL, updated {t['real']} NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (seq {t['int']} PRIMARY KEY, recorded {t['int']} NOT NULL, action {text} NOT NULL,
+    study_uid {text} NOT NULL, series_uid {text} NOT NULL, sop_uid {text} NOT NULL, state {text} NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_sop ON changes(sop_uid);
+CREATE INDEX IF NOT EXISTS changes_recorded ON changes(recorded, seq);
 """
     if pg:
         statements += """
@@ -164,3 +170,7 @@ def migrate_sqlite(conn, version: int) -> None:
             if name not in columns:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         conn.execute("UPDATE jobs SET state = json_extract(definition, '$.state') WHERE state IS NULL")
+    if version < 3:
+        from .index.changes import record_existing_instances
+
+        record_existing_instances(conn.execute)

@@ -34,12 +34,13 @@ from ..blobs import redact_text, redact_url
 from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
 from . import SchemaTooNew
-from . import matchdoc
+from . import changes, matchdoc
 from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
 _SCHEMA_LOCK = 0x64776E62  # advisory lock serialising schema creation ("dwnb")
+_CHANGES_LOCK = 0x64776366  # advisory lock held from appending change-feed entries to the commit ("dwcf")
 _RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -138,7 +139,9 @@ class PostgresIndex(SqlIndex):
                     return
                 for statement in statements(ddl("postgresql")):
                     conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
+                # Version 2 is the first PostgreSQL schema; the DDL above made the tables of later ones.
+                if version is not None and version < 3:
+                    changes.record_existing_instances(ex)
                 ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                    (str(SCHEMA_VERSION),))
 
@@ -164,6 +167,9 @@ class PostgresIndex(SqlIndex):
         keys = sorted({_lock_key(n) for n in names})
         if keys:
             ex("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS t(k)", (keys,))
+
+    def _lock_changes(self, ex: Execute) -> None:
+        ex("SELECT pg_advisory_xact_lock(?)", (_CHANGES_LOCK,))
 
     def close(self) -> None:
         with self._session_lock:

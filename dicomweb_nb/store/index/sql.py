@@ -20,7 +20,7 @@ from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
 from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS
-from . import DuplicatePolicy, Entry, Index, Row
+from . import DuplicatePolicy, Entry, Index, Row, changes
 
 Execute = Callable[..., Any]  # ex(sql, params=()) -> cursor
 
@@ -61,6 +61,17 @@ class SqlIndex(Index):
     def _lock(self, ex: Execute, names: Iterable[str]) -> None:
         """Order concurrent writers touching the same UIDs (no-op where writers are serial)."""
 
+    def _lock_changes(self, ex: Execute) -> None:
+        """Held from appending change-feed entries to the commit, so sequences follow commit order
+        (no-op where writers are serial). Taken last in a transaction: no one waits for another lock
+        while holding it."""
+
+    def _record_changes(self, ex: Execute, *, created: Sequence[changes.Uids] = (),
+                        deleted: Sequence[changes.Uids] = ()) -> None:
+        if created or deleted:
+            self._lock_changes(ex)
+            changes.record(ex, created=created, deleted=deleted)
+
     @abstractmethod
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         """A condition on a column (``{a}.name``) or on the level's JSON, ``{a}`` the table alias."""
@@ -100,6 +111,7 @@ class SqlIndex(Index):
             self._lock(ex, names)
             affected: set[tuple[str, str]] = set()
             due_now: list[str] = []
+            created: list[changes.Uids] = []
 
             def garbage(key: str, due: float) -> None:
                 ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, due))
@@ -125,7 +137,9 @@ class SqlIndex(Index):
                 else:
                     entry.decision = "stored"
                 affected.add((record.study_uid, record.series_uid))
+                created.append((record.study_uid, record.series_uid, record.sop_uid))
             self._refresh_aggregates(ex, affected)
+            self._record_changes(ex, created=created)
             return due_now
 
         try:
@@ -192,6 +206,7 @@ class SqlIndex(Index):
                 ex("DELETE FROM instances WHERE sop_uid=?", (row["sop_uid"],))
                 ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (row["path"], now + grace))
             self._refresh_aggregates(ex, {(r["study_uid"], r["series_uid"]) for r in rows})
+            self._record_changes(ex, deleted=changes.uids_of(rows))
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
@@ -241,14 +256,15 @@ class SqlIndex(Index):
 
         def work(ex: Execute) -> int:
             affected = set()
-            removed = 0
+            gone: list[changes.Uids] = []
             for key in keys:
-                row = ex("DELETE FROM instances WHERE path=? RETURNING study_uid, series_uid", (key,)).fetchone()
+                row = ex("DELETE FROM instances WHERE path=? RETURNING study_uid, series_uid, sop_uid", (key,)).fetchone()
                 if row is not None:
                     affected.add((row["study_uid"], row["series_uid"]))
-                    removed += 1
+                    gone.append((row["study_uid"], row["series_uid"], row["sop_uid"]))
             self._refresh_aggregates(ex, affected)
-            return removed
+            self._record_changes(ex, deleted=gone)
+            return len(gone)
         return self._transact(work)
 
     def exists(self, sop_uid: str) -> bool:
@@ -295,6 +311,26 @@ class SqlIndex(Index):
     def counts(self) -> dict[str, int]:
         with self._read() as ex:
             return {table: ex(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("studies", "series", "instances")}
+
+    def usage(self) -> dict[str, Any]:
+        """What the store holds (studies, series, instances, bytes of the instances) and its jobs by state."""
+        with self._read() as ex:
+            out: dict[str, Any] = {table: ex(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                                   for table in ("studies", "series", "instances")}
+            out["bytes"] = int(ex("SELECT COALESCE(SUM(size), 0) FROM instances").fetchone()[0])
+            out["jobs"] = {r[0] or "": int(r[1]) for r in ex("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+        return out
+
+    # -- the change feed (index.changes) ----------------------------------------------------------
+    def changes(self, *, start: int | None = None, end: int | None = None, offset: int = 0, limit: int = 100,
+                after: int | None = None, include_metadata: bool = True) -> list[Row]:
+        with self._read() as ex:
+            return changes.select(ex, start=start, end=end, offset=offset, limit=limit, after=after,
+                                  include_metadata=include_metadata)
+
+    def latest_change(self, *, include_metadata: bool = True) -> Row | None:
+        with self._read() as ex:
+            return changes.latest(ex, include_metadata=include_metadata)
 
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
