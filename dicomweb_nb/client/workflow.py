@@ -11,6 +11,7 @@ or deleted (earlier entries of the instance become ``deleted``), numbered by ``S
 
 from __future__ import annotations
 
+import numbers
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -74,10 +75,12 @@ def read_changes(source: Any, *, since: int | None = None, start: Any = None, en
     feed = getattr(source, "change_feed", None)
     if feed is None:
         raise DicomWebError(f"{type(source).__name__} has no change feed")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, numbers.Integral) or since < 0):
         raise ValueError(f"since must be the Sequence of an entry (an integer >= 0), not {since!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
         raise ValueError(f"limit must be a positive number of entries, not {limit!r}")
+    since = int(since) if since is not None else None
+    limit = int(limit) if limit is not None else None
     start_text, end_text = _time(start, "start"), _time(end, "end")
     entries: list[dict[str, Any]] = []
     # Sequences start at 1 with no gaps on our server, so skipping ``since`` entries of the feed

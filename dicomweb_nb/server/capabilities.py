@@ -73,7 +73,7 @@ def _qido_keys() -> tuple[str, ...]:
             "{attributeID}")
 
 
-_RETRIEVE = dict(service="WADO-RS", produces=(_DICOM_MULTIPART, mt.DICOM, mt.ZIP), transfer_syntaxes=True)
+_RETRIEVE = dict(service="WADO-RS", produces=(_DICOM_MULTIPART, mt.ZIP), transfer_syntaxes=True)
 _METADATA = dict(service="WADO-RS", produces=(mt.DICOM_JSON, mt.JSON, _XML_MULTIPART), query=tuple(sorted(qp.METADATA)))
 _RENDERED = dict(produces=tuple(RENDERED_MEDIA_TYPES), query=tuple(sorted(qp.RENDERED)))
 _DELETE = dict(service="delete", produces=(), status=204)
@@ -93,7 +93,7 @@ TRANSACTIONS: dict[str, dict[str, Transaction]] = {
         "DELETE": Transaction("DeleteStudy", **_DELETE),
     },
     "SeriesHandler": {"GET": Transaction("RetrieveSeries", **_RETRIEVE), "DELETE": Transaction("DeleteSeries", **_DELETE)},
-    "InstanceHandler": {"GET": Transaction("RetrieveInstance", **_RETRIEVE),
+    "InstanceHandler": {"GET": Transaction("RetrieveInstance", **{**_RETRIEVE, "produces": (_DICOM_MULTIPART, mt.DICOM, mt.ZIP)}),
                         "DELETE": Transaction("DeleteInstance", **_DELETE)},
     "MetadataHandler": {"GET": Transaction("Retrieve{Level}Metadata", **_METADATA)},
     "RenderedHandler": {"GET": Transaction("Retrieve{Level}{Kind}", service="{kind}", **_RENDERED)},
@@ -101,7 +101,7 @@ TRANSACTIONS: dict[str, dict[str, Transaction]] = {
                                          transfer_syntaxes=True)},
     "BulkDataHandler": {"GET": Transaction("RetrieveBulkdata", "WADO-RS", (mt.OCTET_STREAM, _OCTET_MULTIPART),
                                            query=tuple(sorted(qp.BULKDATA)))},
-    "ResourceBulkDataHandler": {"GET": Transaction("Retrieve{Level}Bulkdata", "WADO-RS", (_OCTET_MULTIPART, *_FRAME_TYPES),
+    "ResourceBulkDataHandler": {"GET": Transaction("Retrieve{Level}Bulkdata", "WADO-RS", (_OCTET_MULTIPART,),
                                                    query=tuple(sorted(qp.BULKDATA)), transfer_syntaxes=True)},
     "WadoUriHandler": {"GET": Transaction("RetrieveWadoUri", "WADO-URI", (mt.DICOM, "image/jpeg", "image/png", "image/gif"),
                                           query=tuple(sorted(qp.WADO_URI)))},
@@ -196,10 +196,13 @@ def describe(handler: type, method: str, path: list[str]) -> Transaction:
     scoped = [_LEVELS[path[i - 1]] for i, s in enumerate(path) if s.startswith("{") and path[i - 1] in _LEVELS]
     kind = "Thumbnail" if "thumbnail" in literals else "Rendered"
     target = {"studies": "Studies", "series": "Series", "instances": "Instances"}.get(literals[-1] if literals else "", "")
-    names = {"Level": scoped[-1] if scoped else "", "Kind": kind, "Search": "SearchFor" + "".join(scoped) + target}
+    level = "Frames" if "frames" in literals else scoped[-1] if scoped else ""
+    names = {"Level": level, "Kind": kind, "Search": "SearchFor" + "".join(scoped) + target}
+    produces = described.produces
+    if handler.__name__ == "RenderedHandler" and kind == "Rendered" and level in ("Study", "Series"):
+        produces = tuple(f'multipart/related; type="{t}"' for t in produces)  # one image per instance
     return Transaction(described.name.format(**names), described.service.replace("{kind}", kind.lower()),
-                       described.produces, described.consumes, described.query, described.status,
-                       described.transfer_syntaxes)
+                       produces, described.consumes, described.query, described.status, described.transfer_syntaxes)
 
 
 @lru_cache(maxsize=8)
