@@ -19,7 +19,7 @@ from ..dicom.mediatypes import (
     parse_media_type,
 )
 from ..dicom.multipart import new_boundary
-from ..errors import DicomWebError, DicomWebWarning, InvalidResponse
+from ..errors import DicomWebError, DicomWebWarning, InvalidResponse, NotFound
 from .http import HttpClient
 from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
@@ -320,7 +320,7 @@ class WebSource:
         params = [("offset", str(offset)), ("limit", str(limit)), ("includeMetadata", "true" if include_metadata else "false")]
         params += [(name, value) for name, value in (("startTime", start), ("endTime", end)) if value]
         url = self.http.url("changefeed", query=params)
-        response = self.http.get_content(url, accept="application/json")
+        response = self._feed_answer(url)
         try:
             page = response.json()
         except ValueError as exc:
@@ -332,13 +332,20 @@ class WebSource:
     def latest_change(self) -> dict[str, Any] | None:
         """``{root}/changefeed/latest`` without metadata; None when the feed is empty."""
         url = self.http.url("changefeed", "latest", query=[("includeMetadata", "false")])
-        response = self.http.get_content(url, accept="application/json")
+        response = self._feed_answer(url)
         if response.status_code == 204 or not response.content.strip():
             return None
         try:
             return response.json()
         except ValueError as exc:
             raise InvalidResponse(f"GET {url}: the change feed answer is not JSON", status=response.status_code, url=url) from exc
+
+    def _feed_answer(self, url: str) -> Any:
+        try:
+            return self.http.get_content(url, accept="application/json")
+        except NotFound as exc:
+            raise type(exc)(f"{self.url} has no change feed: GET {url} answered {exc.status}", status=exc.status, url=url,
+                            server_message=exc.server_message, method="GET") from None
 
     # -- STOW-RS ------------------------------------------------------------------------------
     def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,

@@ -12,7 +12,8 @@ the remote, and answers ``{}``. As in Orthanc the server's definition must say `
 (a 400 otherwise): deleting elsewhere is something its administrator allows per server.
 
 A remote that fails answers 502 (504 for a timeout) with ``RemoteStatus`` / ``RemoteMessage``, as the
-other proxy calls (``proxy.py``).
+other proxy calls (``proxy.py``); one that answers 404 (no such study, series or instance there) is a
+404 here too, as from Orthanc.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def simplified_match(match: Any) -> dict[str, Any]:
     return out
 
 
+def _failure(exc: DicomWebError, name: str, action: str) -> ProxyError:
+    failure = remote_failure(exc, name, action=action)
+    return ProxyError(404 if exc.status == 404 else failure.http_status, failure.message, **failure.extra)
+
+
 def _headers(body: dict[str, Any]) -> dict[str, str]:
     try:
         return check_header_map(body.get("HttpHeaders"))
@@ -84,8 +90,7 @@ class ServerQidoMixin(_ProxyBase):
         try:
             response = await self.in_proxy_pool(source.http.get_content, url, accept=accept, headers=headers)
         except DicomWebError as exc:
-            failure = remote_failure(exc, name, action="the QIDO-RS search")
-            raise ProxyError(failure.http_status, failure.message, **failure.extra) from None
+            raise _failure(exc, name, "the QIDO-RS search") from None
         if response.status_code == 204 or not response.content.strip():
             self.write_json([], 200, "application/json")
             return
@@ -116,8 +121,7 @@ class ServerDeleteMixin(_ProxyBase):
         try:
             await self.in_proxy_pool(source.http.request, "DELETE", url, headers=headers)
         except DicomWebError as exc:
-            failure = remote_failure(exc, name, action="the delete")
-            raise ProxyError(failure.http_status, failure.message, **failure.extra) from None
+            raise _failure(exc, name, "the delete") from None
         self.write_json({}, 200, "application/json")
 
     def _resource(self, body: dict[str, Any]) -> list[str]:
