@@ -119,13 +119,7 @@ class WebSource:
                     warnings.warn(f"{self.url}: {text}", DicomWebWarning, stacklevel=7)
             if response.status_code == 204 or not response.content.strip():
                 return [], more
-            try:
-                page = response.json()
-            except ValueError as exc:
-                raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
-            if not isinstance(page, list):
-                raise InvalidResponse(f"GET {url}: expected a JSON array of datasets", status=response.status_code, url=url)
-            return page, more
+            return _json_array(response, url, "datasets"), more
 
         everything = [*wire.supersets, *wire.exacts]
 
@@ -320,14 +314,7 @@ class WebSource:
         params = [("offset", str(offset)), ("limit", str(limit)), ("includeMetadata", "true" if include_metadata else "false")]
         params += [(name, value) for name, value in (("startTime", start), ("endTime", end)) if value]
         url = self.http.url("changefeed", query=params)
-        response = self._feed_answer(url)
-        try:
-            page = response.json()
-        except ValueError as exc:
-            raise InvalidResponse(f"GET {url}: the change feed answer is not JSON", status=response.status_code, url=url) from exc
-        if not isinstance(page, list):
-            raise InvalidResponse(f"GET {url}: expected a JSON array of change-feed entries", status=response.status_code, url=url)
-        return page
+        return _json_array(self._feed_answer(url), url, "change-feed entries")
 
     def latest_change(self) -> dict[str, Any] | None:
         """``{root}/changefeed/latest`` without metadata; None when the feed is empty."""
@@ -386,6 +373,17 @@ def _resource_segments(study: str, series: str | None, instance: str | None) -> 
             raise ValueError("an instance UID needs its series UID")
         segments += ["instances", instance]
     return segments
+
+
+def _json_array(response: Any, url: str, items: str) -> list[Any]:
+    """The JSON array an answer holds, or InvalidResponse saying what came instead."""
+    try:
+        value = response.json()
+    except ValueError as exc:
+        raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
+    if not isinstance(value, list):
+        raise InvalidResponse(f"GET {url}: expected a JSON array of {items}", status=response.status_code, url=url)
+    return value
 
 
 _WARNING_TEXT = re.compile(r'\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')

@@ -8,16 +8,13 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-import pytest
 import requests
 
-from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart
 from dicomweb_nb.server import standalone_handlers
 from dicomweb_nb.server.capabilities import served_methods
 from dicomweb_nb.server.routes import build_routes
 
-from .conftest import small_series, stow
+from .conftest import small_series, stow_datasets
 
 NS = "{http://wadl.dev.java.net/2009/02}"
 
@@ -85,8 +82,7 @@ def test_options_on_the_root_describes_every_route_and_nothing_else(server):
 
 def test_each_media_type_listed_for_a_resource_is_one_the_server_answers_with(server):
     datasets = small_series(2)
-    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(ds)) for ds in datasets])
-    assert stow(server, body, boundary=boundary).status_code == 200
+    stow_datasets(server, datasets)
     study, series, sop = (str(x) for x in (datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, datasets[0].SOPInstanceUID))
     described = walk(ET.fromstring(options(server).content).find(f"{NS}resources"))
     checked = 0

@@ -10,18 +10,9 @@ import time
 import pytest
 import requests
 
-from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart
-
-from .conftest import small_series, stow
+from .conftest import small_series, stow_datasets
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def stow_datasets(server, datasets) -> None:
-    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(ds)) for ds in datasets])
-    answer = stow(server, body, boundary=boundary)
-    assert answer.status_code == 200, answer.text
 
 
 def feed(server, path: str = "changefeed", **params) -> requests.Response:

@@ -14,19 +14,13 @@ import pytest
 import requests
 
 from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart, iter_parts
+from dicomweb_nb.dicom.multipart import iter_parts
 from dicomweb_nb.store.store import DELETED_BLOB_GRACE
 from tests.fixtures.consistency import check_store_consistent, open_for_checking
 
-from .conftest import qido, small_series, stow, unique_patient, value
+from .conftest import qido, small_series, stow_datasets, unique_patient, value
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def stow_datasets(server, datasets) -> None:
-    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(ds)) for ds in datasets])
-    answer = stow(server, body, boundary=boundary)
-    assert answer.status_code == 200, answer.text
 
 
 def two_series_study(patient: str):

@@ -10,11 +10,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from dicomweb_nb import samples
-from dicomweb_nb.dicom.multipart import encode_multipart
 from tests.fixtures.ourserver import start_standalone
 
-from .conftest import small_series, stow, unique_patient
+from .conftest import small_series, stow_datasets, unique_patient
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -41,12 +39,6 @@ def scrape_until(url: str, name: str, expected: list[float]) -> dict[tuple[str, 
             assert found == expected, (name, found)
             return now
         time.sleep(0.5)
-
-
-def stow_datasets(server, datasets) -> int:
-    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(ds)) for ds in datasets])
-    assert stow(server, body, boundary=boundary).status_code == 200
-    return len(body)
 
 
 def test_metrics_move_when_requests_are_made(fresh_server):

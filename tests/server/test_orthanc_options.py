@@ -18,7 +18,7 @@ from dicomweb_nb import samples
 from dicomweb_nb.dicom.multipart import encode_multipart
 from tests.fixtures.ourserver import start_jupyter, start_standalone
 
-from .conftest import small_series, stow, unique_patient
+from .conftest import small_series, stow, stow_datasets, unique_patient
 from .proxy_helpers import Api
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -81,8 +81,7 @@ def test_performance_logs_say_service_status_time_and_bytes(tmp_path):
     server = start_standalone(tmp_path, None, "-c", "enable_performance_logs=true")  # --quiet: warnings only, but these show
     try:
         datasets = small_series(2)
-        body, boundary = body_of(datasets)
-        assert stow(server, body, boundary=boundary).status_code == 200
+        sent = stow_datasets(server, datasets)
         study = datasets[0].StudyInstanceUID
         retrieved = requests.get(f"{server.dicomweb_url}/studies/{study}", timeout=30,
                                  headers={"Accept": 'multipart/related; type="application/dicom"'})
@@ -93,10 +92,10 @@ def test_performance_logs_say_service_status_time_and_bytes(tmp_path):
     log = server.log_text()
     stow_line = re.search(r"dicomweb_nb\.performance INFO STOW-RS: POST /dicom-web/studies 200, elapsed: (\d+) us, "
                           r"(\d+) bytes in, (\d+) bytes out, [\d.]+ Mbps", log)
-    assert stow_line and int(stow_line.group(1)) > 0 and int(stow_line.group(2)) == len(body), log[-2000:]
+    assert stow_line and int(stow_line.group(1)) > 0 and int(stow_line.group(2)) == sent, log[-2000:]
     retrieve_line = re.search(rf"WADO-RS: GET /dicom-web/studies/{study} 200, elapsed: \d+ us, 0 bytes in, (\d+) bytes out", log)
     assert retrieve_line and int(retrieve_line.group(1)) == len(retrieved.content)
-    assert re.search(rf"WADO-RS: GET /dicom-web/studies/1.2.3/metadata 404", log)
+    assert re.search(r"WADO-RS: GET /dicom-web/studies/1.2.3/metadata 404", log)
 
 
 def test_performance_logs_are_off_by_default(fresh_server):
@@ -121,8 +120,7 @@ def test_other_binary_mode(tmp_path, mode):
     server = start_standalone(tmp_path, None, "-c", f"other_binary_mode={mode}")
     try:
         ds = _with_binary_values(unique_patient("BIN"))
-        body, boundary = body_of([ds])
-        assert stow(server, body, boundary=boundary).status_code == 200
+        stow_datasets(server, [ds])
         url = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
         [meta] = requests.get(url + "/metadata", timeout=30).json()
         [series_meta] = requests.get(url.rsplit("/instances/", 1)[0] + "/metadata", timeout=30).json()
