@@ -8,6 +8,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
 import requests
 
 from dicomweb_nb.server import standalone_handlers
@@ -156,3 +157,38 @@ def test_the_json_form_is_the_same_tree(server):
 
     [resources] = json.loads(options(server, Accept="application/json").content)["application"]["resources"]
     assert walk_json(resources) == set(xml)
+
+
+@pytest.mark.parametrize("mount", ["standalone", "jupyter"])
+def test_a_cors_preflight_gets_the_cors_answer_and_no_capabilities(tmp_path, mount):
+    """OPTIONS with Origin and Access-Control-Request-Method is a CORS preflight wherever it goes, the
+    DICOMweb root included: 204, no body, the CORS headers for an allowed origin (the methods the URL
+    serves), none for another, and no credentials needed; never the WADL of a capabilities answer."""
+    from tests.fixtures.ourserver import start_jupyter, start_standalone
+
+    origin = "http://viewer.example"
+    if mount == "standalone":
+        server = start_standalone(tmp_path, None, "-c", f'cors_origins=["{origin}"]', token="cors-token")
+    else:
+        server = start_jupyter(tmp_path, f"--DicomWeb.cors_origins={origin}")
+    try:
+        study = "1.2.3.4"
+        expected_methods = {"": None, "studies": "GET, OPTIONS, POST", f"studies/{study}": "GET, OPTIONS, POST, DELETE",
+                            f"studies/{study}/series/5.6/instances/7.8": "GET, OPTIONS, DELETE",
+                            f"studies/{study}/metadata": "GET, OPTIONS"}
+        for path, methods in expected_methods.items():
+            url = server.dicomweb_url + (f"/{path}" if path else "")
+            asked = {"Origin": origin, "Access-Control-Request-Method": "DELETE",
+                     "Access-Control-Request-Headers": "accept, authorization"}
+            answer = requests.options(url, headers=asked, timeout=60)
+            assert (answer.status_code, answer.content) == (204, b""), (path, answer.status_code, answer.text[:200])
+            assert "wadl" not in answer.headers.get("Content-Type", ""), path
+            assert answer.headers["Access-Control-Allow-Origin"] == origin, path
+            assert answer.headers["Access-Control-Allow-Headers"] == "accept, authorization", path
+            assert answer.headers["Access-Control-Max-Age"] == "600", path
+            if methods is not None:
+                assert answer.headers["Access-Control-Allow-Methods"] == methods, path
+            stranger = requests.options(url, headers={**asked, "Origin": "http://elsewhere.example"}, timeout=60)
+            assert stranger.status_code == 204 and not any(h.startswith("Access-Control-Allow") for h in stranger.headers), path
+    finally:
+        server.stop()
