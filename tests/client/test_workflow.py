@@ -128,6 +128,32 @@ def test_a_deleted_instance_leaves_the_frame_cache(tmp_path, our_server, monkeyp
     cache.close()
 
 
+def test_a_read_only_server_refuses_changes_with_its_reason(tmp_path, store_backend):
+    """``pacs.delete`` raises Forbidden saying the server is read-only; ``pacs.store`` reports each
+    dataset failed with that reason; nothing changed, and reading and the change feed go on."""
+    folder = tmp_path / ".dicomweb"
+    datasets = series(2, "RO-CLIENT")
+    open_store(folder, store_backend).close()  # a team store leaves its marker for dw.connect()
+    with dw.connect(store=folder, progress=False) as local:
+        assert (local.store(datasets).status == "stored").all()
+    server = start_standalone(tmp_path, folder, "-c", "read_only=true")
+    try:
+        with dw.connect(server.dicomweb_url, progress=False) as pacs:
+            study = str(datasets[0].StudyInstanceUID)
+            with pytest.raises(dw.errors.Forbidden, match=r"read-only \(c\.DicomWeb\.read_only\)") as caught:
+                pacs.delete(study, confirm=True)
+            assert caught.value.status == 403 and "would change the stored data" in caught.value.server_message
+            with pytest.raises(dw.errors.Forbidden, match="read-only"):
+                pacs.delete(study, str(datasets[0].SeriesInstanceUID), str(datasets[0].SOPInstanceUID))
+            report = pacs.store(series(1, "RO-CLIENT-NEW"))
+            assert list(report.status) == ["failed"] and "read-only" in report.error[0]
+            assert len(pacs.instances(study)) == 2
+            assert pacs.studies(PatientID="RO-CLIENT-NEW").empty
+            assert list(pacs.changes().Action) == ["create", "create"]
+    finally:
+        server.stop()
+
+
 @pytest.mark.orthanc
 def test_a_server_without_a_change_feed_says_so(orthanc):
     with dw.connect(orthanc.dicomweb_url, progress=False) as pacs:

@@ -96,3 +96,25 @@ def test_a_failed_delete_is_a_message(browser, loaded, tmp_path):
     browser.studies.active_key = None
     browser.delete_panel.button.click()  # nothing checked, nothing open
     assert browser.status.kind == "error" and "nothing to delete" in browser.message
+
+
+def test_a_read_only_server_refusal_is_told_with_its_reason(tmp_path, widget_workspace):
+    """The server's own reason reaches the status line (not a guess about credentials)."""
+    folder = tmp_path / "store"
+    study = samples.generate_ct_series(2, rows=16, columns=16, patient_id="DEL-RO")
+    with dw.connect(store=folder, progress=False) as local:
+        assert (local.store(study).status == "stored").all()
+    server = start_standalone(tmp_path, folder, "-c", "read_only=true")
+    browser = dw.Browser(server.dicomweb_url, image_size=None)
+    try:
+        assert browser.wait(60)
+        browser.select_studies([str(study[0].StudyInstanceUID)])
+        browser.delete(confirm=True)
+        assert browser.wait(60)
+        assert browser.status.kind == "error" and "deleted nothing" in browser.message
+        assert "403 Forbidden): this server is read-only (c.DicomWeb.read_only)" in browser.message
+        assert "credentials" not in browser.message
+        assert on_server(server, f"studies/{study[0].StudyInstanceUID}/metadata") == 200
+    finally:
+        browser.close()
+        server.stop()
