@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..workspace import CACHE_DIR_ENV, CACHE_ENABLED_ENV, CACHE_SIZE_ENV
 from .protocol import EncodedFrame
 
 __all__ = ["FrameCache", "CacheSettings", "configure", "info", "clear", "settings", "frame_cache", "DEFAULT_SIZE_LIMIT"]
@@ -40,9 +41,6 @@ __all__ = ["FrameCache", "CacheSettings", "configure", "info", "clear", "setting
 DEFAULT_SIZE_LIMIT = 2 << 30
 PENDING_LIMIT = 256 << 20  # bytes of frames waiting to be written; past it, put waits for the writer
 EXIT_FLUSH_SECONDS = 30.0
-DIR_ENV = "DICOMWEB_NB_CACHE_DIR"
-SIZE_ENV = "DICOMWEB_NB_CACHE_SIZE"
-ENABLED_ENV = "DICOMWEB_NB_CACHE"
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -76,9 +74,9 @@ class CacheSettings:
 
     @classmethod
     def from_environment(cls) -> "CacheSettings":
-        enabled = os.environ.get(ENABLED_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
-        size = parse_size(os.environ[SIZE_ENV]) if os.environ.get(SIZE_ENV) else DEFAULT_SIZE_LIMIT
-        return cls(os.environ.get(DIR_ENV) or str(default_directory()), size, enabled)
+        enabled = os.environ.get(CACHE_ENABLED_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
+        size = parse_size(os.environ[CACHE_SIZE_ENV]) if os.environ.get(CACHE_SIZE_ENV) else DEFAULT_SIZE_LIMIT
+        return cls(os.environ.get(CACHE_DIR_ENV) or str(default_directory()), size, enabled)
 
 
 class FrameCache:

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from ..client.config import SERVERS_FILENAME, RemoteServer, parse_servers, read_servers_file, write_servers_file
+from ..client.config import RemoteServer, parse_servers, read_servers_file, write_servers_file
 from ..client.http import HttpClient
 from ..client.web import WebSource
 from ..errors import ConfigurationError
+from ..workspace import SERVERS_FILENAME
 
 __all__ = ["RemoteServers", "ServerEntry", "ServerDefinitionError", "ReadOnlyServer", "UnknownRemote",
            "validate_definition", "public_definition", "SERVER_NAME"]

@@ -184,7 +184,7 @@ class StoreSource:
 
 def local_source(folder: Path) -> StoreSource:
     """The factory ``dw.connect()`` uses for the workspace store folder."""
-    from ..client.config import LOCAL_URL_ENV
+    from ..workspace import LOCAL_URL_ENV
 
     return StoreSource(folder, base_url=os.environ.get(LOCAL_URL_ENV) or None)
 

@@ -55,13 +55,11 @@ from .outcomes import (
     stow_response,
 )
 from .results import result
+from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
 
 log = logging.getLogger("dicomweb_nb.store")
 
 PARALLEL_PUT_BYTES = 4 << 20
-TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
-DATABASE_ENV = "DICOMWEB_NB_DATABASE"
-STORAGE_ENV = "DICOMWEB_NB_STORAGE"
 
 try:
     import fcntl
@@ -136,11 +134,11 @@ class Store:
             self.modes.secure_root(self.root)
         self.is_folder_store = not database and not storage
         self.session = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
-        self.blobs: BlobStorage = open_blob_storage(storage or self.root / "files",  # type: ignore[operator]
+        self.blobs: BlobStorage = open_blob_storage(storage or self.root / FILES_DIRNAME,  # type: ignore[operator]
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
         try:
-            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes)  # type: ignore[operator]
+            self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME), modes=self.modes)  # type: ignore[operator]
         except SchemaTooNew as exc:
             self.blobs.close()
             raise StoreError(str(exc)) from None
@@ -168,9 +166,9 @@ class Store:
         """Leave in the folder where this team store is (no password), so that ``dw.connect()`` in a
         notebook of this workspace and ``dicomweb-nb`` commands on the folder open the same store."""
         assert self.root is not None
-        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / "index.sqlite"),
-                  "storage": os.fspath(storage) if storage else str(self.root / "files")}
-        path = self.root / TEAM_MARKER
+        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / INDEX_FILENAME),
+                  "storage": os.fspath(storage) if storage else str(self.root / FILES_DIRNAME)}
+        path = self.root / TEAM_STORE_MARKER
         try:
             if path.exists() and json.loads(path.read_text()) == marker:
                 return
@@ -199,7 +197,7 @@ class Store:
         alone, the exclusive lock is kept until the caller has reconciled.
         """
         assert self.root is not None
-        self._lock_file = self.modes.open_file(self.root / "store.lock", "a+b")
+        self._lock_file = self.modes.open_file(self.root / LOCK_FILENAME, "a+b")
         if fcntl is None:
             return True
         try:
@@ -215,10 +213,10 @@ class Store:
         process's sweep removes once this one is gone."""
         if self.is_folder_store:
             assert self.root is not None
-            tmp = self.root / "tmp"
+            tmp = self.root / TMP_DIRNAME
             self.modes.make_dir(tmp)
             return tmp
-        base = self.blobs.staging_dir() or (self.root / "tmp" if self.root is not None else
+        base = self.blobs.staging_dir() or (self.root / TMP_DIRNAME if self.root is not None else
                                              Path(tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}")
         self.modes.make_dir(base)
         tmp = base / self.session
@@ -543,7 +541,7 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
     storage = os.environ.get(STORAGE_ENV) if environment else None
     if database or storage:
         return {k: v for k, v in (("database", database), ("storage", storage)) if v}
-    path = Path(folder) / TEAM_MARKER
+    path = Path(folder) / TEAM_STORE_MARKER
     if path.exists():
         try:
             marker = json.loads(path.read_text())
@@ -557,5 +555,5 @@ __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
+    "stow_response", "workspace_store_options",
 ]
