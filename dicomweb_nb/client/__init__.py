@@ -10,7 +10,7 @@ from .config import RemoteServer, load_servers, lookup_server, parse_servers, re
 from .connect import connect, set_local_source_factory
 from .dataframes import to_dataframe
 from .http import HttpClient
-from .protocol import DicomWebSource, EncodedFrame, RenderedImage, StowItem
+from ..protocol import DicomWebSource, EncodedFrame, RenderedImage, StowItem
 from .web import WebSource
 
 __all__ = [

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..workspace import CACHE_DIR_ENV, CACHE_ENABLED_ENV, CACHE_SIZE_ENV
-from .protocol import EncodedFrame
+from ..protocol import EncodedFrame
 
 __all__ = ["FrameCache", "CacheSettings", "configure", "info", "clear", "settings", "frame_cache", "DEFAULT_SIZE_LIMIT"]
 

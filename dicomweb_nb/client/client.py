@@ -18,7 +18,7 @@ from ..pixels.volume import Volume
 from . import retrieve as _retrieve
 from . import wado
 from .dataframes import to_dataframe
-from .protocol import DicomWebSource, StowItem
+from ..protocol import DicomWebSource, StowItem
 from .qido import answer_columns, build_searches, result_key, scope_fields, validate_fields
 from .stow import batches, collect_items, response_outcomes
 

@@ -12,7 +12,7 @@ from ..errors import ConfigurationError
 from .client import Client
 from .config import RemoteServer, lookup_server, store_folder
 from .http import HttpClient
-from .protocol import DicomWebSource
+from ..protocol import DicomWebSource
 from .qido import DEFAULT_PAGE_SIZE
 from .web import WebSource
 

@@ -20,7 +20,7 @@ from ..dicom.deidentify import Deidentified, Deidentifier
 from ..errors import DicomWebError
 from ..fileio import write_atomically
 from . import wado
-from .protocol import StowItem
+from ..protocol import StowItem
 
 if TYPE_CHECKING:
     from .client import Client

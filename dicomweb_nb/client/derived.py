@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import DicomWebError
 from ..pixels.volume import Volume, VolumePlan
-from .protocol import DicomJson, DicomWebSource, StowItem
+from ..protocol import DicomJson, DicomWebSource, StowItem
 from .stow import dataset_part10
 from .wado import _plan_from_metadata
 

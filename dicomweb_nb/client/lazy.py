@@ -40,7 +40,7 @@ from ..pixels.decode import (
 )
 from ..pixels.volume import Volume, VolumeError
 from . import cache as frame_cache
-from .protocol import DicomJson, DicomWebSource, EncodedFrame
+from ..protocol import DicomJson, DicomWebSource, EncodedFrame
 from .wado import NO_BULKDATA_STATUSES, encoded_frames, parse_instance, plan_from_metadata, volume_rescaling
 
 __all__ = ["FrameFetcher", "FrameReader", "lazy_volume", "series_metadata_for_geometry", "expected_dtype", "progress",

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import DicomWebError, MeasurementError
 from .derived import dataset_from_json, require_highdicom, store_dataset
-from .protocol import DicomWebSource
+from ..protocol import DicomWebSource
 from .segmentation import SEG_SOP_CLASSES, _as_code, _next_series_number, _version
 
 if TYPE_CHECKING:

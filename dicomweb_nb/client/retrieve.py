@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import DicomWebError, NotFound
 from ..fileio import write_atomically
-from .protocol import DicomWebSource, StowItem
+from ..protocol import DicomWebSource, StowItem
 
 if TYPE_CHECKING:
     from .client import Client

@@ -34,7 +34,7 @@ from ..errors import DicomWebError, SegmentationError
 from ..pixels.contours import rasterize_contours
 from ..pixels.volume import Volume
 from .derived import SourceGrid, dataset_from_json, load_grid, require_highdicom, store_dataset
-from .protocol import DicomWebSource
+from ..protocol import DicomWebSource
 
 if TYPE_CHECKING:
     from .client import Client

@@ -29,7 +29,7 @@ from .lazy import (
     json_values,
     require_dask,
 )
-from .protocol import DicomJson, DicomWebSource
+from ..protocol import DicomJson, DicomWebSource
 
 __all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide", "WSI_STORAGE"]
 

@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from ..dicom.multipart import MultipartWriter
-from .protocol import DicomJson, StowItem
+from ..protocol import DicomJson, StowItem
 
 __all__ = ["StowBody", "collect_items", "SkippedInput", "batches", "response_outcomes", "dataset_part10"]
 

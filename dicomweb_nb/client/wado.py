@@ -32,7 +32,7 @@ from ..pixels.decode import (
     has_rescale,
 )
 from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
-from .protocol import DicomJson, DicomWebSource
+from ..protocol import DicomJson, DicomWebSource
 
 __all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes", "plan_from_metadata",
            "volume_rescaling", "encoded_frames", "parse_instance"]

@@ -21,7 +21,7 @@ from ..dicom.mediatypes import (
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, DicomWebWarning, InvalidResponse
 from .http import HttpClient
-from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
+from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
 

@@ -24,7 +24,7 @@ import requests
 import urllib3
 
 from ..client.http import encode_query
-from ..client.protocol import StowItem
+from ..protocol import StowItem
 from ..client.stow import batches, response_outcomes
 from ..client.web import INSTANCE_ACCEPT, INSTANCE_ACCEPT_FALLBACK, WebSource
 from ..dicom import mediatypes as mt

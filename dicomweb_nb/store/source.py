@@ -87,14 +87,14 @@ class StoreSource:
             yield row.blob.read()
 
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
-        from ..client.protocol import BulkPart
+        from ..protocol import BulkPart
 
         for row in self._instances(study, series, instance):
             for value in transcode.bulk_values(row, self._url(row.study_uid, row.series_uid, row.sop_uid), as_stored=True):
                 yield BulkPart(value.location, value.read(), value.transfer_syntax, value.media_type)
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]):
-        from ..client.protocol import EncodedFrame
+        from ..protocol import EncodedFrame
         from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
 
         row = self._instances(study, series, instance)[0]
@@ -136,7 +136,7 @@ class StoreSource:
             raise NotAcceptable(str(exc), status=406, url=self.base_url) from None
 
     def _image(self, study, series, instance, frame, media_type, options, *, thumbnail):
-        from ..client.protocol import RenderedImage
+        from ..protocol import RenderedImage
 
         rows = self._instances(study, series, instance)
         if instance is None:

@@ -182,7 +182,7 @@ def test_cache_survives_two_kernels_writing_at_once(lazy_ours, lazy_data, privat
 
 def test_cache_is_bounded_least_recently_used_first(tmp_path):
     from dicomweb_nb.client.cache import FrameCache
-    from dicomweb_nb.client.protocol import EncodedFrame
+    from dicomweb_nb.protocol import EncodedFrame
 
     cache = FrameCache(tmp_path / "small", size_limit=512 << 10)
     frame = EncodedFrame(bytes(16 << 10), "1.2.840.10008.1.2.1")
@@ -198,7 +198,7 @@ def test_cache_is_bounded_least_recently_used_first(tmp_path):
 
 def test_cache_writes_behind_and_serves_what_it_has_not_written_yet(tmp_path):
     from dicomweb_nb.client.cache import FrameCache
-    from dicomweb_nb.client.protocol import EncodedFrame
+    from dicomweb_nb.protocol import EncodedFrame
 
     cache = FrameCache(tmp_path / "behind")
     frames = {FrameCache.key("http://pacs", "1", "2", "3", n, "*"): EncodedFrame(bytes([n]) * 4096, "1.2.840.10008.1.2.1")

@@ -1,10 +1,13 @@
 """The DICOMweb transactions the notebook client is built on, as a Protocol.
 
 ``Client`` (DataFrames, numpy, volumes, progress bars) only talks to a ``DicomWebSource``:
-``WebSource`` implements it over HTTP for any DICOMweb server, and the workspace store can
-implement it in-process, so ``dw.connect()`` on the workspace needs no HTTP round trip.
-Values are DICOM JSON (PS3.18 Annex F) and Part 10 bytes, so any implementation can be checked
-against another with the same tests.
+``WebSource`` (``client/web.py``) implements it over HTTP for any DICOMweb server, and
+``StoreSource`` (``client/local.py``) in-process over the workspace store, so ``dw.connect()`` on
+the workspace needs no HTTP round trip. Values are DICOM JSON (PS3.18 Annex F) and Part 10 bytes,
+so any implementation can be checked against another with the same tests.
+
+A neutral module (it imports nothing of the package): the client's sources implement it, the
+server's proxy sends ``StowItem``s with the HTTP source.
 """
 
 from __future__ import annotations
