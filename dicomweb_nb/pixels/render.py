@@ -10,7 +10,9 @@ decoded frame, its :class:`~dicomweb_nb.pixels.attributes.ImageAttributes` and t
 :class:`~dicomweb_nb.errors.RenderParameterError` naming the option; an unsupported media type
 :class:`~dicomweb_nb.errors.NotAcceptable` (406).
 
-Query strings are the HTTP layer's: ``server/renderparams.py`` parses them into these options.
+The rendered parameters of PS3.18 8.3.5.1 are parsed into these options by ``pixels/renderparams.py``
+(for the server's rendered resources and the client's in-process source); WADO-URI requests by the
+server (``server/renderparams.py``).
 """
 
 from __future__ import annotations
@@ -364,7 +366,7 @@ def render(
 ) -> bytes:
     """One decoded frame as ``image/jpeg``, ``image/png`` or ``image/gif`` bytes.
 
-    ``options`` usually comes from a parsed query (``server.renderparams``);
+    ``options`` usually comes from parsed parameters (``pixels.renderparams``);
     the keywords override it (``window=(40, 400, "linear")``, ``viewport=(256, 256)`` ...).
     ``annotation`` is the text to burn in (see :func:`annotation_lines`).
     """
@@ -439,17 +441,3 @@ def render_frames(
     images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=int(round(duration)),
                    loop=loop, **extra)
     return out.getvalue()
-
-
-# store/source.py (the in-process client source) parses rendering parameters through this module;
-# they moved to the HTTP layer (server/renderparams.py, issue 11). Until that call moves too, the two
-# names it uses resolve there, imported on first use so that importing pixels never loads the server.
-_MOVED_TO_SERVER = ("parse_rendered_params", "RENDERED_PARAMETERS")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_SERVER:
-        from ..server import renderparams
-
-        return getattr(renderparams, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

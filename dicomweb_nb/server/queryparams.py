@@ -7,7 +7,7 @@ happens to the others. One table, so the answer to "is this parameter used?" is 
   an object whose pixels may show burned-in text (409; otherwise it is de-identified by the PS3.15
   Basic Profile, ``dicom.deidentify``), ``presentationUID`` /
   ``presentationSeriesUID`` (the image would not be the presentation state's), ``iccprofile`` other
-  than ``no`` (406, ``renderparams.check_iccprofile``), a ``charset`` the answer is not in (406).
+  than ``no`` (406, ``pixels.renderparams.check_iccprofile``), a ``charset`` the answer is not in (406).
 * Anything else is ignored, as PS3.18 8.3 requires ("The origin server shall ignore any unsupported
   Query Parameters ... and may return a response containing appropriate warning"), and named in a
   ``Warning: 299`` header of the answer, so a typo (``windw=``) does not go unnoticed.
@@ -19,7 +19,7 @@ import codecs
 from typing import Any, Iterable
 
 from .base import ApiError
-from .renderparams import RENDERED_PARAMETERS
+from ..pixels.renderparams import RENDERED_PARAMETERS
 
 # Authentication (ours and Jupyter's) and content negotiation (PS3.18 8.3.3.1) are everywhere.
 _EVERYWHERE = frozenset({"token", "_xsrf", "accept"})

@@ -2,7 +2,7 @@
 
 Frames are decoded once (from their recorded offsets when uncompressed) and handed to
 ``pixels.render``; window, viewport and quality come from the query as the standard names them
-(parsed by ``renderparams``).
+(parsed by ``pixels.renderparams``; WADO-URI requests by ``renderparams``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..pixels import render as rd
 from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
+from ..pixels.renderparams import parse_rendered_params
 from . import queryparams as qp
 from . import renderparams as rp
 from .base import ApiError
@@ -46,7 +47,7 @@ class RenderedMixin(StreamingMixin):
         study, series, instance = (checked + [None, None])[:3]
         media_type = self._media_type()
         try:
-            options = rp.parse_rendered_params(self.request.query_arguments)
+            options = parse_rendered_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad rendering parameter {exc}") from None
         except NotAcceptable as exc:

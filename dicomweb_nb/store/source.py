@@ -21,6 +21,7 @@ from ..dicom.resources import resource_url
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
+from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
 from . import reader, transcode
 from .store import NotFoundError, Store, stow_response, workspace_store_options
 
@@ -125,11 +126,11 @@ class StoreSource:
         return self._image(study, series, instance, frame, media_type, options, thumbnail=True)
 
     def _options(self, params: Mapping[str, str] | None) -> rd.RenderOptions:
-        unknown = sorted(set(params or {}) - rd.RENDERED_PARAMETERS)
+        unknown = sorted(set(params or {}) - RENDERED_PARAMETERS)
         if unknown:  # what the server's Warning header says over HTTP (PS3.18 8.3: ignored)
             warnings.warn(f"unknown rendering parameter(s) {', '.join(unknown)} ignored", stacklevel=3)
         try:
-            return rd.parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
+            return parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
         except rd.RenderParameterError as exc:
             raise BadRequest(f"bad rendering parameter {exc}", status=400, url=self.base_url) from None
         except mediatypes.NotAcceptable as exc:

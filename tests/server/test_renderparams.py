@@ -6,7 +6,8 @@ import pytest
 
 from dicomweb_nb.pixels.render import RenderOptions, RenderParameterError, Viewport
 from dicomweb_nb.pixels.voi import Window
-from dicomweb_nb.server.renderparams import parse_rendered_params, parse_wado_uri_params
+from dicomweb_nb.pixels.renderparams import parse_rendered_params
+from dicomweb_nb.server.renderparams import parse_wado_uri_params
 
 
 def test_parse_rendered_params_reads_bytes_and_lists():
