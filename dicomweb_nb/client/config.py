@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from ..errors import ConfigurationError, UnknownServer
 from ..fileio import write_atomically
 from ..workspace import SERVERS_ENV, SERVERS_FILENAME, store_folder
+from .local import workspace_servers
 
 __all__ = ["RemoteServer", "store_folder", "servers_file", "load_servers", "parse_servers", "lookup_server",
            "save_server", "remove_server", "read_servers_file", "write_servers_file"]
@@ -80,8 +81,6 @@ def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, Remo
         except ValueError as exc:
             raise ConfigurationError(f"${SERVERS_ENV} is not valid JSON: {exc}") from None
     # A team store's servers (in its index), through the in-process source: the client's one way into the store.
-    from ..store.source import workspace_servers
-
     servers.update(parse_servers(workspace_servers(store_folder(folder)), source="the team store's servers"))
     path = servers_file(folder)
     if path.exists():

@@ -7,7 +7,7 @@ import pytest
 
 import dicomweb_nb as dw
 from dicomweb_nb import samples
-from dicomweb_nb.store.source import StoreSource
+from dicomweb_nb.client.local import StoreSource
 from tests.fixtures.backends import open_store
 from tests.fixtures.ourserver import start_standalone
 

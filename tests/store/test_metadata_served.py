@@ -12,7 +12,7 @@ from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
 from dicomweb_nb.store.ingest import NotDicomError, read_instance
-from dicomweb_nb.store.source import StoreSource
+from dicomweb_nb.client.local import StoreSource
 from tests.fixtures.metadata import metadata_problems, native_layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1,7 +1,11 @@
-"""The workspace store as a ``DicomWebSource``: what ``dw.connect()`` uses in a notebook.
+"""The in-process source: the workspace store as a ``DicomWebSource``, what ``dw.connect()`` uses in a notebook.
 
-Same transactions and the same answers as the DICOMweb server gives over HTTP (both call the
-store, ``transcode`` and ``stow_response`` here), without an HTTP round trip or a token.
+It sits beside the HTTP source (``web.py``) the way an HTTP library keeps an in-process transport
+beside the network one. Same transactions and the same answers as the DICOMweb server gives over
+HTTP (both call the store, ``transcode`` and build the same STOW-RS response), without
+an HTTP round trip or a token.
+
+The client's one dependency on the store: no other module of ``client/`` imports ``store/``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
@@ -22,11 +26,11 @@ from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
 from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
-from . import reader, transcode
-from .store import NotFoundError, Store, stow_response, workspace_store_options
-
-_LEVEL_PATHS = {"study": "studies", "series": "series", "instance": "instances"}
-
+from ..protocol import BulkPart, EncodedFrame, Level, RenderedImage, StowItem
+from ..store import reader, transcode
+from ..store.index import open_index
+from ..store.store import InstanceRow, NotFoundError, Store, stow_response, workspace_store_options
+from ..workspace import LOCAL_URL_ENV
 
 class StoreSource:
     """In-process access to a store folder with the DICOMweb client's interface.
@@ -42,7 +46,7 @@ class StoreSource:
     def __repr__(self) -> str:
         return f"StoreSource({self.store.location!r})"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Lazy arrays computed in other processes (dask) open the same store folder there.
         return (functools.partial(StoreSource, base_url=self.base_url), (str(self.store.root),))
 
@@ -53,14 +57,14 @@ class StoreSource:
     def _url(self, study: str, series: str | None = None, instance: str | None = None) -> str:
         return resource_url(self.base_url, study, series, instance)
 
-    def _instances(self, study: str | None, series: str | None = None, instance: str | None = None):
+    def _instances(self, study: str | None, series: str | None = None, instance: str | None = None) -> list[InstanceRow]:
         try:
             return self.store.instances(study, series, instance)
         except NotFoundError as exc:
             raise NotFound(str(exc), status=404, url=self._url(study or "-", series, instance)) from None
 
     # -- QIDO-RS ----------------------------------------------------------------------------------
-    def search(self, level: str, filters: Sequence[tuple[str, str]], *, study: str | None = None,
+    def search(self, level: Level, filters: Sequence[tuple[str, str]], *, study: str | None = None,
                series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,
                limit: int | None = None, offset: int = 0) -> list[DicomJson]:
         params = list(filters)
@@ -87,17 +91,12 @@ class StoreSource:
         for row in self._instances(study, series, instance):
             yield row.blob.read()
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
-        from ..protocol import BulkPart
-
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         for row in self._instances(study, series, instance):
             for value in transcode.bulk_values(row, self._url(row.study_uid, row.series_uid, row.sop_uid), as_stored=True):
                 yield BulkPart(value.location, value.read(), value.transfer_syntax, value.media_type)
 
-    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]):
-        from ..protocol import EncodedFrame
-        from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
-
+    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         row = self._instances(study, series, instance)[0]
         count = reader.frame_count(row)
         out = []
@@ -111,17 +110,17 @@ class StoreSource:
                 data = transcode.frame_bytes(row, number - 1, target)
             except transcode.TranscodeError as exc:
                 raise NotAcceptable(str(exc), status=406, url=self._url(study, series, instance)) from None
-            out.append(EncodedFrame(data, target, TRANSFER_SYNTAX_MEDIA_TYPES.get(target, OCTET_STREAM)))
+            out.append(EncodedFrame(data, target, mediatypes.TRANSFER_SYNTAX_MEDIA_TYPES.get(target, mediatypes.OCTET_STREAM)))
         return out
 
     def retrieve_rendered(self, study: str, series: str | None = None, instance: str | None = None,
                           frame: int | None = None, *, media_type: str = "image/png",
-                          params: Mapping[str, str] | None = None):
+                          params: Mapping[str, str] | None = None) -> RenderedImage:
         options = self._options(params)
         return self._image(study, series, instance, frame, media_type, options, thumbnail=False)
 
     def retrieve_thumbnail(self, study: str, series: str | None = None, instance: str | None = None,
-                           frame: int | None = None, *, media_type: str = "image/png", size: int | None = None):
+                           frame: int | None = None, *, media_type: str = "image/png", size: int | None = None) -> RenderedImage:
         options = self._options({"viewport": f"{size},{size}"} if size else None)
         return self._image(study, series, instance, frame, media_type, options, thumbnail=True)
 
@@ -136,9 +135,8 @@ class StoreSource:
         except mediatypes.NotAcceptable as exc:
             raise NotAcceptable(str(exc), status=406, url=self.base_url) from None
 
-    def _image(self, study, series, instance, frame, media_type, options, *, thumbnail):
-        from ..protocol import RenderedImage
-
+    def _image(self, study: str, series: str | None, instance: str | None, frame: int | None, media_type: str,
+               options: rd.RenderOptions, *, thumbnail: bool) -> RenderedImage:
         rows = self._instances(study, series, instance)
         if instance is None:
             chosen = transcode.representative(rows)
@@ -156,8 +154,8 @@ class StoreSource:
         return RenderedImage(data, media_type)
 
     # -- STOW-RS ----------------------------------------------------------------------------------
-    def store_instances(self, items: Sequence, *, study: str | None = None,
-                        on_sent: Callable[[object], None] | None = None) -> DicomJson:
+    def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,
+                        on_sent: Callable[[StowItem], None] | None = None) -> DicomJson:
         paths = []
         try:
             for item in items:
@@ -185,16 +183,12 @@ class StoreSource:
 
 def local_source(folder: Path) -> StoreSource:
     """The factory ``dw.connect()`` uses for the workspace store folder."""
-    from ..workspace import LOCAL_URL_ENV
-
     return StoreSource(folder, base_url=os.environ.get(LOCAL_URL_ENV) or None)
 
 
-def workspace_servers(folder: str | os.PathLike[str]) -> dict[str, dict]:
+def workspace_servers(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Servers added with PUT /servers to the team store a workspace folder stands for (its index
     holds them, shared by every server and notebook on it); empty for a folder store."""
-    from .index import open_index
-
     options = workspace_store_options(folder)
     if not options.get("database"):
         return {}
