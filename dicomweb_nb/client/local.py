@@ -2,7 +2,7 @@
 
 It sits beside the HTTP source (``web.py``) the way an HTTP library keeps an in-process transport
 beside the network one. Same transactions and the same answers as the DICOMweb server gives over
-HTTP (both call the store, ``transcode`` and build the same STOW-RS response), without
+HTTP (both call the store, ``transcode`` and ``dicom.stow``'s STOW-RS response), without
 an HTTP round trip or a token.
 
 The client's one dependency on the store: no other module of ``client/`` imports ``store/``.
@@ -22,6 +22,7 @@ from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
 from ..dicom.query import QueryError, parse_query
 from ..dicom.resources import resource_url
+from ..dicom.stow import response_dataset
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
@@ -29,7 +30,7 @@ from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
 from ..protocol import BulkPart, EncodedFrame, Level, RenderedImage, StowItem
 from ..store import reader, transcode
 from ..store.index import open_index
-from ..store.store import InstanceRow, NotFoundError, Store, stow_response, workspace_store_options
+from ..store.store import InstanceRow, NotFoundError, Store, workspace_store_options
 from ..workspace import LOCAL_URL_ENV
 
 class StoreSource:
@@ -174,8 +175,7 @@ class StoreSource:
                     path.unlink()
                 except FileNotFoundError:
                     pass
-        body, _status, _messages = stow_response(outcomes, self._url, study)
-        return body
+        return response_dataset(outcomes, self._url, study)
 
     def close(self) -> None:
         self.store.close()

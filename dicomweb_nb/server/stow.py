@@ -17,8 +17,9 @@ from typing import BinaryIO
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
+from ..dicom.stow import FAILURE_CANNOT_UNDERSTAND, FAILURE_PROCESSING, describe_failure, is_referenced, response_dataset
 from ..fileio import open_private
-from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, stow_response
+from ..store import StoreOutcome
 from .base import DRAIN_LIMIT, ApiError, StreamedBodyMixin
 from .qido import QidoMixin
 
@@ -196,8 +197,9 @@ class StowMixin(StreamedBodyMixin):
                                       sources=[f"part {p.number}" for p in parts])
 
     def _respond(self, outcomes: list[StoreOutcome], study: str | None) -> None:
-        body, status, messages = stow_response(outcomes, self.url_builder(), study)
-        for message in messages[:20]:
+        body = response_dataset(outcomes, self.url_builder(), study)
+        status = stow_status(outcomes)
+        for message in failure_messages(outcomes)[:20]:
             self.add_header("Warning", f'299 dicomweb-nb "{_header_safe(message)}"')
         if self._stow_response_type == mt.DICOM_XML:
             self.set_status(status)
@@ -205,6 +207,22 @@ class StowMixin(StreamedBodyMixin):
             self.finish(json_to_xml(body))
         else:
             self.write_json(body, status, self._stow_response_type)
+
+
+def stow_status(outcomes: list[StoreOutcome]) -> int:
+    """The HTTP status of a STOW-RS answer (PS3.18 10.5.3): 200 all stored; 202 some failed or carry
+    warnings; 409 none stored."""
+    failed = any(not is_referenced(o) for o in outcomes)
+    warnings = any(o.warning_reason is not None for o in outcomes)
+    if not failed and not warnings:
+        return 200
+    return 202 if any(is_referenced(o) for o in outcomes) else 409
+
+
+def failure_messages(outcomes: list[StoreOutcome]) -> list[str]:
+    """One readable line per instance not stored (``Warning`` headers of the answer)."""
+    return [f"{o.source}: {o.message or describe_failure(o.failure_reason or FAILURE_PROCESSING)}"
+            for o in outcomes if not is_referenced(o)]
 
 
 class StudiesMixin(StowMixin, QidoMixin):

@@ -15,7 +15,6 @@ from .store import (
     StoreError,
     StoreOutcome,
     describe_failure,
-    stow_response,
 )
 from .importer import ImportReport, import_files, import_paths
 
@@ -23,5 +22,5 @@ __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",
     "InstanceRecord", "read_instance", "NotDicomError", "MissingAttributeError", "ImportReport", "import_paths", "import_files",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_DUPLICATE", "FAILURE_PROCESSING",
-    "FAILURE_STUDY_UID_MISMATCH", "describe_failure", "stow_response",
+    "FAILURE_STUDY_UID_MISMATCH", "describe_failure",
 ]

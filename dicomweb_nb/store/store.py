@@ -41,7 +41,7 @@ from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
 from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from ..fileio import StoreModes
-from .outcomes import (
+from ..dicom.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
     FAILURE_DUPLICATE,
@@ -49,11 +49,9 @@ from .outcomes import (
     FAILURE_PROCESSING,
     FAILURE_STUDY_UID_MISMATCH,
     WARNING_COERCION,
-    StoreOutcome,
-    UrlBuilder,
     describe_failure,
-    stow_response,
 )
+from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
 from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
 
@@ -555,5 +553,5 @@ __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response", "workspace_store_options",
+    "workspace_store_options",
 ]
