@@ -9,7 +9,8 @@ canceled"; we add ``"Cancelled": true``), so a script waiting for Success or Fai
 
 Jobs run on a bounded pool of threads (``c.DicomWeb.concurrent_jobs``), the highest ``Priority``
 first, then in order of submission. Every change of state is written to the store's ``jobs``
-table, which every process sharing the store reads: a job is started by one process only (it
+table (through :class:`JobRecords`, what this module needs of the store, which implements it), which
+every process sharing the store reads: a job is started by one process only (it
 claims the job in the index), a cancellation asked of another process reaches the owner through
 the index, and a job that was pending or running when its process died is reported as a
 ``Failure`` "interrupted by a server restart" by the next process that looks, never silently lost.
@@ -30,15 +31,12 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from .base import ApiError, DicomWebMixin
 
-if TYPE_CHECKING:
-    from ..store import Store
-
-__all__ = ["JobManager", "Job", "JobContext", "JobCancelled", "JobError", "JobsMixin", "JobMixin", "JobCancelMixin",
-           "PENDING", "RUNNING", "SUCCESS", "FAILURE"]
+__all__ = ["JobManager", "JobRecords", "Job", "JobContext", "JobCancelled", "JobError", "JobsMixin", "JobMixin",
+           "JobCancelMixin", "PENDING", "RUNNING", "SUCCESS", "FAILURE"]
 
 log = logging.getLogger("dicomweb_nb.server.jobs")
 
@@ -55,6 +53,40 @@ ERROR_DESCRIPTIONS = {
 }
 INTERRUPTED = "interrupted by a server restart"
 _HOST = socket.gethostname()
+
+
+class JobRecords(Protocol):
+    """Where job records live so that every process sharing the store sees them: the store's index
+    implements this (``Store.load_jobs`` ...); the job runner needs nothing else of the store."""
+
+    @property
+    def session(self) -> str:
+        """This process's session on the store (written into the jobs it owns)."""
+        ...
+
+    def session_alive(self, session: str) -> bool:
+        """Whether the process of ``session`` still has the store open."""
+        ...
+
+    def load_jobs(self) -> dict[str, dict[str, Any]]:
+        """Every saved job record by ID."""
+        ...
+
+    def save_job(self, job_id: str, record: dict[str, Any] | None) -> None:
+        """Save a job record (None deletes it)."""
+        ...
+
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim."""
+        ...
+
+    def request_job_cancel(self, job_id: str) -> bool:
+        """Ask the process that runs a job to cancel it."""
+        ...
+
+    def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancellation of the job was asked (by any process)."""
+        ...
 
 
 class JobCancelled(Exception):
@@ -199,7 +231,8 @@ Work = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    """Runs jobs on ``workers`` threads by priority and keeps them in the store's jobs table.
+    """Runs jobs on ``workers`` threads by priority and keeps them in the store's jobs table
+    (``store``: the job records, None to keep them in memory only).
 
     ``history``: how many finished jobs are kept (Orthanc's ``JobsHistorySize``); older ones are
     forgotten, in memory and in the table.
@@ -207,7 +240,7 @@ class JobManager:
 
     SAVE_INTERVAL = 1.0
 
-    def __init__(self, store: "Store | None", *, workers: int = 2, history: int = 100):
+    def __init__(self, store: JobRecords | None, *, workers: int = 2, history: int = 100):
         self.store = store
         self.history = max(1, history)
         self._jobs: dict[str, Job] = {}

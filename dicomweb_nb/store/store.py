@@ -503,7 +503,7 @@ class Store:
                 else self.index.representative_metadata(series_uid=row["series_uid"]))
         return json.loads(text) if text else {}
 
-    # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
+    # -- what processes share: proxy jobs (server/jobs.py's JobRecords) and servers added over REST --
     def load_jobs(self) -> dict[str, dict[str, Any]]:
         """Every saved job record by ID."""
         return self.index.load_jobs()
@@ -517,9 +517,11 @@ class Store:
         return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
 
     def request_job_cancel(self, job_id: str) -> bool:
+        """Ask the process that runs a job to cancel it."""
         return self.index.request_job_cancel(job_id)
 
     def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancellation of the job was asked (by any process)."""
         return self.index.job_cancel_requested(job_id)
 
     def load_servers(self) -> dict[str, dict[str, Any]]:
