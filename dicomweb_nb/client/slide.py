@@ -31,9 +31,8 @@ from .lazy import (
 )
 from ..protocol import DicomJson, DicomWebSource
 
-__all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide", "WSI_STORAGE"]
+__all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide"]
 
-WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 # Chunks of a level: whole tiles, about this many bytes (a chunk is computed at once; reads of a
 # region within it fetch only the tiles they touch).
 CHUNK_BYTES = 64 << 20

@@ -20,7 +20,6 @@ __all__ = [
     "FAILURE_OUT_OF_RESOURCES",
     "FAILURE_PROCESSING",
     "FAILURE_STUDY_UID_MISMATCH",
-    "WARNING_COERCION",
     "StowOutcome",
     "describe_failure",
     "is_referenced",
@@ -34,7 +33,6 @@ FAILURE_OUT_OF_RESOURCES = 0xA700
 FAILURE_DATASET_DOES_NOT_MATCH = 0xA900
 FAILURE_CANNOT_UNDERSTAND = 0xC000
 FAILURE_STUDY_UID_MISMATCH = 0xC409  # as dcm4chee reports "Study Instance UID mismatch"
-WARNING_COERCION = 0xB000
 
 
 class StowOutcome(Protocol):

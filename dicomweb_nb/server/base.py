@@ -14,7 +14,7 @@ import logging
 import re
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -50,7 +50,6 @@ class DicomWebContext:
     basic_auth: tuple[str, str] | None = None  # standalone only
     servers: "RemoteServers | None" = None
     jobs: "JobManager | None" = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class ApiError(web.HTTPError):

@@ -36,9 +36,7 @@ from .base import ApiError, DicomWebMixin
 from .stow import StowMixin
 from .streaming import Piece, StreamingMixin
 
-_DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
-_OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
 
 
 # -- transfer syntax negotiation ------------------------------------------------------------------

@@ -45,10 +45,8 @@ from ..dicom.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
     FAILURE_DUPLICATE,
-    FAILURE_OUT_OF_RESOURCES,
     FAILURE_PROCESSING,
     FAILURE_STUDY_UID_MISMATCH,
-    WARNING_COERCION,
     describe_failure,
 )
 from .outcomes import StoreOutcome, UrlBuilder
@@ -554,6 +552,6 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
-    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
+    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
     "workspace_store_options",
 ]

@@ -143,11 +143,6 @@ class TaskRunner:
             self._pending.discard(future)
             self._lock.notify_all()
 
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
-
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Wait until every task has finished; False if ``timeout`` seconds passed first."""
         with self._lock:

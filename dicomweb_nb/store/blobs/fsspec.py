@@ -34,7 +34,6 @@ class FsspecBlobs(BlobStorage):
         self.root = root.rstrip("/")
         if not self.root:
             raise ValueError(f"blob storage URL {self.url} names no bucket")
-        self._protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._check_reachable()
 
     def _check_reachable(self) -> None:

@@ -19,7 +19,6 @@ class LocalBlobs(BlobStorage):
         self.modes = modes
         modes.make_dir(self.root)
         self.url = str(self.root)
-        self._touched: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
         if key.startswith(("/", ".")) or ".." in key.split("/"):
