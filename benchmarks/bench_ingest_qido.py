@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import requests
-
 from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
 from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples

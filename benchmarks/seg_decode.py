@@ -27,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dicomweb_nb import samples  # noqa: E402
+from dicomweb_nb import samples
 
 SLICES, SIZE, SEGMENTS = 200, 512, 4
 

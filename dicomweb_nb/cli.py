@@ -9,8 +9,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .workspace import DEFAULT_STORE_DIRNAME, INDEX_FILENAME, STORE_ENV, TOKEN_ENV
 

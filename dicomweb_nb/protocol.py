@@ -12,8 +12,9 @@ server's proxy sends ``StowItem``s with the HTTP source.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 DicomJson = dict[str, Any]
 Level = Literal["study", "series", "instance"]

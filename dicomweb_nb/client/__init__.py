@@ -5,12 +5,12 @@
 volumes, pydicom Datasets and PIL images.
 """
 
+from ..protocol import DicomWebSource, EncodedFrame, RenderedImage, StowItem
 from .client import Client
 from .config import RemoteServer, load_servers, lookup_server, parse_servers, remove_server, save_server, store_folder
 from .connect import connect
 from .dataframes import to_dataframe
 from .http import HttpClient
-from ..protocol import DicomWebSource, EncodedFrame, RenderedImage, StowItem
 from .local import StoreSource
 from .web import WebSource
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..workspace import CACHE_DIR_ENV, CACHE_ENABLED_ENV, CACHE_SIZE_ENV
 from ..protocol import EncodedFrame
+from ..workspace import CACHE_DIR_ENV, CACHE_ENABLED_ENV, CACHE_SIZE_ENV
 
 __all__ = ["FrameCache", "CacheSettings", "configure", "info", "clear", "settings", "frame_cache", "DEFAULT_SIZE_LIMIT"]
 
@@ -73,7 +73,7 @@ class CacheSettings:
     enabled: bool = True
 
     @classmethod
-    def from_environment(cls) -> "CacheSettings":
+    def from_environment(cls) -> CacheSettings:
         enabled = os.environ.get(CACHE_ENABLED_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
         size = parse_size(os.environ[CACHE_SIZE_ENV]) if os.environ.get(CACHE_SIZE_ENV) else DEFAULT_SIZE_LIMIT
         return cls(os.environ.get(CACHE_DIR_ENV) or str(default_directory()), size, enabled)
@@ -194,7 +194,7 @@ class FrameCache:
 
 
 # Frames still to be written when the kernel (or a dask worker) exits are written then, for a while.
-_all_caches: "weakref.WeakSet[FrameCache]" = weakref.WeakSet()
+_all_caches: weakref.WeakSet[FrameCache] = weakref.WeakSet()
 _warned = False
 
 

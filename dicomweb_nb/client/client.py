@@ -5,8 +5,9 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,10 @@ from pydicom.dataset import Dataset
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import DicomWebError
 from ..pixels.volume import Volume
+from ..protocol import DicomWebSource, StowItem
 from . import retrieve as _retrieve
 from . import wado
 from .dataframes import to_dataframe
-from ..protocol import DicomWebSource, StowItem
 from .qido import answer_columns, build_searches, result_key, scope_fields, validate_fields
 from .stow import batches, collect_items, response_outcomes
 
@@ -79,7 +80,7 @@ class Client:
     def __repr__(self) -> str:
         return f"<dicomweb_nb.Client {getattr(self.source, 'url', self.source)!r}>"
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -236,7 +237,7 @@ class Client:
         return wado.fetch_volume(self.source, study, series, rescale=rescale, max_workers=self.max_workers,
                                  progress=self.progress if progress is None else progress, method=method)
 
-    def volumes(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", *, rescale: bool = True, cache: bool = True,
+    def volumes(self, series: pd.DataFrame | Iterable[tuple[str, str]], *, rescale: bool = True, cache: bool = True,
                 geometry: str = "auto") -> list[Volume]:
         """One lazy ``Volume`` per series of a cohort: a DataFrame from ``pacs.series(...)`` (its
         ``StudyInstanceUID`` and ``SeriesInstanceUID`` columns) or ``(study, series)`` pairs.
@@ -261,7 +262,7 @@ class Client:
                                                           max_per_host=self.max_workers, cache=cache,
                                                           geometry=geometry, handle=handle), pairs))
 
-    def cohort(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", function: Callable[[Volume], Any] | None = None,
+    def cohort(self, series: pd.DataFrame | Iterable[tuple[str, str]], function: Callable[[Volume], Any] | None = None,
                *, rescale: bool = True, partitions: int | None = None) -> Any:
         """A dask bag with ``function(volume)`` for each series, each volume loaded (eagerly, the fastest
         way) on the worker that runs it: nothing but the results comes back to this kernel::
@@ -328,7 +329,7 @@ class Client:
 
     # -- segmentations and measurements ----------------------------------------------------------
     def segmentation(self, study: str, series: str, instance: str, *,
-                     source: tuple[str, str] | None = None) -> "Segmentation":
+                     source: tuple[str, str] | None = None) -> Segmentation:
         """A DICOM SEG or RTSTRUCT instance as masks on the grid of the series it was drawn on.
 
         ``seg.masks[s, k, r, c]`` lines up with ``pacs.volume(*seg.source).array[k, r, c]`` (overlapping
@@ -375,7 +376,7 @@ class Client:
         return read_measurements(self.source, study, series, instance)
 
     def store_measurements(self, measurements: pd.DataFrame, source: tuple[str, str], *,
-                           segmentation: "str | Mapping[str, str] | None" = None, title: str | None = None,
+                           segmentation: str | Mapping[str, str] | None = None, title: str | None = None,
                            description: str | None = None, series_number: int | None = None) -> dict[str, str]:
         """Store a DataFrame of measurements as a TID 1500 Measurement Report (STOW-RS); returns its UIDs.
 
@@ -390,8 +391,8 @@ class Client:
                                   description=description, series_number=series_number)
 
     # -- de-identification ------------------------------------------------------------------------
-    def deidentify(self, study: "str | Iterable[str]", series: str | None = None, *,
-                   to: "str | os.PathLike[str] | Client", profile: "Deidentifier | None" = None,
+    def deidentify(self, study: str | Iterable[str], series: str | None = None, *,
+                   to: str | os.PathLike[str] | Client, profile: Deidentifier | None = None,
                    burned_in: str = "skip", progress: bool | None = None, **options: Any) -> pd.DataFrame:
         """Copy a study (or a series, or several studies) de-identified into a folder or another server.
 
@@ -490,7 +491,7 @@ class Client:
 
     # -- copying elsewhere ------------------------------------------------------------------------
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,
-                 to: "str | os.PathLike[str] | Client", batch_size: int = 50, progress: bool | None = None,
+                 to: str | os.PathLike[str] | Client, batch_size: int = 50, progress: bool | None = None,
                  progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """Copy a study, series or instance into a folder (``to="downloads/"``) or another server (``to=dw.connect()``).
 

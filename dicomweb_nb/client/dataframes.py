@@ -25,7 +25,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ class DicomJsonList(list):
     server's answer, not meant to be edited), so big metadata does not slow every operation down.
     """
 
-    def __deepcopy__(self, memo: dict) -> "DicomJsonList":
+    def __deepcopy__(self, memo: dict) -> DicomJsonList:
         return self
 
 

@@ -9,7 +9,8 @@ cannot rewind, so ``HttpClient.post`` retries itself, asking the caller for a fr
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import requests

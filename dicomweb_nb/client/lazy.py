@@ -22,10 +22,11 @@ import re
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -39,8 +40,8 @@ from ..pixels.decode import (
     decode_frame_into,
 )
 from ..pixels.volume import Volume, VolumeError
-from . import cache as frame_cache
 from ..protocol import DicomJson, DicomWebSource, EncodedFrame
+from . import cache as frame_cache
 from .wado import NO_BULKDATA_STATUSES, encoded_frames, parse_instance, plan_from_metadata, volume_rescaling
 
 __all__ = ["FrameFetcher", "FrameReader", "lazy_volume", "series_metadata_for_geometry", "expected_dtype", "progress",
@@ -82,7 +83,7 @@ def require_dask() -> None:
 # -- the source, carried to other processes ---------------------------------------------------------
 
 _live_sources: dict[str, DicomWebSource] = {}
-_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_tokens: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
 
 

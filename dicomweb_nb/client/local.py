@@ -15,8 +15,9 @@ import json
 import os
 import secrets
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
@@ -32,6 +33,7 @@ from ..store import reader, transcode
 from ..store.index import open_index
 from ..store.store import InstanceRow, NotFoundError, Store, workspace_store_options
 from ..workspace import LOCAL_URL_ENV
+
 
 class StoreSource:
     """In-process access to a store folder with the DICOMweb client's interface.

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..errors import DicomWebError, MeasurementError
-from .derived import dataset_from_json, require_highdicom, store_dataset
 from ..protocol import DicomWebSource
+from .derived import dataset_from_json, require_highdicom, store_dataset
 from .segmentation import SEG_SOP_CLASSES, _as_code, _next_series_number, _version
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
         raise MeasurementError(f"highdicom could not build the report: {exc}") from exc
 
 
-def _segmentation_header(client: "Client", study: str, segmentation: "str | Mapping[str, str]") -> Any:
+def _segmentation_header(client: Client, study: str, segmentation: str | Mapping[str, str]) -> Any:
     if isinstance(segmentation, Mapping):
         seg_study = segmentation.get("StudyInstanceUID", study)
         series, sop = segmentation.get("SeriesInstanceUID"), segmentation.get("SOPInstanceUID")
@@ -187,8 +188,8 @@ def _segmentation_header(client: "Client", study: str, segmentation: "str | Mapp
     return header
 
 
-def store_measurements(client: "Client", measurements: pd.DataFrame, source: tuple[str, str], *,
-                       segmentation: "str | Mapping[str, str] | None" = None, title: str | None = None,
+def store_measurements(client: Client, measurements: pd.DataFrame, source: tuple[str, str], *,
+                       segmentation: str | Mapping[str, str] | None = None, title: str | None = None,
                        description: str | None = None, series_number: int | None = None) -> dict[str, str]:
     """Build a TID 1500 report of a source series' measurements and STOW it."""
     study, series = source

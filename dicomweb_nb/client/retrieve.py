@@ -8,9 +8,10 @@ present.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -101,7 +102,7 @@ def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, i
                                                       "path", "status", "error"])
 
 
-def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, instance: str | None, target: "Client",
+def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, instance: str | None, target: Client,
                        *, max_workers: int, batch_size: int, progress_bar: Callable[..., Any],
                        cancel: threading.Event | None = None) -> pd.DataFrame:
     todo = list_instances(source, study, series, instance)

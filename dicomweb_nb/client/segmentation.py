@@ -20,9 +20,10 @@ the frames are decoded in one go by pydicom and placed with numpy. Measured on a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,8 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 from ..errors import DicomWebError, SegmentationError
 from ..pixels.contours import rasterize_contours
 from ..pixels.volume import Volume
-from .derived import SourceGrid, dataset_from_json, load_grid, require_highdicom, store_dataset
 from ..protocol import DicomWebSource
+from .derived import SourceGrid, dataset_from_json, load_grid, require_highdicom, store_dataset
 
 if TYPE_CHECKING:
     from .client import Client
@@ -209,7 +210,7 @@ def _decode_frames(ds: Dataset) -> np.ndarray:
     """All frames of a SEG as ``(frames, rows, columns)`` (pydicom: native bit-unpacking and the codecs)."""
     try:
         array = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for undecodable data
+    except Exception as exc:
         raise SegmentationError(f"the SEG's pixel data cannot be decoded: {exc}") from exc
     return array.reshape((-1, int(ds.Rows), int(ds.Columns)))
 
@@ -484,7 +485,7 @@ def _version() -> str:
     return __version__
 
 
-def store_segmentation(client: "Client", masks: Any, source: tuple[str, str], names: Sequence[str] | str,
+def store_segmentation(client: Client, masks: Any, source: tuple[str, str], names: Sequence[str] | str,
                        **options: Any) -> dict[str, str]:
     """Build a SEG on the source series' grid and STOW it; a compressed one first, uncompressed if refused."""
     study, series = source
@@ -504,7 +505,7 @@ def store_segmentation(client: "Client", masks: Any, source: tuple[str, str], na
     return store_dataset(client, seg, "segmentation")
 
 
-def _next_series_number(client: "Client", study: str) -> int:
+def _next_series_number(client: Client, study: str) -> int:
     try:
         found = client.source.search("series", [], study=study, fields=["SeriesNumber"])
     except DicomWebError:
@@ -519,7 +520,7 @@ def _next_series_number(client: "Client", study: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def segmentation_series(client: "Client", study: str, series: str) -> list[tuple[str, str, str]]:
+def segmentation_series(client: Client, study: str, series: str) -> list[tuple[str, str, str]]:
     """``(study, series, sop)`` of the SEG and RTSTRUCT instances in a study drawn on ``series``."""
     found = []
     for modality in ("SEG", "RTSTRUCT"):

@@ -10,13 +10,15 @@ focal plane ``z`` and optical path ``p`` is frame ``1 + tx + ty * tiles_across +
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import DicomWebError
 from ..pixels.decode import PixelAttributes
+from ..protocol import DicomJson, DicomWebSource
 from . import cache as frame_cache
 from .lazy import (
     MAX_FRAMES_PER_REQUEST,
@@ -29,7 +31,6 @@ from .lazy import (
     json_values,
     require_dask,
 )
-from ..protocol import DicomJson, DicomWebSource
 
 __all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide"]
 

@@ -11,9 +11,10 @@ import math
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -25,9 +26,9 @@ from ..errors import DicomWebError, InvalidResponse
 from ..pixels.decode import (
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
+    PixelDecodeError,
     apply_rescale,
     decode_frame,
-    PixelDecodeError,
     decode_frame_into,
     has_rescale,
 )
@@ -56,7 +57,7 @@ def parse_instance(content: bytes) -> Dataset:
     """A Part 10 instance the server sent, parsed; InvalidResponse when it is not one."""
     try:
         return pydicom.dcmread(BytesIO(content))
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+    except Exception as exc:
         raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
 
 

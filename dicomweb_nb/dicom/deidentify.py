@@ -32,12 +32,13 @@ import datetime as _dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -272,7 +273,7 @@ class Deidentifier:
                "PatientName": _text(out, "PatientName")}
         return Deidentified(out, original, new, burned_in_annotation(ds), context.offset)
 
-    def _dataset(self, ds: Dataset, context: "_Context") -> Dataset:
+    def _dataset(self, ds: Dataset, context: _Context) -> Dataset:
         out = Dataset()
         for elem in ds:
             action = self.action_for(elem.tag)
@@ -287,7 +288,7 @@ class Deidentifier:
             out.add(self._element(elem, action, context))
         return out
 
-    def _element(self, elem: DataElement, action: str, context: "_Context") -> DataElement:
+    def _element(self, elem: DataElement, action: str, context: _Context) -> DataElement:
         vr = elem.VR
         if vr == "SQ":
             if action == "Z":

@@ -17,7 +17,8 @@ import base64
 import json
 import struct
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
@@ -163,7 +164,7 @@ def _raw_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | N
         return None
     text = text.rstrip("\x00 ")
     if not text.strip(" \\"):
-        return {"vr": vr} if not text or vr in _SINGLE_VALUE_VRS or not text.replace("\\", "").strip() and "\\" not in text else None
+        return {"vr": vr} if not text or vr in _SINGLE_VALUE_VRS or (not text.replace("\\", "").strip() and "\\" not in text) else None
     items = [text] if vr in _SINGLE_VALUE_VRS else text.split("\\")
     if vr == "PN":
         out = []

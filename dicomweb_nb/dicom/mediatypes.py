@@ -6,8 +6,8 @@ by the client to read what it was sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pydicom import uid
 

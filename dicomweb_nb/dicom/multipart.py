@@ -13,8 +13,9 @@ against 37 MB/s and 543 MB for the standard library's email parser, which needs 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Union
 
 from ..errors import MultipartError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def resource_url(root: str, study: str, series: str | None = None, instance: str | None = None) -> str:

@@ -8,7 +8,8 @@ store sets on its outcomes.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from .dicomjson import DicomJson
 from .resources import UrlBuilder

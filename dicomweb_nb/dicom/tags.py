@@ -9,8 +9,8 @@ model), which no library publishes in machine-readable form.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 

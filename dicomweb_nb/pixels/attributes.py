@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import math
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, ClassVar, Mapping
+from functools import cache
+from typing import Any, ClassVar
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
@@ -49,7 +50,7 @@ _PALETTE_KEYWORDS = tuple(
 ) + ("PixelPresentation",)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _key(keyword: str) -> str:
     """The DICOM JSON key (eight upper-case hex digits) of a keyword."""
     tag = tag_for_keyword(keyword)
@@ -149,7 +150,7 @@ class ImageAttributes:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> "ImageAttributes":
+    def from_dataset(cls, ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> ImageAttributes:
         """Attributes of frame ``frame_index`` (0-based) of a pydicom Dataset (its pixel data need not be loaded).
 
         Only the Image Pixel, Modality LUT, VOI LUT, Palette Color LUT and enhanced functional-group
@@ -166,7 +167,7 @@ class ImageAttributes:
         frame_index: int = 0,
         as_rgb: bool = True,
         bulk_data_handler: BulkDataHandler | None = _CLASS_DEFAULT,
-    ) -> "ImageAttributes":
+    ) -> ImageAttributes:
         """Attributes of frame ``frame_index`` (0-based) from a DICOM JSON object (PS3.18 F.2), such as
         WADO-RS ``/metadata`` returns.
 
@@ -208,7 +209,7 @@ class _DatasetSource:
             value = list(value)
         return None if value is None or value == "" or value == [] else value
 
-    def items(self, keyword: str) -> list["_DatasetSource"]:
+    def items(self, keyword: str) -> list[_DatasetSource]:
         sequence = self._ds.get(keyword)
         return [_DatasetSource(item) for item in sequence] if sequence else []
 
@@ -260,7 +261,7 @@ class _JsonSource:
             return None
         return values[0] if len(values) == 1 else list(values)
 
-    def items(self, keyword: str) -> list["_JsonSource"]:
+    def items(self, keyword: str) -> list[_JsonSource]:
         element = self._element(_key(keyword))
         values = element.get("Value") if isinstance(element, Mapping) else None
         return [_JsonSource(item, self._handler) for item in values or [] if isinstance(item, Mapping)]

@@ -12,7 +12,7 @@ here marks 100, so volumes computed from the masks match the contoured ones.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -99,7 +99,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, t
         source = encapsulate([bytes(data)])
     try:
         array, _ = decoder.as_array(source, index=0, as_rgb=as_rgb, **options)
-    except Exception as exc:  # noqa: BLE001 - codec plugins raise anything; name the frame's syntax
+    except Exception as exc:
         repaired = repair_jpeg_scan_headers(bytes(data)) if uid in _SEQUENTIAL_JPEG_SYNTAXES else None
         if repaired is None:
             raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc

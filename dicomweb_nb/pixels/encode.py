@@ -35,7 +35,8 @@ lossy targets set Lossy Image Compression "01" with its method and ratio (PS3.3 
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom

@@ -15,7 +15,8 @@ fault, and :class:`~dicomweb_nb.errors.NotAcceptable` for an ICC profile that ca
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import DisplayError, NotAcceptable, RenderParameterError
 from .render import ANNOTATIONS, RenderOptions, Viewport
@@ -77,7 +78,7 @@ def integer_value(name: str, text: str, what: str = "value", *, minimum: int | N
         value = int(text)
     except ValueError:
         raise RenderParameterError(name, f"{what} {text!r} is not an integer") from None
-    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise RenderParameterError(name, f"{what} must be {bounds}, got {value}")
     return value

@@ -13,11 +13,12 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tornado import web
 from tornado.ioloop import IOLoop
@@ -29,8 +30,8 @@ from ..store.transcode import TranscodeError
 from .config import DicomWeb
 
 if TYPE_CHECKING:
-    from .proxy import RemoteServers
     from .jobs import JobManager
+    from .proxy import RemoteServers
 
 log = logging.getLogger("dicomweb_nb.server")
 T = TypeVar("T")
@@ -48,8 +49,8 @@ class DicomWebContext:
     wado_path: str
     auth_token: str | None = None  # standalone only
     basic_auth: tuple[str, str] | None = None  # standalone only
-    servers: "RemoteServers | None" = None
-    jobs: "JobManager | None" = None
+    servers: RemoteServers | None = None
+    jobs: JobManager | None = None
 
 
 class ApiError(web.HTTPError):
@@ -154,7 +155,7 @@ class DicomWebMixin:
         proto = proto or _first(headers.get("X-Forwarded-Proto")) or self.request.protocol
         host = host or _first(headers.get("X-Forwarded-Host")) or self.request.host
         port = _first(headers.get("X-Forwarded-Port"))
-        if port and ":" not in host.rsplit("]", 1)[-1] and not (proto, port) in (("http", "80"), ("https", "443")):
+        if port and ":" not in host.rsplit("]", 1)[-1] and (proto, port) not in (("http", "80"), ("https", "443")):
             host = f"{host}:{port}"
         return f"{proto}://{host}"
 

@@ -28,10 +28,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from .base import ApiError, DicomWebMixin
 
@@ -186,7 +187,7 @@ class Job:
         }
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> "Job":
+    def from_record(cls, r: dict[str, Any]) -> Job:
         job = cls(id=r["id"], type=r["type"], priority=int(r.get("priority", 0)), request=r.get("request") or {})
         for name in ("state", "progress", "created", "started", "completed", "error_code", "error_description",
                      "error_details", "content", "http_status", "error_extra", "cancelled", "owner", "updated"):
@@ -200,7 +201,7 @@ class Job:
 class JobContext:
     """What a job's work function sees: cancellation, progress and its Content."""
 
-    def __init__(self, manager: "JobManager", job: Job):
+    def __init__(self, manager: JobManager, job: Job):
         self._manager = manager
         self.job = job
 
@@ -290,7 +291,7 @@ class JobManager:
             return
         try:
             self.store.save_job(job.id, job.record())
-        except Exception:  # noqa: BLE001 - a full disk must not kill the job runner; the job lives on in memory
+        except Exception:
             log.exception("cannot save job %s", job.id)
 
     def _save_throttled(self, job: Job) -> None:
@@ -313,7 +314,7 @@ class JobManager:
         (or reported it interrupted), in which case its record there is the truth."""
         try:
             claimed = self.store.claim_job(job.id, from_states=(PENDING,), to_state=RUNNING)  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - the index is unreachable: run it; its record is saved when it can be
+        except Exception:
             log.exception("cannot claim job %s", job.id)
             return True
         if not claimed:
@@ -330,7 +331,7 @@ class JobManager:
                 if self.store is not None:
                     try:
                         self.store.save_job(job.id, None)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.exception("cannot forget job %s", job.id)
 
     # -- API --------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any, Awaitable
+from typing import Any
 
 from tornado import httputil
 

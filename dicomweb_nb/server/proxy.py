@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from tornado.ioloop import IOLoop
@@ -61,9 +62,9 @@ from .remotes import (
 )
 from .transfers import (
     RETRIEVE_DEBUG_DELAY,
-    iter_available,
     STOW_DEBUG_DELAY,
     ResourceError,
+    iter_available,
     parse_retrieve_resources,
     parse_stow_resources,
     remote_failure,

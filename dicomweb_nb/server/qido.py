@@ -69,7 +69,7 @@ class QidoMixin(DicomWebMixin):
         self.write_json(result.items, 200, media_type)
 
     def _search(self, query: Query, study: str | None, series: str | None, max_results: int | None,
-                url: "UrlBuilder") -> SearchResult:
+                url: UrlBuilder) -> SearchResult:
         # A scope in the URL is one more matching key: an unknown study or series matches nothing
         # (an empty answer, as Orthanc and dcm4chee give), so clients can probe for what is there.
         return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=url,

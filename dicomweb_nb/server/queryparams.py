@@ -16,10 +16,11 @@ happens to the others. One table, so the answer to "is this parameter used?" is 
 from __future__ import annotations
 
 import codecs
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from .base import ApiError
 from ..pixels.renderparams import RENDERED_PARAMETERS
+from .base import ApiError
 
 # Authentication (ours and Jupyter's) and content negotiation (PS3.18 8.3.3.1) are everywhere.
 _EVERYWHERE = frozenset({"token", "_xsrf", "accept"})

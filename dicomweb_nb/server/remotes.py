@@ -30,10 +30,11 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..client.config import RemoteServer, parse_servers, read_servers_file, write_servers_file

@@ -20,10 +20,10 @@ from ..dicom.mediatypes import NotAcceptable
 from ..dicom.multipart import MultipartWriter
 from ..pixels import encode
 from ..pixels import render as rd
+from ..pixels.renderparams import parse_rendered_params
 from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
-from ..pixels.renderparams import parse_rendered_params
 from . import queryparams as qp
 from . import renderparams as rp
 from .base import ApiError

@@ -15,8 +15,9 @@ import asyncio
 import os
 import select
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream

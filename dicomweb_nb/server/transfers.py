@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import requests
 import urllib3
 
 from ..client.http import encode_query
-from ..protocol import StowItem
 from ..client.stow import batches, response_outcomes
 from ..client.web import INSTANCE_ACCEPT, INSTANCE_ACCEPT_FALLBACK, WebSource
 from ..dicom import mediatypes as mt
@@ -32,6 +32,7 @@ from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartDa
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import ConnectionFailed, DicomWebError, InvalidResponse
 from ..fileio import open_private
+from ..protocol import StowItem
 from ..store import InstanceRow, NotFoundError, Store, describe_failure
 from .jobs import (
     ERROR_BAD_REQUEST,

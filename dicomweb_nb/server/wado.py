@@ -13,10 +13,11 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from functools import partial
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,

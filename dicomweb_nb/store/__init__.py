@@ -1,6 +1,7 @@
 """The store: an index (SQLite or PostgreSQL) plus blob storage (a folder or object storage),
 metadata and frame offsets computed once at ingest. Knows nothing of HTTP."""
 
+from .importer import ImportReport, import_files, import_paths
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, read_instance
 from .store import (
     FAILURE_CANNOT_UNDERSTAND,
@@ -16,7 +17,6 @@ from .store import (
     StoreOutcome,
     describe_failure,
 )
-from .importer import ImportReport, import_files, import_paths
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",

@@ -70,7 +70,7 @@ class FrameLayout:
                            "l": self.value_length, "f": self.frames}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "FrameLayout":
+    def from_json(cls, text: str | None) -> FrameLayout:
         if not text:
             return cls()
         d = json.loads(text)
@@ -191,7 +191,7 @@ def ensure_part10(path: Path, tmp_dir: Path) -> Path:
             ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
             ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
             ds.save_as(target, enforce_file_format=True)
-        except Exception as exc:  # noqa: BLE001 - whatever pydicom chokes on is "not DICOM" to the caller
+        except Exception as exc:
             try:
                 target.unlink()
             except FileNotFoundError:

@@ -30,17 +30,13 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..dicom.query import Query
-from ..fileio import write_atomically
-from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
-from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
-from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
-from ..fileio import StoreModes
 from ..dicom.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
@@ -49,9 +45,13 @@ from ..dicom.stow import (
     FAILURE_STUDY_UID_MISMATCH,
     describe_failure,
 )
+from ..fileio import StoreModes, write_atomically
+from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
+from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
+from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
+from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
-from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
 
 log = logging.getLogger("dicomweb_nb.store")
 
@@ -278,7 +278,7 @@ class Store:
         while not self._stop.wait(interval):
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeper
+            except Exception:
                 log.exception("store sweep failed")
 
     def reconcile(self) -> dict[str, int]:
@@ -384,13 +384,13 @@ class Store:
             # index be unreachable, the intents stay and the blobs with them: never a row without its blob.
             try:
                 unindexed = self.index.drop_intents(keys, self.session)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot drop the write intents of a failed write")
                 unindexed = []
             for key in unindexed:
                 try:
                     self.blobs.delete(key)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("cannot remove blob %s of a failed write", key)
             for _path, _record, outcome, _move in to_write:
                 outcome.stored = outcome.replaced = False

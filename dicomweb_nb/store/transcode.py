@@ -13,9 +13,9 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
 
 import numpy as np
 import pydicom
@@ -250,7 +250,7 @@ def _bulk_path(uri: str) -> str:
 THUMBNAIL_SIZE = 128
 
 
-def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: "rd.RenderOptions | None" = None,
+def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: rd.RenderOptions | None = None,
            *, thumbnail: bool = False) -> bytes:
     """Frame ``index`` (0-based) of a stored instance as a consumer image (PS3.18 rendered / thumbnail)."""
     frame = decoded_frame(row, index)
@@ -260,14 +260,14 @@ def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options
     return rd.render(frame, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
+def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions | None = None) -> bytes:
     """Several frames of one instance as an animated GIF (or APNG)."""
     frames = [decoded_frame(row, i) for i in indices]
     attrs = [image_attributes(row, i) for i in indices]
     return rd.render_frames(frames, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def _annotation(row: InstanceRow, options: "rd.RenderOptions | None") -> list[str]:
+def _annotation(row: InstanceRow, options: rd.RenderOptions | None) -> list[str]:
     if options is None or not options.annotation:
         return []
     return rd.annotation_lines(json.loads(row.metadata_text), options.annotation)

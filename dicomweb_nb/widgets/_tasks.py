@@ -16,8 +16,9 @@ import functools
 import html
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
@@ -123,7 +124,7 @@ class TaskRunner:
         def run() -> T | None:
             try:
                 return fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a traceback
+            except Exception as exc:
                 log.debug("background task failed", exc_info=True)
                 self.errors.append(exc)
                 if on_error is not None:
@@ -160,7 +161,7 @@ def guarded(status_of: Callable[[Any], StatusBar | None]) -> Callable[[Callable[
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> T | None:
             try:
                 return method(self, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - shown in the widget
+            except Exception as exc:
                 log.debug("widget callback failed", exc_info=True)
                 status = status_of(self)
                 if status is None:

@@ -54,7 +54,7 @@ class SegmentationOverlays:
                                           layout=widgets.Layout(display="none", width="300px"))
         self.overlay_panel.add_class("dwnb-overlays")
 
-    def _load_segmentations(self, token: int, client: "Client", study: str, series: str) -> None:
+    def _load_segmentations(self, token: int, client: Client, study: str, series: str) -> None:
         for seg_study, seg_series, sop in segmentation_series(client, study, series):
             if token != self._source_token:
                 return

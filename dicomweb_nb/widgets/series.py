@@ -9,7 +9,8 @@ here, so every DICOMweb server shows pictures.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -45,7 +46,7 @@ def _placeholder(text: str) -> bytes:
     return _PLACEHOLDER_SVG % html.escape(text).encode()
 
 
-def series_thumbnail(client: "Client", study: str, series: str, size: int = THUMBNAIL_SIZE) -> bytes:
+def series_thumbnail(client: Client, study: str, series: str, size: int = THUMBNAIL_SIZE) -> bytes:
     """PNG bytes of a small picture of a series: the server's thumbnail or rendering, else rendered here."""
     import io
 
@@ -69,7 +70,7 @@ def series_thumbnail(client: "Client", study: str, series: str, size: int = THUM
     return render_thumbnail(frame, ImageAttributes.from_json(meta), size, media_type="image/png")
 
 
-def _derived_sources(client: "Client", study: str, found: pd.DataFrame) -> dict[str, str]:
+def _derived_sources(client: Client, study: str, found: pd.DataFrame) -> dict[str, str]:
     """For each SEG, RTSTRUCT and SR series of a study listing: the series it was made from (first instance's header)."""
     out: dict[str, str] = {}
     if "Modality" not in found.columns:
@@ -156,7 +157,7 @@ class SeriesList(widgets.VBox):
             self._list.children = ()
             self.title.value = "<b>Series</b> <i>(open a study)</i>"
 
-    def show_study(self, client: "Client", study: str, label: str = "") -> None:
+    def show_study(self, client: Client, study: str, label: str = "") -> None:
         """List the series of ``study`` (QIDO-RS in the background), then load their thumbnails."""
         token = self._generation.next()
         with UI_LOCK:
@@ -168,7 +169,7 @@ class SeriesList(widgets.VBox):
             self.title.value = f"<b>Series</b> of {html.escape(label or study)} <i>loading&hellip;</i>"
         self.runner.submit(self._load, token, client, study, label)
 
-    def _load(self, token: int, client: "Client", study: str, label: str) -> None:
+    def _load(self, token: int, client: Client, study: str, label: str) -> None:
         found = client.series(study, fields=SERIES_FIELDS)
         if not self._generation.is_current(token):
             return
@@ -223,7 +224,7 @@ class SeriesList(widgets.VBox):
         row.add_class("dwnb-series-row")
         return row
 
-    def _load_thumbnail(self, token: int, client: "Client", study: str, series: str) -> None:
+    def _load_thumbnail(self, token: int, client: Client, study: str, series: str) -> None:
         if not self._generation.is_current(token):
             return
         png = series_thumbnail(client, study, series)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import html
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -113,7 +114,7 @@ class Viewer(SegmentationOverlays, widgets.VBox):
     recommends; ``overlay_opacity`` sets how strongly they cover the image.
     """
 
-    def __init__(self, source: "Client | Volume | np.ndarray | None" = None, study: str | None = None,
+    def __init__(self, source: Client | Volume | np.ndarray | None = None, study: str | None = None,
                  series: str | None = None, *, size: int | None = 512, runner: TaskRunner | None = None,
                  status: StatusBar | None = None, segmentations: bool = True):
         self.size = size
@@ -218,7 +219,7 @@ class Viewer(SegmentationOverlays, widgets.VBox):
             self.tags.value = self._volume_tags()
         self._request_render()
 
-    def show_series(self, client: "Client", study: str, series: str) -> None:
+    def show_series(self, client: Client, study: str, series: str) -> None:
         """Show a series of a DICOMweb server: its metadata first (in the background), then frames as asked."""
         with UI_LOCK:
             self._source_token += 1
@@ -235,7 +236,7 @@ class Viewer(SegmentationOverlays, widgets.VBox):
             self.tags.value = ""
         self.runner.submit(self._load_series, token, client, study, series)
 
-    def _load_series(self, token: int, client: "Client", study: str, series: str) -> None:
+    def _load_series(self, token: int, client: Client, study: str, series: str) -> None:
         self.status.show("loading the series metadata…", "busy")
         found = client.metadata(study, series, raw=True)
         images = [m for m in found if dicomjson.first(m, "Rows") is not None and dicomjson.first(m, "Columns")]

@@ -27,7 +27,6 @@ from dicomweb_nb.pixels.voi import (
 )
 from tests.fixtures.data import read_dicom as read
 
-
 # A 64x64 ramp of every 12-bit stored value; with intercept -1024 the modality value is stored - 1024.
 RAMP = np.arange(4096, dtype=np.uint16).reshape(64, 64)
 RAMP_ATTRS = ImageAttributes(64, 64, bits_stored=12, rescale_intercept=-1024.0)

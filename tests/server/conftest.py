@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import pytest
 import requests
@@ -88,7 +88,7 @@ def failed_items(answer: dict) -> list[dict]:
     return answer.get("00081198", {}).get("Value", [])
 
 
-_BUNDLED: dict[str, dict[str, "BundledInstance"]] = {}
+_BUNDLED: dict[str, dict[str, BundledInstance]] = {}
 
 
 class BundledInstance:

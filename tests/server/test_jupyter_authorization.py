@@ -15,7 +15,7 @@ from jupyter_server.auth import Authorizer
 
 # pytest-jupyter's fixtures (jp_serverapp, jp_fetch, jp_server_config, ...), for this module only:
 # as a plugin its autouse fixtures would run around every test of the suite.
-from pytest_jupyter.jupyter_server import *  # noqa: F401,F403
+from pytest_jupyter.jupyter_server import *  # noqa: F403
 from traitlets.config import Config
 
 from dicomweb_nb import samples

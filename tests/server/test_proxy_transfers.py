@@ -15,8 +15,16 @@ from tests.fixtures.backends import staging_files
 from tests.fixtures.consistency import open_for_checking
 
 from ..fixtures.ourserver import start_standalone
-from .proxy_helpers import (Api, import_study, make_study, send, send_instances, send_parts_then_break, serve_studies,
-                            start_scripted)
+from .proxy_helpers import (
+    Api,
+    import_study,
+    make_study,
+    send,
+    send_instances,
+    send_parts_then_break,
+    serve_studies,
+    start_scripted,
+)
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 

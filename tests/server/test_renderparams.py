@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dicomweb_nb.pixels.render import RenderOptions, RenderParameterError, Viewport
-from dicomweb_nb.pixels.voi import Window
 from dicomweb_nb.pixels.renderparams import parse_rendered_params
+from dicomweb_nb.pixels.voi import Window
 from dicomweb_nb.server.renderparams import parse_wado_uri_params
 
 

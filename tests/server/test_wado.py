@@ -17,9 +17,9 @@ from pydicom.encaps import generate_frames
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.mediatypes import parse_media_type
 from dicomweb_nb.dicom.multipart import iter_parts
+from tests.fixtures.backends import store_kwargs_for
 from tests.fixtures.data import read_dicom as _read
 from tests.fixtures.metadata import metadata_problems, native_layout
-from tests.fixtures.backends import store_kwargs_for
 from tests.fixtures.ourserver import start_standalone
 
 from .conftest import store_bundled
@@ -235,7 +235,7 @@ def test_uncompressed_frames_equal_pydicoms_decode_for_every_transfer_syntax(eve
             answer = requests.get(f"{_instance_url(loaded, ds)}/frames/1", headers={"Accept": RAW_FRAMES})
             assert answer.status_code in (200, 406), path.name  # never a 500
             continue
-        if ds.BitsAllocated == 1 or ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        if ds.BitsAllocated == 1 or (ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42") and not ds.file_meta.TransferSyntaxUID.is_encapsulated):
             continue
         frame = native_layout(ds, expected if count == 1 else expected[count - 1])
         answer = requests.get(f"{_instance_url(loaded, ds)}/frames/{count}", headers={"Accept": RAW_FRAMES})

@@ -11,8 +11,8 @@ import pytest
 from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
-from dicomweb_nb.store.ingest import NotDicomError, read_instance
 from dicomweb_nb.client.local import StoreSource
+from dicomweb_nb.store.ingest import NotDicomError, read_instance
 from tests.fixtures.metadata import metadata_problems, native_layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

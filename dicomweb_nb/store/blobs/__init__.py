@@ -19,9 +19,10 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from ...fileio import StoreModes

@@ -7,8 +7,9 @@ GETs (``cat_file(path, start, end)``): a frame costs one request for its bytes, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from fsspec.core import url_to_fs
 

@@ -21,8 +21,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -33,8 +34,7 @@ from ...dicom.query import Match
 from ..blobs import redact_text, redact_url
 from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
-from . import SchemaTooNew
-from . import matchdoc
+from . import SchemaTooNew, matchdoc
 from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
@@ -122,25 +122,24 @@ class PostgresIndex(SqlIndex):
             raise
 
     def _open_schema(self) -> None:
-        with self.pool.connection() as conn:
-            with conn.transaction():
-                ex = _executor(conn)
-                ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                version = None
-                if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
-                    row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
-                    version = int(row[0]) if row else None
-                if version is not None and version > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
-                        f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-                if version == SCHEMA_VERSION:
-                    return
-                for statement in statements(ddl("postgresql")):
-                    conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
-                ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (str(SCHEMA_VERSION),))
+        with self.pool.connection() as conn, conn.transaction():
+            ex = _executor(conn)
+            ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            version = None
+            if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
+                row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
+                version = int(row[0]) if row else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
+                    f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
+            if version == SCHEMA_VERSION:
+                return
+            for statement in statements(ddl("postgresql")):
+                conn.execute(statement)
+            # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
+            ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+               (str(SCHEMA_VERSION),))
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -151,9 +150,8 @@ class PostgresIndex(SqlIndex):
     def _transact(self, work: Callable[[Execute], Any]) -> Any:
         for attempt in range(6):
             try:
-                with self.pool.connection() as conn:
-                    with conn.transaction():
-                        return work(_executor(conn))
+                with self.pool.connection() as conn, conn.transaction():
+                    return work(_executor(conn))
             except _RETRIED:
                 if attempt == 5:
                     raise

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ...dicom.dicomjson import DicomJson, value_texts
 from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
