@@ -109,7 +109,7 @@ def main() -> None:
             for name, base in servers.items():
                 session = requests.Session()
                 url = f"{base}/studies/{study}/series/{series}/metadata"
-                meta[name] = median_ms(timed(lambda: session.get(url, headers={"Accept": "application/dicom+json"}).raise_for_status(), args.repeat))
+                meta[name] = median_ms(timed(lambda session=session, url=url: session.get(url, headers={"Accept": "application/dicom+json"}).raise_for_status(), args.repeat))
             rows.append({"measure": f"series metadata, {args.slices} instances (ms p50)", "ours": meta["ours"],
                          "orthanc": meta["orthanc"], "ratio": meta["ours"] / meta["orthanc"], "target": "<= 0.25"})
 
@@ -117,7 +117,7 @@ def main() -> None:
             for name, base in servers.items():
                 url = f"{base}/studies/{study}/series/{series}"
                 size = download(url, DICOM_ANY)
-                best = min(timed(lambda: download(url, DICOM_ANY), max(3, args.repeat // 3)))
+                best = min(timed(lambda url=url: download(url, DICOM_ANY), max(3, args.repeat // 3)))
                 rate[name] = size / best / 1e6
             ceiling = loopback_ceiling()
             rows.append({"measure": "series retrieve (MB/s)", "ours": rate["ours"], "orthanc": rate["orthanc"],

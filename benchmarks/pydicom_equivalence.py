@@ -97,7 +97,7 @@ def _pydicom_layout(path, value_offset: int) -> list[tuple[int, int]]:
     with open(path, "rb") as fp:
         fp.seek(value_offset)
         parse_basic_offsets(fp)  # leaves the file after the Basic Offset Table item
-        count, positions = parse_fragments(fp)
+        _count, positions = parse_fragments(fp)
         out = []
         for position in positions:
             fp.seek(position + 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyter_server.extension.application import ExtensionApp
 
@@ -54,7 +54,7 @@ class DicomWebExtension(ExtensionApp):
     name = "dicomweb_nb"
     description = "DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and an Orthanc-compatible client proxy"
     load_other_extensions = True
-    classes = [*ExtensionApp.classes, DicomWeb]
+    classes: ClassVar[list[Any]] = [*ExtensionApp.classes, DicomWeb]
 
     dicomweb: DicomWeb
     context: DicomWebContext | None = None

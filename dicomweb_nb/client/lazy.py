@@ -115,7 +115,7 @@ class SourceHandle:
     def __reduce__(self) -> tuple[Any, ...]:
         try:
             recipe = pickle.dumps(self.source)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - TypeError, AttributeError, PicklingError...: all mean it cannot go
             raise TypeError(f"this lazy array's source ({self.source!r}) cannot be sent to other processes: {exc}. "
                             "Compute it with the threaded scheduler, or connect with settings that pickle "
                             "(no custom requests session or auth object)") from None
@@ -194,9 +194,8 @@ def _complete_for_geometry(obj: DicomJson) -> bool:
     sop_class = str(json_first(obj, "00080016") or "")
     if sop_class in _FLOAT_PIXEL_CLASSES or int(json_first(obj, "00280008") or 1) > 1:
         return False  # float pixel data, or per-frame geometry: the full metadata says
-    if sop_class in _CT_CLASSES and not obj.get("00281052"):
-        return False  # a CT always has a rescale: its absence means the server left it out
-    return True
+    # A CT always has a rescale: its absence means the server left it out.
+    return not (sop_class in _CT_CLASSES and not obj.get("00281052"))
 
 
 def expected_dtype(attrs: PixelAttributes, rescaling: bool) -> np.dtype:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Union
 
 from ..errors import MultipartError
 
@@ -44,7 +43,7 @@ class PartEnd:
     pass
 
 
-Event = Union[PartBegin, PartData, PartEnd]
+Event = PartBegin | PartData | PartEnd
 
 _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
 _MAX_HEADER_BYTES = 64 * 1024

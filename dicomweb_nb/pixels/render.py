@@ -201,8 +201,8 @@ def _source_slices(opts: RenderOptions, rows: int, columns: int) -> tuple[slice,
         return ys, xs
     if opts.region is not None:
         x1n, y1n, x2n, y2n = opts.region
-        x0, x1 = int(math.floor(x1n * columns)), int(math.ceil(x2n * columns))
-        y0, y1 = int(math.floor(y1n * rows)), int(math.ceil(y2n * rows))
+        x0, x1 = math.floor(x1n * columns), math.ceil(x2n * columns)
+        y0, y1 = math.floor(y1n * rows), math.ceil(y2n * rows)
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         return slice(y0, min(y1, rows)), slice(x0, min(x1, columns))
     return None
@@ -439,6 +439,6 @@ def render_frames(
     out = io.BytesIO()
     fmt = "GIF" if kind == "image/gif" else "PNG"
     extra = {"compress_level": PNG_COMPRESS_LEVEL} if fmt == "PNG" else {}
-    images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=int(round(duration)),
+    images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=round(duration),
                    loop=loop, **extra)
     return out.getvalue()

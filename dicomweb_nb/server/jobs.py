@@ -162,7 +162,7 @@ class Job:
             "Type": self.type,
             "State": self.state,
             "Priority": self.priority,
-            "Progress": int(round(100 * self.progress)) if self.state != SUCCESS else 100,
+            "Progress": round(100 * self.progress) if self.state != SUCCESS else 100,
             "CreationTime": _timestamp(self.created),
             "EffectiveRuntime": round(end - self.started, 3) if self.started else 0.0,
             "ErrorCode": self.error_code,
@@ -215,10 +215,7 @@ class JobContext:
 
     def set_progress(self, done: float, total: float | None) -> None:
         """Progress as done/total; an unknown total keeps the job below 100 % until it ends."""
-        if total:
-            value = min(max(done / total, 0.0), 1.0)
-        else:
-            value = 0.0
+        value = min(max(done / total, 0.0), 1.0) if total else 0.0
         if not self.job.finished:
             self.job.progress = min(value, 0.99)
             self._manager._save_throttled(self.job)

@@ -11,7 +11,8 @@ refuses or ignores is ``queryparams``' table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..dicom.mediatypes import parse_media_type
 from ..dicom.uids import UID_RULE, is_valid_uid
@@ -44,7 +45,7 @@ class WadoUriRequest:
     annotation: tuple[str, ...] = ()
     presentation_uid: str | None = None
     presentation_series_uid: str | None = None
-    render: RenderOptions = RenderOptions()
+    render: RenderOptions = field(default_factory=RenderOptions)
 
     @property
     def wants_dicom(self) -> bool:

@@ -193,7 +193,8 @@ class _SendCursor:
         if isinstance(item, bytes):
             return os.write(self.fd, memoryview(item)[self.done_in_item:]) if item else 0
         if self._file is None:
-            self._file = open(item.blob.local_path, "rb")  # type: ignore[union-attr,arg-type]
+            # Kept open across sends of the piece (each sends what the socket takes), closed in close().
+            self._file = open(item.blob.local_path, "rb")  # noqa: SIM115  # type: ignore[union-attr,arg-type]
         n = os.sendfile(self.fd, self._file.fileno(), item.offset + self.done_in_item,
                         min(item.length - self.done_in_item, 1 << 30))
         if n == 0 and item.length > self.done_in_item:

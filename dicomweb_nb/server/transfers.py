@@ -249,7 +249,7 @@ def stow_to_remote(ctx: JobContext, source: WebSource, rows: Sequence[InstanceRo
         sent_in_batch: set[str] = set()
         done_before = len(accepted) + len(refused)
 
-        def on_sent(item: StowItem) -> None:
+        def on_sent(item: StowItem, sent_in_batch: set[str] = sent_in_batch, done_before: int = done_before) -> None:
             if debug_delay:
                 time.sleep(debug_delay)
             sent_in_batch.add(item.label)

@@ -217,10 +217,7 @@ def _require_complete(ds: Dataset, file_size: int) -> None:
     raw = ds.get_item(tags[-1])
     if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED_LENGTH:
         return
-    if raw.value is None:
-        complete = raw.value_tell + raw.length <= file_size
-    else:
-        complete = len(raw.value) >= raw.length
+    complete = raw.value_tell + raw.length <= file_size if raw.value is None else len(raw.value) >= raw.length
     if not complete:
         raise NotDicomError(f"the file is truncated: it ends inside element {tags[-1]}")
 

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import ipywidgets as widgets
 
@@ -62,7 +62,7 @@ def describe_error(exc: BaseException, *, server: str | None = None) -> str:
 class StatusBar(widgets.HTML):
     """One line telling what the widget is doing, or what went wrong (``kind`` is info, busy, ok or error)."""
 
-    _COLOURS = {"info": "#555", "busy": "#1565c0", "ok": "#2e7d32", "error": "#b71c1c"}
+    _COLOURS: ClassVar[dict[str, str]] = {"info": "#555", "busy": "#1565c0", "ok": "#2e7d32", "error": "#b71c1c"}
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -323,6 +323,6 @@ def test_lazy_volume_through_the_jupyter_extension(jupyter_dicomweb, lazy_data):
         _same_volume(lazy, eager)
         assert np.array_equal(lazy.array[3].compute(scheduler="processes"), eager.array[3])
         assert np.array_equal(lazy.array.compute(), eager.array)
-    with dw.connect(jupyter_dicomweb.dicomweb_url, progress=False) as anonymous:
-        with pytest.raises((errors.Unauthorized, errors.Forbidden)):
-            anonymous.volume(study, series, lazy=True)
+    with dw.connect(jupyter_dicomweb.dicomweb_url, progress=False) as anonymous, \
+            pytest.raises((errors.Unauthorized, errors.Forbidden)):
+        anonymous.volume(study, series, lazy=True)

@@ -57,7 +57,7 @@ def reference(x: float, c: float, w: float, function: str) -> int:
     else:
         exponent = -4 * (x - c) / w
         y = ymin if exponent > 700 else (ymax - ymin) / (1 + math.exp(exponent)) + ymin
-    return int(math.floor(y + 0.5))
+    return math.floor(y + 0.5)
 
 
 # Values worked by hand from the formulas (center 1000, width 201 / 200).

@@ -84,7 +84,7 @@ def _image_files(loaded):
 
 def test_retrieved_instances_are_byte_identical_to_the_part10_originals(loaded):
     checked = 0
-    for sop, path in loaded.files.items():
+    for _sop, path in loaded.files.items():
         original = path.read_bytes()
         if original[128:132] != b"DICM":
             continue  # stored as a Part 10 rewrite: compared by content in another test
@@ -113,7 +113,7 @@ def test_series_and_study_retrieve_stream_every_instance(loaded):
 def test_default_transfer_syntax_is_explicit_vr_little_endian(loaded):
     compressed = [(sop, p, ds) for sop, p, ds in _image_files(loaded)
                   if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50" and ds.get("NumberOfFrames", 1) in (1, "1")]
-    sop, path, ds = compressed[0]
+    _sop, _path, ds = compressed[0]
     answer = requests.get(_instance_url(loaded, ds), headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert answer.status_code == 200
     (headers, body), = _parts(answer)
@@ -159,7 +159,7 @@ def test_unacceptable_retrieve_is_406(loaded):
 
 def test_frames_as_stored_equal_pydicoms_frames(loaded):
     checked = 0
-    for sop, path, ds in _image_files(loaded):
+    for _sop, path, ds in _image_files(loaded):
         count = int(ds.get("NumberOfFrames", 1) or 1)
         ts = ds.file_meta.TransferSyntaxUID
         if ts.is_encapsulated:
@@ -487,7 +487,7 @@ def test_12_bit_lossy_jpeg_is_decoded(server):
     url = instance.url(server)
     answer = _get(server, url, 'multipart/related; type="application/dicom"')
     assert answer.status_code == 200, answer.text
-    (headers, body), = _parts(answer)
+    (_headers, body), = _parts(answer)
     got = pydicom.dcmread(io.BytesIO(body))
     assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(got.pixel_array, reference)

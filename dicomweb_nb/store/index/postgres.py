@@ -108,7 +108,7 @@ class PostgresIndex(SqlIndex):
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc))}") from None
-        except Exception as exc:  # psycopg_pool.PoolTimeout
+        except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and its kin: the pool is closed, the error told
             self.pool.close()
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc)) or type(exc).__name__}") from None
         self._session: str | None = None
