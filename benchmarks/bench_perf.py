@@ -316,7 +316,9 @@ def main() -> None:
                 session = requests.Session()
 
                 def one() -> None:
-                    r = session.get(f"{c.url}/studies/{study}/series/{series}/metadata", headers={"Accept": "application/dicom+json"})
+                    r = session.get(
+                        f"{c.url}/studies/{study}/series/{series}/metadata", headers={"Accept": "application/dicom+json"}
+                    )
                     r.raise_for_status()
                     if len(r.json()) != len(sops):
                         raise AssertionError("series metadata misses instances")

@@ -84,7 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.database_url = args.database
     if args.storage:
         config.storage_url = args.storage
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     from .errors import ConfigurationError
 
     try:
@@ -163,8 +165,12 @@ def _open_store(args: argparse.Namespace):
 
 
 def _team_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
-                        f"(c.DicomWeb.database_url; default: {INDEX_FILENAME} in the store folder)")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
+        f"(c.DicomWeb.database_url; default: {INDEX_FILENAME} in the store folder)",
+    )
     parser.add_argument("--storage", metavar="URL", help="where instances are kept: a folder or s3://bucket/prefix "
                         "(c.DicomWeb.storage_url; default: files/ in the store folder)")
 
@@ -174,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
-    serve.add_argument("--store", default=default_store(), help=f"store folder (default: {DEFAULT_STORE_DIRNAME}, or ${STORE_ENV})")
+    serve.add_argument(
+        "--store", default=default_store(), help=f"store folder (default: {DEFAULT_STORE_DIRNAME}, or ${STORE_ENV})"
+    )
     _team_store_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042, Orthanc's)")

@@ -35,7 +35,9 @@ def _export_to_kernels(serverapp: Any, config: DicomWeb, store_dir: str, root_pa
         if value:
             os.environ[name] = value
     try:
-        origin = serverapp.connection_url.split(serverapp.base_url, 1)[0] if serverapp.base_url != "/" else serverapp.connection_url
+        origin = (
+            serverapp.connection_url.split(serverapp.base_url, 1)[0] if serverapp.base_url != "/" else serverapp.connection_url
+        )
         os.environ[LOCAL_URL_ENV] = origin.rstrip("/") + root_path.rstrip("/")
     except Exception:  # noqa: BLE001 - the URL only decorates answers; never fail start-up over it
         pass

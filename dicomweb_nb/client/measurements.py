@@ -120,7 +120,9 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
     if any(key[0] is not None for key in groups) and segmentation is None:
         raise MeasurementError("rows name segments: give segmentation= (the SEG's SOP Instance UID, or the dict "
                                "store_segmentation returned)")
-    seg_numbers = {int(item.SegmentNumber) for item in segmentation.get("SegmentSequence", [])} if segmentation is not None else set()
+    seg_numbers = (
+        {int(item.SegmentNumber) for item in segmentation.get("SegmentSequence", [])} if segmentation is not None else set()
+    )
     built = []
     for number, ((segment, tracking_id, finding), indices) in enumerate(groups.items(), start=1):
         items = []
@@ -200,7 +202,13 @@ def store_measurements(client: Client, measurements: pd.DataFrame, source: tuple
     header = _segmentation_header(client, study, segmentation) if segmentation is not None else None
     if header is not None:
         evidence.append(header)
-    report = build_measurement_report(measurements, evidence, segmentation=header, source_series=series, title=title,
-                                      description=description,
-                                      series_number=series_number if series_number is not None else _next_series_number(client, study))
+    report = build_measurement_report(
+        measurements,
+        evidence,
+        segmentation=header,
+        source_series=series,
+        title=title,
+        description=description,
+        series_number=series_number if series_number is not None else _next_series_number(client, study),
+    )
     return store_dataset(client, report, "measurement report")

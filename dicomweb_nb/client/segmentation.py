@@ -145,7 +145,9 @@ def referenced_series(ds: Dataset) -> tuple[str, str] | None:
         for frame_of_reference in ds.get("ReferencedFrameOfReferenceSequence", []):
             for study_item in frame_of_reference.get("RTReferencedStudySequence", []):
                 for series_item in study_item.get("RTReferencedSeriesSequence", []):
-                    return str(study_item.get("ReferencedSOPInstanceUID") or ds.StudyInstanceUID), str(series_item.SeriesInstanceUID)
+                    return str(study_item.get("ReferencedSOPInstanceUID") or ds.StudyInstanceUID), str(
+                        series_item.SeriesInstanceUID
+                    )
         return None
     for item in ds.get("ReferencedSeriesSequence", []):
         return str(ds.StudyInstanceUID), str(item.SeriesInstanceUID)
@@ -386,17 +388,30 @@ def _mask_kind(masks: np.ndarray) -> str:
     raise SegmentationError(f"masks of dtype {masks.dtype} are neither boolean nor fractional")
 
 
-def build_segmentation(masks: Any, grid: SourceGrid, names: Sequence[str], *, categories: Sequence[Any] | None = None,
-                       types: Sequence[Any] | None = None, colours: Sequence[Any] | None = None,
-                       algorithm: str | None = None, algorithm_version: str = "unknown", description: str | None = None, series_number: int = 300,
-                       fractional_type: str = "PROBABILITY", transfer_syntax: str | None = None) -> Dataset:
+def build_segmentation(
+    masks: Any,
+    grid: SourceGrid,
+    names: Sequence[str],
+    *,
+    categories: Sequence[Any] | None = None,
+    types: Sequence[Any] | None = None,
+    colours: Sequence[Any] | None = None,
+    algorithm: str | None = None,
+    algorithm_version: str = "unknown",
+    description: str | None = None,
+    series_number: int = 300,
+    fractional_type: str = "PROBABILITY",
+    transfer_syntax: str | None = None,
+) -> Dataset:
     """A DICOM SEG (highdicom) of ``masks`` ``(segments, slices, rows, columns)`` on a source grid."""
     hd = require_highdicom()
     array = np.asarray(masks)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
-        raise SegmentationError(f"masks are (segments, slices, rows, columns) or one (slices, rows, columns) mask, not {array.shape}")
+        raise SegmentationError(
+            f"masks are (segments, slices, rows, columns) or one (slices, rows, columns) mask, not {array.shape}"
+        )
     if array.shape[1:] != grid.shape:
         raise SegmentationError(f"masks of shape {array.shape[1:]} do not fit the source series' grid {grid.shape} "
                                 "(slices, rows, columns, as pacs.volume gives it)")

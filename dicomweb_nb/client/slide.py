@@ -166,9 +166,15 @@ def pyramid_levels(metadata: Sequence[DicomJson]) -> tuple[list[tuple[SlideLevel
         organization = str(json_first(meta, "00209311", "") or "").upper()
         frames = int(json_first(meta, "00280008", 1) or 1)
         uid = str(json_first(meta, "00080018", ""))
-        level = SlideLevel(uid, (int(total_rows), int(total_columns)), (int(json_first(meta, "00280010")), int(json_first(meta, "00280011"))),
-                           _pixel_spacing(meta), int(json_first(meta, "00480303", 1) or 1), int(json_first(meta, "00480302", 1) or 1),
-                           flavor)
+        level = SlideLevel(
+            uid,
+            (int(total_rows), int(total_columns)),
+            (int(json_first(meta, "00280010")), int(json_first(meta, "00280011"))),
+            _pixel_spacing(meta),
+            int(json_first(meta, "00480303", 1) or 1),
+            int(json_first(meta, "00480302", 1) or 1),
+            flavor,
+        )
         expected = level.tiles[0] * level.tiles[1] * level.focal_planes * level.optical_paths
         if organization != "TILED_FULL" and not (frames == 1 and expected == 1):
             raise DicomWebError(f"instance {uid} is tiled as {organization or 'unspecified'}, not TILED_FULL: its tiles "

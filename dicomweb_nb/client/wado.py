@@ -47,7 +47,9 @@ def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "slice") -> 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
 
 
-def iter_datasets(source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None) -> Iterator[Dataset]:
+def iter_datasets(
+    source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None
+) -> Iterator[Dataset]:
     """pydicom Datasets of a study, series or instance, parsed one by one as the answer streams in."""
     for content in source.iter_instances(study, series, instance):
         yield parse_instance(content)

@@ -298,10 +298,12 @@ def annotation_lines(metadata: dict[str, Any], kinds: Iterable[str]) -> list[str
                       _joined(labelled("DOB", "PatientBirthDate"), labelled("Sex", "PatientSex")),
                       _joined(_text(metadata, "StudyDate"), _text(metadata, "StudyDescription"))]
         elif kind == "technique":
-            lines += [_joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),
-                      _joined(labelled("kVp", "KVP"), labelled("", "XRayTubeCurrent", " mA"), labelled("", "ExposureTime", " ms")),
-                      labelled("Thk", "SliceThickness", " mm"),
-                      _joined(labelled("TR", "RepetitionTime"), labelled("TE", "EchoTime"))]
+            lines += [
+                _joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),
+                _joined(labelled("kVp", "KVP"), labelled("", "XRayTubeCurrent", " mA"), labelled("", "ExposureTime", " ms")),
+                labelled("Thk", "SliceThickness", " mm"),
+                _joined(labelled("TR", "RepetitionTime"), labelled("TE", "EchoTime")),
+            ]
         else:
             raise RenderParameterError("annotation", f"values are patient and/or technique, got {kind!r}")
     return [line for line in lines if line]

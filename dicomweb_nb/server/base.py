@@ -93,7 +93,11 @@ class DicomWebMixin:
             for name, value in exc.headers.items():
                 self.set_header(name.replace("_", "-"), value)
         elif isinstance(exc, web.HTTPError):
-            message = exc.log_message % exc.args if exc.log_message and exc.args else (exc.log_message or HTTPStatus(status_code).phrase)
+            message = (
+                exc.log_message % exc.args
+                if exc.log_message and exc.args
+                else (exc.log_message or HTTPStatus(status_code).phrase)
+            )
         elif exc is not None:
             message = f"internal error: {type(exc).__name__}: {exc}"
             log.error("unhandled error on %s %s\n%s", self.request.method, self.request.uri,

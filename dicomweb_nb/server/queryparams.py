@@ -42,7 +42,9 @@ def warn_unknown(handler: Any, known: frozenset[str]) -> None:
     """Name every query parameter outside ``known`` in a Warning header: ignored, as PS3.18 8.3 says."""
     for name in sorted(set(handler.request.query_arguments) - known):
         shown = name if name.isprintable() and len(name) <= 64 else repr(name[:64])
-        handler.add_header("Warning", f'299 dicomweb-nb "unknown query parameter {shown.replace(chr(34), chr(39))} ignored (PS3.18 8.3)"')
+        handler.add_header(
+            "Warning", f'299 dicomweb-nb "unknown query parameter {shown.replace(chr(34), chr(39))} ignored (PS3.18 8.3)"'
+        )
 
 
 def refuse_presentation_state() -> None:

@@ -99,7 +99,9 @@ class RenderedMixin(StreamingMixin):
                     return offer
         raise ApiError(406, f"rendered images are {', '.join(_RENDERED)}; none of them is acceptable here")
 
-    async def _send_image(self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> None:
+    async def _send_image(
+        self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool
+    ) -> None:
         data = await self.run_blocking(_safe_render, row, index, media_type, options, thumbnail)
         self._finish_image(data, media_type)
 

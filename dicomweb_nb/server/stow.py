@@ -98,7 +98,9 @@ class StowMixin(StreamedBodyMixin):
             raise ApiError(415, f'STOW-RS accepts multipart/related; type="application/dicom", not {ctype.type}')
         part_type = ctype.params.get("type", mt.DICOM).lower()
         if part_type in (mt.DICOM_JSON, mt.DICOM_XML, mt.JSON):
-            raise ApiError(415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom")
+            raise ApiError(
+                415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom"
+            )
         if part_type != mt.DICOM:
             raise ApiError(415, f'STOW-RS parts must be application/dicom, not {part_type}')
         return ctype
@@ -188,8 +190,13 @@ class StowMixin(StreamedBodyMixin):
                 await asyncio.wrap_future(part.synced)
         readable = [p for p in self._stow_parts if p.path is not None]
         outcomes = await self.run_blocking(self._store_parts, readable, study)
-        rejected = [StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}")
-                    for p in self._stow_parts if p.rejected]
+        rejected = [
+            StoreOutcome(
+                None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}"
+            )
+            for p in self._stow_parts
+            if p.rejected
+        ]
         self._respond(outcomes + rejected, study)
 
     def _store_parts(self, parts: list[_Part], study: str | None) -> list[StoreOutcome]:

@@ -200,7 +200,9 @@ class MetadataMixin(DicomWebMixin):
         if instance is None:
             mode = config.series_metadata if series else config.studies_metadata
         newest = max(r.stored for r in rows)
-        etag = '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        etag = (
+            '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        )
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", formatdate(newest, usegmt=True))
         self.set_header("Cache-Control", "private, no-cache")

@@ -334,18 +334,24 @@ class Store:
                     remove_path(path)
                 record = read_instance(part10)
             except NotDicomError as exc:
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source))
+                outcomes.append(
+                    StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source)
+                )
                 continue
             except MissingAttributeError as exc:
                 if rewritten:
                     remove_path(part10)
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source))
+                outcomes.append(
+                    StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source)
+                )
                 continue
             outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
             outcomes.append(outcome)
             if expected_study is not None and record.study_uid != expected_study:
                 outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
-                outcome.message = f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
+                outcome.message = (
+                    f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
+                )
                 if rewritten:
                     remove_path(part10)
                 continue

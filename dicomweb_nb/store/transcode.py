@@ -318,7 +318,9 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
         elif stored_little_endian_native(row):
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0))
+            out.append(
+                BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0)
+            )
         elif not layout.encapsulated and path.upper() == "7FE00010":
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
         elif not layout.encapsulated:

@@ -212,7 +212,9 @@ class SeriesList(widgets.VBox):
         of = ""
         source = self.derived_of.get(uid)
         if source is not None:
-            numbers = self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"] if "SeriesNumber" in self.data else []
+            numbers = (
+                self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"] if "SeriesNumber" in self.data else []
+            )
             of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}" if len(numbers) else " &#8627; of another series"
         text = widgets.HTML(f"<b>{html.escape(modality)}</b> #{html.escape(number)}{of}<br>{html.escape(description)}"
                             f"<br><span style='color:#666'>{html.escape(count)} instances</span>",

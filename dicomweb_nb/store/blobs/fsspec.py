@@ -30,7 +30,9 @@ class FsspecBlobs(BlobStorage):
             self.fs, root = url_to_fs(url.rstrip("/"), **options)
         except ImportError as exc:
             scheme = url.split("://", 1)[0]
-            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(scheme, "its fsspec driver")
+            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(
+                scheme, "its fsspec driver"
+            )
             raise ValueError(f"blob storage {self.url} needs the package {package}: pip install {package}") from exc
         self.root = root.rstrip("/")
         if not self.root:

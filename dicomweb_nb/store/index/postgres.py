@@ -184,8 +184,10 @@ class PostgresIndex(SqlIndex):
         with self._session_lock:
             conn = psycopg.connect(self.conninfo, autocommit=True)
             conn.execute("SELECT pg_advisory_lock(%s)", (self._session_key,))
-            conn.execute("INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) "
-                         "ON CONFLICT(id) DO NOTHING", (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()))
+            conn.execute(
+                "INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) ON CONFLICT(id) DO NOTHING",
+                (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()),
+            )
             self._session_conn = conn
 
     def _keep_session(self) -> None:
