@@ -26,7 +26,7 @@ __all__ = ["DicomJson", "Level", "EncodedFrame", "BulkPart", "RenderedImage", "S
 class EncodedFrame:
     """One frame as the server sent it: raw pixels or a codestream, and its transfer syntax."""
 
-    data: bytes
+    data: bytes | memoryview  # bytes-like: a view of a larger answer where the frame arrived in one
     transfer_syntax_uid: str
     media_type: str = "application/octet-stream"
 
@@ -63,6 +63,12 @@ class StowItem:
     sop_instance_uid: str | None = None
     sop_class_uid: str | None = None
     study_instance_uid: str | None = None
+
+    @classmethod
+    def from_bytes(cls, label: str, data: bytes, sop_instance_uid: str | None = None, sop_class_uid: str | None = None,
+                   study_instance_uid: str | None = None) -> StowItem:
+        """An item whose Part 10 payload is already in memory."""
+        return cls(label, len(data), lambda: data, sop_instance_uid, sop_class_uid, study_instance_uid)
 
 
 @runtime_checkable

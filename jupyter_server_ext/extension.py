@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 
@@ -56,7 +56,7 @@ class DicomWebExtension(ExtensionApp):
     name = "dicomweb_nb"
     description = "DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and an Orthanc-compatible client proxy"
     load_other_extensions = True
-    classes: ClassVar[list[Any]] = [*ExtensionApp.classes, DicomWeb]
+    classes = [*ExtensionApp.classes, DicomWeb]  # noqa: RUF012 - traitlets reads it as the class attribute it overrides
 
     dicomweb: DicomWeb
     context: DicomWebContext | None = None

@@ -183,7 +183,7 @@ class FrameCache:
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         self.flush()
-        count = self._store.clear(retry=True)
+        count: int = self._store.clear(retry=True)
         self._store.stats(reset=True)
         self._pending_hits = 0
         return count

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import DicomWebError
 from ..pixels.volume import Volume
-from ..protocol import DicomWebSource, StowItem
+from ..protocol import DicomJson, DicomWebSource, StowItem
 from . import retrieve as _retrieve
 from . import wado
 from .dataframes import to_dataframe
@@ -98,7 +98,7 @@ class Client:
     # -- QIDO-RS ------------------------------------------------------------------------------
     def _search(self, level: str, filters: Mapping[Any, Any] | None, keywords: Mapping[str, Any], *, study: str | None,
                 series: str | None, fields: str | Iterable[str] | None, limit: int | None, offset: int, fuzzy: bool,
-                raw: bool) -> pd.DataFrame | list[dict]:
+                raw: bool) -> pd.DataFrame | list[DicomJson]:
         plan = build_searches(level, filters, keywords)
         includes = validate_fields(fields)
         for what, uid in (("study", study), ("series", series)):
@@ -111,7 +111,7 @@ class Client:
             includes += [name for name in scope_fields(level, scoped) if name not in includes]
         source = self.source
 
-        def ask(pairs: list[tuple[str, str]], window: int | None, skip: int) -> list[dict]:
+        def ask(pairs: list[tuple[str, str]], window: int | None, skip: int) -> list[DicomJson]:
             return source.search(level, pairs, study=study, series=series, fields=includes,  # type: ignore[arg-type]
                                  fuzzy=bool(fuzzy), limit=window, offset=skip)
 
@@ -120,7 +120,7 @@ class Client:
         else:
             # One request per value (see client.qido): merged in the order of the values, each result once.
             wanted = None if limit is None else offset + limit
-            merged: dict[Any, dict] = {}
+            merged: dict[Any, DicomJson] = {}
             for pairs in plan.queries:
                 if wanted is not None and len(merged) >= wanted:
                     break
@@ -151,14 +151,14 @@ class Client:
         DICOM JSON list.
         """
         return self._search("study", filters, keywords, study=None, series=None, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     def series(self, study: str | None = None, filters: Mapping[str, Any] | None = None, *,
                fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0, fuzzy: bool = False,
                raw: bool = False, **keywords: Any) -> pd.DataFrame:
         """Search for series, in one study or everywhere; arguments as for ``studies``."""
         return self._search("series", filters, keywords, study=study, series=None, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     def instances(self, study: str | None = None, series: str | None = None, filters: Mapping[str, Any] | None = None, *,
                   fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0,
@@ -167,14 +167,14 @@ class Client:
         if series and not study:
             raise ValueError("give the study UID along with the series UID")
         return self._search("instance", filters, keywords, study=study, series=series, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     # -- WADO-RS metadata and datasets -----------------------------------------------------------
     def metadata(self, study: str, series: str | None = None, instance: str | None = None, *,
                  raw: bool = False) -> pd.DataFrame:
         """All attributes of every instance of a study, series or one instance: one row per instance."""
         found = self.source.retrieve_metadata(study, series, instance)
-        return found if raw else to_dataframe(found, columns=METADATA_COLUMNS)  # type: ignore[return-value]
+        return found if raw else to_dataframe(found, columns=METADATA_COLUMNS)
 
     def instance(self, study: str, series: str, instance: str) -> Dataset:
         """One instance as a pydicom Dataset, in the transfer syntax the server stores it in."""

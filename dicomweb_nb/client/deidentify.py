@@ -83,7 +83,7 @@ def deidentify(client: Client, study: str | Iterable[str], series: str | None = 
     def flush() -> None:
         if not pending or target is None:
             return
-        items = [StowItem(row["new_SOPInstanceUID"], len(data), lambda data=data: data, row["new_SOPInstanceUID"])
+        items = [StowItem.from_bytes(row["new_SOPInstanceUID"], data, row["new_SOPInstanceUID"])
                  for row, data in pending]
         try:
             stored = target.store_items(items, progress=False)

@@ -238,7 +238,7 @@ class _Background:
                 _work = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomweb-decode")
         self.pool = _work
         self.slots = threading.BoundedSemaphore(2 * workers)
-        self.futures: list[Future] = []
+        self.futures: list[Future[Any]] = []
 
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
         self.slots.acquire()
@@ -321,7 +321,7 @@ class FrameFetcher:
             self._fetch(out, *jobs[0], cache)
             return
         pool = host_pool(self.handle.url, self.max_per_host)
-        futures: list[Future] = [pool.submit(self._fetch, out, index, pairs, cache) for index, pairs in jobs]
+        futures: list[Future[None]] = [pool.submit(self._fetch, out, index, pairs, cache) for index, pairs in jobs]
         first_error: BaseException | None = None
         for future in futures:  # wait for all: none may write into ``out`` after this returns
             error = future.exception()
@@ -351,7 +351,7 @@ class FrameFetcher:
             for part in source.iter_bulkdata(self.study, self.series, *scope):
                 match = _PIXEL_PART.search(part.location)
                 index = index_of.get(match.group(1)) if match else None
-                if index is None:
+                if match is None or index is None:
                     continue  # other bulk data (overlays, icons), or an instance that is not in the volume
                 instance = self.instances[index]
                 syntax = part.transfer_syntax_uid or ExplicitVRLittleEndian
@@ -480,7 +480,8 @@ def full_index(index: Any, ndim: int) -> tuple[Any, ...]:
     if any(i is Ellipsis for i in index):
         at = next(n for n, i in enumerate(index) if i is Ellipsis)
         index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
-    return index + (slice(None),) * (ndim - len(index))
+    full: tuple[Any, ...] = index + (slice(None),) * (ndim - len(index))
+    return full
 
 
 class FrameReader:
@@ -548,7 +549,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
     array = da.from_array(reader, chunks=chunks, asarray=False, fancy=True, lock=False,
                           meta=np.empty((0,) * reader.ndim, dtype=reader.dtype), name=f"dicom-volume-{_short_token(reader)}")
     keys = [slices[i].key for i in plan.order]
-    return Volume(array, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)  # type: ignore[arg-type]
+    return Volume(array, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
 
 
 def _short_token(reader: FrameReader) -> str:

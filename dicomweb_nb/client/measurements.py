@@ -110,7 +110,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
     if measurements.empty:
         raise MeasurementError("no measurements to store")
     table = measurements.reset_index(drop=True)
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[int | None, str | None, str | None], list[int]] = {}
     for index, row in table.iterrows():
         segment = row.get("segment")
         key = (int(segment) if _present(segment) else None,
@@ -141,6 +141,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=tracking_id or f"Measurement group {number}")
         finding_type = _as_code(finding, "finding") if finding else None
         if segment is not None:
+            assert segmentation is not None  # rows naming segments without one were refused above
             if segment not in seg_numbers:
                 raise MeasurementError(f"segment {segment} is not a segment of SEG {segmentation.SOPInstanceUID} "
                                        f"(it has {sorted(seg_numbers)})")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import DicomWebError, NotFound
 from ..fileio import write_atomically
-from ..protocol import DicomWebSource, StowItem
+from ..protocol import DicomJson, DicomWebSource, StowItem
 
 if TYPE_CHECKING:
     from .client import Client
@@ -27,7 +27,7 @@ __all__ = ["retrieve_to_folder", "retrieve_to_client", "list_instances", "instan
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
 
 
-def _uid(obj: dict, tag: str) -> str | None:
+def _uid(obj: DicomJson, tag: str) -> str | None:
     values = (obj.get(tag) or {}).get("Value") or []
     return str(values[0]) if values else None
 
@@ -141,7 +141,7 @@ def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, i
                     if error is not None or data is None:
                         rows[sop].update(status="failed", error=error)
                         continue
-                    items.append(StowItem(sop, len(data), lambda data=data: data, sop))
+                    items.append(StowItem.from_bytes(sop, data, sop))
                 if items:
                     stored = target.store_items(items, progress=False)
                     for _, result in stored.iterrows():

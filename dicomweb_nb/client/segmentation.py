@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 from ..errors import DicomWebError, SegmentationError
@@ -101,7 +101,8 @@ class Segmentation:
 
     def mask(self, segment: int | str) -> np.ndarray:
         """The 3-D mask of a segment, by number (1-based, as in DICOM) or label."""
-        return self.masks[self.index(segment)]
+        mask: np.ndarray = self.masks[self.index(segment)]
+        return mask
 
     def volume(self, segment: int | str | None) -> Volume:
         """One segment's mask as a ``Volume`` (for ``to_xarray()`` or ``affine``)."""
@@ -222,7 +223,7 @@ def _header(ds: Dataset) -> Dataset:
     for elem in ds:
         if elem.tag != 0x7FE00010:
             out.add(elem)
-    out.file_meta = getattr(ds, "file_meta", Dataset())
+    out.file_meta = getattr(ds, "file_meta", FileMetaDataset())
     return out
 
 
@@ -473,7 +474,8 @@ def build_segmentation(
             omit_empty_frames=True)
     except (ValueError, TypeError, AttributeError) as exc:
         raise SegmentationError(f"highdicom could not build the SEG: {exc}") from exc
-    return seg
+    built: Dataset = seg
+    return built
 
 
 def _named_code(name: str) -> Any:

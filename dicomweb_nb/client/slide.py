@@ -114,7 +114,8 @@ class TileReader:
                         out[np.ix_(in_rows, in_columns)] = tile[np.ix_(row_list[in_rows] - ty * tile_rows,
                                                                        column_list[in_columns] - tx * tile_columns)]
         picked: tuple[Any, ...] = (0 if np.ndim(rows) == 0 else slice(None), 0 if np.ndim(columns) == 0 else slice(None))
-        return out[picked + tuple(index[2:])]
+        region: np.ndarray = out[picked + tuple(index[2:])]
+        return region
 
 
 @dataclass

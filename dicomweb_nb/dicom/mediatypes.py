@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from pydicom import uid
 
-from ..errors import MediaTypeError, NotAcceptable
+# Raised by the parsers and negotiation here, so importable from here too (explicit re-export).
+from ..errors import MediaTypeError as MediaTypeError
+from ..errors import NotAcceptable as NotAcceptable
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"

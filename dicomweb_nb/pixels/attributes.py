@@ -26,7 +26,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
@@ -68,6 +68,8 @@ DEFER_BULK_DATA: Any = _Defer()
 DisplayError naming it when it is used, not when the attributes are read."""
 _CLASS_DEFAULT: Any = object()
 
+
+_Attributes = TypeVar("_Attributes", bound="ImageAttributes")
 
 @dataclass(frozen=True)
 class ImageAttributes:
@@ -150,7 +152,7 @@ class ImageAttributes:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> ImageAttributes:
+    def from_dataset(cls: type[_Attributes], ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> _Attributes:
         """Attributes of frame ``frame_index`` (0-based) of a pydicom Dataset (its pixel data need not be loaded).
 
         Only the Image Pixel, Modality LUT, VOI LUT, Palette Color LUT and enhanced functional-group
@@ -161,13 +163,13 @@ class ImageAttributes:
 
     @classmethod
     def from_json(
-        cls,
+        cls: type[_Attributes],
         obj: Mapping[str, Any],
         *,
         frame_index: int = 0,
         as_rgb: bool = True,
         bulk_data_handler: BulkDataHandler | None = _CLASS_DEFAULT,
-    ) -> ImageAttributes:
+    ) -> _Attributes:
         """Attributes of frame ``frame_index`` (0-based) from a DICOM JSON object (PS3.18 F.2), such as
         WADO-RS ``/metadata`` returns.
 
@@ -316,7 +318,7 @@ def _unfetched_error(key: str) -> DisplayError:
 _Source = _DatasetSource | _JsonSource
 
 
-def _read(cls: type[ImageAttributes], top: _Source, *, frame_index: int, as_rgb: bool) -> ImageAttributes:
+def _read(cls: type[_Attributes], top: _Source, *, frame_index: int, as_rgb: bool) -> _Attributes:
     """The one reader behind ``from_dataset`` and ``from_json``."""
     if top.value("Rows") is None or top.value("Columns") is None:
         raise PixelDecodeError(f"the {top.what} has no Rows / Columns: this instance has no image pixel data")

@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
@@ -32,6 +33,14 @@ from .config import DicomWeb
 if TYPE_CHECKING:
     from .jobs import JobManager
     from .proxy import RemoteServers
+
+if TYPE_CHECKING:
+    # The mixins are written against tornado's RequestHandler (each is combined with one in the
+    # handler classes); the type checker sees them as RequestHandlers, the runtime as plain mixins,
+    # so the method resolution order of the handler classes stays what they list.
+    _RequestHandler = web.RequestHandler
+else:
+    _RequestHandler = object
 
 log = logging.getLogger("dicomweb_nb.server")
 T = TypeVar("T")
@@ -62,11 +71,8 @@ class ApiError(web.HTTPError):
         self.headers = headers
 
 
-class DicomWebMixin:
+class DicomWebMixin(_RequestHandler):
     """Common behaviour of the DICOMweb handlers (mixed into a RequestHandler)."""
-
-    request: Any
-    settings: dict[str, Any]
 
     @property
     def ctx(self) -> DicomWebContext:
@@ -75,6 +81,11 @@ class DicomWebMixin:
     @property
     def store(self) -> Store:
         return self.ctx.store
+
+    @property
+    def http_connection(self) -> HTTP1Connection:
+        """The request's connection: tornado's HTTP server (both mount points) makes HTTP/1.x ones."""
+        return cast(HTTP1Connection, self.request.connection)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run disk, SQLite or codec work on the worker pool; unknown UIDs become 404."""
@@ -86,7 +97,7 @@ class DicomWebMixin:
             raise ApiError(406, str(exc)) from None
 
     # -- errors -----------------------------------------------------------------------------------
-    def write_error(self, status_code: int, **kwargs: Any) -> None:  # type: ignore[override]
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             message = exc.message
@@ -173,7 +184,7 @@ class DicomWebMixin:
 
     # -- CORS -------------------------------------------------------------------------------------
     def set_default_headers(self) -> None:
-        super().set_default_headers()  # type: ignore[misc]
+        super().set_default_headers()
         origin = self.request.headers.get("Origin")
         allowed = self.ctx.config.cors_origins if "dicomweb" in self.settings else []
         if origin and allowed and ("*" in allowed or origin in allowed):
@@ -234,7 +245,7 @@ class StreamedBodyMixin(DicomWebMixin):
         length = headers.get("Content-Length", "")
         if not chunked and not (length.isdigit() and 0 < int(length) <= DRAIN_LIMIT):
             return False
-        self.request.connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
+        self.http_connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
         self.keep_refusal(refusal)
         return True
 

@@ -524,7 +524,7 @@ class JobsMixin(_JobsBase):
 
     async def get(self) -> None:
         jobs = await self.run_blocking(self.job_manager.jobs)
-        expand = self.get_query_argument("expand", None) is not None  # type: ignore[attr-defined]
+        expand = self.get_query_argument("expand", None) is not None
         self.write_json([j.public() for j in jobs] if expand else [j.id for j in jobs], 200, "application/json")
 
 

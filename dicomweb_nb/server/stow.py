@@ -69,7 +69,7 @@ class StowMixin(StreamedBodyMixin):
         # Tornado answers a chunked body over its limit with a bare "400" and a closed connection, so
         # its limit sits a little above ours: this handler counts the bytes, drains up to DRAIN_LIMIT
         # more, and answers 413 with a message (a body with Content-Length was refused above).
-        self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
+        self.http_connection.set_max_body_size(limit + DRAIN_LIMIT)
         if ctype.type == mt.DICOM:
             # Not in PS3.18, but convenient for curl: a single Part 10 file as the whole body.
             self._stow_single = self._open_part(1)
@@ -166,12 +166,12 @@ class StowMixin(StreamedBodyMixin):
     def on_finish(self) -> None:
         if getattr(self, "_stow_parts", None):
             self._discard_parts()  # stored parts were moved away; anything left is a leftover
-        super().on_finish()  # type: ignore[misc]
+        super().on_finish()
 
     def on_connection_close(self) -> None:
         if getattr(self, "_stow_parts", None):
             self._discard_parts()
-        super().on_connection_close()  # type: ignore[misc]
+        super().on_connection_close()
 
     async def post(self, study: str | None = None) -> None:
         if study is not None:

@@ -348,7 +348,7 @@ class _Retrieval:
         self.current_path = self.store.tmp_dir / f"{self.prefix}-{self.parts}.part"
         self.current = open_private(self.current_path, "wb")
 
-    def data(self, data: bytes) -> None:
+    def data(self, data: bytes | memoryview) -> None:
         if self.current is not None:
             self.current.write(data)
 
@@ -495,7 +495,8 @@ def retrieve_from_remote(ctx: JobContext, source: WebSource, store: Store, resou
         for resource in resources:
             ctx.check_cancelled()
             counts.append(_count(source, resource))
-        state.total = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
+        known = [c for c in counts if c is not None]
+        state.total = sum(known) if len(known) == len(counts) else None
         ctx.update_content(**state.content())
         for resource in resources:
             ctx.check_cancelled()

@@ -305,7 +305,7 @@ def _after_pixel_data(ds: Dataset) -> DicomJson:
     after = Dataset()
     for raw in ds.elements():
         if int(raw.tag) > 0x7FE00010:
-            after[raw.tag] = raw  # type: ignore[assignment]
+            after[raw.tag] = raw
     implicit, little = ds.original_encoding
     after.set_original_encoding(implicit, little, ds.original_character_set)
     return dataset_to_json(after) if len(after) else {}

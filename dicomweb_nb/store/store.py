@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..dicom.query import Query
 from ..dicom.stow import (
@@ -152,7 +152,8 @@ class Store:
         elif reconcile:
             self.sweep()
         if alone and fcntl is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            lock_file: Any = self._lock_file  # opened by _hold_store_lock
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_SH)
         if sweep_interval > 0:
             self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
                                              name="dicomweb-store-sweep", daemon=True)
@@ -321,11 +322,11 @@ class Store:
         Each file is checked on its own: a bad one fails alone. The good ones are indexed in a
         single transaction.
         """
-        paths = [Path(p) for p in paths]
-        source_names = list(sources) if sources is not None else [p.name for p in paths]
+        files = [Path(p) for p in paths]
+        source_names = list(sources) if sources is not None else [p.name for p in files]
         outcomes: list[StoreOutcome] = []
         accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
-        for path, source in zip(paths, source_names):
+        for path, source in zip(files, source_names):
             rewritten = False
             try:
                 part10 = ensure_part10(path, self.tmp_dir)
@@ -536,7 +537,14 @@ class Store:
         self.index.save_server(name, definition)
 
 
-def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
+class StoreLocation(TypedDict, total=False):
+    """Where a team store's parts are: ``Store(root, **location)``."""
+
+    database: str
+    storage: str
+
+
+def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> StoreLocation:
     """``database`` / ``storage`` of the team store a workspace folder stands for: from
     ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
     kernels; only with ``environment``), else from the folder's ``team-store.json``; empty for a
@@ -544,20 +552,30 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
     database = os.environ.get(DATABASE_ENV) if environment else None
     storage = os.environ.get(STORAGE_ENV) if environment else None
     if database or storage:
-        return {k: v for k, v in (("database", database), ("storage", storage)) if v}
+        return location(database, storage)
     path = Path(folder) / TEAM_STORE_MARKER
     if path.exists():
         try:
             marker = json.loads(path.read_text())
-            return {"database": str(marker["database"]), "storage": str(marker["storage"])}
+            return StoreLocation(database=str(marker["database"]), storage=str(marker["storage"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{path} does not say which team store this folder stands for: {exc}") from None
-    return {}
+    return StoreLocation()
+
+
+def location(database: str | None, storage: str | None) -> StoreLocation:
+    """The parts given (an empty one is left out)."""
+    found = StoreLocation()
+    if database:
+        found["database"] = database
+    if storage:
+        found["storage"] = storage
+    return found
 
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
-    "workspace_store_options",
+    "workspace_store_options", "StoreLocation", "location",
 ]

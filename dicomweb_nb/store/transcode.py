@@ -19,7 +19,8 @@ from functools import lru_cache, partial
 
 import numpy as np
 import pydicom
-from pydicom.pixels import get_decoder, pack_bits, pixel_array
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pack_bits, pixel_array
 
 from ..dicom.dicomjson import (
     BULK_PLACEHOLDER,

@@ -135,7 +135,7 @@ class SegmentationOverlays:
             return image
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
         for mask, colour in layers:
-            scaled = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize(image.size, Image.NEAREST))
+            scaled = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize(image.size, Image.Resampling.NEAREST))
             alpha = (opacity * np.clip(scaled, 0, 1))[..., None]
             rgb = rgb * (1 - alpha) + np.asarray(colour, dtype=np.float32) * alpha
         return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mode="RGB")

@@ -8,6 +8,7 @@ here, so every DICOMweb server shows pictures.
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -190,7 +191,7 @@ class SeriesList(widgets.VBox):
                                 if len(found) else f"<b>Series</b> of {html.escape(label or study)}: none")
         for uid in shown["SeriesInstanceUID"] if len(shown) else []:
             self.runner.submit(self._load_thumbnail, token, client, study, str(uid),
-                               on_error=lambda exc, uid=str(uid): self._thumbnail_failed(token, uid, exc))
+                               on_error=functools.partial(self._thumbnail_failed, token, str(uid)))
 
     def _row(self, record: dict[str, Any]) -> widgets.Widget:
         uid = str(record["SeriesInstanceUID"])
@@ -212,10 +213,11 @@ class SeriesList(widgets.VBox):
         of = ""
         source = self.derived_of.get(uid)
         if source is not None:
-            numbers = (
-                self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"] if "SeriesNumber" in self.data else []
-            )
-            of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}" if len(numbers) else " &#8627; of another series"
+            of = " &#8627; of another series"
+            if "SeriesNumber" in self.data:
+                numbers = self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"]
+                if len(numbers):
+                    of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}"
         text = widgets.HTML(f"<b>{html.escape(modality)}</b> #{html.escape(number)}{of}<br>{html.escape(description)}"
                             f"<br><span style='color:#666'>{html.escape(count)} instances</span>",
                             layout=widgets.Layout(width="150px", margin="0 0 0 16px" if source else "0"))

@@ -11,6 +11,7 @@ kept in a small LRU cache, and the neighbours of the shown frame are prefetched.
 
 from __future__ import annotations
 
+import functools
 import html
 import threading
 from collections import OrderedDict
@@ -249,7 +250,7 @@ class Viewer(SegmentationOverlays, widgets.VBox):
             self.status.show(f"series {series} has no image instances ({len(found)} other instances)", "info")
             return
         images.sort(key=_instance_sort_key)
-        refs = []
+        refs: list[FrameRef] = []
         for index, meta in enumerate(images):
             count = int(dicomjson.first(meta, "NumberOfFrames", 1) or 1)
             refs.extend(FrameRef(str(dicomjson.first(meta, "SOPInstanceUID")), frame, index)
@@ -493,7 +494,10 @@ class Viewer(SegmentationOverlays, widgets.VBox):
             wanted = [i for i in wanted if (token, i) not in self._cache and i not in self._loading]
             self._loading.update(wanted)
         for i in wanted:
-            self.runner.submit(self._prefetch_one, i, token, on_error=lambda exc, i=i: self._loading.discard(i))
+            self.runner.submit(self._prefetch_one, i, token, on_error=functools.partial(self._prefetch_failed, i))
+
+    def _prefetch_failed(self, index: int, _exc: BaseException) -> None:
+        self._loading.discard(index)
 
     def _prefetch_one(self, index: int, token: int) -> None:
         try:

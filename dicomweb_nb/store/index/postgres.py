@@ -73,7 +73,7 @@ def _lock_key(name: str) -> int:
 
 def _executor(conn: psycopg.Connection) -> Execute:
     def ex(sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
+        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])
     return ex
 
 
@@ -88,7 +88,7 @@ def _text(value: Any) -> Any:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    conn.row_factory = _row_factory  # type: ignore[assignment]
+    conn.row_factory = _row_factory
     # JSONB comes back as its text: rows carry match documents the read paths never look at.
     conn.adapters.register_loader("jsonb", TextLoader)
 
@@ -202,7 +202,8 @@ class PostgresIndex(SqlIndex):
                 return
         except psycopg.Error:
             log.warning("the session connection to %s broke; reconnecting", self.url)
-            conn.close()
+            if conn is not None:
+                conn.close()
             self._session_conn = None
         try:
             self._connect_session()
