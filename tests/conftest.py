@@ -28,8 +28,7 @@ def _kernel_environment_restored(monkeypatch):
     """The extension tells kernels where the workspace store is through the environment
     (``jupyter_server_ext.extension``); tests that run it in this process (pytest-jupyter) must not
     leave that to later tests, whose ``dw.connect()`` would then find another test's store and servers."""
-    from dicomweb_nb.client.config import LOCAL_URL_ENV, SERVERS_ENV, STORE_ENV
-    from dicomweb_nb.store.store import DATABASE_ENV, STORAGE_ENV
+    from dicomweb_nb.workspace import DATABASE_ENV, LOCAL_URL_ENV, SERVERS_ENV, STORAGE_ENV, STORE_ENV
 
     for name in (STORE_ENV, LOCAL_URL_ENV, SERVERS_ENV, DATABASE_ENV, STORAGE_ENV):
         if name in os.environ:
