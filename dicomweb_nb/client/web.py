@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -20,8 +21,8 @@ from ..dicom.mediatypes import (
 )
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, DicomWebWarning, InvalidResponse, NotFound
+from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .http import HttpClient
-from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
 
@@ -322,10 +323,8 @@ class WebSource:
         response = self._feed_answer(url)
         if response.status_code == 204 or not response.content.strip():
             return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise InvalidResponse(f"GET {url}: the change feed answer is not JSON", status=response.status_code, url=url) from exc
+        entry: dict[str, Any] = _json_answer(response, url, dict, "a change-feed entry (a JSON object)")
+        return entry
 
     def _feed_answer(self, url: str) -> Any:
         try:
@@ -377,12 +376,18 @@ def _resource_segments(study: str, series: str | None, instance: str | None) -> 
 
 def _json_array(response: Any, url: str, items: str) -> list[Any]:
     """The JSON array an answer holds, or InvalidResponse saying what came instead."""
+    value: list[Any] = _json_answer(response, url, list, f"a JSON array of {items}")
+    return value
+
+
+def _json_answer(response: Any, url: str, expected: type, what: str) -> Any:
+    """The JSON an answer holds when it is an ``expected``, or InvalidResponse saying what came instead."""
     try:
         value = response.json()
     except ValueError as exc:
         raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
-    if not isinstance(value, list):
-        raise InvalidResponse(f"GET {url}: expected a JSON array of {items}", status=response.status_code, url=url)
+    if not isinstance(value, expected):
+        raise InvalidResponse(f"GET {url}: expected {what}", status=response.status_code, url=url)
     return value
 
 

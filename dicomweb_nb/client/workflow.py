@@ -65,7 +65,7 @@ def _time(value: Any, name: str) -> str | None:
     else:
         raise TypeError(f"{name} must be a datetime, a pandas Timestamp or an ISO 8601 string, not {type(value).__name__}")
     moment = moment.tz_localize(timezone.utc) if moment.tzinfo is None else moment.tz_convert(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
 def read_changes(source: Any, *, since: int | None = None, start: Any = None, end: Any = None, limit: int | None = None,

@@ -28,7 +28,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from .base import ApiError, DicomWebMixin
 
 RESOURCE = "dicomweb"
@@ -91,7 +90,7 @@ class AccessMixin(DicomWebMixin):
         access = kwargs.pop("access", None)
         if access is not None:
             self.access = access
-        super().initialize(*args, **kwargs)  # type: ignore[misc]
+        super().initialize(*args, **kwargs)
 
     def allowed_methods(self) -> list[str]:
         """The methods of this URL: those its route grants that its handler implements."""

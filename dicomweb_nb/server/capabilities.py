@@ -43,7 +43,8 @@ _DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
 # Transfer syntaxes an instance or frame can be asked in: as stored ("*"), or converted to these.
 TRANSFER_SYNTAXES = ("*", *sorted(TARGET_TRANSFER_SYNTAXES | {str(ExplicitVRLittleEndian)}))
-_FRAME_TYPES = tuple(sorted({_OCTET_MULTIPART, *(f'multipart/related; type="{t}"' for t in mt.TRANSFER_SYNTAX_MEDIA_TYPES.values())}))
+_FRAME_TYPES = tuple(sorted({_OCTET_MULTIPART,
+                             *(f'multipart/related; type="{t}"' for t in mt.TRANSFER_SYNTAX_MEDIA_TYPES.values())}))
 
 # Template names of the URL groups, by the literal segment before them (PS3.18 Table H-1's names).
 _TEMPLATES = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID", "instances": "SOPInstanceUID",
@@ -73,11 +74,12 @@ def _qido_keys() -> tuple[str, ...]:
             "{attributeID}")
 
 
-_RETRIEVE = dict(service="WADO-RS", produces=(_DICOM_MULTIPART, mt.ZIP), transfer_syntaxes=True)
-_METADATA = dict(service="WADO-RS", produces=(mt.DICOM_JSON, mt.JSON, _XML_MULTIPART), query=tuple(sorted(qp.METADATA)))
-_RENDERED = dict(produces=tuple(RENDERED_MEDIA_TYPES), query=tuple(sorted(qp.RENDERED)))
-_DELETE = dict(service="delete", produces=(), status=204)
-_PROXY = dict(service="proxy", consumes=(mt.JSON,))
+_RETRIEVE: dict[str, Any] = dict(service="WADO-RS", produces=(_DICOM_MULTIPART, mt.ZIP), transfer_syntaxes=True)
+_METADATA: dict[str, Any] = dict(service="WADO-RS", produces=(mt.DICOM_JSON, mt.JSON, _XML_MULTIPART),
+                                 query=tuple(sorted(qp.METADATA)))
+_RENDERED: dict[str, Any] = dict(produces=tuple(RENDERED_MEDIA_TYPES), query=tuple(sorted(qp.RENDERED)))
+_DELETE: dict[str, Any] = dict(service="delete", produces=(), status=204)
+_PROXY: dict[str, Any] = dict(service="proxy", consumes=(mt.JSON,))
 
 TRANSACTIONS: dict[str, dict[str, Transaction]] = {
     "StudiesHandler": {
@@ -151,13 +153,13 @@ class Resource:
 
     segment: str
     methods: list[tuple[str, Transaction]] = field(default_factory=list)
-    children: dict[str, "Resource"] = field(default_factory=dict)
+    children: dict[str, Resource] = field(default_factory=dict)
 
     @property
     def template(self) -> str | None:
         return self.segment[1:-1] if self.segment.startswith("{") else None
 
-    def child(self, segment: str) -> "Resource":
+    def child(self, segment: str) -> Resource:
         if segment not in self.children:
             self.children[segment] = Resource(segment)
         return self.children[segment]

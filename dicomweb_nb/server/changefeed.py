@@ -19,7 +19,7 @@ class _FeedBase(DicomWebMixin):
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         self.version = kwargs.pop("version", 2)
-        super().initialize(*args, **kwargs)  # type: ignore[misc]
+        super().initialize(*args, **kwargs)
 
     def _request(self) -> Any:
         arguments = {name: [v.decode("utf-8", "replace") for v in values]

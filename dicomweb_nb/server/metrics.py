@@ -28,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -52,7 +53,7 @@ STORE_CACHE_SECONDS = 5.0  # scrapes close together must not count a large store
 
 def multiprocess_dir() -> str | None:
     """The folder shared by a server's worker processes for their metrics, when there is one."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None  # (the lower-case name is deprecated by prometheus_client)
 
 
 class StoreCollector(Collector):
@@ -77,7 +78,7 @@ class StoreCollector(Collector):
                 return cached[1]
         try:
             usage = ctx.store.usage()
-        except Exception:  # noqa: BLE001 - a database that is down must not break the other metrics
+        except Exception:
             logging.getLogger("dicomweb_nb.server").exception("cannot read the store's usage for the metrics")
             return None
         with self._lock:
@@ -160,7 +161,7 @@ class RequestMetricsMixin:
     def on_finish(self) -> None:
         try:
             self._record_request()
-        except Exception:  # noqa: BLE001 - counting must never break an answer
+        except Exception:
             logging.getLogger("dicomweb_nb.server").exception("cannot record the metrics of a request")
         super().on_finish()  # type: ignore[misc]
 

@@ -13,10 +13,11 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from functools import partial
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -36,9 +37,7 @@ from .base import ApiError, DicomWebMixin
 from .stow import StowMixin
 from .streaming import Piece, StreamingMixin
 
-_DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
-_OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
 
 
 # -- transfer syntax negotiation ------------------------------------------------------------------

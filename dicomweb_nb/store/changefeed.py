@@ -22,9 +22,10 @@ names are matched without regard to case, as Azure's are; other parameters are i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..dicom.dicomjson import BULK_PLACEHOLDER, absolutize_bulk_uris, value_texts
 from .store import ChangeEntry

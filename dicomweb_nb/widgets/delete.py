@@ -10,7 +10,8 @@ one resource after the other; each failure is listed, the others still go.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
@@ -43,7 +44,7 @@ class DeletePanel(widgets.VBox):
     def __init__(self, status: StatusBar, runner: TaskRunner):
         self.status = status
         self.runner = runner
-        self.pending: tuple["Client", list[Target], str, Callable[[list[Target]], None] | None] | None = None
+        self.pending: tuple[Client, list[Target], str, Callable[[list[Target]], None] | None] | None = None
         self.last_result: list[tuple[str, str | None, str | None]] = []  # (study, series, error or None)
         self.button = widgets.Button(description="Delete…", icon="trash", button_style="danger",
                                      tooltip="delete the checked series, or else the checked studies (asks first)")
@@ -69,7 +70,7 @@ class DeletePanel(widgets.VBox):
         """Whether the question is on screen, waiting for an answer."""
         return self.pending is not None
 
-    def ask(self, client: "Client", targets: Sequence[Target], *, where: str,
+    def ask(self, client: Client, targets: Sequence[Target], *, where: str,
             on_done: Callable[[list[Target]], None] | None = None) -> None:
         """Show the question for ``targets`` on ``where``; ``on_done(deleted)`` runs after a deletion."""
         if not targets:
@@ -91,7 +92,7 @@ class DeletePanel(widgets.VBox):
             self.confirmation.layout.display = "none"
         self.status.show("nothing was deleted", "info")
 
-    def confirm(self) -> "Future":
+    def confirm(self) -> Future:
         """Answer yes: delete what the question named (in the background)."""
         if self.pending is None:
             raise RuntimeError("there is no deletion to confirm: choose what to delete and click Delete… first")
@@ -101,8 +102,8 @@ class DeletePanel(widgets.VBox):
             self.confirmation.layout.display = "none"
         return self.run(client, targets, where=where, on_done=on_done)
 
-    def run(self, client: "Client", targets: Sequence[Target], *, where: str,
-            on_done: Callable[[list[Target]], None] | None = None) -> "Future":
+    def run(self, client: Client, targets: Sequence[Target], *, where: str,
+            on_done: Callable[[list[Target]], None] | None = None) -> Future:
         """Delete ``targets`` now, without asking (the caller asked)."""
         targets = list(targets)
         self.status.show(f"deleting {describe_targets(targets)} from {where}…", "busy")

@@ -84,7 +84,8 @@ def test_options_on_the_root_describes_every_route_and_nothing_else(server):
 def test_each_media_type_listed_for_a_resource_is_one_the_server_answers_with(server):
     datasets = small_series(2)
     stow_datasets(server, datasets)
-    study, series, sop = (str(x) for x in (datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, datasets[0].SOPInstanceUID))
+    first = datasets[0]
+    study, series, sop = (str(x) for x in (first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID))
     described = walk(ET.fromstring(options(server).content).find(f"{NS}resources"))
     checked = 0
     for (path, method), element in described.items():

@@ -186,7 +186,8 @@ def test_a_retrieve_under_way_finishes_whole_when_its_study_is_deleted(fresh_ser
     stow_datasets(fresh_server, datasets)
     study = str(datasets[0].StudyInstanceUID)
     answer = requests.get(f"{fresh_server.dicomweb_url}/studies/{study}", stream=True, timeout=120,
-                          headers={**fresh_server.headers, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+                          headers={**fresh_server.headers,
+                                   "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
     assert answer.status_code == 200
     chunks = answer.iter_content(1 << 16)
     head = next(chunks)  # the answer has begun; most of it is still on the server

@@ -89,7 +89,8 @@ def test_qido_answers_the_same_simplified_matches_as_orthanc(proxies, studies, r
         assert ours.json(), body
     [match] = proxies["ours"](f"servers/{remote_name}/qido", {"Uri": "/studies", "Arguments": {"PatientID": patient_id}}).json()
     assert match["0020000D"] == {"Group": 0x20, "Element": 0xD, "Name": "StudyInstanceUID", "vr": "UI", "Value": study.uid}
-    assert match["00100010"]["Value"] == study_key.replace("in_", "Qidoparity^").replace("ours", "Ours").replace("orthanc", "Orthanc")
+    expected_name = study_key.replace("in_", "Qidoparity^").replace("ours", "Ours").replace("orthanc", "Orthanc")
+    assert match["00100010"]["Value"] == expected_name
     nothing = proxies["ours"](f"servers/{remote_name}/qido", {"Uri": "/studies", "Arguments": {"PatientID": "NOBODY-HERE"}})
     assert nothing.status_code == 200 and nothing.json() == []
 
@@ -114,7 +115,7 @@ def test_delete_on_the_remote_through_each_proxy(proxies, remote, studies, proxy
 
     study = studies[study_key]
     series = sorted({str(pydicom.dcmread(f).SeriesInstanceUID) for f in study.files})
-    sop = next(str(pydicom.dcmread(f).SOPInstanceUID) for f in study.files if str(pydicom.dcmread(f).SeriesInstanceUID) == series[0])
+    sop = next(str(ds.SOPInstanceUID) for ds in map(pydicom.dcmread, study.files) if str(ds.SeriesInstanceUID) == series[0])
     post = proxies[proxy]
     answer = post("servers/ours/delete", {"Level": "Instance", "StudyInstanceUID": study.uid, "SeriesInstanceUID": series[0],
                                           "SOPInstanceUID": sop})

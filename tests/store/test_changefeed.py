@@ -102,7 +102,8 @@ def test_windows_by_time_and_by_sequence(tmp_path, make_store):
     assert [e.sequence for e in page] == [6, 7, 8]
     assert [e.sequence for e in read_feed(store, FeedRequest(offset=10))] == [11, 12]
     # Version 1: offset is the last sequence seen, limit the span of sequences after it.
-    assert [e.sequence for e in read_feed(store, parse_feed_request({"offset": ["5"], "limit": ["4"]}, version=1))] == [6, 7, 8, 9]
+    version_1 = parse_feed_request({"offset": ["5"], "limit": ["4"]}, version=1)
+    assert [e.sequence for e in read_feed(store, version_1)] == [6, 7, 8, 9]
     assert parse_feed_request({}, version=1) == FeedRequest(limit=10, after=0)
     assert parse_feed_request({}) == FeedRequest(limit=100)
 

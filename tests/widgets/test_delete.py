@@ -41,12 +41,13 @@ def on_server(server, path: str) -> int:
 
 
 def test_delete_asks_first_and_no_deletes_nothing(browser, loaded):
-    server, first, _second, other = loaded
+    server, first, _second, _other = loaded
     browser.select_studies([str(first[0].StudyInstanceUID)])
     browser.delete_panel.button.click()
     assert browser.delete_panel.asking
     assert browser.delete_panel.confirmation.layout.display == "flex"
-    assert "Delete 1 study from" in browser.delete_panel.question.value and "cannot be undone" in browser.delete_panel.question.value
+    question = browser.delete_panel.question.value
+    assert "Delete 1 study from" in question and "cannot be undone" in question
     assert "confirm the deletion" in browser.message
     browser.delete_panel.keep_button.click()
     assert not browser.delete_panel.asking and browser.delete_panel.confirmation.layout.display == "none"

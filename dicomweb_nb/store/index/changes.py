@@ -19,7 +19,8 @@ ordering by time or by sequence is the same order in every process on the store.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 Execute = Callable[..., Any]
 Uids = tuple[str, str, str]  # study, series, SOP instance
