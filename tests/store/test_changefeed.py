@@ -26,6 +26,7 @@ from dicomweb_nb.store.changefeed import (
     parse_time,
     read_feed,
 )
+from dicomweb_nb.store.index.changes import plan
 from dicomweb_nb.store.schema import SCHEMA_VERSION
 from tests.fixtures.consistency import check_store_consistent
 
@@ -218,3 +219,18 @@ def test_rows_whose_blob_vanished_are_recorded_as_deleted(tmp_path):
     store = Store(tmp_path / "s", garbage_grace=0)  # alone: reconciled at start-up
     assert feed(store)[-1] == (3, "delete", str(datasets[1].SOPInstanceUID), "deleted")
     store.close()
+
+
+def test_the_entries_of_one_transaction_take_their_states_from_each_instances_last_event():
+    a, b, c = (("1.2.3", "1.2.3.1", f"1.2.3.1.{n}") for n in (1, 2, 3))
+    batch = plan((7, 1_000), created=[a, b, a], deleted=[c, b], now=500)  # the clock went back: the feed does not
+    assert batch.rows == [
+        (8, 1_000, "delete", *c, "deleted"),
+        (9, 1_000, "delete", *b, "replaced"),  # b is stored again later in the batch
+        (10, 1_000, "create", *a, "replaced"),  # a's second store replaces it
+        (11, 1_000, "create", *b, "current"),
+        (12, 1_000, "create", *a, "current"),
+    ]
+    assert (sorted(batch.replaced), batch.deleted) == ([a[2], b[2]], [c[2]])
+    first = plan(None, created=[a], now=42)
+    assert first.rows == [(1, 42, "create", *a, "current")] and first.replaced == [a[2]] and first.deleted == []

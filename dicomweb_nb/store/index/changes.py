@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 Execute = Callable[..., Any]
@@ -30,22 +31,35 @@ CURRENT, REPLACED, DELETED = "current", "replaced", "deleted"
 _COLUMNS = "c.seq, c.recorded, c.action, c.study_uid, c.series_uid, c.sop_uid, c.state"
 
 
-def record(ex: Execute, *, created: Sequence[Uids] = (), deleted: Sequence[Uids] = ()) -> None:
-    """Append the entries of one transaction: deletes first, then creates (a batch that deletes and
-    stores the same instance does not exist, but the order would then be the true one)."""
-    if not created and not deleted:
-        return
-    last = ex("SELECT seq, recorded FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, recorded = (int(last[0]), int(last[1])) if last is not None else (0, 0)
-    now = max(time.time_ns() // 1000, recorded)
-    for (study, series, sop), action in [*((uids, DELETE) for uids in deleted), *((uids, CREATE) for uids in created)]:
-        seq += 1
-        if action == CREATE:
-            ex("UPDATE changes SET state=? WHERE sop_uid=?", (REPLACED, sop))
-        else:
-            ex("UPDATE changes SET state=? WHERE sop_uid=?", (DELETED, sop))
-        ex("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
-           (seq, now, action, study, series, sop, CURRENT if action == CREATE else DELETED))
+@dataclass
+class Batch:
+    """The change-feed writes of one transaction: the entries to append (``rows``, in sequence
+    order) and the SOP Instances whose earlier entries become ``replaced`` or ``deleted``."""
+
+    rows: list[tuple[int, int, str, str, str, str, str]] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def plan(last: tuple[int, int] | None, *, created: Sequence[Uids] = (), deleted: Sequence[Uids] = (),
+         now: int | None = None) -> Batch:
+    """The entries of one transaction after the feed's ``last`` (sequence, timestamp): deletes
+    first, then creates (a batch that deletes and stores the same instance does not exist, but the
+    order would then be the true one). An instance's last event in the batch decides the state of
+    its other entries, earlier ones included: ``deleted`` after a delete, ``replaced`` after a
+    create, whose own entry is ``current``."""
+    events = [*((uids, DELETE) for uids in deleted), *((uids, CREATE) for uids in created)]
+    seq, recorded = last if last is not None else (0, 0)
+    moment = max(time.time_ns() // 1000 if now is None else now, recorded)
+    final = {uids[2]: (position, action) for position, (uids, action) in enumerate(events)}
+    batch = Batch()
+    for position, ((study, series, sop), action) in enumerate(events):
+        last_position, last_action = final[sop]
+        state = DELETED if last_action == DELETE else CURRENT if position == last_position else REPLACED
+        batch.rows.append((seq + position + 1, moment, action, study, series, sop, state))
+    for sop, (_position, action) in final.items():
+        (batch.deleted if action == DELETE else batch.replaced).append(sop)
+    return batch
 
 
 def record_existing_instances(ex: Execute) -> None:

@@ -69,9 +69,19 @@ class SqlIndex(Index):
 
     def _record_changes(self, ex: Execute, *, created: Sequence[changes.Uids] = (),
                         deleted: Sequence[changes.Uids] = ()) -> None:
-        if created or deleted:
-            self._lock_changes(ex)
-            changes.record(ex, created=created, deleted=deleted)
+        """Append the change-feed entries of this transaction (``changes.plan``) and update the
+        states of the earlier entries of their instances."""
+        if not created and not deleted:
+            return
+        self._lock_changes(ex)
+        last = ex("SELECT seq, recorded FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
+        batch = changes.plan((int(last[0]), int(last[1])) if last is not None else None, created=created, deleted=deleted)
+        for state, sops in ((changes.REPLACED, batch.replaced), (changes.DELETED, batch.deleted)):
+            for sop in sops:
+                ex("UPDATE changes SET state=? WHERE sop_uid=?", (state, sop))
+        for row in batch.rows:
+            ex("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               row)
 
     @abstractmethod
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
