@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from ..fixtures.ourserver import start_standalone
-from .proxy_helpers import Api, make_study, serve_studies
+from .proxy_helpers import Api, make_study, serve_studies, upload_to_orthanc
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -37,8 +37,7 @@ def remote(tmp_path_factory, studies, store_backend):
 @pytest.fixture(scope="module")
 def proxies(tmp_path_factory, orthanc, remote, studies, store_backend):
     """{"ours": post(path, body), "orthanc": post(path, body)}: the same servers known to each."""
-    for path in studies["in_orthanc"].files:
-        assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
+    upload_to_orthanc(orthanc, studies["in_orthanc"])
     ours = start_standalone(tmp_path_factory.mktemp("qido-delete-proxy"), backend=store_backend)
     api = Api(ours)
     definitions = {"orthanc": {"Url": orthanc.dicomweb_url, "HasDelete": "1"},
