@@ -14,7 +14,6 @@ process's connection closes, its lock goes, and another process may then sweep i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -35,7 +34,7 @@ from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
 from . import SchemaTooNew
 from . import matchdoc
-from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
+from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, compact_json, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
@@ -71,10 +70,25 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+class _Executor:
+    """``Execute`` on a psycopg connection: ``?`` placeholders, NUL-free text, ``many`` pipelined."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def __call__(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self.conn.cursor() as cursor:  # executemany sends every row in one pipeline
+                cursor.executemany(sql.replace("?", "%s"), [[_text(p) for p in row] for row in rows])  # type: ignore[arg-type]
+
+
 def _executor(conn: psycopg.Connection) -> Execute:
-    def ex(sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
-    return ex
+    return _Executor(conn)
 
 
 def _text(value: Any) -> Any:
@@ -238,6 +252,9 @@ class PostgresIndex(SqlIndex):
             return " LIMIT ? OFFSET ?", [limit, offset]
         return (" OFFSET ?", [offset]) if offset else ("", [])
 
+    def _in(self, column: str, values: Sequence[Any]) -> Condition:
+        return Condition(f"{column} = ANY(?)", [list(values)])
+
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
         if level == T_STUDY:
             return {"match": _jsonb(matchdoc.build(record.level_json(T_STUDY), None))}
@@ -261,8 +278,4 @@ class PostgresIndex(SqlIndex):
 
 
 def _jsonb(doc: dict[str, Any]) -> Jsonb:
-    return Jsonb(doc, dumps=_compact)
-
-
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return Jsonb(doc, dumps=compact_json)

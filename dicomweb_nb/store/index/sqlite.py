@@ -88,14 +88,14 @@ class SqliteIndex(SqlIndex):
 
     @contextmanager
     def _read(self) -> Iterator[Execute]:
-        yield self._conn().execute
+        yield _Executor(self._conn())
 
     def _transact(self, work: Callable[[Execute], Any]) -> Any:
         with self._write_lock:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(conn.execute)
+                result = work(_Executor(conn))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -178,6 +178,21 @@ class SqliteIndex(SqlIndex):
 
     def _count_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition:
         return Condition(f"dw_value({self._local.state.add(match)}, CAST({column} AS TEXT))")
+
+
+class _Executor:
+    """``Execute`` on a SQLite connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __call__(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def many(self, sql: str, rows: Any) -> None:
+        self.conn.executemany(sql, rows)
 
 
 class _MatchFunctions:
