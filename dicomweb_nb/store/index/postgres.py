@@ -34,7 +34,7 @@ from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
 from . import SchemaTooNew
 from . import matchdoc
-from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, compact_json, range_condition, sqlite_integer
+from .sql import T_INSTANCE, T_SERIES, Condition, Execute, SqlIndex, compact_json, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
@@ -129,6 +129,7 @@ class PostgresIndex(SqlIndex):
         self._session_conn: psycopg.Connection | None = None
         self._session_key = 0
         self._session_lock = threading.Lock()
+        self.text_search = False  # trigram indexes present (schema 4 with pg_trgm)
         try:
             self._open_schema()
         except BaseException:
@@ -148,13 +149,34 @@ class PostgresIndex(SqlIndex):
                     raise SchemaTooNew(
                         f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
                         f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-                if version == SCHEMA_VERSION:
-                    return
-                for statement in statements(ddl("postgresql")):
-                    conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
-                ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (str(SCHEMA_VERSION),))
+                if version != SCHEMA_VERSION:
+                    for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
+                        conn.execute(statement)
+                    self._run_steps(ex, version)
+                    ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (str(SCHEMA_VERSION),))
+                elif ex("SELECT to_regclass('studies_text')").fetchone()[0] is None:
+                    self._create_text_indexes(ex)  # pg_trgm was missing when the index was made: try again
+                self.text_search = ex("SELECT to_regclass('studies_text')").fetchone()[0] is not None
+
+    def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
+        if version == 4:
+            self._create_text_indexes(ex)
+
+    def _create_text_indexes(self, ex: Execute) -> None:
+        """Trigram indexes over the study and series match documents (schema 4), so that wildcards
+        and any-attribute matches are index-driven. pg_trgm ships with PostgreSQL (contrib) and is a
+        trusted extension (PostgreSQL 13+): a database owner may create it. Without it, matching
+        works as before, scanning; the store tries again each time it opens."""
+        try:
+            with ex.conn.transaction():  # type: ignore[attr-defined]  # a savepoint: a failure leaves the rest
+                ex("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                for table in ("studies", "series"):
+                    ex(f"CREATE INDEX IF NOT EXISTS {table}_text ON {table} USING gin ((match::text) gin_trgm_ops)")
+        except psycopg.Error as exc:
+            log.warning("%s: no trigram indexes (%s): wildcard and any-attribute matching will scan rows. "
+                        "Run CREATE EXTENSION pg_trgm as a superuser (Debian: package postgresql-contrib) "
+                        "and open the store again", self.url, redact_text(str(exc)).splitlines()[0])
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -256,12 +278,14 @@ class PostgresIndex(SqlIndex):
         return Condition(f"{column} = ANY(?)", [list(values)])
 
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
-        if level == T_STUDY:
-            return {"match": _jsonb(matchdoc.build(record.level_json(T_STUDY), None))}
         if level == T_SERIES:
-            return {"match": _jsonb(matchdoc.build(record.level_json(T_SERIES), None)),
-                    "series_number_int": sqlite_integer(values.get("series_number"))}
-        return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
+            return {**super()._extra_columns(level, record, values), "series_number_int": sqlite_integer(values.get("series_number"))}
+        if level == T_INSTANCE:
+            return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
+        return super()._extra_columns(level, record, values)
+
+    def _match_document(self, doc: dict[str, Any]) -> Any:
+        return _jsonb(doc)
 
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         if column is not None and match.vr != "PN":
@@ -269,6 +293,16 @@ class PostgresIndex(SqlIndex):
                 return range_condition(column, match)
             return Condition(*matchdoc.column_condition(column, match))
         return Condition(*matchdoc.document_condition("{a}.match", match, pn_case_insensitive=ci, fuzzy=fuzzy))
+
+    def _text_condition(self, match: Match, attr_level: str, column: str | None, ci: bool) -> Condition | None:
+        # Values of other attributes are found through the match document's GIN index already.
+        wildcard = any("*" in v or "?" in v for v in match.values)
+        if not self.text_search or not (wildcard or (column is not None and match.vr != "PN")):
+            return None
+        patterns = matchdoc.text_patterns(match, ci=ci)
+        if patterns is None:
+            return None
+        return Condition("(" + " OR ".join("{a}.match::text LIKE ?" for _ in patterns) + ")", patterns)
 
     def _multi_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition:
         return Condition(*matchdoc.multi_condition(column, match))

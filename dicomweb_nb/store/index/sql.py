@@ -19,8 +19,8 @@ from ...dicom.dicomjson import DicomJson, value_texts
 from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
-from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS
-from . import DuplicatePolicy, Entry, Index, Row
+from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS, METADATA_VERSION, SCHEMA_VERSION, step_statements
+from . import DuplicatePolicy, Entry, Index, Row, matchdoc
 
 
 class Execute(Protocol):
@@ -47,6 +47,8 @@ COMPUTED_COUNTS = {
     parse_tag("NumberOfSeriesRelatedInstances"): ("se", "num_instances"),
 }
 JOB_ACTIVE = ("Pending", "Running")
+# Columns with a B-tree index of their own (schema.ddl) on both engines.
+BTREE_COLUMNS = frozenset({"study_uid", "series_uid", "sop_uid", "patient_id", "study_date", "accession_number", "modality"})
 
 
 @dataclass
@@ -83,7 +85,26 @@ class SqlIndex(Index):
     def _count_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition: ...
 
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
+        """Columns an engine adds to a row: the match document of study and series rows (schema 4;
+        PostgreSQL adds its own)."""
+        if level in (T_STUDY, T_SERIES):
+            return {"match": self._match_document(matchdoc.build(record.level_json(level), None))}
         return {}
+
+    def _match_document(self, doc: dict[str, Any]) -> Any:
+        """A match document as the engine's ``match`` column takes it."""
+        return compact_json(doc)
+
+    def _run_steps(self, ex: Execute, previous: int | None) -> None:
+        """The schema steps after version ``previous`` (None: a new index), in order."""
+        for version in range(3, SCHEMA_VERSION + 1):
+            if previous is None or version > previous:
+                for sql in step_statements(self.dialect, version, previous):  # type: ignore[arg-type]
+                    ex(sql)
+                self._after_step(ex, version, previous)
+
+    def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
+        """What an engine does after the statements of a schema step."""
 
     def _limit(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:
         if limit is not None:
@@ -208,6 +229,7 @@ class SqlIndex(Index):
                 "metadata": record.metadata_text,
                 "frames": record.layout.to_json(),
                 "stored": (stored or {}).get(record.sop_uid, now),
+                "metadata_version": METADATA_VERSION,
                 **self._extra_columns(T_INSTANCE, record, inst_cols),
             }
         upsert_rows(ex, "studies", "study_uid", studies)
@@ -355,6 +377,16 @@ class SqlIndex(Index):
 
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
+        sql, params = self.search_statement(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
+                                            pn_case_insensitive=pn_case_insensitive)
+        with self._read() as ex:
+            rows = ex(sql, params).fetchall()
+        truncated = limit is not None and len(rows) > limit
+        return (rows[:limit] if truncated else rows), truncated
+
+    def search_statement(self, query: Query, *, study_uid: str | None = None, series_uid: str | None = None,
+                         limit: int | None = None, pn_case_insensitive: bool = True) -> tuple[str, list[Any]]:
+        """The SQL (``?`` placeholders) and parameters of a search, one row more than ``limit``."""
         level = query.level
         conditions: list[Condition] = []
         if study_uid is not None:
@@ -385,17 +417,15 @@ class SqlIndex(Index):
         tail, tail_params = self._limit(limit + 1 if limit is not None else None, query.offset)
         sql += tail
         params += tail_params
-        with self._read() as ex:
-            rows = ex(sql, params).fetchall()
-        truncated = limit is not None and len(rows) > limit
-        return (rows[:limit] if truncated else rows), truncated
+        return sql, params
 
     def _condition(self, match: Match, level: str, ci: bool, fuzzy: bool) -> Condition:
         tag = match.path[0]
         rank = LEVEL_RANK[level]
         if len(match.path) == 1 and tag in COLUMNS_BY_TAG:
             col = COLUMNS_BY_TAG[tag]
-            return scoped(self._match_condition(match, f"{{a}}.{col.column}", col.level, ci, fuzzy), col.level, rank)
+            cond = self._match_condition(match, f"{{a}}.{col.column}", col.level, ci, fuzzy)
+            return scoped(self._prefiltered(cond, match, col.level, col.column, ci, fuzzy), col.level, rank)
         if len(match.path) == 1 and tag in COMPUTED_MULTI:
             return self._multi_condition(f"s.{COMPUTED_MULTI[tag]}", match, ci, fuzzy)
         if len(match.path) == 1 and tag in COMPUTED_COUNTS:
@@ -404,7 +434,24 @@ class SqlIndex(Index):
                 return scoped(self._count_condition(f"{{a}}.{column}", match, ci, fuzzy), T_SERIES, rank)
             return self._count_condition(f"{alias}.{column}", match, ci, fuzzy)
         attr_level = level_of(tag)
-        return scoped(self._match_condition(match, None, attr_level, ci, fuzzy), attr_level, rank)
+        cond = self._match_condition(match, None, attr_level, ci, fuzzy)
+        return scoped(self._prefiltered(cond, match, attr_level, None, ci, fuzzy), attr_level, rank)
+
+    def _prefiltered(self, cond: Condition, match: Match, attr_level: str, column: str | None, ci: bool, fuzzy: bool) -> Condition:
+        """``cond`` behind the engine's text index condition, where there is one (schema 4)."""
+        if attr_level not in (T_STUDY, T_SERIES) or fuzzy:
+            return cond
+        if column in BTREE_COLUMNS and not (match.kind == "wildcard" and match.values[0][:1] in ("*", "?")):
+            return cond  # the column's own index answers values and prefixes
+        pre = self._text_condition(match, attr_level, column, ci)
+        if pre is None:
+            return cond
+        return Condition(f"{pre.sql} AND ({cond.sql})", pre.params + cond.params)
+
+    def _text_condition(self, match: Match, attr_level: str, column: str | None, ci: bool) -> Condition | None:
+        """A condition through the text index of ``attr_level``'s table (``{a}`` its alias) that
+        every row satisfying ``match`` satisfies; None when the engine has none worth using."""
+        return None
 
     def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None:
         with self._read() as ex:
