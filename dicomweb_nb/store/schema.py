@@ -19,7 +19,8 @@ and indexes), run in order by both engines on a new index and on an older one al
   the store re-derives older rows from their blobs when it opens (``Store.refresh_metadata``).
 - 4: text indexes for wildcard and any-attribute matching at the study and series levels: on
   PostgreSQL, pg_trgm GIN indexes over the match documents; on SQLite, the match documents in a
-  column and an FTS5 trigram table over it (``index.textsearch``).
+  column and an FTS5 trigram table over it (``matchdoc.text_patterns``).
+- 5: PostgreSQL indexes finding the latest instance of a study or series in one probe.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
 # kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
 METADATA_VERSION = 2
@@ -204,9 +205,20 @@ def sqlite_text_tables() -> list[str]:
     return out
 
 
+def _latest_instance_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # The latest instance of a study or series (its metadata stands for attributes of another
+    # level in QIDO answers) in one index probe. SQLite's instances_study and instances_series end
+    # in the rowid (the id) already; PostgreSQL's would scan the primary key backwards.
+    if dialect == "sqlite":
+        return []
+    return ["CREATE INDEX IF NOT EXISTS instances_study_latest ON instances(study_uid, id)",
+            "CREATE INDEX IF NOT EXISTS instances_series_latest ON instances(series_uid, id)",
+            "DROP INDEX IF EXISTS instances_study"]
+
+
 # Each version after 2: the statements that make an index of the previous version into this one,
 # given the version the index had when it was opened (None: a new index).
-STEPS = {3: _metadata_version_step, 4: _text_index_step}
+STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step}
 
 
 def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:

@@ -498,14 +498,18 @@ class Store:
         limit = query.limit if query.limit is not None else max_results
         rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                                             pn_case_insensitive=self.pn_case_insensitive)
-        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative) for row in rows],
-                            truncated)
+        texts: dict[str, str] = {}
 
-    def _representative(self, row: Any, level: str) -> dict[str, Any]:
-        """An instance's full metadata, for includefield attributes of another level."""
-        text = (self.index.representative_metadata(study_uid=row["study_uid"]) if level == "study"
-                else self.index.representative_metadata(series_uid=row["series_uid"]))
-        return json.loads(text) if text else {}
+        def representative(row: Any, level: str) -> dict[str, Any]:
+            """An instance's full metadata, for attributes of another level: fetched for every
+            result at once, the first time one needs it (one query, not one per result)."""
+            column = "study_uid" if level == "study" else "series_uid"
+            if not texts:
+                texts.update(self.index.representative_metadata(level, sorted({r[column] for r in rows})))
+            text = texts.get(row[column])
+            return json.loads(text) if text else {}
+        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, representative) for row in rows],
+                            truncated)
 
     # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
     def load_jobs(self) -> dict[str, dict[str, Any]]:

@@ -115,7 +115,8 @@ class Index(ABC):
                pn_case_insensitive: bool) -> tuple[list[Row], bool]: ...
 
     @abstractmethod
-    def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None: ...
+    def representative_metadata(self, level: str, uids: Sequence[str]) -> dict[str, str]:
+        """The metadata text of the latest instance of each study (``level`` "study") or series, by UID."""
 
     # -- jobs and servers ---------------------------------------------------------------------
     @abstractmethod

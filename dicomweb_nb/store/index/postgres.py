@@ -150,8 +150,9 @@ class PostgresIndex(SqlIndex):
                         f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
                         f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
                 if version != SCHEMA_VERSION:
-                    for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
-                        conn.execute(statement)
+                    if version is None:
+                        for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
+                            conn.execute(statement)
                     self._run_steps(ex, version)
                     ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (str(SCHEMA_VERSION),))

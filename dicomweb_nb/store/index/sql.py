@@ -453,13 +453,12 @@ class SqlIndex(Index):
         every row satisfying ``match`` satisfies; None when the engine has none worth using."""
         return None
 
-    def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None:
+    def representative_metadata(self, level: str, uids: Sequence[str]) -> dict[str, str]:
+        column = "study_uid" if level == T_STUDY else "series_uid"
         with self._read() as ex:
-            if study_uid is not None:
-                r = ex("SELECT metadata FROM instances WHERE study_uid=? ORDER BY id DESC LIMIT 1", (study_uid,)).fetchone()
-            else:
-                r = ex("SELECT metadata FROM instances WHERE series_uid=? ORDER BY id DESC LIMIT 1", (series_uid,)).fetchone()
-        return r[0] if r else None
+            rows = self._rows_in(ex, f"SELECT {column}, metadata FROM instances WHERE id IN "
+                                     f"(SELECT MAX(id) FROM instances WHERE {{in}} GROUP BY {column})", column, uids)
+        return {r[0]: r[1] for r in rows}
 
     # -- jobs and servers --------------------------------------------------------------------
     def load_jobs(self) -> dict[str, dict[str, Any]]:

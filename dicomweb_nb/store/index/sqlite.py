@@ -60,7 +60,8 @@ class SqliteIndex(SqlIndex):
             raise SchemaTooNew(
                 f"the index {self.path} has schema {version}, made by a newer dicomweb-nb; this version reads "
                 f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-        conn.executescript(ddl("sqlite"))
+        if version is None or version < 2:
+            conn.executescript(ddl("sqlite"))  # the schema as of version 2; later ones are steps
 
         def work(ex: Execute) -> None:
             row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
