@@ -41,6 +41,7 @@ from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
 from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from ..fileio import StoreModes
+from .schema import METADATA_VERSION
 from .outcomes import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
@@ -157,6 +158,8 @@ class Store:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
         elif reconcile:
             self.sweep()
+        if reconcile:
+            self.refresh_metadata()
         if alone and fcntl is not None:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
         if sweep_interval > 0:
@@ -312,6 +315,36 @@ class Store:
         if cleanup is not None:
             cleanup()
         return removed
+
+    def refresh_metadata(self, batch: int = 200) -> int:
+        """Re-derive, from their blobs, the precomputed metadata of instances stored by a version of
+        dicomweb-nb that wrote it in an older format (``schema.METADATA_VERSION``: before issue 10's
+        fixes, group lengths were kept, the trailing padding left out and ambiguous VRs taken from
+        the dictionary). Runs when the store opens, once: a no-op afterwards. Returns how many."""
+        if self.index.metadata_floor() >= METADATA_VERSION:
+            return 0
+        refreshed, after = 0, 0
+        while rows := self.index.stale_instances(after, batch):
+            after = rows[-1]["id"]
+            if not refreshed:
+                log.info("%s: re-deriving the metadata of instances stored by an older version (once)", self.location)
+            entries, stored = [], {}
+            for row in rows:
+                try:
+                    with Blob(self.blobs, row["path"], row["size"]).local_file() as path:
+                        record = read_instance(path)
+                    if record.sop_uid != row["sop_uid"]:
+                        raise MissingAttributeError(f"the blob holds SOP Instance {record.sop_uid}")
+                except (NotDicomError, MissingAttributeError, OSError) as exc:
+                    log.warning("%s: the metadata of instance %s stays as it was: %s", self.location, row["sop_uid"], exc)
+                    continue
+                entries.append(Entry(record, row["path"], row["size"]))
+                stored[record.sop_uid] = row["stored"]
+            refreshed += self.index.refresh_metadata(entries, stored)
+        self.index.set_metadata_floor(METADATA_VERSION)
+        if refreshed:
+            log.info("%s: metadata of %d instance(s) re-derived", self.location, refreshed)
+        return refreshed
 
     # -- writing ----------------------------------------------------------------------------
     def store_files(

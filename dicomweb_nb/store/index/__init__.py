@@ -100,6 +100,23 @@ class Index(ABC):
     @abstractmethod
     def exists(self, sop_uid: str) -> bool: ...
 
+    # -- metadata written by older versions (schema.METADATA_VERSION) ---------------------------
+    @abstractmethod
+    def metadata_floor(self) -> int:
+        """The metadata format every instance has at least (below the current one: some need refreshing)."""
+
+    @abstractmethod
+    def set_metadata_floor(self, version: int) -> None: ...
+
+    @abstractmethod
+    def stale_instances(self, after_id: int, limit: int) -> list[Row]:
+        """Instances whose metadata has an older format (id, sop_uid, path, size, stored), by id after ``after_id``."""
+
+    @abstractmethod
+    def refresh_metadata(self, entries: Sequence[Entry], stored: dict[str, float]) -> int:
+        """Rewrite the rows of instances re-read from their blobs (``entry.key`` their current blob;
+        an instance replaced meanwhile is left alone), keeping their stored times; returns how many."""
+
     # -- reading ------------------------------------------------------------------------------
     @abstractmethod
     def instances(self, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> list[Row]: ...

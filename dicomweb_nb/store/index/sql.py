@@ -280,6 +280,32 @@ class SqlIndex(Index):
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
+    # -- metadata written by older versions ----------------------------------------------------------
+    def metadata_floor(self) -> int:
+        with self._read() as ex:
+            row = ex("SELECT value FROM meta WHERE key='metadata'").fetchone()
+        return int(row[0]) if row else METADATA_VERSION
+
+    def set_metadata_floor(self, version: int) -> None:
+        self._transact(lambda ex: ex("INSERT INTO meta(key, value) VALUES ('metadata', ?) "
+                                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),)))
+
+    def stale_instances(self, after_id: int, limit: int) -> list[Row]:
+        with self._read() as ex:
+            return ex("SELECT id, sop_uid, path, size, stored FROM instances WHERE id > ? AND metadata_version < ? "
+                      "ORDER BY id LIMIT ?", (after_id, METADATA_VERSION, limit)).fetchall()
+
+    def refresh_metadata(self, entries: Sequence[Entry], stored: dict[str, float]) -> int:
+        def work(ex: Execute) -> int:
+            self._lock(ex, {e.record.sop_uid for e in entries} | {e.record.series_uid for e in entries}
+                       | {e.record.study_uid for e in entries})
+            current = {r[0]: r[1] for r in self._rows_in(ex, "SELECT sop_uid, path FROM instances WHERE {in}", "sop_uid",
+                                                         [e.record.sop_uid for e in entries])}
+            unchanged = [e for e in entries if current.get(e.record.sop_uid) == e.key]  # not replaced meanwhile
+            self._upsert(ex, unchanged, time.time(), stored)
+            return len(unchanged)
+        return self._transact(work) if entries else 0
+
     @abstractmethod
     def known_sessions(self) -> list[str]:
         """Sessions recorded as started (a killed process's stays until found dead)."""
