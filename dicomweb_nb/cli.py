@@ -30,6 +30,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace):
+    from traitlets import TraitError
     from traitlets.config import Config
     from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
@@ -51,7 +52,11 @@ def _config_from_args(args: argparse.Namespace):
             cfg.DicomWeb[name] = json.loads(value)
         except json.JSONDecodeError:
             cfg.DicomWeb[name] = value
-    return DicomWeb(config=cfg)
+    try:
+        return DicomWeb(config=cfg)
+    except (TraitError, ValueError) as exc:  # a value of the wrong type, or refused by the option's check
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

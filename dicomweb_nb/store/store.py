@@ -108,6 +108,9 @@ class Store:
     or ``storage`` say otherwise; also where uploads are staged). ``database``: ``sqlite:///path``
     or ``postgresql://...``; ``storage``: a folder or an fsspec URL (``s3://bucket/prefix``).
     ``group``: a Unix group sharing local files (modes 2770/0660 instead of owner-only).
+    ``garbage_grace``: seconds a replaced or deleted blob stays readable (default: the blob
+    storage's, 120 for object storage, 0 for a folder). ``pool_size``: connections to a PostgreSQL
+    index, at most.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class Store:
         storage_options: dict[str, Any] | None = None,
         garbage_grace: float | None = None,
         sweep_interval: float = 60.0,
+        pool_size: int = 8,
     ):
         if duplicates not in ("replace", "reject", "keep"):
             raise ValueError(f"duplicates policy must be replace, reject or keep, not {duplicates!r}")
@@ -141,7 +145,8 @@ class Store:
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
         try:
-            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes)  # type: ignore[operator]
+            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes,  # type: ignore[operator]
+                                           pool_size=pool_size)
         except SchemaTooNew as exc:
             self.blobs.close()
             raise StoreError(str(exc)) from None

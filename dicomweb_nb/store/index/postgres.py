@@ -66,6 +66,25 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return make
 
 
+def _check_connections(conn: psycopg.Connection, url: str, pool_size: int) -> None:
+    """Refuse a pool that can never fit in the server's connections; warn when it may not fit now.
+
+    Each process uses its pool plus one connection holding its session, so N processes on one
+    database need N x (pool + 1) of ``max_connections`` (less the superuser's reserve)."""
+    row = conn.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+                       "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()
+    assert row is not None
+    allowed, reserved, in_use = row
+    usable = allowed - reserved
+    if pool_size + 1 > usable:
+        raise ValueError(f"a pool of {pool_size} connections (plus one for the session) cannot fit in the {usable} connections "
+                         f"{url} accepts (max_connections {allowed}): lower the pool size (c.DicomWeb.database_pool_size)")
+    free = usable - in_use + 1  # this probe's connection is about to close
+    if pool_size + 1 > free:
+        log.warning("%s: %d of its %d connections are in use; a pool of %d (plus one for the session) may be refused "
+                    "connections: lower c.DicomWeb.database_pool_size or raise max_connections", url, in_use, usable, pool_size)
+
+
 def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
@@ -115,16 +134,24 @@ class PostgresIndex(SqlIndex):
     def __init__(self, url: str, *, pool_size: int = 8):
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.url = redact_url(self.conninfo)
+        if pool_size < 1:
+            raise ValueError(f"the connection pool of {self.url} needs at least 1 connection, not {pool_size}")
+        pool: ConnectionPool | None = None
         try:
-            psycopg.connect(self.conninfo, connect_timeout=15).close()  # a wrong address fails now, not after the pool's retries
-            self.pool = ConnectionPool(self.conninfo, min_size=1, max_size=max(2, pool_size), kwargs={"autocommit": True},
-                                       configure=_configure, open=False, name="dicomweb-nb")
-            self.pool.open(wait=True, timeout=30)
+            with psycopg.connect(self.conninfo, connect_timeout=15) as probe:  # a wrong address fails now, not after the pool's retries
+                _check_connections(probe, self.url, pool_size)
+            pool = ConnectionPool(self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
+                                  configure=_configure, open=False, name="dicomweb-nb")
+            pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc))}") from None
+        except ValueError:
+            raise
         except Exception as exc:  # psycopg_pool.PoolTimeout
-            self.pool.close()
+            if pool is not None:
+                pool.close()
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc)) or type(exc).__name__}") from None
+        self.pool = pool
         self._session: str | None = None
         self._session_conn: psycopg.Connection | None = None
         self._session_key = 0
