@@ -400,6 +400,14 @@ class Store:
             self._write(accepted)
         return outcomes
 
+    def store_parsed(self, files: Sequence[tuple[Path, InstanceRecord]], *, move: bool = True) -> list[StoreOutcome]:
+        """Store files whose records are known already (copied from another store's index by
+        ``migrate``): written and indexed as ``store_files`` does, without parsing them again."""
+        outcomes = [StoreOutcome(r.sop_uid, r.sop_class_uid, r.study_uid, r.series_uid, source=p.name) for p, r in files]
+        if files:
+            self._write([(path, record, outcome, move) for (path, record), outcome in zip(files, outcomes)])
+        return outcomes
+
     def _write(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
         to_write: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
         if self.duplicates in ("reject", "keep"):

@@ -100,6 +100,20 @@ class Index(ABC):
     @abstractmethod
     def exists(self, sop_uid: str) -> bool: ...
 
+    # -- copying a store (store.migrate) ---------------------------------------------------------
+    @abstractmethod
+    def study_sizes(self) -> list[tuple[str, int]]:
+        """(StudyInstanceUID, number of instances) of every study, in the order QIDO answers them."""
+
+    @abstractmethod
+    def export(self, study_uids: Sequence[str]) -> list[Row]:
+        """The instance rows of these studies in QIDO order: UIDs, SOP class, transfer syntax, blob key
+        (``path``) and size, metadata, frames, number_of_frames, metadata_version."""
+
+    @abstractmethod
+    def sizes(self, sop_uids: Sequence[str]) -> dict[str, int]:
+        """The blob size of each of these SOP Instances that is stored."""
+
     # -- metadata written by older versions (schema.METADATA_VERSION) ---------------------------
     @abstractmethod
     def metadata_floor(self) -> int:

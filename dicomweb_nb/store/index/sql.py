@@ -280,6 +280,24 @@ class SqlIndex(Index):
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
+    # -- copying a store (store.migrate) -------------------------------------------------------------
+    def study_sizes(self) -> list[tuple[str, int]]:
+        with self._read() as ex:
+            return [(r[0], r[1]) for r in ex("SELECT study_uid, num_instances FROM studies ORDER BY id")]
+
+    def export(self, study_uids: Sequence[str]) -> list[Row]:
+        sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, "
+               "i.metadata, i.frames, i.number_of_frames, i.metadata_version, s.id AS study_row, se.id AS series_row, "
+               "i.id AS instance_row FROM instances i JOIN series se ON se.series_uid = i.series_uid "
+               "JOIN studies s ON s.study_uid = i.study_uid WHERE {in}")
+        with self._read() as ex:
+            rows = self._rows_in(ex, sql, "i.study_uid", study_uids)
+        return sorted(rows, key=lambda r: (r["study_row"], r["series_row"], r["instance_row"]))
+
+    def sizes(self, sop_uids: Sequence[str]) -> dict[str, int]:
+        with self._read() as ex:
+            return {r[0]: r[1] for r in self._rows_in(ex, "SELECT sop_uid, size FROM instances WHERE {in}", "sop_uid", sop_uids)}
+
     # -- metadata written by older versions ----------------------------------------------------------
     def metadata_floor(self) -> int:
         with self._read() as ex:
