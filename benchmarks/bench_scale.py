@@ -45,16 +45,16 @@ import time
 from pathlib import Path
 
 import requests
-
 from common import RESULTS, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_ingest_qido import FAMILY  # noqa: E402
-from dicomweb_nb import samples  # noqa: E402
-from dicomweb_nb.dicom.multipart import encode_multipart  # noqa: E402
-from tests.fixtures.backends import Backend, PostgresServer, S3Server  # noqa: E402
-from tests.fixtures.ourserver import start_standalone  # noqa: E402
+from bench_ingest_qido import FAMILY
+
+from dicomweb_nb import samples
+from dicomweb_nb.dicom.multipart import encode_multipart
+from tests.fixtures.backends import Backend, PostgresServer, S3Server
+from tests.fixtures.ourserver import start_standalone
 
 PER_STUDY = 20
 PACK_STUDIES = 500  # 10,000 instances per pack file
@@ -121,7 +121,8 @@ def ensure_packs(cache: Path, count: int, workers: int) -> None:
     missing = [i for i in range(count) if not (cache / f"pack-{i:03d}.bin").exists()]
     if not missing:
         return
-    print(f"generating {len(missing) * PACK_STUDIES * PER_STUDY} instances into {cache} with {workers} process(es) ...", flush=True)
+    count = len(missing) * PACK_STUDIES * PER_STUDY
+    print(f"generating {count} instances into {cache} with {workers} process(es) ...", flush=True)
     start = time.perf_counter()
     with multiprocessing.Pool(workers) as pool:
         for done, _ in enumerate(pool.imap_unordered(make_pack, [(i, str(cache)) for i in missing]), 1):
@@ -193,7 +194,7 @@ def window_rate(log: list[tuple[float, int]], lo: int, hi: int) -> float:
             break
     if t_lo is None or t_hi is None or t_hi <= t_lo:
         return float("nan")
-    return (c_hi - c_lo) / (t_hi - t_lo)  # noqa: F821 - set with t_lo and t_hi
+    return (c_hi - c_lo) / (t_hi - t_lo)
 
 
 # -- reads -------------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def pg_plans(database: str) -> dict[str, str]:
 
 # -- one backend ---------------------------------------------------------------------------------------
 
-def run_backend(name: str, sizes: list[int], args: argparse.Namespace, workdir: Path, services: "_Services") -> dict:
+def run_backend(name: str, sizes: list[int], args: argparse.Namespace, workdir: Path, services: _Services) -> dict:
     backend = Backend(name, services)  # type: ignore[arg-type]
     folder = workdir / name
     folder.mkdir()
@@ -287,8 +288,8 @@ def run_backend(name: str, sizes: list[int], args: argparse.Namespace, workdir: 
             if name.startswith("pg") and args.plans:
                 row["plans"] = pg_plans(backend_database(server))
             results["sizes"][label(size)] = row
-            print(f"[{name}] {label(size)}: " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}),
-                  flush=True)
+            rounded = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+            print(f"[{name}] {label(size)}: " + json.dumps(rounded), flush=True)
             (RESULTS / f"scale-{name}.partial.json").write_text(json.dumps(results, indent=2))
         total = sum(n for _, n in full_log)
         results["first 10% /s"] = window_rate(full_log, 0, total // 10)

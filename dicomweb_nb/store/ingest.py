@@ -10,6 +10,7 @@ deferred, then the encapsulated fragments are located by walking their item head
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -67,7 +68,7 @@ class FrameLayout:
                            "l": self.value_length, "f": self.frames}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "FrameLayout":
+    def from_json(cls, text: str | None) -> FrameLayout:
         if not text:
             return cls()
         d = json.loads(text)
@@ -188,7 +189,7 @@ def ensure_part10(path: Path, tmp_dir: Path) -> Path:
             ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
             ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
             ds.save_as(target, enforce_file_format=True)
-        except Exception as exc:  # noqa: BLE001 - whatever pydicom chokes on is "not DICOM" to the caller
+        except Exception as exc:
             try:
                 target.unlink()
             except FileNotFoundError:
@@ -214,10 +215,7 @@ def _require_complete(ds: Dataset, file_size: int) -> None:
     raw = ds.get_item(tags[-1])
     if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED_LENGTH:
         return
-    if raw.value is None:
-        complete = raw.value_tell + raw.length <= file_size
-    else:
-        complete = len(raw.value) >= raw.length
+    complete = raw.value_tell + raw.length <= file_size if raw.value is None else len(raw.value) >= raw.length
     if not complete:
         raise NotDicomError(f"the file is truncated: it ends inside element {tags[-1]}")
 
@@ -240,6 +238,12 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
 
 
+def _is_implicit(ds: Dataset, transfer_syntax: str) -> bool:
+    """Implicit VR: by the transfer syntax, or as pydicom read a file without file meta."""
+    return transfer_syntax == ImplicitVRLittleEndian or bool(not getattr(ds.file_meta, "TransferSyntaxUID", None)
+                                                             and ds.is_implicit_VR)
+
+
 def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: str) -> tuple[FrameLayout, str, int | None]:
     """Where the pixel data element that starts at ``start`` lies: (layout, its VR, offset of its end)."""
     fp.seek(start)
@@ -252,7 +256,7 @@ def _locate_pixel_data(fp: BinaryIO, start: int, ds: Dataset, transfer_syntax: s
     tag = (group << 16) | elem
     if tag not in PIXEL_DATA_TAGS:
         return FrameLayout(), "OW", None
-    implicit = transfer_syntax == ImplicitVRLittleEndian or (not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    implicit = _is_implicit(ds, transfer_syntax)
     if not implicit and not (65 <= header[4] <= 90 and 65 <= header[5] <= 90):
         # Some writers encode the dataset implicit VR under an explicit transfer syntax (pydicom
         # reads them after a warning, e.g. its SC_rgb_jpeg.dcm); no VR letters here means implicit.
@@ -286,7 +290,7 @@ def _trailing_json(fp: BinaryIO, offset: int, ds: Dataset, transfer_syntax: str)
     the same deferral of large values. Bytes that do not parse as elements are not attributes.
     """
     fp.seek(offset)
-    implicit = transfer_syntax == ImplicitVRLittleEndian or bool(not getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.is_implicit_VR)
+    implicit = _is_implicit(ds, transfer_syntax)
     little = transfer_syntax != ExplicitVRBigEndian
     try:
         trailing = read_dataset(fp, implicit, little, defer_size=BULK_THRESHOLD + 1)
@@ -301,7 +305,7 @@ def _after_pixel_data(ds: Dataset) -> DicomJson:
     after = Dataset()
     for raw in ds.elements():
         if int(raw.tag) > 0x7FE00010:
-            after[raw.tag] = raw  # type: ignore[assignment]
+            after[raw.tag] = raw
     implicit, little = ds.original_encoding
     after.set_original_encoding(implicit, little, ds.original_character_set)
     return dataset_to_json(after) if len(after) else {}
@@ -349,7 +353,7 @@ def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> tuple[
     except ValueError as exc:
         raise NotDicomError(f"malformed encapsulated pixel data: {exc}") from None
     file_size = _file_size(fp)
-    lengths = [b - a - 8 for a, b in zip(offsets, offsets[1:])]
+    lengths = [b - a - 8 for a, b in itertools.pairwise(offsets)]
     end = first_fragment_pos
     if offsets:
         fp.seek(offsets[-1] + 4)
@@ -360,7 +364,8 @@ def _encapsulated_frames(fp: BinaryIO, value_offset: int, ds: Dataset) -> tuple[
             raise NotDicomError("a pixel data fragment runs past the end of the file (truncated file?)")
     fp.seek(end)
     delimiter = fp.read(8)
-    if len(delimiter) < 8 or struct.unpack("<HH", delimiter[:4]) != (SEQUENCE_DELIMITER_TAG >> 16, SEQUENCE_DELIMITER_TAG & 0xFFFF):
+    delimiter_tag = (SEQUENCE_DELIMITER_TAG >> 16, SEQUENCE_DELIMITER_TAG & 0xFFFF)
+    if len(delimiter) < 8 or struct.unpack("<HH", delimiter[:4]) != delimiter_tag:
         raise NotDicomError("encapsulated pixel data ends without a Sequence Delimitation Item (truncated file?)")
     fragments = [(offset - first_fragment_pos, offset + 8, length) for offset, length in zip(offsets, lengths)]
     return _group_fragments(fp, fragments, basic_offsets, ds), end + 8

@@ -28,22 +28,21 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..fileio import write_atomically
+from ..workspace import INDEX_FILENAME, SERVERS_FILENAME, TEAM_STORE_MARKER
 from .blobs import Blob, remove_path
 from .index import Row
 from .index.sql import JOB_ACTIVE
 from .ingest import FrameLayout, InstanceRecord, read_instance
 from .schema import METADATA_VERSION
-from .store import TEAM_MARKER, Store, StoreError, workspace_store_options
+from .store import Store, StoreError, workspace_store_options
 
-# The file a folder store keeps servers added over REST in (client.config.SERVERS_FILENAME; the
-# store does not import the client).
-SERVERS_FILENAME = "servers.json"
 BATCH_INSTANCES = 200  # instances per target commit
 BATCH_BYTES = 256 << 20  # bytes staged on local disk at once, at most (a batch ends at whichever comes first)
 
@@ -56,7 +55,7 @@ class MigrationFailed(StoreError):
     """A copy that ended with instances missing from the target or differing from the source;
     ``report`` (a ``MigrationReport``) names each one. Running the copy again resumes it."""
 
-    def __init__(self, report: "MigrationReport"):
+    def __init__(self, report: MigrationReport):
         self.report = report
         problems = report.failed + report.mismatches
         named = "; ".join(f"{sop}: {why}" for sop, why in problems[:5])
@@ -374,8 +373,8 @@ def open_source(folder: str | os.PathLike[str] | None = None, *, database: str |
     store's database and storage. A folder that holds no store is refused rather than created."""
     if folder is not None and not database:
         root = Path(folder).expanduser()
-        if not (root / "index.sqlite").exists() and not (root / TEAM_MARKER).exists():
-            raise MigrationError(f"there is no store in {root} (no index.sqlite, no {TEAM_MARKER})")
+        if not (root / INDEX_FILENAME).exists() and not (root / TEAM_STORE_MARKER).exists():
+            raise MigrationError(f"there is no store in {root} (no {INDEX_FILENAME}, no {TEAM_STORE_MARKER})")
         return open_target(root)
     if not database or not storage:
         raise MigrationError("a team store to copy from needs both its database URL and its storage")

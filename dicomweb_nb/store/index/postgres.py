@@ -20,8 +20,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -32,8 +33,7 @@ from ...dicom.query import Match
 from ..blobs import redact_text, redact_url
 from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
-from . import SchemaTooNew
-from . import matchdoc
+from . import SchemaTooNew, matchdoc
 from .sql import T_INSTANCE, T_SERIES, Condition, Execute, SqlIndex, compact_json, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
@@ -98,12 +98,12 @@ class _Executor:
         self.conn = conn
 
     def __call__(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
+        return self.conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             with self.conn.cursor() as cursor:  # executemany sends every row in one pipeline
-                cursor.executemany(sql.replace("?", "%s"), [[_text(p) for p in row] for row in rows])  # type: ignore[arg-type]
+                cursor.executemany(sql.replace("?", "%s"), [[_text(p) for p in row] for row in rows])
 
 
 def _executor(conn: psycopg.Connection) -> Execute:
@@ -121,7 +121,7 @@ def _text(value: Any) -> Any:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    conn.row_factory = _row_factory  # type: ignore[assignment]
+    conn.row_factory = _row_factory
     # JSONB comes back as its text: rows carry match documents the read paths never look at.
     conn.adapters.register_loader("jsonb", TextLoader)
 
@@ -138,7 +138,8 @@ class PostgresIndex(SqlIndex):
             raise ValueError(f"the connection pool of {self.url} needs at least 1 connection, not {pool_size}")
         pool: ConnectionPool | None = None
         try:
-            with psycopg.connect(self.conninfo, connect_timeout=15) as probe:  # a wrong address fails now, not after the pool's retries
+            # A wrong address fails now, not after the pool's retries.
+            with psycopg.connect(self.conninfo, connect_timeout=15) as probe:
                 _check_connections(probe, self.url, pool_size)
             pool = ConnectionPool(self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
                                   configure=_configure, open=False, name="dicomweb-nb")
@@ -147,7 +148,7 @@ class PostgresIndex(SqlIndex):
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc))}") from None
         except ValueError:
             raise
-        except Exception as exc:  # psycopg_pool.PoolTimeout
+        except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and its kin: the pool is closed, the error told
             if pool is not None:
                 pool.close()
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc)) or type(exc).__name__}") from None
@@ -164,28 +165,27 @@ class PostgresIndex(SqlIndex):
             raise
 
     def _open_schema(self) -> None:
-        with self.pool.connection() as conn:
-            with conn.transaction():
-                ex = _executor(conn)
-                ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                version = None
-                if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
-                    row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
-                    version = int(row[0]) if row else None
-                if version is not None and version > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
-                        f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-                if version != SCHEMA_VERSION:
-                    if version is None:
-                        for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
-                            conn.execute(statement)
-                    self._run_steps(ex, version)
-                    ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                       (str(SCHEMA_VERSION),))
-                elif ex("SELECT to_regclass('studies_text')").fetchone()[0] is None:
-                    self._create_text_indexes(ex)  # pg_trgm was missing when the index was made: try again
-                self.text_search = ex("SELECT to_regclass('studies_text')").fetchone()[0] is not None
+        with self.pool.connection() as conn, conn.transaction():
+            ex = _executor(conn)
+            ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            version = None
+            if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
+                row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
+                version = int(row[0]) if row else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
+                    f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
+            if version != SCHEMA_VERSION:
+                if version is None:
+                    for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
+                        conn.execute(statement)
+                self._run_steps(ex, version)
+                ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (str(SCHEMA_VERSION),))
+            elif ex("SELECT to_regclass('studies_text')").fetchone()[0] is None:
+                self._create_text_indexes(ex)  # pg_trgm was missing when the index was made: try again
+            self.text_search = ex("SELECT to_regclass('studies_text')").fetchone()[0] is not None
 
     def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
         if version == 4:
@@ -215,9 +215,8 @@ class PostgresIndex(SqlIndex):
     def _transact(self, work: Callable[[Execute], Any]) -> Any:
         for attempt in range(6):
             try:
-                with self.pool.connection() as conn:
-                    with conn.transaction():
-                        return work(_executor(conn))
+                with self.pool.connection() as conn, conn.transaction():
+                    return work(_executor(conn))
             except _RETRIED:
                 if attempt == 5:
                     raise
@@ -250,8 +249,10 @@ class PostgresIndex(SqlIndex):
         with self._session_lock:
             conn = psycopg.connect(self.conninfo, autocommit=True)
             conn.execute("SELECT pg_advisory_lock(%s)", (self._session_key,))
-            conn.execute("INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) "
-                         "ON CONFLICT(id) DO NOTHING", (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()))
+            conn.execute(
+                "INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) ON CONFLICT(id) DO NOTHING",
+                (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()),
+            )
             self._session_conn = conn
 
     def _keep_session(self) -> None:
@@ -266,7 +267,8 @@ class PostgresIndex(SqlIndex):
                 return
         except psycopg.Error:
             log.warning("the session connection to %s broke; reconnecting", self.url)
-            conn.close()
+            if conn is not None:
+                conn.close()
             self._session_conn = None
         try:
             self._connect_session()
@@ -307,7 +309,8 @@ class PostgresIndex(SqlIndex):
 
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
         if level == T_SERIES:
-            return {**super()._extra_columns(level, record, values), "series_number_int": sqlite_integer(values.get("series_number"))}
+            number = sqlite_integer(values.get("series_number"))
+            return {**super()._extra_columns(level, record, values), "series_number_int": number}
         if level == T_INSTANCE:
             return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
         return super()._extra_columns(level, record, values)

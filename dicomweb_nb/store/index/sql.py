@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ...dicom.dicomjson import DicomJson, value_texts
 from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
@@ -137,7 +138,8 @@ class SqlIndex(Index):
 
     def drop_intents(self, keys: Sequence[str], session: str) -> list[str]:
         def work(ex: Execute) -> list[str]:
-            dropped = {r[0] for r in self._rows_in(ex, "DELETE FROM intents WHERE session=? AND {in} RETURNING key", "key", keys, [session])}
+            dropped = {r[0] for r in self._rows_in(
+                ex, "DELETE FROM intents WHERE session=? AND {in} RETURNING key", "key", keys, [session])}
             return [k for k in keys if k in dropped]
         return self._transact(work)
 
@@ -148,7 +150,11 @@ class SqlIndex(Index):
         (``ex.many``) and the study/series aggregates are recomputed set-wise."""
         def work(ex: Execute) -> list[str]:
             now = time.time()
-            names = {e.record.sop_uid for e in entries} | {e.record.series_uid for e in entries} | {e.record.study_uid for e in entries}
+            names = (
+                {e.record.sop_uid for e in entries}
+                | {e.record.series_uid for e in entries}
+                | {e.record.study_uid for e in entries}
+            )
             self._lock(ex, names)
             mine = {r[0] for r in self._rows_in(ex, "DELETE FROM intents WHERE session=? AND {in} RETURNING key", "key",
                                                 [e.key for e in entries], [session])}
@@ -258,7 +264,8 @@ class SqlIndex(Index):
                                "study_uid", list(totals)):
             modalities[r[0]].add(r[1])
         classes: dict[str, set[str]] = {s: set() for s in totals}
-        for r in self._rows_in(ex, "SELECT DISTINCT study_uid, sop_class_uid FROM instances WHERE {in}", "study_uid", list(totals)):
+        for r in self._rows_in(ex, "SELECT DISTINCT study_uid, sop_class_uid FROM instances WHERE {in}",
+                               "study_uid", list(totals)):
             classes[r[0]].add(r[1])
         if totals:
             ex.many("UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
@@ -275,7 +282,8 @@ class SqlIndex(Index):
             self._lock(ex, {r["sop_uid"] for r in rows} | {r["series_uid"] for r in rows} | {study_uid})
             rows = self._select_instances(ex, study_uid, series_uid, sop_uid)  # as of the lock
             self._rows_in(ex, "DELETE FROM instances WHERE {in}", "sop_uid", [r["sop_uid"] for r in rows])
-            ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", [(r["path"], now + grace) for r in rows])
+            ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                    [(r["path"], now + grace) for r in rows])
             self._refresh_aggregates(ex, {(r["study_uid"], r["series_uid"]) for r in rows})
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
@@ -343,8 +351,9 @@ class SqlIndex(Index):
         return out
 
     def claim_intent(self, key: str, session: str) -> bool:
-        return self._transact(lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone()
-                              is not None)
+        return self._transact(
+            lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone() is not None
+        )
 
     def due_garbage(self, now: float) -> list[str]:
         with self._read() as ex:
@@ -448,9 +457,12 @@ class SqlIndex(Index):
                    "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
             order = f" ORDER BY s.id, {series_order}"
         else:
-            sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, se.num_instances AS series_num_instances, "
-                   "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
-                   "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid")
+            sql = (
+                "SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, "
+                "se.num_instances AS series_num_instances, "
+                "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
+                "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid"
+            )
             order = f" ORDER BY s.id, {series_order}, i.instance_number_int{self.nulls_first}, i.id"
         params: list[Any] = []
         if conditions:
@@ -481,7 +493,8 @@ class SqlIndex(Index):
         cond = self._match_condition(match, None, attr_level, ci, fuzzy)
         return scoped(self._prefiltered(cond, match, attr_level, None, ci, fuzzy), attr_level, rank)
 
-    def _prefiltered(self, cond: Condition, match: Match, attr_level: str, column: str | None, ci: bool, fuzzy: bool) -> Condition:
+    def _prefiltered(self, cond: Condition, match: Match, attr_level: str, column: str | None, ci: bool,
+                     fuzzy: bool) -> Condition:
         """``cond`` behind the engine's text index condition, where there is one (schema 4)."""
         if attr_level not in (T_STUDY, T_SERIES) or fuzzy:
             return cond

@@ -12,15 +12,16 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ...dicom.dicomjson import DicomJson
 from ...dicom.query import Match, Query
 from ...fileio import StoreModes
 from ..schema import SCHEMA_VERSION, ddl, migrate_sqlite, sqlite_text_tables
-from . import SchemaTooNew, Row, matchdoc
+from . import Row, SchemaTooNew, matchdoc
 from .sql import JSON_COLUMN, T_STUDY, Condition, Execute, SqlIndex, range_condition
 
 try:
