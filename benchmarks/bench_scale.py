@@ -53,7 +53,7 @@ from bench_ingest_qido import FAMILY
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.multipart import encode_multipart
-from tests.fixtures.backends import Backend, PostgresServer, S3Server
+from tests.fixtures.backends import Backend, Services
 from tests.fixtures.ourserver import start_standalone
 
 PER_STUDY = 20
@@ -263,8 +263,8 @@ def pg_plans(database: str) -> dict[str, str]:
 
 # -- one backend ---------------------------------------------------------------------------------------
 
-def run_backend(name: str, sizes: list[int], args: argparse.Namespace, workdir: Path, services: _Services) -> dict:
-    backend = Backend(name, services)  # type: ignore[arg-type]
+def run_backend(name: str, sizes: list[int], args: argparse.Namespace, workdir: Path, services: Services) -> dict:
+    backend = Backend(name, services)
     folder = workdir / name
     folder.mkdir()
     server = start_standalone(folder, folder / "store", backend=backend)
@@ -303,31 +303,6 @@ def backend_database(server) -> str:
     return server.store_kwargs["database"]
 
 
-class _Services:
-    """What tests.fixtures.backends.Backend asks of its services: the benchmark's own servers."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self._postgres: PostgresServer | None = None
-        self._s3: S3Server | None = None
-
-    def postgres(self) -> PostgresServer:
-        if self._postgres is None:
-            self._postgres = PostgresServer(PG_SETTINGS)
-        return self._postgres
-
-    def s3(self) -> S3Server:
-        if self._s3 is None:
-            self._s3 = S3Server(self.workdir)
-        return self._s3
-
-    def stop(self) -> None:
-        if self._s3 is not None:
-            self._s3.stop()
-        if self._postgres is not None:
-            self._postgres.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10k,100k,1M", help="store sizes in instances, growing (default 10k,100k,1M)")
@@ -352,7 +327,7 @@ def main() -> None:
     ensure_packs(args.cache, -(-sizes[-1] // (PACK_STUDIES * PER_STUDY)), args.gen_workers)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dicomweb-nb-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    services = _Services(workdir)
+    services = Services(workdir, PG_SETTINGS)
     RESULTS.mkdir(parents=True, exist_ok=True)
     all_results = {}
     started = time.time()
