@@ -103,8 +103,9 @@ def study_parts(s: int) -> list[bytes]:
 
 
 def make_pack(args: tuple[int, str]) -> float:
+    """Generate pack ``index`` (10,000 instances); returns the CPU seconds it took."""
     index, folder = args
-    start = time.perf_counter()
+    start = time.process_time()
     path = Path(folder) / f"pack-{index:03d}.bin"
     temp = path.with_suffix(".tmp")
     with open(temp, "wb") as out:
@@ -113,24 +114,28 @@ def make_pack(args: tuple[int, str]) -> float:
                 out.write(struct.pack("<I", len(part)))
                 out.write(part)
     os.replace(temp, path)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
-def ensure_packs(cache: Path, count: int, workers: int) -> None:
+def ensure_packs(cache: Path, count: int, workers: int) -> dict[str, float]:
+    """The packs of the first ``count`` * 10,000 instances, generated where missing; what it took
+    (wall seconds, and CPU seconds per 10,000 instances: the figure to estimate other sizes by)."""
     cache.mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(count) if not (cache / f"pack-{i:03d}.bin").exists()]
     if not missing:
-        return
+        return {}
     count = len(missing) * PACK_STUDIES * PER_STUDY
     print(f"generating {count} instances into {cache} with {workers} process(es) ...", flush=True)
     start = time.perf_counter()
+    cpu = 0.0
     with multiprocessing.Pool(workers) as pool:
-        for done, _ in enumerate(pool.imap_unordered(make_pack, [(i, str(cache)) for i in missing]), 1):
-            elapsed = time.perf_counter() - start
-            print(f"  {done}/{len(missing)} packs, {elapsed:.0f} s", flush=True)
+        for done, seconds in enumerate(pool.imap_unordered(make_pack, [(i, str(cache)) for i in missing]), 1):
+            cpu += seconds
+            print(f"  {done}/{len(missing)} packs, {time.perf_counter() - start:.0f} s", flush=True)
     elapsed = time.perf_counter() - start
-    print(f"generated {len(missing) * PACK_STUDIES * PER_STUDY} instances in {elapsed:.0f} s "
-          f"({len(missing) * PACK_STUDIES * PER_STUDY / elapsed:.0f}/s with {workers} process(es))", flush=True)
+    print(f"generated {count} instances in {elapsed:.0f} s ({count / elapsed:.0f}/s with {workers} process(es); "
+          f"{cpu / len(missing):.1f} CPU s per 10k)", flush=True)
+    return {"instances": count, "wall s": elapsed, "workers": workers, "CPU s per 10k": cpu / len(missing)}
 
 
 def read_pack(cache: Path, index: int) -> list[bytes]:
@@ -311,6 +316,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomweb-nb-bench-scale",
                         help="where the generated instances are kept between runs")
     parser.add_argument("--gen-workers", type=int, default=2)
+    parser.add_argument("--generate-only", action="store_true", help="only make the packs of the largest size (timed)")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-plans", dest="plans", action="store_false", help="skip EXPLAIN ANALYZE on PostgreSQL")
@@ -324,7 +330,9 @@ def main() -> None:
     unknown = set(backends) - {"sqlite-local", "pg-local", "pg-s3"}
     if unknown:
         parser.error(f"unknown backend(s) {sorted(unknown)}: use sqlite-local, pg-local, pg-s3")
-    ensure_packs(args.cache, -(-sizes[-1] // (PACK_STUDIES * PER_STUDY)), args.gen_workers)
+    generation = ensure_packs(args.cache, -(-sizes[-1] // (PACK_STUDIES * PER_STUDY)), args.gen_workers)
+    if args.generate_only:
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dicomweb-nb-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     services = Services(workdir, PG_SETTINGS)
@@ -342,6 +350,8 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     all_results["elapsed s"] = time.time() - started
+    if generation:
+        all_results["generation"] = generation
     (RESULTS / "scale.json").write_text(json.dumps(all_results, indent=2))
     print_table(all_results)
 
@@ -349,7 +359,7 @@ def main() -> None:
 def print_table(results: dict) -> None:
     rows = []
     for name, res in results.items():
-        if not isinstance(res, dict):
+        if not isinstance(res, dict) or "sizes" not in res:
             continue
         labels = list(res["sizes"])
         measures = [k for k in res["sizes"][labels[0]] if k not in ("plans",)]
@@ -367,7 +377,7 @@ def print_table(results: dict) -> None:
         keys += [k for k in row if k not in keys]
     report("scale-table", [{k: row.get(k, "") for k in keys} for row in rows])
     for name, res in results.items():
-        if isinstance(res, dict):
+        if isinstance(res, dict) and "sizes" in res:
             for lab, row in res["sizes"].items():
                 for query, plan in row.get("plans", {}).items():
                     print(f"{name} {lab} {query}: {plan}")
