@@ -1,6 +1,6 @@
 """The change feed in the store (each backend): a scripted sequence of creates, re-STOWs and deletes
 gives Azure's entries and states; windows by time and by sequence; one gapless order with several
-writing processes, seen in that order by a reader while they write; a store of schema 2 gets an
+writing processes, seen in that order by a reader while they write; a store made before the feed gets an
 entry per instance it holds; deleting leaves the blobs as garbage for reads under way."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -168,27 +167,25 @@ def test_several_processes_write_one_gapless_order_a_reader_follows_as_it_grows(
     assert [e.timestamp for e in entries] == sorted(e.timestamp for e in entries)
 
 
-def test_a_store_of_schema_2_gets_an_entry_per_instance_in_the_order_stored(tmp_path):
-    root = tmp_path / "old"
-    store = Store(root)
+def test_a_store_made_before_the_change_feed_gets_an_entry_per_instance_in_the_order_stored(tmp_path, make_store):
+    """Schema step 6 on an index of version 5 (the one before it): a 'create' for each instance, in
+    the order they were stored; the feed goes on from there."""
+    store = make_store()
     for batch in range(2):
         store.store_files(samples.write_series(series(2, patient_id=f"OLD-{batch}"), tmp_path / str(batch)), move=False)
     with store.index._read() as ex:
         order = [row["sop_uid"] for row in ex("SELECT sop_uid FROM instances ORDER BY stored, id")]
+    store.index._transact(lambda ex: [ex("DROP TABLE changes"), ex("UPDATE meta SET value='5' WHERE key='schema'")])
     store.close()
-    conn = sqlite3.connect(root / "index.sqlite")
-    conn.executescript("DROP TABLE changes; UPDATE meta SET value='2' WHERE key='schema';")
-    conn.commit()
-    conn.close()
 
-    store = Store(root)
-    assert sqlite3.connect(root / "index.sqlite").execute("SELECT value FROM meta WHERE key='schema'").fetchone() \
-        == (str(SCHEMA_VERSION),)
+    store = make_store()
+    with store.index._read() as ex:
+        assert ex("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION) == "6"
     assert feed(store) == [(n + 1, "create", sop, "current") for n, sop in enumerate(order)]
     more = series(1, patient_id="OLD-9")
     store.store_files(samples.write_series(more, tmp_path / "more"), move=False)
     assert store.latest_change().sequence == 5
-    store.close()
+    assert [e.timestamp for e in store.changes()] == sorted(e.timestamp for e in store.changes())
 
 
 def test_a_deleted_blob_stays_readable_for_its_grace_then_is_swept(tmp_path, make_store):

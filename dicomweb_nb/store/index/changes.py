@@ -62,18 +62,6 @@ def plan(last: tuple[int, int] | None, *, created: Sequence[Uids] = (), deleted:
     return batch
 
 
-def record_existing_instances(ex: Execute) -> None:
-    """Migration to schema 3: a ``create`` for each instance of a store made before the change feed,
-    in the order and at the time they were stored, so that reading the feed from the start finds
-    everything the store holds."""
-    if ex("SELECT 1 FROM changes LIMIT 1").fetchone() is not None:
-        return
-    ex("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) "
-       "SELECT ROW_NUMBER() OVER (ORDER BY stored, id), CAST(stored * 1000000 AS BIGINT), ?, study_uid, series_uid, sop_uid, ? "
-       "FROM instances",
-       (CREATE, CURRENT))
-
-
 def select(ex: Execute, *, start: int | None, end: int | None, offset: int, limit: int,
            after: int | None, include_metadata: bool) -> list[Any]:
     """Entries in sequence order: those with ``start <= timestamp < end`` (microseconds since the
