@@ -118,9 +118,21 @@ _registered = False
 _register_lock = threading.Lock()
 
 
+def _use_multiprocess_values() -> None:
+    """prometheus_client chooses how it keeps values when it is first imported; a process whose
+    multiprocess folder was set after that (a supervisor that imported this module, then set the
+    folder and forked its workers) switches before its first sample, so its counts reach the folder.
+    (Labelled samples take ``values.ValueClass`` when first used, and none is used before a request.)"""
+    from prometheus_client import values
+
+    if multiprocess_dir() is not None and values.ValueClass is values.MutexValue:
+        values.ValueClass = values.get_value_class()
+
+
 def install(ctx: Any) -> None:
     """Report this server's store in the metrics (the process registry, Jupyter's included)."""
     global _registered
+    _use_multiprocess_values()
     _store_collector.add(ctx)
     with _register_lock:
         if not _registered and multiprocess_dir() is None:

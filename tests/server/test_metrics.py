@@ -4,6 +4,10 @@ Jupyter's own /metrics; two processes sharing PROMETHEUS_MULTIPROC_DIR report th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -132,3 +136,24 @@ def test_worker_processes_sharing_a_multiprocess_dir_report_their_sum(tmp_path, 
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_multiprocess_folder_set_after_prometheus_client_was_imported_is_used(tmp_path):
+    """A supervisor may import the server (and prometheus_client) before it sets the folder its
+    workers share: the counts of a server installed after that still go to the folder."""
+    script = textwrap.dedent(f"""
+        import os
+        from types import SimpleNamespace
+        from dicomweb_nb.server import metrics
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+        store = SimpleNamespace(location="nowhere", usage=lambda: dict(studies=1, series=1, instances=2, bytes=9, jobs={{}}))
+        metrics.install(SimpleNamespace(store=store, config=SimpleNamespace(enable_performance_logs=False)))
+        metrics.REQUESTS.labels("QIDO-RS", "GET", "200").inc(3)
+        print(metrics.exposition().decode())
+    """)
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    assert answer.returncode == 0, answer.stderr
+    assert list(tmp_path.glob("counter_*.db"))
+    assert 'dicomweb_requests_total{method="GET",service="QIDO-RS",status="200"} 3.0' in answer.stdout
+    assert 'dicomweb_store_instances{store="nowhere"} 2.0' in answer.stdout
