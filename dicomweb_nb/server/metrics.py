@@ -13,8 +13,8 @@ and, read from the store when scraped (so every process on a shared store report
 
 Where they are served: ``dicomweb-nb serve`` at ``/metrics`` (authenticated like the rest, ``read``);
 under Jupyter in Jupyter's own ``/metrics`` (its prometheus registry, where these register).
-Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set (before prometheus_client is
-imported, as ``serve --workers`` does per server), each process writes its counters there and
+Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set (in the environment, before each
+process installs its server: ``install``), each process writes its counters there and
 ``/metrics`` adds up every process's (prometheus_client's MultiProcessCollector); the store's
 figures are read once, not once per process.
 
