@@ -12,16 +12,20 @@ from tornado import web
 
 from .access import AccessMixin
 from .base import ApiError, NotFoundMixin
+from .changefeed import ChangeFeedLatestMixin, ChangeFeedMixin
+from .delete import DeleteMixin
 from .jobs import JobCancelMixin, JobMixin, JobsMixin
+from .metrics import RequestMetricsMixin
 from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
 from .qido import QidoMixin
+from .remote_calls import ServerDeleteMixin, ServerQidoMixin
 from .rendered import RenderedMixin, WadoUriMixin
 from .stow import StudiesMixin
 from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
 from .webapp import ClientPageMixin, ClientPageRedirectMixin
 
 
-class JupyterDicomWebHandler(AccessMixin, ExtensionHandlerMixin, JupyterHandler):
+class JupyterDicomWebHandler(AccessMixin, RequestMetricsMixin, ExtensionHandlerMixin, JupyterHandler):
     """Jupyter's authentication (no redirect to the login page: API clients get 403, as from
     jupyter-server's APIHandler), then the route's access through ``self.authorizer``."""
 
@@ -51,20 +55,20 @@ class StudiesHandler(StudiesMixin, JupyterDicomWebHandler):  # type: ignore[misc
 
 
 @web.stream_request_body
-class StudyHandler(StudyMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
-    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST)."""
+class StudyHandler(StudyMixin, DeleteMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST), delete (DELETE)."""
 
 
 class QidoHandler(QidoMixin, JupyterDicomWebHandler):
     """QIDO-RS searches of series and instances."""
 
 
-class SeriesHandler(SeriesMixin, JupyterDicomWebHandler):
-    """WADO-RS retrieve of a series."""
+class SeriesHandler(SeriesMixin, DeleteMixin, JupyterDicomWebHandler):
+    """WADO-RS retrieve of a series (GET), delete (DELETE)."""
 
 
-class InstanceHandler(InstanceMixin, JupyterDicomWebHandler):
-    """WADO-RS retrieve of an instance."""
+class InstanceHandler(InstanceMixin, DeleteMixin, JupyterDicomWebHandler):
+    """WADO-RS retrieve of an instance (GET), delete (DELETE)."""
 
 
 class MetadataHandler(MetadataMixin, JupyterDicomWebHandler):
@@ -91,6 +95,14 @@ class WadoUriHandler(WadoUriMixin, JupyterDicomWebHandler):
     """WADO-URI (``{wado_root}?requestType=WADO&...``)."""
 
 
+class ChangeFeedHandler(ChangeFeedMixin, JupyterDicomWebHandler):
+    """``{root}changefeed``: the change feed (Azure's)."""
+
+
+class ChangeFeedLatestHandler(ChangeFeedLatestMixin, JupyterDicomWebHandler):
+    """``{root}changefeed/latest``."""
+
+
 class NotFoundHandler(NotFoundMixin, JupyterDicomWebHandler):
     """Any other path under the root: a JSON 404."""
 
@@ -107,6 +119,14 @@ class ServerHandler(ServerMixin, JupyterDicomWebHandler):
 
 class ServerGetHandler(ServerGetMixin, JupyterDicomWebHandler):
     """``{root}servers/{name}/get``."""
+
+
+class ServerQidoHandler(ServerQidoMixin, JupyterDicomWebHandler):
+    """``{root}servers/{name}/qido``."""
+
+
+class ServerDeleteHandler(ServerDeleteMixin, JupyterDicomWebHandler):
+    """``{root}servers/{name}/delete``."""
 
 
 class ServerStowHandler(ServerStowMixin, JupyterDicomWebHandler):

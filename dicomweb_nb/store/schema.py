@@ -21,6 +21,9 @@ and indexes), run in order by both engines on a new index and on an older one al
   PostgreSQL, pg_trgm GIN indexes over the match documents; on SQLite, the match documents in a
   column and an FTS5 trigram table over it (``matchdoc.text_patterns``).
 - 5: PostgreSQL indexes finding the latest instance of a study or series in one probe.
+- 6: the change feed (``changes``: one row per instance created or deleted, in one order; an index
+  made before it gets a ``create`` entry per instance it holds, in the order they were stored; see
+  ``index.changes``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
 # kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
 METADATA_VERSION = 2
@@ -217,9 +220,28 @@ def _latest_instance_step(dialect: Dialect, previous: int | None) -> list[str]:
             "DROP INDEX IF EXISTS instances_study"]
 
 
+def _change_feed_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # The change feed (index.changes): one row per instance created or deleted, ``seq`` its order,
+    # ``recorded`` microseconds since the epoch. An index made before it gets a 'create' entry
+    # ('current') per instance it holds, in the order and at the time they were stored, so that
+    # reading the feed from its start finds everything the store holds.
+    t = _types(dialect)
+    text = t["text"]
+    out = [f"CREATE TABLE IF NOT EXISTS changes (seq {t['int']} PRIMARY KEY, recorded {t['int']} NOT NULL, "
+           f"action {text} NOT NULL, study_uid {text} NOT NULL, series_uid {text} NOT NULL, sop_uid {text} NOT NULL, "
+           f"state {text} NOT NULL)",
+           "CREATE INDEX IF NOT EXISTS changes_sop ON changes(sop_uid)",
+           "CREATE INDEX IF NOT EXISTS changes_recorded ON changes(recorded, seq)"]
+    if previous is not None:
+        out.append("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) "
+                   "SELECT ROW_NUMBER() OVER (ORDER BY stored, id), CAST(stored * 1000000 AS BIGINT), 'create', "
+                   "study_uid, series_uid, sop_uid, 'current' FROM instances")
+    return out
+
+
 # Each version after 2: the statements that make an index of the previous version into this one,
 # given the version the index had when it was opened (None: a new index).
-STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step}
+STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, 6: _change_feed_step}
 
 
 def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:
