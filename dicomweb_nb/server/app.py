@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import stat
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 
 from ..errors import ConfigurationError
 from ..store import Store, StoreError
@@ -21,6 +24,7 @@ from .jobs import JobManager
 from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
 from .routes import build_routes, jobs_routes
+from .workers import BalancedHTTPServer
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -58,8 +62,12 @@ def make_context(
     base_url: str = "/",
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    shared_dir: str | os.PathLike[str] | None = None,
 ) -> DicomWebContext:
-    """The state shared by all handlers of one server (store opened and reconciled here)."""
+    """The state shared by all handlers of one server (store opened and reconciled here).
+
+    ``shared_dir``: the private folder of a server with several worker processes (``serve_run_dir``),
+    where what they share outside the store lives (servers added by PUT without ``servers_in_store``)."""
     store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
     ctx = DicomWebContext(
@@ -73,10 +81,13 @@ def make_context(
     )
     # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
     # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
-    # A team store keeps them in its index instead, shared by every server on it.
+    # A team store keeps them in its index instead, shared by every server on it. Without
+    # servers_in_store they last until the server stops: in the memory of its one process, or in
+    # its private folder, which all its worker processes read and write.
     ctx.servers = RemoteServers(config.servers, store_dir=store.root if config.servers_in_store else None,
                                 index=store if config.servers_in_store and not store.is_folder_store else None,
-                                default_timeout=config.request_timeout)
+                                default_timeout=config.request_timeout,
+                                shared_dir=None if config.servers_in_store else shared_dir)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
     return ctx
 
@@ -108,19 +119,66 @@ def make_app(
     *,
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    shared_dir: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> web.Application:
     """The standalone DICOMweb application of ``dicomweb-nb serve`` (no Jupyter involved)."""
     config = config or DicomWeb()
-    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
+    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth, shared_dir=shared_dir)
     # Orthanc keeps jobs at its root; scripts written for it look there.
     routes = jobs_routes(standalone_handlers, "/") + build_routes(
         standalone_handlers, ctx.root_path, ctx.wado_path if config.enable_wado else None)
     return web.Application(routes, dicomweb=ctx, **settings)
 
 
-def make_http_server(app: web.Application, config: DicomWeb) -> HTTPServer:
+def make_http_server(app: web.Application, config: DicomWeb) -> BalancedHTTPServer:
     """The HTTP server of ``dicomweb-nb serve``: requests over the header limits are answered 414/431
-    (``limits.py``); uploads are streamed, their limit set by the STOW handler (max_upload_size)."""
-    return HTTPServer(HeaderLimits(app), max_body_size=config.max_upload_size, max_header_size=READ_HEADER_BYTES,
-                      idle_connection_timeout=3600)
+    (``limits.py``); uploads are streamed, their limit set by the STOW handler (max_upload_size).
+    ``listen()`` for one process; ``accept_balanced()`` in a worker process (``workers.py``)."""
+    return BalancedHTTPServer(HeaderLimits(app), max_body_size=config.max_upload_size,
+                              max_header_size=READ_HEADER_BYTES, idle_connection_timeout=3600)
+
+
+def serve_run_dir(host: str, port: int) -> Path:
+    """The private folder of the ``dicomweb-nb serve`` at ``host:port`` (one server holds an address
+    at a time), emptied now: what its worker processes share outside the store. Under
+    ``$XDG_RUNTIME_DIR`` when set, else ``{tmp}/dicomweb-nb-{uid}``; owner-only."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConfigurationError(f"{base} is not a folder of this user: remove it, or set $XDG_RUNTIME_DIR")
+    os.chmod(base, 0o700)
+    folder = base / f"serve-{host.replace('/', '_').replace(':', '_')}-{port}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+# -- Prometheus multiprocess mode (issue 16) -----------------------------------------------------------
+# prometheus_client in several worker processes writes each process's values to files in one folder,
+# which /metrics reads together. It reads the folder's name when it is first imported, so this runs in
+# the supervisor before the workers fork (and before anything imports prometheus_client).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_metrics(run_dir: Path) -> Path | None:
+    """Point prometheus_client's multiprocess mode at ``run_dir/metrics`` (new, so empty); a folder
+    the user set in ``$PROMETHEUS_MULTIPROC_DIR`` is left to them. Returns the folder set."""
+    if os.environ.get(METRICS_DIR_ENV):
+        return None
+    folder = run_dir / "metrics"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.environ[METRICS_DIR_ENV] = str(folder)
+    return folder
+
+
+def forget_worker_metrics(pid: int) -> None:
+    """A worker process ended: its live gauges leave the multiprocess totals."""
+    if not os.environ.get(METRICS_DIR_ENV):
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(pid)

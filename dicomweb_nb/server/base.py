@@ -24,7 +24,7 @@ from tornado.ioloop import IOLoop
 
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
 from ..dicom.resources import resource_url
-from ..store import NotFoundError, Store
+from ..store import InstanceRow, NotFoundError, Store
 from ..store.transcode import TranscodeError
 from .config import DicomWeb
 
@@ -84,6 +84,14 @@ class DicomWebMixin:
             raise ApiError(404, str(exc)) from None
         except TranscodeError as exc:
             raise ApiError(406, str(exc)) from None
+
+    async def instance_row(self, study: str | None, series: str | None, instance: str) -> InstanceRow:
+        """One stored instance: from the store's row cache on this thread when it is there (a
+        worker-thread round trip costs more than the cached lookup), else from the index on a worker."""
+        row = self.store.cached_instance(study, series, instance)
+        if row is not None:
+            return row
+        return (await self.run_blocking(self.store.instances, study, series, instance))[0]
 
     # -- errors -----------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:  # type: ignore[override]

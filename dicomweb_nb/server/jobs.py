@@ -288,6 +288,13 @@ class JobManager:
             job.done.set_result(job)
         return claimed
 
+    def _cancel_requested_elsewhere(self, job: Job) -> bool:
+        try:
+            return self.store.job_cancel_requested(job.id)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the index is unreachable: the next save checks again
+            log.exception("cannot read the cancellation of job %s", job.id)
+            return False
+
     def _prune(self) -> None:
         with self._lock:
             finished = sorted((j for j in self._jobs.values() if j.finished), key=lambda j: j.completed or 0.0)
@@ -397,6 +404,8 @@ class JobManager:
                     continue
                 if self.store is not None and not self._claim(job):
                     continue
+                if self.store is not None and self._cancel_requested_elsewhere(job):
+                    job.cancel_event.set()  # asked through another process while it waited here: it stops at once
                 job.state = RUNNING
                 job.started = time.time()
                 self._save(job)

@@ -8,7 +8,6 @@ Frames are decoded once (from their recorded offsets when uncompressed) and hand
 from __future__ import annotations
 
 import json
-import secrets
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -21,7 +20,7 @@ from ..dicom.multipart import MultipartWriter
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.voi import DisplayError
-from ..store import InstanceRow, NotFoundError, reader
+from ..store import InstanceRow, NotFoundError, Store, reader
 from ..store import transcode as tc
 from . import queryparams as qp
 from . import renderparams as rp
@@ -53,8 +52,8 @@ class RenderedMixin(StreamingMixin):
             raise ApiError(406, str(exc)) from None
         thumbnail = kind == "thumbnail"
         qp.warn_unknown(self, qp.THUMBNAIL if thumbnail else qp.RENDERED)
-        rows = await self.run_blocking(self.store.instances, study, series, instance)
         if instance is None:
+            rows = await self.run_blocking(self.store.instances, study, series, instance)
             # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).
             chosen = tc.representative(rows)
             if chosen is None:
@@ -64,7 +63,7 @@ class RenderedMixin(StreamingMixin):
                 return
             await self._send_multipart([(r, 0) for r in rows if reader.frame_count(r)], media_type, options)
             return
-        row = rows[0]
+        row = await self.instance_row(study, series, instance)
         count = reader.frame_count(row)
         if not count:
             raise ApiError(404, f"instance {instance} has no pixel data to render")
@@ -188,7 +187,7 @@ class WadoUriMixin(RetrieveMixin):
             charsets = await self.run_blocking(_charsets_of, row)
             qp.check_charset([request.charset], charsets, f"the text of object {row.sop_uid}")
         if request.anonymize:
-            data, sop = await self.run_blocking(_anonymized_file, row, target)
+            data, sop = await self.run_blocking(_anonymized_file, row, target, self.store)
             self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
             self.set_header("Content-Disposition", f'attachment; filename="{sop}.dcm"')
             self.finish(data)
@@ -215,9 +214,10 @@ class WadoUriMixin(RetrieveMixin):
         return row
 
 
-# WADO-URI anonymize=yes remaps UIDs under one key per server process: the objects of a series fetched
-# one by one keep sharing their new Study and Series Instance UIDs.
-_ANONYMIZE_SECRET = secrets.token_bytes(32)
+# WADO-URI anonymize=yes remaps UIDs under one key kept in the store (Store.shared_secret): the objects
+# of a series fetched one by one keep sharing their new Study and Series Instance UIDs, whichever
+# worker process or team server answers each request.
+ANONYMIZE_SECRET = "wado-uri-anonymize"
 
 
 def _refuse_burned_in(row: InstanceRow, ds: Dataset | None) -> None:
@@ -228,11 +228,11 @@ def _refuse_burned_in(row: InstanceRow, ds: Dataset | None) -> None:
                             "clean pixels")
 
 
-def _anonymized_file(row: InstanceRow, target: str) -> tuple[bytes, str]:
+def _anonymized_file(row: InstanceRow, target: str, store: Store) -> tuple[bytes, str]:
     """The stored object de-identified by the PS3.15 Basic Profile (the notebook's pacs.deidentify rules)."""
     ds = reader.read_dataset(row)
     _refuse_burned_in(row, ds)
-    out = Deidentifier(secret=_ANONYMIZE_SECRET).deidentify(ds).dataset
+    out = Deidentifier(secret=store.shared_secret(ANONYMIZE_SECRET)).deidentify(ds).dataset
     if target != row.transfer_syntax:
         try:
             out = encode.transcode_dataset(out, target)

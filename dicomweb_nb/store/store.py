@@ -30,6 +30,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ from .results import result
 log = logging.getLogger("dicomweb_nb.store")
 
 PARALLEL_PUT_BYTES = 4 << 20
+ROW_CACHE_SIZE = 2048  # single-instance rows kept per process (a few KB each: the instance's DICOM JSON)
 TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
 DATABASE_ENV = "DICOMWEB_NB_DATABASE"
 STORAGE_ENV = "DICOMWEB_NB_STORAGE"
@@ -149,6 +151,13 @@ class Store:
             self._write_team_marker(database, storage)
         self._lock_file: Any = None
         self._tmp_lock: Any = None
+        # sop_uid -> InstanceRow of recent single-instance reads (see _cached_row), where a blob's
+        # existence tells its version is current.
+        self._rows: OrderedDict[str, InstanceRow] | None = (
+            OrderedDict() if self.blobs.staging_dir() is not None and self.garbage_grace <= 0 else None)
+        self._rows_lock = threading.Lock()
+        self._secrets: dict[str, bytes] = {}
+        self._secrets_lock = threading.Lock()
         self.tmp_dir = self._make_tmp_dir()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -227,6 +236,13 @@ class Store:
         if fcntl is not None:
             fcntl.flock(self._tmp_lock.fileno(), fcntl.LOCK_EX)
         return tmp
+
+    def detach_lock(self) -> Any:
+        """The folder store's shared lock, handed to the caller (None for a team store): ``close()``
+        leaves it held until the caller closes it. A process that opened the store to reconcile it and
+        then forks workers keeps it, so that no worker takes the store for its own alone."""
+        lock, self._lock_file = self._lock_file, None
+        return lock
 
     def session_alive(self, session: str) -> bool:
         """Whether the process that opened the store as ``session`` still has it open."""
@@ -465,18 +481,63 @@ class Store:
     def instances(self, study_uid: str | None, series_uid: str | None = None, sop_uid: str | None = None) -> list[InstanceRow]:
         """Instances of a study / series / one instance, in series then instance order.
 
-        Raises NotFoundError when nothing matches, naming the level that does not exist.
+        Raises NotFoundError when nothing matches, naming the level that does not exist. One
+        instance (``sop_uid``) comes from the row cache when it is there (``_cached_row``).
         """
+        if sop_uid is not None:
+            cached = self.cached_instance(study_uid, series_uid, sop_uid)
+            if cached is not None:
+                return [cached]
         rows = self.index.instances(study_uid, series_uid, sop_uid)
         if not rows:
             raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
-        return [InstanceRow(
+        out = [InstanceRow(
             study_uid=r["study_uid"], series_uid=r["series_uid"], sop_uid=r["sop_uid"],
             sop_class_uid=r["sop_class_uid"], transfer_syntax=r["transfer_syntax"],
             blob=Blob(self.blobs, r["path"], r["size"]), size=r["size"], metadata_text=r["metadata"],
             layout=FrameLayout.from_json(r["frames"]), number_of_frames=int(r["number_of_frames"] or 0),
             stored=r["stored"],
         ) for r in rows]
+        if sop_uid is not None and self._rows is not None:
+            with self._rows_lock:
+                self._rows[sop_uid] = out[0]
+                while len(self._rows) > ROW_CACHE_SIZE:
+                    self._rows.popitem(last=False)
+        return out
+
+    def cached_instance(self, study_uid: str | None, series_uid: str | None, sop_uid: str) -> InstanceRow | None:
+        """The instance's row if the cache holds it (no index query; a stat() at most), else None:
+        for callers that would rather not wait on a worker thread for a cached answer."""
+        row = self._cached_row(sop_uid)
+        if row is not None and study_uid in (None, row.study_uid) and series_uid in (None, row.series_uid):
+            return row
+        return None
+
+    def _cached_row(self, sop_uid: str) -> InstanceRow | None:
+        """The row of a recently read instance, if it is still the stored one.
+
+        Frames, rendered images and single-instance retrieves ask for the same few instances again
+        and again; the cache spares them the index (and the parse of the frame offsets). It is on
+        where the blobs are local files that go when replaced or deleted (no grace period): a version
+        is current exactly while its file exists, whichever process stored or deleted what since (a
+        re-STOW writes a new file and removes the old one; a DELETE removes it), so a stat() is the
+        whole check. Elsewhere (object storage keeps old versions readable a while) every lookup
+        asks the index.
+        """
+        if self._rows is None:
+            return None
+        with self._rows_lock:
+            row = self._rows.get(sop_uid)
+            if row is None:
+                return None
+            self._rows.move_to_end(sop_uid)
+        path = row.blob.local_path
+        if path is not None and os.path.isfile(path):
+            return row
+        with self._rows_lock:
+            if self._rows.get(sop_uid) is row:
+                del self._rows[sop_uid]
+        return None
 
     def counts(self) -> dict[str, int]:
         return self.index.counts()
@@ -532,6 +593,16 @@ class Store:
 
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
         self.index.save_server(name, definition)
+
+    def shared_secret(self, name: str) -> bytes:
+        """32 random bytes kept in the index under ``name``: the same in every process on this store
+        (the workers of a server, the servers of a team), and across restarts."""
+        with self._secrets_lock:
+            secret = self._secrets.get(name)
+            if secret is None:
+                secret = bytes.fromhex(self.index.shared_value(f"secret:{name}", lambda: secrets.token_hex(32)))
+                self._secrets[name] = secret
+            return secret
 
 
 def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:

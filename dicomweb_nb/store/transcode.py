@@ -153,6 +153,19 @@ def _cached_pixel_attributes(sop_uid: str, stored: float, metadata_text: str) ->
         raise TranscodeError(f"instance {sop_uid}: {exc}") from None
 
 
+def stored_frame_slice(row: InstanceRow, index: int, target: str) -> tuple[int, int] | None:
+    """(offset, length) of frame ``index`` in the stored blob when its bytes there are exactly what
+    ``frame_bytes(row, index, target)`` gives (one fragment, or native little-endian pixels asked for
+    uncompressed); None when they must be read and put together, decoded or converted."""
+    frames = row.layout.frames
+    if not frames or not 0 <= index < len(frames) or len(frames[index]) != 1:
+        return None
+    stored = row.transfer_syntax
+    if (target == stored and stored != DEFLATED) or (target in UNCOMPRESSED and stored in (EXPLICIT_LE, IMPLICIT_LE)):
+        return frames[index][0]
+    return None
+
+
 def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
     """Frame ``index`` (0-based) in ``target``: as stored when it matches, else decoded or re-encoded."""
     stored = row.transfer_syntax

@@ -14,7 +14,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ...dicom.query import Query
@@ -139,6 +139,11 @@ class Index(ABC):
 
     @abstractmethod
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None: ...
+
+    @abstractmethod
+    def shared_value(self, key: str, make: Callable[[], str]) -> str:
+        """The value kept under ``key`` (in the index's ``meta`` table), made by ``make`` by whichever
+        process asks first; every process sharing the index gets the same."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -399,6 +399,12 @@ class SqlIndex(Index):
         with self._read() as ex:
             return {r[0]: json.loads(r[1]) for r in ex("SELECT name, definition FROM servers ORDER BY name")}
 
+    def shared_value(self, key: str, make: Callable[[], str]) -> str:
+        def work(ex: Execute) -> str:
+            ex("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, make()))
+            return ex("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+        return self._transact(work)
+
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
         def work(ex: Execute) -> None:
             if definition is None:
