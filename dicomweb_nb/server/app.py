@@ -20,6 +20,7 @@ from ..store.store import workspace_store_options
 from . import standalone_handlers
 from .base import DicomWebContext
 from .config import DicomWeb
+from .cpu import CpuPool
 from .jobs import JobManager
 from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
@@ -63,13 +64,16 @@ def make_context(
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
     shared_dir: str | os.PathLike[str] | None = None,
+    cpu_processes: int = 0,
 ) -> DicomWebContext:
     """The state shared by all handlers of one server (store opened and reconciled here).
 
     ``shared_dir``: the private folder of a server with several worker processes (``serve_run_dir``),
-    where what they share outside the store lives (servers added by PUT without ``servers_in_store``)."""
+    where what they share outside the store lives (servers added by PUT without ``servers_in_store``).
+    ``cpu_processes``: the size of the CPU pool when ``c.DicomWeb.cpu_processes`` is -1 (automatic)."""
     store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
+    processes = cpu_processes if config.cpu_processes < 0 else config.cpu_processes
     ctx = DicomWebContext(
         config=config,
         store=store,
@@ -78,6 +82,7 @@ def make_context(
         wado_path=url_path_join(base_url, config.wado_root),
         auth_token=auth_token,
         basic_auth=basic_auth,
+        cpu=CpuPool(processes, executor),
     )
     # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
     # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
@@ -105,6 +110,8 @@ def close_context(ctx: DicomWebContext) -> None:
     stop_jobs(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
+    if ctx.cpu is not None:
+        ctx.cpu.shutdown()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
     ctx.store.close()
 

@@ -8,6 +8,7 @@ Frames are decoded once (from their recorded offsets when uncompressed) and hand
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -25,6 +26,7 @@ from ..store import transcode as tc
 from . import queryparams as qp
 from . import renderparams as rp
 from .base import ApiError
+from .cpu import Refusal
 from .streaming import StreamingMixin
 from .wado import RetrieveMixin, parse_frame_list
 
@@ -69,7 +71,7 @@ class RenderedMixin(StreamingMixin):
             raise ApiError(404, f"instance {instance} has no pixel data to render")
         if frame_list is None:
             if count > 1 and media_type == "image/gif" and not thumbnail:
-                data = await self.run_blocking(tc.render_animation, row, list(range(count)), media_type, options)
+                data = await self.run_cpu(animation_task, row, list(range(count)), media_type, options)
                 self._finish_image(data, media_type)
                 return
             await self._send_image(row, 0 if not thumbnail else count // 2, media_type, options, thumbnail)
@@ -80,7 +82,7 @@ class RenderedMixin(StreamingMixin):
         if len(frame_list) == 1 or thumbnail:
             await self._send_image(row, frame_list[0] - 1, media_type, options, thumbnail)
         elif media_type == "image/gif":
-            data = await self.run_blocking(tc.render_animation, row, [n - 1 for n in frame_list], media_type, options)
+            data = await self.run_cpu(animation_task, row, [n - 1 for n in frame_list], media_type, options)
             self._finish_image(data, media_type)
         else:
             await self._send_multipart([(row, n - 1) for n in frame_list], media_type, options)
@@ -98,7 +100,7 @@ class RenderedMixin(StreamingMixin):
         raise ApiError(406, f"rendered images are {', '.join(_RENDERED)}; none of them is acceptable here")
 
     async def _send_image(self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> None:
-        data = await self.run_blocking(_safe_render, row, index, media_type, options, thumbnail)
+        data = await self.run_cpu(render_task, row, index, media_type, options, thumbnail)
         self._finish_image(data, media_type)
 
     def _finish_image(self, data: bytes, media_type: str) -> None:
@@ -111,7 +113,7 @@ class RenderedMixin(StreamingMixin):
         self.set_header("Content-Type", mt.multipart_content_type(media_type, writer.boundary))
         url = self.url_builder()
         for row, index in items:
-            data = await self.run_blocking(_safe_render, row, index, media_type, options, False)
+            data = await self.run_cpu(render_task, row, index, media_type, options, False)
             location = url(row.study_uid, row.series_uid, row.sop_uid) + f"/frames/{index + 1}/rendered"
             self.write(writer.part_head(media_type, {"Content-Location": location}))
             self.write(data)
@@ -123,15 +125,29 @@ def _charsets_of(row: InstanceRow) -> list[str]:
     return qp.instance_charsets(values(json.loads(row.metadata_text), "SpecificCharacterSet"))
 
 
-def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
+def render_task(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes | Refusal:
+    """One rendered frame, or why not (run in the CPU pool: ``run_cpu``)."""
+    return _refusing(row, lambda: tc.render(row, index, media_type, options, thumbnail=thumbnail))
+
+
+def animation_task(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions) -> bytes | Refusal:
+    """Several frames of one instance as an animated GIF or PNG, or why not."""
+    return _refusing(row, lambda: tc.render_animation(row, indices, media_type, options))
+
+
+def _refusing(row: InstanceRow, work: Callable[[], bytes]) -> bytes | Refusal:
     try:
-        return tc.render(row, index, media_type, options, thumbnail=thumbnail)
+        return work()
     except rd.RenderParameterError as exc:
-        raise ApiError(400, f"bad rendering parameter {exc}") from None
+        return Refusal(400, f"bad rendering parameter {exc}")
     except NotAcceptable as exc:
-        raise ApiError(406, str(exc)) from None
+        return Refusal(406, str(exc))
     except DisplayError as exc:
-        raise ApiError(406, f"instance {row.sop_uid} cannot be rendered: {exc}") from None
+        return Refusal(406, f"instance {row.sop_uid} cannot be rendered: {exc}")
+    except tc.TranscodeError as exc:
+        return Refusal(406, str(exc))
+    except NotFoundError as exc:
+        return Refusal(404, str(exc))
 
 
 class WadoUriMixin(RetrieveMixin):
@@ -172,7 +188,7 @@ class WadoUriMixin(RetrieveMixin):
                 raise ApiError(400, "anonymize=yes with annotation=patient: the annotation would draw the patient's "
                                     "identity into the image")
             await self.run_blocking(_refuse_burned_in, row, None)
-        data = await self.run_blocking(_safe_render, row, index, media_type, request.render, False)
+        data = await self.run_cpu(render_task, row, index, media_type, request.render, False)
         self.set_header("Content-Type", media_type)
         self.finish(data)
 

@@ -345,59 +345,51 @@ class Store:
         """
         paths = [Path(p) for p in paths]
         source_names = list(sources) if sources is not None else [p.name for p in paths]
+        parsed = [parse_file(path, self.tmp_dir, source, owned=move) for path, source in zip(paths, source_names)]
+        return self.store_parsed(parsed, expected_study=expected_study)
+
+    def store_parsed(self, parsed: Sequence[ParsedFile], *, expected_study: str | None = None) -> list[StoreOutcome]:
+        """Store files already read by ``parse_file`` (which a caller may run as each upload arrives,
+        in any thread or process); one outcome per file, the good ones indexed in one transaction."""
         outcomes: list[StoreOutcome] = []
-        accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
-        for path, source in zip(paths, source_names):
-            rewritten = False
-            try:
-                part10 = ensure_part10(path, self.tmp_dir)
-                rewritten = part10 != path
-                if rewritten and move:
-                    remove_path(path)
-                record = read_instance(part10)
-            except NotDicomError as exc:
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source))
+        accepted: list[_Accepted] = []
+        for item in parsed:
+            outcomes.append(item.outcome)
+            record = item.record
+            if record is None:
                 continue
-            except MissingAttributeError as exc:
-                if rewritten:
-                    remove_path(part10)
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source))
-                continue
-            outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
-            outcomes.append(outcome)
             if expected_study is not None and record.study_uid != expected_study:
-                outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
-                outcome.message = f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
-                if rewritten:
-                    remove_path(part10)
+                item.outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
+                item.outcome.message = (f"StudyInstanceUID {record.study_uid} does not match the study "
+                                        f"{expected_study} of the request URL")
+                if item.rewritten:
+                    remove_path(item.path)
                 continue
-            if record.warnings:
-                outcome.message = "; ".join(record.warnings)
-            accepted.append((part10, record, outcome, move or rewritten))
+            accepted.append(_Accepted(item.path, record, item.outcome, item.owned, item.synced))
         if accepted:
             self._write(accepted)
         return outcomes
 
-    def _write(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
-        to_write: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
+    def _write(self, accepted: list[_Accepted]) -> None:
+        to_write: list[_Accepted] = []
         if self.duplicates in ("reject", "keep"):
             # Stored already: settled without writing a blob (the transaction decides again).
             for item in accepted:
-                if self.index.exists(item[1].sop_uid):
-                    self._settle_duplicate(item[2])
-                    if item[3]:
-                        remove_path(item[0])
+                if self.index.exists(item.record.sop_uid):
+                    self._settle_duplicate(item.outcome)
+                    if item.owned:
+                        remove_path(item.path)
                 else:
                     to_write.append(item)
         else:
             to_write = accepted
         if not to_write:
             return
-        keys = [f"{r.study_uid}/{r.series_uid}/{r.sop_uid}.{secrets.token_hex(4)}.dcm" for _p, r, _o, _m in to_write]
+        keys = [f"{a.record.study_uid}/{a.record.series_uid}/{a.record.sop_uid}.{secrets.token_hex(4)}.dcm" for a in to_write]
         self.index.add_intents(keys, self.session)
         try:
-            sizes = self._put_all([(key, path, move) for key, (path, _r, _o, move) in zip(keys, to_write)])
-            entries = [Entry(record, key, size) for key, size, (_p, record, _o, _m) in zip(keys, sizes, to_write)]
+            sizes = self._put_all(list(zip(keys, to_write)))
+            entries = [Entry(a.record, key, size) for key, size, a in zip(keys, sizes, to_write)]
             self.blobs.sync(keys)
             due = self.index.commit(entries, self.duplicates, self.session, self.garbage_grace)
         except BaseException:
@@ -414,43 +406,46 @@ class Store:
                     self.blobs.delete(key)
                 except Exception:  # noqa: BLE001
                     log.exception("cannot remove blob %s of a failed write", key)
-            for _path, _record, outcome, _move in to_write:
-                outcome.stored = outcome.replaced = False
+            for item in to_write:
+                item.outcome.stored = item.outcome.replaced = False
             raise
         finally:
-            for path, _record, _outcome, move in to_write:
-                if move:
-                    remove_path(path)  # not moved (object storage, a failure): the temporary copy goes
-        for entry, (_path, _record, outcome, _move) in zip(entries, to_write):
+            for item in to_write:
+                if item.owned:
+                    remove_path(item.path)  # not moved (object storage, a failure): the temporary copy goes
+        for entry, item in zip(entries, to_write):
             if entry.decision in ("stored", "replaced"):
-                outcome.stored = True
-                outcome.replaced = entry.decision == "replaced"
+                item.outcome.stored = True
+                item.outcome.replaced = entry.decision == "replaced"
             elif entry.decision in ("duplicate", "kept"):
-                self._settle_duplicate(outcome)
+                self._settle_duplicate(item.outcome)
             else:
-                outcome.failure_reason = FAILURE_PROCESSING
-                outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
+                item.outcome.failure_reason = FAILURE_PROCESSING
+                item.outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
         self._collect(due)
 
-    def _put_all(self, puts: list[tuple[str, Path, bool]]) -> list[int]:
+    def _put_all(self, puts: list[tuple[str, _Accepted]]) -> list[int]:
         """Write the blobs of a batch: one after the other into a folder (renames), several at
         once into object storage (each is a request), in waves of at most PARALLEL_PUT_BYTES so
         memory stays bounded (an object store client may hold a whole part in memory)."""
+        def put(key: str, item: _Accepted) -> int:
+            return self.blobs.put(key, item.path, move=item.owned, synced=item.synced)
+
         if self.blobs.staging_dir() is not None or len(puts) == 1:
-            return [self.blobs.put(key, path, move=move) for key, path, move in puts]
-        waves: list[list[tuple[str, Path, bool]]] = [[]]
+            return [put(key, item) for key, item in puts]
+        waves: list[list[tuple[str, _Accepted]]] = [[]]
         size = 0
-        for put in puts:
-            length = put[1].stat().st_size
+        for key, item in puts:
+            length = item.path.stat().st_size
             if waves[-1] and (size + length > PARALLEL_PUT_BYTES or len(waves[-1]) == 8):
                 waves.append([])
                 size = 0
-            waves[-1].append(put)
+            waves[-1].append((key, item))
             size += length
         sizes: list[int] = []
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-put") as pool:
             for wave in waves:
-                sizes += pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), wave)
+                sizes += pool.map(lambda p: put(*p), wave)
         return sizes
 
     def _settle_duplicate(self, outcome: StoreOutcome) -> None:
@@ -605,6 +600,59 @@ class Store:
             return secret
 
 
+@dataclass
+class ParsedFile:
+    """A file read for storing (``parse_file``): its record, or None when it cannot be stored (the
+    outcome says why), and what ``store_parsed`` may do with the file."""
+
+    path: Path  # the Part 10 file to store: the file given, or its rewrite under the store's tmp/
+    record: InstanceRecord | None
+    outcome: StoreOutcome
+    owned: bool  # the file may be moved into place or removed (an upload, a rewrite), else it is copied
+    rewritten: bool = False
+    synced: bool = False  # its bytes are durable already (the caller fsynced the upload)
+
+
+@dataclass
+class _Accepted:
+    path: Path
+    record: InstanceRecord
+    outcome: StoreOutcome
+    owned: bool
+    synced: bool
+
+
+def parse_file(path: str | os.PathLike[str], tmp_dir: Path, source: str | None = None, *, owned: bool = True,
+               synced: bool = False) -> ParsedFile:
+    """Read one file for ``Store.store_parsed``: the work of a store that needs no store (pure but
+    for files), so that uploads are parsed as they arrive, in any thread or process.
+
+    ``owned``: the file is an upload to be moved into the store; ``synced``: its bytes are already
+    durable (a rewrite of a file without preamble, made under ``tmp_dir``, never is).
+    """
+    path = Path(path)
+    source = source if source is not None else path.name
+    rewritten = False
+    try:
+        part10 = ensure_part10(path, tmp_dir)
+        rewritten = part10 != path
+        if rewritten and owned:
+            remove_path(path)
+        record = read_instance(part10)
+    except NotDicomError as exc:
+        return ParsedFile(path, None, StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc),
+                                                   source=source), owned)
+    except MissingAttributeError as exc:
+        if rewritten:
+            remove_path(part10)
+        return ParsedFile(path, None, StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH,
+                                                   message=str(exc), source=source), owned)
+    outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
+    if record.warnings:
+        outcome.message = "; ".join(record.warnings)
+    return ParsedFile(part10, record, outcome, owned or rewritten, rewritten, synced and not rewritten)
+
+
 def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
     """``database`` / ``storage`` of the team store a workspace folder stands for: from
     ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
@@ -625,7 +673,7 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
 
 
 __all__ = [
-    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
+    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ParsedFile", "parse_file",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
     "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
