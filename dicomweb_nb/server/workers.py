@@ -9,9 +9,9 @@ logs which worker did what; a worker whose supervisor is killed (``kill -9``) is
 Which worker accepts a connection: the one with the fewest open connections (a count per worker
 in shared memory). With the kernel alone, every idle worker is woken by a new connection and the
 first to call accept() wins it; two uploaders on two keep-alive connections then often land on one
-worker while the other idles. Here a worker that has more connections than another steps back for
-``DEFER_SECONDS`` (the less busy one takes the connection in that time), and takes the connection
-itself if it is still waiting after that, so a busy or stuck sibling never holds a client up.
+worker while the other idles. Here a worker that has more connections than another steps back
+(looking again every ``DEFER_SECONDS``) while the less busy one takes the connection, and takes it
+itself if it is still waiting after ``MAX_DEFER_SECONDS``, so a stuck sibling never holds a client up.
 SO_REUSEPORT was the other choice: the kernel spreads connections by a hash of their addresses,
 which leaves half of the two-uploader runs on one worker, and a restarted worker's socket drops the
 connections queued on the old one.
@@ -39,7 +39,8 @@ from tornado.netutil import bind_sockets
 
 log = logging.getLogger("dicomweb_nb.server.workers")
 
-DEFER_SECONDS = 0.002  # how long a busier worker leaves a new connection to a less busy one
+DEFER_SECONDS = 0.002  # a busier worker looks again at a pending connection after this long...
+MAX_DEFER_SECONDS = 0.05  # ...and takes it itself once it has waited this long (the less busy one is stuck)
 STOP_SECONDS = 20.0  # how long a stop waits for the workers (they give running jobs 10 s) before SIGKILL
 BIND_ATTEMPTS = 10  # a port held by a server killed a moment ago is free again within seconds (gunicorn: 5)
 NOT_SERVING = 1 << 30  # the connection count of a worker that is not accepting (starting, dead)
@@ -80,7 +81,6 @@ class BalancedHTTPServer(HTTPServer):
 
     _counts: ConnectionCounts | None = None
     _index = 0
-    _last_deferral = 0.0
     _balanced: dict[socket.socket, bool] | None = None  # shared socket -> its acceptor is registered
 
     def accept_balanced(self, sockets: list[socket.socket], counts: ConnectionCounts, index: int) -> None:
@@ -107,22 +107,28 @@ class BalancedHTTPServer(HTTPServer):
 
     def _make_acceptor(self, sock: socket.socket) -> Callable[[Any, int], None]:
         loop = IOLoop.current()
+        deferred_since: list[float | None] = [None]  # while this worker leaves a pending connection to others
 
         def resume() -> None:
-            if self._balanced and sock in self._balanced:  # not stopped meanwhile
-                loop.add_handler(sock, acceptor, IOLoop.READ)
-                self._balanced[sock] = True
+            if not self._balanced or sock not in self._balanced:
+                return  # stopped meanwhile
+            if not select.select([sock], [], [], 0)[0]:
+                deferred_since[0] = None  # a sibling took it
+            loop.add_handler(sock, acceptor, IOLoop.READ)
+            self._balanced[sock] = True
 
         def acceptor(_fd: Any, _events: int) -> None:
-            assert self._counts is not None
+            assert self._counts is not None and self._balanced is not None
             now = time.monotonic()
-            if not self._counts.fewest(self._index) and now - self._last_deferral > 2 * DEFER_SECONDS:
-                self._last_deferral = now
-                loop.remove_handler(sock)
-                assert self._balanced is not None
-                self._balanced[sock] = False
-                loop.call_later(DEFER_SECONDS, resume)
-                return
+            if not self._counts.fewest(self._index):
+                if deferred_since[0] is None:
+                    deferred_since[0] = now
+                if now - deferred_since[0] < MAX_DEFER_SECONDS:
+                    loop.remove_handler(sock)
+                    self._balanced[sock] = False
+                    loop.call_later(DEFER_SECONDS, resume)
+                    return
+            deferred_since[0] = None
             try:
                 connection, address = sock.accept()
             except (BlockingIOError, InterruptedError):
