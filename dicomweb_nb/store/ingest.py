@@ -34,6 +34,7 @@ from ..dicom.dicomjson import (
     dumps,
 )
 from ..dicom.tags import level_of, parse_tag, tag_hex
+from .summary import summary_text
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM_TAG = 0xFFFEE000
@@ -90,6 +91,7 @@ class InstanceRecord:
     layout: FrameLayout
     number_of_frames: int
     warnings: list[str] = field(default_factory=list)
+    summary_text: str = ""         # the attributes instance searches read most (store.summary)
 
     def level_json(self, level: str) -> dict[str, Any]:
         """The top-level attributes of one information-model level (study or series)."""
@@ -160,6 +162,7 @@ def _read_instance(path: str | os.PathLike[str]) -> InstanceRecord:
         layout=layout,
         number_of_frames=number_of_frames,
         warnings=warnings,
+        summary_text=summary_text(json_obj),
     )
 
 

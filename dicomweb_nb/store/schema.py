@@ -11,7 +11,9 @@ only in types (``TEXT COLLATE "C"`` so PostgreSQL compares bytes like SQLite, id
 JSONB) and in PostgreSQL's extra columns for matching and ordering.
 
 Schema versions: 1 is the first release's SQLite index; 2 adds write intents, garbage, the
-servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place).
+servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place); 3 adds each
+instance's ``summary`` (``store.summary``: the attributes instance searches read most; NULL for an
+instance stored before, which searches then read from its full metadata).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Dialect = Literal["sqlite", "postgresql"]
 
 
@@ -121,6 +123,7 @@ CREATE TABLE IF NOT EXISTS instances (
     path {text} NOT NULL,
     size {t['int']} NOT NULL,
     metadata TEXT NOT NULL,
+    summary TEXT,
     frames TEXT,
 {match}    stored {t['real']} NOT NULL
 );
@@ -164,3 +167,11 @@ def migrate_sqlite(conn, version: int) -> None:
             if name not in columns:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         conn.execute("UPDATE jobs SET state = json_extract(definition, '$.state') WHERE state IS NULL")
+    if version < 3:
+        add_summary_column(conn.execute, {row[1] for row in conn.execute("PRAGMA table_info(instances)")})
+
+
+def add_summary_column(execute, columns: set[str] | None = None) -> None:
+    """Schema 3: the instances' ``summary`` (``store.summary``), NULL for those stored before."""
+    if columns is None or "summary" not in columns:
+        execute("ALTER TABLE instances ADD COLUMN summary TEXT")

@@ -554,8 +554,9 @@ class Store:
         limit = query.limit if query.limit is not None else max_results
         rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                                             pn_case_insensitive=self.pn_case_insensitive)
-        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative) for row in rows],
-                            truncated)
+        parents: dict[tuple[str, str], Any] = {}
+        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative, parents)
+                             for row in rows], truncated)
 
     def _representative(self, row: Any, level: str) -> dict[str, Any]:
         """An instance's full metadata, for includefield attributes of another level."""

@@ -138,7 +138,9 @@ class PostgresIndex(SqlIndex):
                     return
                 for statement in statements(ddl("postgresql")):
                     conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
+                # Version 2 is the first PostgreSQL schema; the DDL above makes the tables of a new index.
+                if version is not None and version < 3:
+                    conn.execute("ALTER TABLE instances ADD COLUMN IF NOT EXISTS summary TEXT")
                 ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                    (str(SCHEMA_VERSION),))
 

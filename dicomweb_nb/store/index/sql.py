@@ -20,6 +20,7 @@ from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
 from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS
+from ..summary import summary_suffices
 from . import DuplicatePolicy, Entry, Index, Row
 
 Execute = Callable[..., Any]  # ex(sql, params=()) -> cursor
@@ -160,6 +161,7 @@ class SqlIndex(Index):
             "path": key,
             "size": size,
             "metadata": record.metadata_text,
+            "summary": record.summary_text or None,
             "frames": record.layout.to_json(),
             "stored": now,
             **self._extra_columns(T_INSTANCE, record, inst_cols),
@@ -315,7 +317,10 @@ class SqlIndex(Index):
                    "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
             order = f" ORDER BY s.id, {series_order}"
         else:
-            sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, se.num_instances AS series_num_instances, "
+            # The instance's summary when the answer needs nothing else (store.summary): a tenth of the JSON to parse.
+            metadata = ("COALESCE(i.summary, i.metadata) AS metadata" if summary_suffices(query, series_scoped=series_uid is not None)
+                        else "i.metadata")
+            sql = (f"SELECT i.sop_uid, i.series_uid, i.study_uid, {metadata}, se.series_json, se.num_instances AS series_num_instances, "
                    "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
                    "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid")
             order = f" ORDER BY s.id, {series_order}, i.instance_number_int{self.nulls_first}, i.id"
