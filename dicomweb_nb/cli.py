@@ -126,11 +126,10 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     """A supervisor and ``workers`` processes on one port (``server/workers.py``). The store is opened
     here once (schema check, crash recovery) and closed before the workers fork: each opens its own."""
     from .errors import ConfigurationError
-    from .server.app import forget_worker_metrics, open_store, serve_run_dir, use_multiprocess_metrics
+    from .server.app import open_store, serve_run_dir
     from .server.workers import Supervisor, bind_listening
 
     run_dir = serve_run_dir(args.host, args.port)
-    use_multiprocess_metrics(run_dir)
     try:
         store = open_store(config, args.store)
     except ConfigurationError as exc:
@@ -150,7 +149,7 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     def worker_main(index: int, counts_of_workers, ready) -> int:
         return _run_worker(args, config, token, basic, run_dir, sockets, counts_of_workers, index, ready)
 
-    supervisor = Supervisor(workers, worker_main, on_worker_exit=forget_worker_metrics)
+    supervisor = Supervisor(workers, worker_main)
     try:
         if not supervisor.start():
             print("error: the server's workers did not start (see the log above)", file=sys.stderr)

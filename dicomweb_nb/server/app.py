@@ -160,32 +160,3 @@ def serve_run_dir(host: str, port: int) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(mode=0o700)
     return folder
-
-
-# -- Prometheus multiprocess mode (issue 16) -----------------------------------------------------------
-# prometheus_client in several worker processes writes each process's values to files in one folder,
-# which /metrics reads together. It reads the folder's name when it is first imported, so this runs in
-# the supervisor before the workers fork (and before anything imports prometheus_client).
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def use_multiprocess_metrics(run_dir: Path) -> Path | None:
-    """Point prometheus_client's multiprocess mode at ``run_dir/metrics`` (new, so empty); a folder
-    the user set in ``$PROMETHEUS_MULTIPROC_DIR`` is left to them. Returns the folder set."""
-    if os.environ.get(METRICS_DIR_ENV):
-        return None
-    folder = run_dir / "metrics"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    os.environ[METRICS_DIR_ENV] = str(folder)
-    return folder
-
-
-def forget_worker_metrics(pid: int) -> None:
-    """A worker process ended: its live gauges leave the multiprocess totals."""
-    if not os.environ.get(METRICS_DIR_ENV):
-        return
-    try:
-        from prometheus_client import multiprocess
-    except ImportError:
-        return
-    multiprocess.mark_process_dead(pid)
