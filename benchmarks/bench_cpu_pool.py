@@ -31,13 +31,14 @@ import multiprocessing  # noqa: E402
 
 from dicomweb_nb import samples  # noqa: E402
 from dicomweb_nb.dicom.dicomjson import absolutize_bulk_uris  # noqa: E402
+from dicomweb_nb.pixels.render import RenderOptions  # noqa: E402
 from dicomweb_nb.server.rendered import render_task  # noqa: E402
 from dicomweb_nb.store import Store, import_paths, parse_file  # noqa: E402
-from dicomweb_nb.pixels.render import RenderOptions  # noqa: E402
 
 
 def metadata_json(texts: list[str]) -> int:
-    return len("[" + ",".join(absolutize_bulk_uris(t, "http://host/dicom-web/studies/1/series/2/instances/3") for t in texts) + "]")
+    url = "http://host/dicom-web/studies/1/series/2/instances/3"
+    return len("[" + ",".join(absolutize_bulk_uris(t, url) for t in texts) + "]")
 
 
 def per_call(submit, args_list, repeat: int = 3) -> float:
@@ -77,23 +78,30 @@ def main() -> None:
             "render a 512x512 slice (JPEG)": (render_task, [(r, 0, "image/jpeg", RenderOptions(), False) for r in rows], {}),
             "series metadata JSON, 300 instances": (metadata_json, [(series_texts,)] * 10, {}),
         }
-        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
         print(f"{'work':38} {'direct':>9} {'thread':>9} {'process':>9}   ops/s: {cores} threads  {cores} processes")
         for name, (fn, args_list, kwargs) in kinds.items():
-            call = (lambda *a, fn=fn, kwargs=kwargs: fn(*a, **kwargs))
-            with ThreadPoolExecutor(1) as one_thread, ProcessPoolExecutor(1, mp_context=context) as one_process, \
-                    ThreadPoolExecutor(cores) as threads, ProcessPoolExecutor(cores, mp_context=context) as processes:
-                for pool in (one_process, processes):
-                    [f.result() for f in [pool.submit(fn, *a, **kwargs) for a in args_list[:cores * 2]]]  # warm
-                direct = per_call(call, args_list)
-                thread = per_call(lambda *a: one_thread.submit(fn, *a, **kwargs).result(), args_list)
-                process = per_call(lambda *a: one_process.submit(fn, *a, **kwargs).result(), args_list)
-                many = args_list * max(1, 200 // len(args_list))
-                rate_threads = throughput(threads, call, many)
-                rate_processes = throughput(processes, _Call(fn, kwargs), many)
-            print(f"{name:38} {direct * 1e3:8.3f}ms {thread * 1e3:8.3f}ms {process * 1e3:8.3f}ms   "
-                  f"{rate_threads:10.0f}  {rate_processes:10.0f}", flush=True)
+            measure(name, fn, args_list, kwargs, cores, context)
         store.close()
+
+
+def measure(name: str, fn, args_list: list[tuple], kwargs: dict, cores: int, context) -> None:
+    """One row: a call direct, through a one-thread and a one-process pool, and the throughput of
+    ``cores`` threads against ``cores`` processes."""
+    call = _Call(fn, kwargs)
+    with ThreadPoolExecutor(1) as one_thread, ProcessPoolExecutor(1, mp_context=context) as one_process, \
+            ThreadPoolExecutor(cores) as threads, ProcessPoolExecutor(cores, mp_context=context) as processes:
+        for pool in (one_process, processes):
+            [f.result() for f in [pool.submit(fn, *a, **kwargs) for a in args_list[:cores * 2]]]  # warm
+        direct = per_call(call, args_list)
+        thread = per_call(lambda *a: one_thread.submit(fn, *a, **kwargs).result(), args_list)
+        process = per_call(lambda *a: one_process.submit(fn, *a, **kwargs).result(), args_list)
+        many = args_list * max(1, 200 // len(args_list))
+        rate_threads = throughput(threads, call, many)
+        rate_processes = throughput(processes, call, many)
+    print(f"{name:38} {direct * 1e3:8.3f}ms {thread * 1e3:8.3f}ms {process * 1e3:8.3f}ms   "
+          f"{rate_threads:10.0f}  {rate_processes:10.0f}", flush=True)
 
 
 class _Call:

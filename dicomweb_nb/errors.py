@@ -25,7 +25,7 @@ __all__ = [
     "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse", "FrameError",
     "QueryError", "UnknownAttributeError", "MediaTypeError", "MultipartError",
     "PixelDecodeError", "DisplayError", "RenderParameterError", "TranscodeError", "VolumeError",
-    "SegmentationError", "MeasurementError", "DicomWebWarning",
+    "SegmentationError", "MeasurementError", "DicomWebWarning", "NotDicomError", "MissingAttributeError",
 ]
 
 
@@ -162,6 +162,14 @@ class TranscodeError(DicomWebError, ValueError):
     refuses the image, or data a codec fails on)."""
 
 
+class NotDicomError(DicomWebError, ValueError):
+    """Content that is not a DICOM Part 10 file (or a dataset), or is truncated beyond reading."""
+
+
+class MissingAttributeError(DicomWebError, ValueError):
+    """A DICOM file that lacks an attribute the store needs (a UID), or has it in a form that is not valid."""
+
+
 class VolumeError(DicomWebError, ValueError):
     """A series that is not one regular volume: mixed orientations or sizes, missing geometry, gaps."""
 
@@ -196,7 +204,7 @@ class FrameError(DicomWebError):
         self.cause = cause
 
     @classmethod
-    def of(cls, error: DicomWebError, study: str, series: str, instance: str, frames: list[int]) -> "FrameError":
+    def of(cls, error: DicomWebError, study: str, series: str, instance: str, frames: list[int]) -> FrameError:
         """The FrameError for frames whose request failed with ``error``."""
         which = f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
         return cls(f"{which} of instance {instance} (series {series}) could not be fetched: {error}", frames=frames,

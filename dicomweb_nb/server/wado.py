@@ -13,10 +13,11 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from functools import partial
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -36,9 +37,7 @@ from .base import ApiError, DicomWebMixin
 from .stow import StowMixin
 from .streaming import Piece, StreamingMixin
 
-_DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
-_OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
 
 
 # -- transfer syntax negotiation ------------------------------------------------------------------
@@ -202,7 +201,9 @@ class MetadataMixin(DicomWebMixin):
         if instance is None:
             mode = config.series_metadata if series else config.studies_metadata
         newest = max(r.stored for r in rows)
-        etag = '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        etag = (
+            '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        )
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", formatdate(newest, usegmt=True))
         self.set_header("Cache-Control", "private, no-cache")
@@ -330,13 +331,13 @@ class FramesMixin(StreamingMixin):
         else:
             self.set_header("Content-Type", f"{part_type}; transfer-syntax={ts}")
         base = self.url_builder()(study, series, instance)
-        slices = [tc.stored_frame_slice(row, n - 1, ts) for n in numbers]
-        if all(s is not None for s in slices):
+        slices = [s for s in (tc.stored_frame_slice(row, n - 1, ts) for n in numbers) if s is not None]
+        if len(slices) == len(numbers):
             # Each frame is one range of the stored file: sent from it as it is (sendfile(2) when local).
             part_head = f"{part_type}; transfer-syntax={ts}"
             pieces = [Piece(writer.part_head(part_head, {"Content-Location": f"{base}/frames/{n}"}) if writer else b"",
                             row.blob, offset, length)
-                      for n, (offset, length) in zip(numbers, slices)]  # type: ignore[misc]
+                      for n, (offset, length) in zip(numbers, slices)]
             await self.send_pieces(pieces, writer.close() if writer is not None else b"")
             return
         for n in numbers:

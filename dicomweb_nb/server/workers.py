@@ -29,8 +29,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
@@ -121,9 +122,10 @@ class BalancedHTTPServer(HTTPServer):
             assert self._counts is not None and self._balanced is not None
             now = time.monotonic()
             if not self._counts.fewest(self._index):
-                if deferred_since[0] is None:
-                    deferred_since[0] = now
-                if now - deferred_since[0] < MAX_DEFER_SECONDS:
+                since = deferred_since[0]
+                if since is None:
+                    since = deferred_since[0] = now
+                if now - since < MAX_DEFER_SECONDS:
                     loop.remove_handler(sock)
                     self._balanced[sock] = False
                     loop.call_later(DEFER_SECONDS, resume)
@@ -296,7 +298,7 @@ class Supervisor:
         if self.on_worker_exit is not None:
             try:
                 self.on_worker_exit(worker.pid)
-            except Exception:  # noqa: BLE001 - bookkeeping of a dead worker must not stop the others
+            except Exception:
                 log.exception("cleaning up after worker %d failed", worker.index)
 
     def _respawn(self, index: int) -> None:
@@ -320,7 +322,7 @@ class Supervisor:
         status = 1
         try:
             status = self._child(index)
-        except BaseException:  # noqa: BLE001 - whatever ends a worker, it must not return into the supervisor
+        except BaseException:
             logging.getLogger("dicomweb_nb.server").exception("worker %d failed", index)
         finally:
             logging.shutdown()

@@ -31,39 +31,34 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, TypedDict
 
 from ..dicom.query import Query
-from ..fileio import write_atomically
-from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
-from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
-from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
-from ..fileio import StoreModes
-from .outcomes import (
+from ..dicom.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
     FAILURE_DUPLICATE,
-    FAILURE_OUT_OF_RESOURCES,
     FAILURE_PROCESSING,
     FAILURE_STUDY_UID_MISMATCH,
-    WARNING_COERCION,
-    StoreOutcome,
-    UrlBuilder,
     describe_failure,
-    stow_response,
 )
+from ..fileio import StoreModes, write_atomically
+from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
+from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
+from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
+from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
+from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
+from .schema import METADATA_VERSION
 
 log = logging.getLogger("dicomweb_nb.store")
 
 PARALLEL_PUT_BYTES = 4 << 20
 ROW_CACHE_SIZE = 2048  # single-instance rows kept per process (a few KB each: the instance's DICOM JSON)
-TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
-DATABASE_ENV = "DICOMWEB_NB_DATABASE"
-STORAGE_ENV = "DICOMWEB_NB_STORAGE"
 
 try:
     import fcntl
@@ -109,6 +104,9 @@ class Store:
     or ``storage`` say otherwise; also where uploads are staged). ``database``: ``sqlite:///path``
     or ``postgresql://...``; ``storage``: a folder or an fsspec URL (``s3://bucket/prefix``).
     ``group``: a Unix group sharing local files (modes 2770/0660 instead of owner-only).
+    ``garbage_grace``: seconds a replaced or deleted blob stays readable (default: the blob
+    storage's, 120 for object storage, 0 for a folder). ``pool_size``: connections to a PostgreSQL
+    index, at most.
     """
 
     def __init__(
@@ -124,6 +122,7 @@ class Store:
         storage_options: dict[str, Any] | None = None,
         garbage_grace: float | None = None,
         sweep_interval: float = 60.0,
+        pool_size: int = 8,
     ):
         if duplicates not in ("replace", "reject", "keep"):
             raise ValueError(f"duplicates policy must be replace, reject or keep, not {duplicates!r}")
@@ -138,11 +137,12 @@ class Store:
             self.modes.secure_root(self.root)
         self.is_folder_store = not database and not storage
         self.session = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
-        self.blobs: BlobStorage = open_blob_storage(storage or self.root / "files",  # type: ignore[operator]
+        self.blobs: BlobStorage = open_blob_storage(storage or self.root / FILES_DIRNAME,  # type: ignore[operator]
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
         try:
-            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes)  # type: ignore[operator]
+            self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME),  # type: ignore[operator]
+                                           modes=self.modes, pool_size=pool_size)
         except SchemaTooNew as exc:
             self.blobs.close()
             raise StoreError(str(exc)) from None
@@ -166,8 +166,11 @@ class Store:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
         elif reconcile:
             self.sweep()
+        if reconcile:
+            self.refresh_metadata()
         if alone and fcntl is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            lock_file: Any = self._lock_file  # opened by _hold_store_lock
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_SH)
         if sweep_interval > 0:
             self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
                                              name="dicomweb-store-sweep", daemon=True)
@@ -177,9 +180,9 @@ class Store:
         """Leave in the folder where this team store is (no password), so that ``dw.connect()`` in a
         notebook of this workspace and ``dicomweb-nb`` commands on the folder open the same store."""
         assert self.root is not None
-        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / "index.sqlite"),
-                  "storage": os.fspath(storage) if storage else str(self.root / "files")}
-        path = self.root / TEAM_MARKER
+        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / INDEX_FILENAME),
+                  "storage": os.fspath(storage) if storage else str(self.root / FILES_DIRNAME)}
+        path = self.root / TEAM_STORE_MARKER
         try:
             if path.exists() and json.loads(path.read_text()) == marker:
                 return
@@ -208,7 +211,7 @@ class Store:
         alone, the exclusive lock is kept until the caller has reconciled.
         """
         assert self.root is not None
-        self._lock_file = self.modes.open_file(self.root / "store.lock", "a+b")
+        self._lock_file = self.modes.open_file(self.root / LOCK_FILENAME, "a+b")
         if fcntl is None:
             return True
         try:
@@ -224,10 +227,10 @@ class Store:
         process's sweep removes once this one is gone."""
         if self.is_folder_store:
             assert self.root is not None
-            tmp = self.root / "tmp"
+            tmp = self.root / TMP_DIRNAME
             self.modes.make_dir(tmp)
             return tmp
-        base = self.blobs.staging_dir() or (self.root / "tmp" if self.root is not None else
+        base = self.blobs.staging_dir() or (self.root / TMP_DIRNAME if self.root is not None else
                                              Path(tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}")
         self.modes.make_dir(base)
         tmp = base / self.session
@@ -300,7 +303,7 @@ class Store:
         while not self._stop.wait(interval):
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeper
+            except Exception:
                 log.exception("store sweep failed")
 
     def reconcile(self) -> dict[str, int]:
@@ -329,6 +332,37 @@ class Store:
             cleanup()
         return removed
 
+    def refresh_metadata(self, batch: int = 200) -> int:
+        """Re-derive, from their blobs, the precomputed metadata of instances stored by a version of
+        dicomweb-nb that wrote it in an older format (``schema.METADATA_VERSION``: before issue 10's
+        fixes, group lengths were kept, the trailing padding left out and ambiguous VRs taken from
+        the dictionary). Runs when the store opens, once: a no-op afterwards. Returns how many."""
+        if self.index.metadata_floor() >= METADATA_VERSION:
+            return 0
+        refreshed, after = 0, 0
+        while rows := self.index.stale_instances(after, batch):
+            after = rows[-1]["id"]
+            if not refreshed:
+                log.info("%s: re-deriving the metadata of instances stored by an older version (once)", self.location)
+            entries, stored = [], {}
+            for row in rows:
+                try:
+                    with Blob(self.blobs, row["path"], row["size"]).local_file() as path:
+                        record = read_instance(path)
+                    if record.sop_uid != row["sop_uid"]:
+                        raise MissingAttributeError(f"the blob holds SOP Instance {record.sop_uid}")
+                except (NotDicomError, MissingAttributeError, OSError) as exc:
+                    log.warning("%s: the metadata of instance %s stays as it was: %s", self.location, row["sop_uid"], exc)
+                    continue
+                entries.append(Entry(record, row["path"], row["size"]))
+                stored[record.sop_uid] = row["stored"]
+            refreshed += self.index.refresh_metadata(entries, stored)
+        self.index.set_metadata_floor(METADATA_VERSION)
+        if refreshed:
+            self.forget_cached_rows()  # rewritten in place: same blobs, new metadata
+            log.info("%s: metadata of %d instance(s) re-derived", self.location, refreshed)
+        return refreshed
+
     # -- writing ----------------------------------------------------------------------------
     def store_files(
         self,
@@ -343,14 +377,15 @@ class Store:
         Each file is checked on its own: a bad one fails alone. The good ones are indexed in a
         single transaction.
         """
-        paths = [Path(p) for p in paths]
-        source_names = list(sources) if sources is not None else [p.name for p in paths]
-        parsed = [parse_file(path, self.tmp_dir, source, owned=move) for path, source in zip(paths, source_names)]
+        files = [Path(p) for p in paths]
+        source_names = list(sources) if sources is not None else [p.name for p in files]
+        parsed = [parse_file(path, self.tmp_dir, source, owned=move) for path, source in zip(files, source_names)]
         return self.store_parsed(parsed, expected_study=expected_study)
 
     def store_parsed(self, parsed: Sequence[ParsedFile], *, expected_study: str | None = None) -> list[StoreOutcome]:
         """Store files already read by ``parse_file`` (which a caller may run as each upload arrives,
-        in any thread or process); one outcome per file, the good ones indexed in one transaction."""
+        in any thread or process) or whose records are known already (``migrate``); one outcome per
+        file, the good ones indexed in one transaction."""
         outcomes: list[StoreOutcome] = []
         accepted: list[_Accepted] = []
         for item in parsed:
@@ -360,8 +395,9 @@ class Store:
                 continue
             if expected_study is not None and record.study_uid != expected_study:
                 item.outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
-                item.outcome.message = (f"StudyInstanceUID {record.study_uid} does not match the study "
-                                        f"{expected_study} of the request URL")
+                item.outcome.message = (
+                    f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
+                )
                 if item.rewritten:
                     remove_path(item.path)
                 continue
@@ -398,13 +434,13 @@ class Store:
             # index be unreachable, the intents stay and the blobs with them: never a row without its blob.
             try:
                 unindexed = self.index.drop_intents(keys, self.session)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot drop the write intents of a failed write")
                 unindexed = []
             for key in unindexed:
                 try:
                     self.blobs.delete(key)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("cannot remove blob %s of a failed write", key)
             for item in to_write:
                 item.outcome.stored = item.outcome.replaced = False
@@ -534,6 +570,13 @@ class Store:
                 del self._rows[sop_uid]
         return None
 
+    def forget_cached_rows(self) -> None:
+        """Empty the single-instance row cache: for rows rewritten in place (same blob, new metadata),
+        which the cache, valid while an instance's blob file exists, would not notice."""
+        if self._rows is not None:
+            with self._rows_lock:
+                self._rows.clear()
+
     def counts(self) -> dict[str, int]:
         return self.index.counts()
 
@@ -554,17 +597,23 @@ class Store:
         limit = query.limit if query.limit is not None else max_results
         rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                                             pn_case_insensitive=self.pn_case_insensitive)
-        parents: dict[tuple[str, str], Any] = {}
-        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative, parents)
-                             for row in rows], truncated)
+        parents: dict[tuple[str, str], Any] = {}  # study/series JSON parsed once per search (results.result)
+        texts: dict[str, str] = {}
 
-    def _representative(self, row: Any, level: str) -> dict[str, Any]:
-        """An instance's full metadata, for includefield attributes of another level."""
-        text = (self.index.representative_metadata(study_uid=row["study_uid"]) if level == "study"
-                else self.index.representative_metadata(series_uid=row["series_uid"]))
-        return json.loads(text) if text else {}
+        def representative(row: Any, level: str) -> dict[str, Any]:
+            """An instance's full metadata, for attributes of another level: fetched for every
+            result at once, the first time one needs it (one query, not one per result)."""
+            column = "study_uid" if level == "study" else "series_uid"
+            if not texts:
+                texts.update(self.index.representative_metadata(level, sorted({r[column] for r in rows})))
+            text = texts.get(row[column])
+            return json.loads(text) if text else {}
 
-    # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
+        return SearchResult(
+            [result(row, query, study_uid, series_uid, retrieve_url, representative, parents) for row in rows], truncated
+        )
+
+    # -- what processes share: proxy jobs (server/jobs.py's JobRecords) and servers added over REST --
     def load_jobs(self) -> dict[str, dict[str, Any]]:
         """Every saved job record by ID."""
         return self.index.load_jobs()
@@ -578,9 +627,11 @@ class Store:
         return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
 
     def request_job_cancel(self, job_id: str) -> bool:
+        """Ask the process that runs a job to cancel it."""
         return self.index.request_job_cancel(job_id)
 
     def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancellation of the job was asked (by any process)."""
         return self.index.job_cancel_requested(job_id)
 
     def load_servers(self) -> dict[str, dict[str, Any]]:
@@ -654,7 +705,14 @@ def parse_file(path: str | os.PathLike[str], tmp_dir: Path, source: str | None =
     return ParsedFile(part10, record, outcome, owned or rewritten, rewritten, synced and not rewritten)
 
 
-def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
+class StoreLocation(TypedDict, total=False):
+    """Where a team store's parts are: ``Store(root, **location)``."""
+
+    database: str
+    storage: str
+
+
+def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> StoreLocation:
     """``database`` / ``storage`` of the team store a workspace folder stands for: from
     ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
     kernels; only with ``environment``), else from the folder's ``team-store.json``; empty for a
@@ -662,20 +720,30 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
     database = os.environ.get(DATABASE_ENV) if environment else None
     storage = os.environ.get(STORAGE_ENV) if environment else None
     if database or storage:
-        return {k: v for k, v in (("database", database), ("storage", storage)) if v}
-    path = Path(folder) / TEAM_MARKER
+        return location(database, storage)
+    path = Path(folder) / TEAM_STORE_MARKER
     if path.exists():
         try:
             marker = json.loads(path.read_text())
-            return {"database": str(marker["database"]), "storage": str(marker["storage"])}
+            return StoreLocation(database=str(marker["database"]), storage=str(marker["storage"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{path} does not say which team store this folder stands for: {exc}") from None
-    return {}
+    return StoreLocation()
+
+
+def location(database: str | None, storage: str | None) -> StoreLocation:
+    """The parts given (an empty one is left out)."""
+    found = StoreLocation()
+    if database:
+        found["database"] = database
+    if storage:
+        found["storage"] = storage
+    return found
 
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ParsedFile", "parse_file",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
-    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
+    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
+    "workspace_store_options", "StoreLocation", "location",
 ]

@@ -13,13 +13,20 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
 
 import numpy as np
 import pydicom
-from pydicom.pixels import get_decoder, pack_bits, pixel_array
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pack_bits, pixel_array
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from ..dicom.dicomjson import (
     BULK_PLACEHOLDER,
@@ -28,6 +35,7 @@ from ..dicom.dicomjson import (
 )
 from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
 from ..dicom.tags import tag_hex
+from ..errors import TranscodeError
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
@@ -36,16 +44,13 @@ from . import reader
 from .blobs import Blob
 from .store import InstanceRow
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
-BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
+# Short names of pydicom's constants (the in-process source uses them too).
+EXPLICIT_LE = ExplicitVRLittleEndian
+IMPLICIT_LE = ImplicitVRLittleEndian
+BIG_ENDIAN = ExplicitVRBigEndian
+DEFLATED = DeflatedExplicitVRLittleEndian
 PIXEL_DATA = 0x7FE00010
 UNCOMPRESSED = frozenset({EXPLICIT_LE, IMPLICIT_LE, BIG_ENDIAN, DEFLATED})
-
-
-class TranscodeError(ValueError):
-    """Stored pixel data that cannot be turned into the requested transfer syntax."""
 
 
 def can_decode(transfer_syntax: str) -> bool:
@@ -97,8 +102,8 @@ def transcode_file(blob: Blob, target: str) -> bytes:
         ds = pydicom.dcmread(fp)
     try:
         return encode.dataset_to_bytes(encode.transcode_dataset(ds, target))
-    except encode.TranscodeError as exc:
-        raise TranscodeError(str(exc)) from None
+    except TranscodeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a codec failure on stored data is the same answer to the client
         raise TranscodeError(f"{blob.key}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
 
@@ -220,10 +225,7 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
             return pack_bits(arr)
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     arr = decoded_frame(row, index)
-    try:
-        return encode.encode_frames([arr], image_attributes(row, index), target)[0]
-    except encode.TranscodeError as exc:
-        raise TranscodeError(str(exc)) from None
+    return encode.encode_frames([arr], image_attributes(row, index), target)[0]
 
 
 def _big_endian_frame(row: InstanceRow, index: int) -> bytes:
@@ -302,7 +304,7 @@ def _bulk_path(uri: str) -> str:
 THUMBNAIL_SIZE = 128
 
 
-def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: "rd.RenderOptions | None" = None,
+def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: rd.RenderOptions | None = None,
            *, thumbnail: bool = False) -> bytes:
     """Frame ``index`` (0-based) of a stored instance as a consumer image (PS3.18 rendered / thumbnail)."""
     frame = decoded_frame(row, index)
@@ -312,14 +314,14 @@ def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options
     return rd.render(frame, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
+def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions | None = None) -> bytes:
     """Several frames of one instance as an animated GIF (or APNG)."""
     frames = [decoded_frame(row, i) for i in indices]
     attrs = [image_attributes(row, i) for i in indices]
     return rd.render_frames(frames, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def _annotation(row: InstanceRow, options: "rd.RenderOptions | None") -> list[str]:
+def _annotation(row: InstanceRow, options: rd.RenderOptions | None) -> list[str]:
     if options is None or not options.annotation:
         return []
     return rd.annotation_lines(json.loads(row.metadata_text), options.annotation)
@@ -370,7 +372,9 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
         elif stored_little_endian_native(row):
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0))
+            out.append(
+                BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0)
+            )
         elif not layout.encapsulated and path.upper() == "7FE00010":
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
         elif not layout.encapsulated:

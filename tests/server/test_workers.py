@@ -138,8 +138,9 @@ def test_a_restow_or_delete_through_one_worker_is_seen_by_the_cached_rows_of_ano
     assert (frame(other) == 100).all() and (instance(other).pixel_array == 100).all()  # now in its cache
     _, v2 = _instance_bytes(200, ds)
     with one:
+        content_type = 'multipart/related; type="application/dicom"; boundary=dicomweb-nb-test-boundary'
         answer = one.post(f"{workers.dicomweb_url}/studies", data=multipart_body([v2]), timeout=60,
-                          headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=dicomweb-nb-test-boundary'})
+                          headers={"Content-Type": content_type})
     assert answer.status_code == 200, answer.text
     assert (frame(other) == 200).all() and (instance(other).pixel_array == 200).all()
     rendered = other.get(f"{url}/rendered", headers={"Accept": "image/png"}, timeout=30)
@@ -175,7 +176,7 @@ def test_a_killed_worker_is_replaced(workers):
     before = serving(workers)
     os.kill(before[0], signal.SIGKILL)
     wait_until(lambda: serving(workers).get(0) not in (None, before[0]), what="a new worker 0")
-    assert "worker 0 (pid %d) was killed by signal 9" % before[0] in workers.log_text()
+    assert f"worker 0 (pid {before[0]}) was killed by signal 9" in workers.log_text()
     after = serving(workers)
     assert after[1] == before[1] and not alive(before[0])
     sessions = [requests.Session() for _ in range(6)]

@@ -12,11 +12,11 @@ import pydicom.data
 import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import BULK_PLACEHOLDER, dumps
 from dicomweb_nb.store.ingest import (
-    DEFLATED,
     FrameLayout,
     MissingAttributeError,
     NotDicomError,
@@ -180,7 +180,7 @@ def test_truncated_files_are_not_dicom(tmp_path, ct_series):
             read_bytes_as_instance(tmp_path, data[:cut], f"cut{cut}.dcm")
     jpeg = pydicom.data.get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")
     with pytest.raises(NotDicomError, match="truncated|past the end"):
-        read_bytes_as_instance(tmp_path, open(jpeg, "rb").read()[:-20], "jpeg.dcm")
+        read_bytes_as_instance(tmp_path, Path(jpeg).read_bytes()[:-20], "jpeg.dcm")
 
 
 def test_missing_uids(tmp_path, ct_series):

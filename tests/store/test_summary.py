@@ -13,6 +13,7 @@ from dicomweb_nb.dicom.query import parse_query
 from dicomweb_nb.dicom.tags import parse_tag, tag_hex
 from dicomweb_nb.store import import_paths
 from dicomweb_nb.store.index import sql
+from dicomweb_nb.store.schema import SCHEMA_VERSION
 from dicomweb_nb.store.summary import SUMMARY_KEYWORDS, summary_suffices
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -82,3 +83,21 @@ def test_the_summary_is_recorded_and_an_instance_without_one_still_answers(make_
     store.index._transact(lambda ex: ex("UPDATE instances SET summary = NULL WHERE (id / 2) * 2 = id"))
     assert _answers(store, params, summary=True, monkeypatch=monkeypatch) == full
 
+
+
+def test_an_index_of_schema_5_gets_the_summary_column(make_store, tmp_path, monkeypatch):
+    """Schema step 6 on an index made before it: the column is added, the instances stored before
+    have no summary and answer from their metadata, those stored after have one."""
+    store = _stored(make_store, tmp_path)
+    params = [("includefield", GEOMETRY)]
+    full = _answers(store, params, summary=False, monkeypatch=monkeypatch)
+    store.index._transact(lambda ex: (ex("ALTER TABLE instances DROP COLUMN summary"),
+                                      ex("UPDATE meta SET value='5' WHERE key='schema'")))
+    store.close()
+    store = make_store()
+    assert store.index._transact(lambda ex: ex("SELECT value FROM meta WHERE key='schema'").fetchone()[0]) == str(SCHEMA_VERSION)
+    assert store.index._transact(lambda ex: ex("SELECT COUNT(*) FROM instances WHERE summary IS NOT NULL").fetchone()[0]) == 0
+    assert _answers(store, params, summary=True, monkeypatch=monkeypatch) == full
+    more = samples.write_series(samples.generate_ct_series(n_slices=2, rows=8, columns=8), tmp_path / "more")
+    assert all(o.stored for o in store.store_files(more, move=False))
+    assert store.index._transact(lambda ex: ex("SELECT COUNT(*) FROM instances WHERE summary IS NOT NULL").fetchone()[0]) == 2

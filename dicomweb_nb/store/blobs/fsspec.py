@@ -7,8 +7,9 @@ GETs (``cat_file(path, start, end)``): a frame costs one request for its bytes, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from fsspec.core import url_to_fs
 
@@ -29,12 +30,13 @@ class FsspecBlobs(BlobStorage):
             self.fs, root = url_to_fs(url.rstrip("/"), **options)
         except ImportError as exc:
             scheme = url.split("://", 1)[0]
-            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(scheme, "its fsspec driver")
+            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(
+                scheme, "its fsspec driver"
+            )
             raise ValueError(f"blob storage {self.url} needs the package {package}: pip install {package}") from exc
         self.root = root.rstrip("/")
         if not self.root:
             raise ValueError(f"blob storage URL {self.url} names no bucket")
-        self._protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._check_reachable()
 
     def _check_reachable(self) -> None:
@@ -46,6 +48,9 @@ class FsspecBlobs(BlobStorage):
         except PermissionError as exc:
             raise ValueError(f"blob storage {self.url}: access to the bucket {bucket!r} is denied ({exc}); "
                              "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)") from None
+        except Exception as exc:  # noqa: BLE001 - each driver has its own errors (botocore's NoCredentialsError, ...)
+            raise ValueError(f"blob storage {self.url}: cannot reach the bucket {bucket!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
 
     def _path(self, key: str) -> str:
         if key.startswith(("/", ".")) or ".." in key.split("/"):

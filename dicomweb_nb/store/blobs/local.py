@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
-from ...fileio import StoreModes
+from ...fileio import StoreModes, fsync_directory
 from . import BlobStorage
 
-STAGING = ".tmp"
-_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-dirsync")  # uploads of the team store's processes, beside the blobs so that put() renames
+STAGING = ".tmp"  # uploads of the team store's processes, beside the blobs so that put() renames
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-dirsync")  # a batch's folder fsyncs, together
 
 
 class LocalBlobs(BlobStorage):
@@ -21,7 +22,6 @@ class LocalBlobs(BlobStorage):
         self.modes = modes
         modes.make_dir(self.root)
         self.url = str(self.root)
-        self._touched: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
         if key.startswith(("/", ".")) or ".." in key.split("/"):
@@ -54,10 +54,10 @@ class LocalBlobs(BlobStorage):
     def sync(self, keys: Iterable[str]) -> None:
         directories = list({self._path(k).parent for k in keys})
         if len(directories) == 1:
-            _fsync_dir(directories[0])
+            fsync_directory(directories[0])
             return
         # The disk takes several flushes at once as cheaply as one: waiting on them in turn adds up.
-        list(_SYNC_POOL.map(_fsync_dir, directories))
+        list(_SYNC_POOL.map(fsync_directory, directories))
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
@@ -128,18 +128,5 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)

@@ -1,7 +1,11 @@
-"""The workspace store as a ``DicomWebSource``: what ``dw.connect()`` uses in a notebook.
+"""The in-process source: the workspace store as a ``DicomWebSource``, what ``dw.connect()`` uses in a notebook.
 
-Same transactions and the same answers as the DICOMweb server gives over HTTP (both call the
-store, ``transcode`` and ``stow_response`` here), without an HTTP round trip or a token.
+It sits beside the HTTP source (``web.py``) the way an HTTP library keeps an in-process transport
+beside the network one. Same transactions and the same answers as the DICOMweb server gives over
+HTTP (both call the store, ``transcode`` and ``dicom.stow``'s STOW-RS response), without
+an HTTP round trip or a token.
+
+The client's one dependency on the store: no other module of ``client/`` imports ``store/``.
 """
 
 from __future__ import annotations
@@ -11,20 +15,24 @@ import json
 import os
 import secrets
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
 from ..dicom.query import QueryError, parse_query
 from ..dicom.resources import resource_url
+from ..dicom.stow import response_dataset
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
-from . import reader, transcode
-from .store import NotFoundError, Store, stow_response, workspace_store_options
-
-_LEVEL_PATHS = {"study": "studies", "series": "series", "instance": "instances"}
+from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
+from ..protocol import BulkPart, EncodedFrame, Level, RenderedImage, StowItem
+from ..store import reader, transcode
+from ..store.index import open_index
+from ..store.store import InstanceRow, NotFoundError, Store, workspace_store_options
+from ..workspace import LOCAL_URL_ENV
 
 
 class StoreSource:
@@ -41,7 +49,7 @@ class StoreSource:
     def __repr__(self) -> str:
         return f"StoreSource({self.store.location!r})"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Lazy arrays computed in other processes (dask) open the same store folder there.
         return (functools.partial(StoreSource, base_url=self.base_url), (str(self.store.root),))
 
@@ -52,14 +60,14 @@ class StoreSource:
     def _url(self, study: str, series: str | None = None, instance: str | None = None) -> str:
         return resource_url(self.base_url, study, series, instance)
 
-    def _instances(self, study: str | None, series: str | None = None, instance: str | None = None):
+    def _instances(self, study: str | None, series: str | None = None, instance: str | None = None) -> list[InstanceRow]:
         try:
             return self.store.instances(study, series, instance)
         except NotFoundError as exc:
             raise NotFound(str(exc), status=404, url=self._url(study or "-", series, instance)) from None
 
     # -- QIDO-RS ----------------------------------------------------------------------------------
-    def search(self, level: str, filters: Sequence[tuple[str, str]], *, study: str | None = None,
+    def search(self, level: Level, filters: Sequence[tuple[str, str]], *, study: str | None = None,
                series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,
                limit: int | None = None, offset: int = 0) -> list[DicomJson]:
         params = list(filters)
@@ -86,17 +94,12 @@ class StoreSource:
         for row in self._instances(study, series, instance):
             yield row.blob.read()
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None):
-        from ..client.protocol import BulkPart
-
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
         for row in self._instances(study, series, instance):
             for value in transcode.bulk_values(row, self._url(row.study_uid, row.series_uid, row.sop_uid), as_stored=True):
                 yield BulkPart(value.location, value.read(), value.transfer_syntax, value.media_type)
 
-    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]):
-        from ..client.protocol import EncodedFrame
-        from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
-
+    def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         row = self._instances(study, series, instance)[0]
         count = reader.frame_count(row)
         out = []
@@ -110,34 +113,33 @@ class StoreSource:
                 data = transcode.frame_bytes(row, number - 1, target)
             except transcode.TranscodeError as exc:
                 raise NotAcceptable(str(exc), status=406, url=self._url(study, series, instance)) from None
-            out.append(EncodedFrame(data, target, TRANSFER_SYNTAX_MEDIA_TYPES.get(target, OCTET_STREAM)))
+            out.append(EncodedFrame(data, target, mediatypes.TRANSFER_SYNTAX_MEDIA_TYPES.get(target, mediatypes.OCTET_STREAM)))
         return out
 
     def retrieve_rendered(self, study: str, series: str | None = None, instance: str | None = None,
                           frame: int | None = None, *, media_type: str = "image/png",
-                          params: Mapping[str, str] | None = None):
+                          params: Mapping[str, str] | None = None) -> RenderedImage:
         options = self._options(params)
         return self._image(study, series, instance, frame, media_type, options, thumbnail=False)
 
     def retrieve_thumbnail(self, study: str, series: str | None = None, instance: str | None = None,
-                           frame: int | None = None, *, media_type: str = "image/png", size: int | None = None):
+                           frame: int | None = None, *, media_type: str = "image/png", size: int | None = None) -> RenderedImage:
         options = self._options({"viewport": f"{size},{size}"} if size else None)
         return self._image(study, series, instance, frame, media_type, options, thumbnail=True)
 
     def _options(self, params: Mapping[str, str] | None) -> rd.RenderOptions:
-        unknown = sorted(set(params or {}) - rd.RENDERED_PARAMETERS)
+        unknown = sorted(set(params or {}) - RENDERED_PARAMETERS)
         if unknown:  # what the server's Warning header says over HTTP (PS3.18 8.3: ignored)
             warnings.warn(f"unknown rendering parameter(s) {', '.join(unknown)} ignored", stacklevel=3)
         try:
-            return rd.parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
+            return parse_rendered_params({k: [str(v)] for k, v in (params or {}).items()})
         except rd.RenderParameterError as exc:
             raise BadRequest(f"bad rendering parameter {exc}", status=400, url=self.base_url) from None
         except mediatypes.NotAcceptable as exc:
             raise NotAcceptable(str(exc), status=406, url=self.base_url) from None
 
-    def _image(self, study, series, instance, frame, media_type, options, *, thumbnail):
-        from ..client.protocol import RenderedImage
-
+    def _image(self, study: str, series: str | None, instance: str | None, frame: int | None, media_type: str,
+               options: rd.RenderOptions, *, thumbnail: bool) -> RenderedImage:
         rows = self._instances(study, series, instance)
         if instance is None:
             chosen = transcode.representative(rows)
@@ -155,8 +157,8 @@ class StoreSource:
         return RenderedImage(data, media_type)
 
     # -- STOW-RS ----------------------------------------------------------------------------------
-    def store_instances(self, items: Sequence, *, study: str | None = None,
-                        on_sent: Callable[[object], None] | None = None) -> DicomJson:
+    def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,
+                        on_sent: Callable[[StowItem], None] | None = None) -> DicomJson:
         paths = []
         try:
             for item in items:
@@ -175,8 +177,7 @@ class StoreSource:
                     path.unlink()
                 except FileNotFoundError:
                     pass
-        body, _status, _messages = stow_response(outcomes, self._url, study)
-        return body
+        return response_dataset(outcomes, self._url, study)
 
     def close(self) -> None:
         self.store.close()
@@ -184,16 +185,12 @@ class StoreSource:
 
 def local_source(folder: Path) -> StoreSource:
     """The factory ``dw.connect()`` uses for the workspace store folder."""
-    from ..client.config import LOCAL_URL_ENV
-
     return StoreSource(folder, base_url=os.environ.get(LOCAL_URL_ENV) or None)
 
 
-def workspace_servers(folder: str | os.PathLike[str]) -> dict[str, dict]:
+def workspace_servers(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Servers added with PUT /servers to the team store a workspace folder stands for (its index
     holds them, shared by every server and notebook on it); empty for a folder store."""
-    from .index import open_index
-
     options = workspace_store_options(folder)
     if not options.get("database"):
         return {}
