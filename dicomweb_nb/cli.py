@@ -161,6 +161,8 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     supervisor = Supervisor(workers, worker_main)
     try:
         if not supervisor.start():
+            if supervisor.stop_asked:
+                return 0  # SIGTERM or Ctrl-C while a worker was still starting: a clean stop
             print("error: the server's workers did not start (see the log above)", file=sys.stderr)
             return 1
         from .server.app import url_path_join

@@ -77,8 +77,10 @@ class JobRecords(Protocol):
         """Save a job record (None deletes it)."""
         ...
 
-    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Move a job between states for this process, atomically: one process wins a claim."""
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim
+        (``record``: the job's new record, written with the claim)."""
         ...
 
     def request_job_cancel(self, job_id: str) -> bool:
@@ -266,9 +268,6 @@ class JobManager:
                 log.warning("ignoring an unreadable job record: %s", exc)
                 continue
             if not job.finished and not self._owner_alive(job.owner):
-                # One process reports it: the one whose claim of the dead job succeeds.
-                if not self.store.claim_job(job.id, from_states=(PENDING, RUNNING), to_state=FAILURE):
-                    continue
                 job.state = FAILURE
                 job.completed = job.updated or time.time()
                 job.error_code = ERROR_INTERNAL
@@ -276,8 +275,14 @@ class JobManager:
                 job.error_details = (f"the server process (pid {job.owner.get('pid')}) stopped while this job was "
                                      f"{record.get('state', 'running').lower()}; what it had done is in Content")
                 job.http_status = 500
+                job.updated = time.time()
+                # One process reports it: the one whose claim of the dead job succeeds. The report is
+                # written with the claim: another process (a sibling worker) reading the job in
+                # between would otherwise see its new state beside the old record's error fields.
+                if not self.store.claim_job(job.id, from_states=(PENDING, RUNNING), to_state=FAILURE, record=job.record()):
+                    continue
+                self._last_saved[job.id] = job.updated
                 job.done.set_result(job)
-                self._save(job)
             self._jobs[job.id] = job
         self._prune()
 

@@ -191,6 +191,7 @@ class Supervisor:
         self.on_worker_exit = on_worker_exit
         self.workers: dict[int, _Worker] = {}  # by pid
         self._stopping = False
+        self._stop_asked = False
         self._restarts: dict[int, list[float]] = {i: [] for i in range(count)}
         self._wake_read, self._wake_write = os.pipe()
         self._ready_read, self._ready_write = os.pipe()
@@ -214,6 +215,11 @@ class Supervisor:
                 self.stop()
                 return False
         return True
+
+    @property
+    def stop_asked(self) -> bool:
+        """A stop was asked by a signal (SIGTERM, SIGINT), not decided after a failure."""
+        return self._stop_asked
 
     def run(self) -> int:
         """Supervise until asked to stop; returns the exit status of ``dicomweb-nb serve``."""
@@ -244,7 +250,7 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         def ask_stop(signum: int, _frame: Any) -> None:
-            self._stopping = True
+            self._stopping = self._stop_asked = True
 
         signal.signal(signal.SIGTERM, ask_stop)
         signal.signal(signal.SIGINT, ask_stop)

@@ -622,9 +622,11 @@ class Store:
         """Save a job record (None deletes it)."""
         self.index.save_job(job_id, record)
 
-    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Move a job between states for this process, atomically: one process wins a claim."""
-        return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim
+        (``record``: the job's new record, written with the claim)."""
+        return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state, record=record)
 
     def request_job_cancel(self, job_id: str) -> bool:
         """Ask the process that runs a job to cancel it."""

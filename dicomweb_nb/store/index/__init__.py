@@ -158,8 +158,10 @@ class Index(ABC):
     def save_job(self, job_id: str, record: dict[str, Any] | None) -> None: ...
 
     @abstractmethod
-    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Atomically move a job from one of ``from_states`` to ``to_state`` owned by ``session``."""
+    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Atomically move a job from one of ``from_states`` to ``to_state`` owned by ``session``
+        (``record``: the job's new record, written with the claim)."""
 
     @abstractmethod
     def request_job_cancel(self, job_id: str) -> bool: ...

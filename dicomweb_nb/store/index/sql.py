@@ -546,11 +546,13 @@ class SqlIndex(Index):
                (job_id, json.dumps(record), time.time(), record.get("state"), owner))
         self._transact(work)
 
-    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str) -> bool:
+    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
         placeholders = ", ".join("?" for _ in from_states)
+        definition, values = ("", []) if record is None else (", definition=?", [json.dumps(record)])
         return self._transact(lambda ex: ex(
-            f"UPDATE jobs SET state=?, owner=?, updated=? WHERE id=? AND state IN ({placeholders}) RETURNING id",
-            (to_state, session, time.time(), job_id, *from_states)).fetchone() is not None)
+            f"UPDATE jobs SET state=?, owner=?, updated=?{definition} WHERE id=? AND state IN ({placeholders}) RETURNING id",
+            (to_state, session, time.time(), *values, job_id, *from_states)).fetchone() is not None)
 
     def request_job_cancel(self, job_id: str) -> bool:
         return self._transact(lambda ex: ex("UPDATE jobs SET cancel=1 WHERE id=? RETURNING id", (job_id,)).fetchone() is not None)
