@@ -383,11 +383,12 @@ def _parse_count(name: str, text: str, *, minimum: int) -> int:
 
 
 def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int | None = MAX_LIMIT) -> Query:
-    """Parse decoded ``(name, value)`` pairs of a QIDO-RS request at ``level`` (study, series, instance).
+    """Parse decoded ``(name, value)`` pairs of a QIDO-RS request at ``level`` (study, series, instance),
+    or of a worklist search (``workitem``: PS3.18 11.9 uses the same query parameters).
 
     Raises QueryError naming the offending parameter.
     """
-    if level not in ("study", "series", "instance"):
+    if level not in ("study", "series", "instance", "workitem"):
         raise ValueError(f"unknown QIDO level {level!r}")
     query = Query(level)
     seen_keys: dict[str, Match] = {}

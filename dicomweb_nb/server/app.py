@@ -21,6 +21,7 @@ from .jobs import JobManager
 from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
 from .routes import build_routes, jobs_routes
+from .workitems import close_relay
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -78,7 +79,16 @@ def make_context(
                                 index=store if config.servers_in_store and not store.is_folder_store else None,
                                 default_timeout=config.request_timeout)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
+    announce_worklist(store)
     return ctx
+
+
+def announce_worklist(store: Store) -> None:
+    """Tell the worklist's subscribers that a server started (PS3.4 CC.2.4.3, SCP Status Change)."""
+    try:
+        store.worklist.announce_restart()
+    except Exception:  # noqa: BLE001 - a server starts even if its notice cannot be recorded
+        log.exception("cannot record the worklist's restart event")
 
 
 def stop_jobs(ctx: DicomWebContext) -> None:
@@ -92,6 +102,7 @@ def close_context(ctx: DicomWebContext) -> None:
     """Stop the jobs (``stop_jobs``), then release the remote connections, the worker threads and
     the store."""
     stop_jobs(ctx)
+    close_relay(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
     ctx.executor.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,8 @@ only in types (``TEXT COLLATE "C"`` so PostgreSQL compares bytes like SQLite, id
 JSONB) and in PostgreSQL's extra columns for matching and ordering.
 
 Schema versions: 1 is the first release's SQLite index; 2 adds write intents, garbage, the
-servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place).
+servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place); 3 adds the
+worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Dialect = Literal["sqlite", "postgresql"]
 
 
@@ -147,7 +148,53 @@ CREATE INDEX IF NOT EXISTS instances_match ON instances USING gin (match jsonb_p
 CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(patient_name);
 CREATE INDEX IF NOT EXISTS series_order ON series(study_uid, series_number_int, id);
 """
-    return statements
+    return statements + worklist_ddl(dialect)
+
+
+def worklist_ddl(dialect: Dialect) -> str:
+    """Schema step 3, the worklist (``store/index/workitems.py``): each workitem's dataset (DICOM JSON,
+    without its Transaction UID, which is a column of its own, never returned) and state; the
+    subscriptions of AE titles to a workitem or to the whole worklist (``target`` is then the
+    well-known UID of the worklist, or of the filtered worklist with its ``filter``); and the event
+    reports due to each subscriber, kept a few minutes for the processes that deliver them."""
+    t = _types(dialect)
+    text, pg = t["text"], dialect == "postgresql"
+    match = f"    match {t['json']} NOT NULL DEFAULT '{{}}',\n" if pg else ""
+    # Event ids only grow (pollers deliver "id > last seen"): SQLite must not reuse a pruned row's id.
+    event_id = t["id"] if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    script = f"""
+CREATE TABLE IF NOT EXISTS workitems (
+    id {t['id']},
+    uid {text} NOT NULL UNIQUE,
+    state {text} NOT NULL,
+    transaction_uid {text},
+    dataset TEXT NOT NULL,
+{match}    created {t['real']} NOT NULL,
+    updated {t['real']} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workitems_state ON workitems(state);
+CREATE TABLE IF NOT EXISTS workitem_subscriptions (
+    aetitle {text} NOT NULL,
+    target {text} NOT NULL,
+    deletion_lock {t['int']} NOT NULL DEFAULT 0,
+    filter TEXT,
+    created {t['real']} NOT NULL,
+    PRIMARY KEY (aetitle, target)
+);
+CREATE INDEX IF NOT EXISTS workitem_subscriptions_target ON workitem_subscriptions(target);
+CREATE TABLE IF NOT EXISTS workitem_events (
+    id {event_id},
+    aetitle {text} NOT NULL,
+    workitem {text} NOT NULL,
+    report TEXT NOT NULL,
+    created {t['real']} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workitem_events_ae ON workitem_events(aetitle, id);
+CREATE INDEX IF NOT EXISTS workitem_events_created ON workitem_events(created);
+"""
+    if pg:
+        script += "CREATE INDEX IF NOT EXISTS workitems_match ON workitems USING gin (match jsonb_path_ops);\n"
+    return script
 
 
 def statements(script: str) -> list[str]:
@@ -164,3 +211,4 @@ def migrate_sqlite(conn, version: int) -> None:
             if name not in columns:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         conn.execute("UPDATE jobs SET state = json_extract(definition, '$.state') WHERE state IS NULL")
+    # Version 3 adds the worklist's tables (worklist_ddl), which ddl() has created by now: nothing to move.

@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..dicom.query import Query
 from ..fileio import write_atomically
@@ -55,6 +55,9 @@ from .outcomes import (
     stow_response,
 )
 from .results import result
+
+if TYPE_CHECKING:
+    from .worklist import Worklist
 
 log = logging.getLogger("dicomweb_nb.store")
 
@@ -152,6 +155,7 @@ class Store:
         self.tmp_dir = self._make_tmp_dir()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._worklist: "Worklist | None" = None
         alone = self._hold_store_lock() if self.is_folder_store else False
         if alone and reconcile:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
@@ -506,6 +510,15 @@ class Store:
         text = (self.index.representative_metadata(study_uid=row["study_uid"]) if level == "study"
                 else self.index.representative_metadata(series_uid=row["series_uid"]))
         return json.loads(text) if text else {}
+
+    @property
+    def worklist(self) -> "Worklist":
+        """The worklist (UPS-RS workitems) of this store, shared by every process on it."""
+        if self._worklist is None:
+            from .worklist import Worklist
+
+            self._worklist = Worklist(self.index, pn_case_insensitive=self.pn_case_insensitive)
+        return self._worklist
 
     # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
     def load_jobs(self) -> dict[str, dict[str, Any]]:

@@ -138,7 +138,8 @@ class PostgresIndex(SqlIndex):
                     return
                 for statement in statements(ddl("postgresql")):
                     conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here.)
+                # (Version 2 is the first PostgreSQL schema: later versions migrate here. Version 3 adds
+                # the worklist's tables, which the DDL above creates.)
                 ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                    (str(SCHEMA_VERSION),))
 
@@ -245,6 +246,9 @@ class PostgresIndex(SqlIndex):
             return {"match": _jsonb(matchdoc.build(record.level_json(T_SERIES), None)),
                     "series_number_int": sqlite_integer(values.get("series_number"))}
         return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
+
+    def _workitem_document(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        return {"match": _jsonb(matchdoc.build(dataset, None))}
 
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         if column is not None and match.vr != "PN":

@@ -1,0 +1,957 @@
+"""The Unified Procedure Step rules (PS3.4 Annex CC) behind the Worklist Service (UPS-RS, PS3.18 11).
+
+Pure functions over DICOM JSON, shared by the server, the store and the notebook client:
+
+* the state machine of Table CC.1.1-2 (``change_state``, ``request_cancel``), with the HTTP status and
+  ``Warning`` text PS3.18 11.6-11.8 give each outcome;
+* the attribute requirements of Table CC.2.5-3 for creating (N-CREATE) and updating (N-SET) a workitem,
+  and its Final State requirements (``prepare_create``, ``prepare_update``, ``final_state_problems``);
+* the event reports of Table CC.2.4-1 (``state_report``, ``cancel_requested``, ...), and which ones an
+  update causes (``update_events``).
+
+Where PS3.18 leaves the status of a refusal open, this module decides once:
+
+* 400 (Bad Request): the request itself is wrong whatever the workitem's state: a required attribute
+  missing, an attribute that may not be set, a missing or wrong Transaction UID (PS3.18 11.7.3.1 names
+  both), a state other than IN PROGRESS, COMPLETED or CANCELED, an update of a COMPLETED or CANCELED
+  workitem (PS3.18 11.6.2 says 400 there).
+* 409 (Conflict): a request that would be right in another state: claiming a workitem that is not
+  SCHEDULED with its own Transaction UID (C302), completing or canceling one that is not IN PROGRESS
+  (C310, C300), a final state whose requirements are not met (C304), a cancellation request for a
+  COMPLETED workitem (C311) or an IN PROGRESS one whose performer cannot be told (C312).
+
+A second claimer of the same SCHEDULED workitem therefore gets 400 "The Transaction UID is incorrect",
+as Table CC.1.1-2 and the note of CC.2.1.2 have it: the first claimer's UID is the correct one.
+The Transaction UID is never part of the stored dataset (PS3.18 11.5.2: it is the owner's lock).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import InvalidWorkitem, WorkitemStateError
+from .dicomjson import DicomJson, make_element
+from .query import Query, normalize_date, normalize_datetime, normalize_time
+from .tags import keyword_of, parse_tag, tag_hex
+from .uids import UID_RULE, is_valid_uid
+
+__all__ = [
+    "UPS_PUSH_SOP_CLASS", "GLOBAL_SUBSCRIPTION", "FILTERED_SUBSCRIPTION", "SCHEDULED", "IN_PROGRESS", "COMPLETED",
+    "CANCELED", "STATES", "PRIORITIES", "READINESS", "Created", "Updated", "Transition", "CancelRequest",
+    "prepare_create", "prepare_update", "change_state", "request_cancel", "final_state_problems", "check_search",
+    "stored_dataset", "state_of", "add_missing_type2", "state_report", "cancel_requested", "progress_report",
+    "assigned", "scp_status", "update_events", "valid_ae_title", "dicom_datetime",
+]
+
+UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"  # every workitem is an instance of it (PS3.4 CC.3.1)
+GLOBAL_SUBSCRIPTION = "1.2.840.10008.5.1.4.34.5"  # the worklist, as a subscription target
+FILTERED_SUBSCRIPTION = "1.2.840.10008.5.1.4.34.5.1"  # the worklist through a filter
+
+SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED"
+STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
+FINAL_STATES = (COMPLETED, CANCELED)
+PRIORITIES = ("HIGH", "MEDIUM", "LOW")
+READINESS = ("READY", "UNAVAILABLE", "INCOMPLETE")
+# The default discontinuation reason of a cancellation that gave none (CID 9300): DCM 110513.
+UNSPECIFIED_DISCONTINUATION = ("110513", "DCM", "Discontinued for unspecified reason")
+
+# The Warning texts of PS3.18 11.4.3.2, 11.6.3.2, 11.7.3.2 and 11.8.3.2.
+CREATED_WITH_MODIFICATIONS = "The Workitem was created with modifications."
+UPDATED_WITH_MODIFICATIONS = "The Workitem was updated with modifications."
+NOT_CLAIMED = "The target URI did not reference a claimed Workitem."
+UPDATE_INCONSISTENT = "The submitted request is inconsistent with the current state of the Workitem."
+ALREADY_CANCELED = "The UPS is already in the requested state of CANCELED."
+ALREADY_COMPLETED = "The UPS is already in the requested state of COMPLETED."
+TRANSACTION_MISSING = "The Transaction UID is missing."
+TRANSACTION_INCORRECT = "The Transaction UID is incorrect."
+STATE_INCONSISTENT = "The submitted request is inconsistent with the state of the UPS Instance."
+CANCEL_COMPLETED = "The UPS is already COMPLETED."
+PERFORMER_UNREACHABLE = "The performer cannot be contacted."
+
+_TRANSACTION_UID = "00081195"
+_SOP_CLASS_UID = "00080016"
+_SOP_INSTANCE_UID = "00080018"
+_STATE = "00741000"
+_READINESS = "00404041"
+_LABEL = "00741202"
+_MODIFIED = "00404010"
+_PROGRESS = "00741002"
+_PERFORMED = "00741216"
+
+
+# -- reading DICOM JSON -------------------------------------------------------------------------------
+
+def _key(keyword: str) -> str:
+    return tag_hex(parse_tag(keyword))
+
+
+def _values(elem: Mapping[str, Any] | None) -> list[Any]:
+    if not elem:
+        return []
+    return [v for v in elem.get("Value") or [] if v is not None and v != ""]
+
+
+def _items(elem: Mapping[str, Any] | None) -> list[DicomJson]:
+    return [item for item in _values(elem) if isinstance(item, dict)]
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    vals = _values(obj.get(key))
+    return str(vals[0]).strip() if vals and not isinstance(vals[0], dict) else None
+
+
+def state_of(dataset: Mapping[str, Any]) -> str | None:
+    """The Procedure Step State of a workitem dataset."""
+    return _text(dataset, _STATE)
+
+
+def dicom_datetime(moment: Any) -> str:
+    """A ``datetime`` as a DICOM DT value (to the microsecond, with its UTC offset when it has one)."""
+    text = moment.strftime("%Y%m%d%H%M%S") + f".{moment.microsecond:06d}"
+    return text + (moment.strftime("%z") if moment.utcoffset() is not None else "")
+
+
+def valid_ae_title(text: str) -> str | None:
+    """An AE title (PS3.5 AE: at most 16 characters, no backslash nor control characters; leading and
+    trailing spaces are not significant) in its canonical form, or None when it is not one."""
+    stripped = text.strip(" ")
+    if not stripped or len(stripped) > 16 or "\\" in stripped or any(ord(c) < 32 or ord(c) > 126 for c in stripped):
+        return None
+    return stripped
+
+
+# -- the attribute requirements (PS3.4 Table CC.2.5-3) ------------------------------------------------
+
+@dataclass(frozen=True)
+class Attr:
+    """One row of Table CC.2.5-3.
+
+    ``create`` and ``update`` are the SCU's requirement types of N-CREATE and N-SET: ``1`` present with a
+    value, ``2`` present (may be empty), ``3`` optional, ``-`` not allowed, ``E`` present or not but empty
+    (N-CREATE "shall be empty"), ``S`` set by the origin server (what the request says is replaced).
+    In the items of a sequence that is set, the update types apply as the create types do: the item is
+    given whole. ``final`` is the Final State code (R, P, X or O), ``values`` enumerated values.
+    """
+
+    keyword: str
+    create: str = "3"
+    update: str = "3"
+    final: str = "O"
+    items: "ItemRules | None" = None
+    values: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return _key(self.keyword)
+
+
+@dataclass(frozen=True)
+class ItemRules:
+    """The requirements on each item of a sequence: its attributes, and a check of conditions the types
+    cannot say (which of several attributes is required). ``check(item)`` returns the problems."""
+
+    attrs: tuple[Attr, ...]
+    check: Callable[[DicomJson], list[str]] | None = None
+
+
+def _one_of(*keywords: str, when: Callable[[DicomJson], bool] | None = None) -> Callable[[DicomJson], list[str]]:
+    def check(item: DicomJson) -> list[str]:
+        if when is not None and not when(item):
+            return []
+        if any(_values(item.get(_key(k))) for k in keywords):
+            return []
+        return [f"one of {', '.join(keywords)} is required"]
+    return check
+
+
+def _all(*checks: Callable[[DicomJson], list[str]]) -> Callable[[DicomJson], list[str]]:
+    return lambda item: [problem for check in checks for problem in check(item)]
+
+
+def _requires(keyword: str, when: Callable[[DicomJson], bool], why: str) -> Callable[[DicomJson], list[str]]:
+    return lambda item: [f"{keyword} is required {why}"] if when(item) and not _values(item.get(_key(keyword))) else []
+
+
+def _has(keyword: str) -> Callable[[DicomJson], bool]:
+    return lambda item: bool(_values(item.get(_key(keyword))))
+
+
+def _equals(keyword: str, *accepted: str) -> Callable[[DicomJson], bool]:
+    return lambda item: (_text(item, _key(keyword)) or "") in accepted
+
+
+# Table CC.2.5-2a, UPS Code Sequence Macro.
+CODE = ItemRules((
+    Attr("CodeValue", "3", "3"), Attr("CodingSchemeDesignator", "3", "3"), Attr("CodingSchemeVersion"),
+    Attr("CodeMeaning", "1", "1"), Attr("LongCodeValue", "3", "3"), Attr("URNCodeValue", "3", "3"),
+), _all(_one_of("CodeValue", "LongCodeValue", "URNCodeValue"),
+        _requires("CodingSchemeDesignator", lambda i: _has("CodeValue")(i) or _has("LongCodeValue")(i),
+                  "with a CodeValue or LongCodeValue")))
+
+# Table CC.2.5-2b, UPS Content Item Macro.
+_CONTENT_VALUES = {"DATETIME": "DateTime", "DATE": "Date", "TIME": "Time", "PNAME": "PersonName", "UIDREF": "UID",
+                   "TEXT": "TextValue", "CODE": "ConceptCodeSequence", "NUMERIC": "NumericValue", "NUM": "NumericValue"}
+CONTENT_ITEM = ItemRules((
+    Attr("ValueType", "1", "1", values=tuple(_CONTENT_VALUES)), Attr("ConceptNameCodeSequence", "1", "1", items=CODE),
+    Attr("ConceptCodeSequence", items=CODE), Attr("MeasurementUnitsCodeSequence", items=CODE),
+), lambda item: [
+    f"{_CONTENT_VALUES[kind]} is required with ValueType {kind}"
+    for kind in [_text(item, _key("ValueType")) or ""]
+    if kind in _CONTENT_VALUES and not _values(item.get(_key(_CONTENT_VALUES[kind])))
+] + ([] if (_text(item, _key("ValueType")) or "") not in ("NUMERIC", "NUM") or _values(item.get(_key("MeasurementUnitsCodeSequence")))
+     else ["MeasurementUnitsCodeSequence is required with a NUMERIC value"]))
+
+# Table CC.2.5-2c, Referenced Instances and Access Macro.
+_RETRIEVALS = ("DICOMRetrievalSequence", "DICOMMediaRetrievalSequence", "WADORetrievalSequence",
+               "XDSRetrievalSequence", "WADORSRetrievalSequence")
+REFERENCED_INSTANCES = ItemRules((
+    Attr("TypeOfInstances", "1", "1"), Attr("StudyInstanceUID"), Attr("SeriesInstanceUID"),
+    Attr("ReferencedSOPSequence", "1", "1", items=ItemRules((
+        Attr("ReferencedSOPClassUID", "1", "1"), Attr("ReferencedSOPInstanceUID", "1", "1")))),
+    Attr("DICOMRetrievalSequence", items=ItemRules((Attr("RetrieveAETitle", "1", "1"),))),
+    Attr("DICOMMediaRetrievalSequence", items=ItemRules((Attr("StorageMediaFileSetID", "2", "2"),
+                                                         Attr("StorageMediaFileSetUID", "1", "1")))),
+    Attr("WADORetrievalSequence", items=ItemRules((Attr("RetrieveURI", "1", "1"),))),
+    Attr("XDSRetrievalSequence", items=ItemRules((Attr("RepositoryUniqueID", "1", "1"),))),
+    Attr("WADORSRetrievalSequence", items=ItemRules((Attr("RetrieveURL", "1", "1"),))),
+), _all(_one_of(*_RETRIEVALS),
+        _requires("StudyInstanceUID", _equals("TypeOfInstances", "DICOM"), "for DICOM instances"),
+        _requires("SeriesInstanceUID", _equals("TypeOfInstances", "DICOM"), "for DICOM instances"),
+        _requires("HL7InstanceIdentifier", _equals("TypeOfInstances", "CDA"), "for CDA instances")))
+
+# Table CC.2.5-2d, HL7v2 Hierarchic Designator Macro.
+HIERARCHIC_DESIGNATOR = ItemRules((
+    Attr("LocalNamespaceEntityID"), Attr("UniversalEntityID"), Attr("UniversalEntityIDType"),
+), _all(_one_of("LocalNamespaceEntityID", "UniversalEntityID"),
+        _requires("UniversalEntityIDType", _has("UniversalEntityID"), "with a UniversalEntityID")))
+
+# Table CC.2.5-2e, Issuer of Patient ID Macro (its top-level form: not changeable by N-SET).
+_ISSUER_OF_PATIENT_ID = (
+    Attr("IssuerOfPatientID", "2", "-"),
+    Attr("IssuerOfPatientIDQualifiersSequence", "2", "-", items=ItemRules((
+        Attr("UniversalEntityID", "2", "2"), Attr("UniversalEntityIDType"), Attr("IdentifierTypeCode", "2", "2"),
+        Attr("AssigningFacilitySequence", "2", "2", items=HIERARCHIC_DESIGNATOR),
+        Attr("AssigningJurisdictionCodeSequence", "2", "2", items=CODE),
+        Attr("AssigningAgencyOrDepartmentCodeSequence", "2", "2", items=CODE),
+    ), _requires("UniversalEntityIDType", _has("UniversalEntityID"), "with a UniversalEntityID"))),
+)
+
+_HUMAN_PERFORMER = ItemRules((
+    Attr("HumanPerformerCodeSequence", "1", "1", items=CODE), Attr("HumanPerformerName", "1", "1"),
+    Attr("HumanPerformerOrganization", "1", "1"),
+))
+
+_PROGRESS_ITEM = ItemRules((
+    Attr("ProcedureStepProgress", "-"), Attr("ProcedureStepProgressDescription", "-"),
+    Attr("ProcedureStepProgressParametersSequence", "-", items=CONTENT_ITEM),
+    Attr("ProcedureStepCommunicationsURISequence", "-", items=ItemRules((
+        Attr("ContactURI", "1", "1"), Attr("ContactDisplayName")))),
+    Attr("ProcedureStepCancellationDateTime", "-", final="X"), Attr("ReasonForCancellation", "-"),
+    Attr("ProcedureStepDiscontinuationReasonCodeSequence", "-", final="X", items=CODE),
+))
+
+_PERFORMED_ITEM = ItemRules((
+    Attr("ActualHumanPerformersSequence", "-", items=ItemRules((
+        Attr("HumanPerformerCodeSequence", items=CODE), Attr("HumanPerformerName"),
+        Attr("HumanPerformerOrganization")))),
+    Attr("PerformedStationNameCodeSequence", "-", final="P", items=CODE),
+    Attr("PerformedStationClassCodeSequence", "-", items=CODE),
+    Attr("PerformedStationGeographicLocationCodeSequence", "-", items=CODE),
+    Attr("PerformedProcedureStepStartDateTime", "-", final="P"), Attr("PerformedProcedureStepDescription", "-"),
+    Attr("CommentsOnThePerformedProcedureStep", "-"),
+    Attr("PerformedWorkitemCodeSequence", "-", final="P", items=CODE),
+    Attr("PerformedProcessingParametersSequence", "-", items=CONTENT_ITEM),
+    Attr("PerformedProcedureStepEndDateTime", "-", final="P"),
+    # P, but "if there are no relevant output objects, this sequence may have no items".
+    Attr("OutputInformationSequence", "-", "2", items=REFERENCED_INSTANCES),
+))
+
+# The attributes of Table CC.2.5-3 with requirements (every other attribute of the UPS IOD is 3/3).
+WORKITEM = ItemRules((
+    Attr("SOPClassUID", "S", "-", "R"),
+    Attr("ScheduledProcedureStepPriority", "1", "1", "R", values=PRIORITIES),
+    Attr("ScheduledProcedureStepModificationDateTime", "S", "S", "R"),
+    Attr("ProcedureStepLabel", "1", "1"),
+    Attr("WorklistLabel", "S", "1"),  # 2/1: the origin server names a worklist when the request does not
+    Attr("ScheduledProcessingParametersSequence", "2", items=CONTENT_ITEM),
+    Attr("ScheduledStationNameCodeSequence", "2", items=CODE),
+    Attr("ScheduledStationClassCodeSequence", "2", items=CODE),
+    Attr("ScheduledStationGeographicLocationCodeSequence", "2", items=CODE),
+    Attr("ScheduledHumanPerformersSequence", items=_HUMAN_PERFORMER),  # 2C: when a human performer is known
+    Attr("ScheduledProcedureStepStartDateTime", "1", "1", "R"),
+    Attr("ExpectedCompletionDateTime"), Attr("ScheduledProcedureStepExpirationDateTime"),
+    Attr("ScheduledWorkitemCodeSequence", "2", items=CODE),
+    Attr("CommentsOnTheScheduledProcedureStep", "2"),
+    Attr("InputReadinessState", "1", "1", "R", values=READINESS),
+    Attr("InputInformationSequence", "2", items=REFERENCED_INSTANCES),
+    Attr("StudyInstanceUID"),  # 1C: when the work creates instances of a study
+    Attr("OutputDestinationSequence", items=ItemRules((
+        Attr("DICOMStorageSequence", items=ItemRules((Attr("DestinationAE", "1", "1"),))),
+        Attr("STOWRSStorageSequence", items=ItemRules((Attr("StorageURL", "1", "1"),))),
+        Attr("XDSStorageSequence", items=ItemRules((Attr("RepositoryUniqueID", "1", "1"),))),
+    ), _one_of("DICOMStorageSequence", "STOWRSStorageSequence", "XDSStorageSequence"))),
+    Attr("PatientName", "2", "-"),
+    Attr("PatientID", "3", "-"),  # 1C: when the subject needs identifying
+    *_ISSUER_OF_PATIENT_ID,
+    Attr("OtherPatientIDsSequence", "2", items=ItemRules((
+        Attr("PatientID", "1", "1"), Attr("IssuerOfPatientID", "2", "2"),
+        Attr("IssuerOfPatientIDQualifiersSequence", "2", "2"), Attr("TypeOfPatientID")))),
+    Attr("PatientBirthDate", "2", "-"),
+    Attr("PatientSex", "2", "-"),
+    Attr("AdmissionID", "2", "-"),
+    Attr("IssuerOfAdmissionIDSequence", "2", "-", items=HIERARCHIC_DESIGNATOR),
+    Attr("AdmittingDiagnosesDescription", "2", "-"),
+    Attr("AdmittingDiagnosesCodeSequence", "2", "-", items=CODE),
+    Attr("ReferencedRequestSequence", "2", "-", items=ItemRules((
+        Attr("StudyInstanceUID", "1", "1"), Attr("AccessionNumber", "2", "2"),
+        Attr("IssuerOfAccessionNumberSequence", "2", "2", items=HIERARCHIC_DESIGNATOR),
+        Attr("OrderPlacerIdentifierSequence", "2", "2", items=HIERARCHIC_DESIGNATOR),
+        Attr("OrderFillerIdentifierSequence", "2", "2", items=HIERARCHIC_DESIGNATOR),
+        Attr("RequestedProcedureID", "2", "2"), Attr("RequestedProcedureDescription", "2", "2"),
+        Attr("RequestedProcedureCodeSequence", "2", "2", items=CODE)))),
+    Attr("ReplacedProcedureStepSequence", "3", "-", items=ItemRules((
+        Attr("ReferencedSOPClassUID", "1", "1"), Attr("ReferencedSOPInstanceUID", "1", "1")))),
+    Attr("ProcedureStepState", "1", "-", "R"),  # SCHEDULED: checked by prepare_create
+    Attr("ProcedureStepProgressInformationSequence", "E", "3", "X", items=_PROGRESS_ITEM),
+    Attr("UnifiedProcedureStepPerformedProcedureSequence", "E", "3", "P", items=_PERFORMED_ITEM),
+))
+_TYPE2_AT_CREATE = tuple(a for a in WORKITEM.attrs if a.create in ("2", "E"))
+
+
+def _problems(obj: Mapping[str, Any], rules: ItemRules, mode: str, where: str, out: list[str], *, whole: bool) -> None:
+    """Append to ``out`` each way ``obj`` breaks ``rules``. ``mode`` is ``create`` or ``update``;
+    ``whole``: the object is given entirely (every required attribute must be there), else only the
+    attributes it holds are checked (an N-SET's top level)."""
+    for attr in rules.attrs:
+        kind = attr.create if mode == "create" else attr.update
+        elem = obj.get(attr.key)
+        name = f"{where}{attr.keyword}"
+        present = elem is not None
+        valued = bool(_values(elem))
+        if kind == "-" and present:
+            out.append(f"{name} may not be given {'at creation' if mode == 'create' else 'in an update'}"
+                       + (" (change the state with PUT .../state)" if attr.keyword == "ProcedureStepState" else ""))
+            continue
+        if kind == "1" and (whole or present) and not valued:
+            out.append(f"{name} is required and must have a value" if not present
+                       else f"{name} must have a value (it is a Type 1 attribute)")
+        elif kind == "2" and whole and not present:
+            out.append(f"{name} is required (Type 2: give it empty when unknown)")
+        elif kind == "E" and valued:
+            out.append(f"{name} must be empty when the workitem is created")
+        if not present or kind == "S":
+            continue
+        if attr.values and valued:
+            bad = [v for v in _values(elem) if str(v).strip() not in attr.values]
+            if bad:
+                out.append(f"{name} must be one of {', '.join(attr.values)}, not {bad[0]!r}")
+        _check_value_form(attr.keyword, elem, name, out)
+        if attr.items is not None and valued:
+            for index, item in enumerate(_values(elem), start=1):
+                if not isinstance(item, dict):
+                    out.append(f"{name} item {index} is not a dataset")
+                    continue
+                here = f"{name}[{index}]."
+                _problems(item, attr.items, mode, here, out, whole=True)
+                if attr.items.check is not None:
+                    out.extend(f"{here}{problem}" for problem in attr.items.check(item))
+
+
+_TEMPORAL = {"DA": normalize_date, "TM": normalize_time, "DT": normalize_datetime}
+
+
+def _check_value_form(keyword: str, elem: Mapping[str, Any], name: str, out: list[str]) -> None:
+    from .tags import vr_of
+
+    vr = elem.get("vr") or vr_of(keyword)
+    for value in _values(elem):
+        if vr in _TEMPORAL:
+            try:
+                _TEMPORAL[vr](str(value))
+            except ValueError as exc:
+                out.append(f"{name}: {exc}")
+                return
+        elif vr == "UI" and not is_valid_uid(str(value)):
+            out.append(f"{name}: {value!r} is not a UID ({UID_RULE})")
+            return
+
+
+_AMBIGUOUS_VRS = {"US or SS": ("US", "SS"), "OB or OW": ("OB", "OW"), "US or OW": ("US", "OW"),
+                  "US or SS or OW": ("US", "SS", "OW")}
+
+
+def check_json(obj: Any, what: str = "the dataset") -> None:
+    """Refuse (InvalidWorkitem, 400) what is not DICOM JSON as PS3.18 F.2 defines it, or what a workitem
+    may not hold: keys of eight hex digits, each an object with the attribute's VR (the dictionary's,
+    for known attributes) and an optional ``Value`` list, sequence items objects alike. Bulk data is
+    refused: the Worklist Service has none (PS3.18 11.1.3)."""
+    from .tags import dictionary_vr
+
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if not isinstance(node, Mapping):
+            problems.append(f"{where or 'the dataset'} is not an object keyed by tags")
+            return
+        for key, elem in node.items():
+            if not (isinstance(key, str) and len(key) == 8 and all(c in "0123456789ABCDEFabcdef" for c in key)):
+                problems.append(f"{where}{key!r} is not a tag (eight hex digits)")
+                continue
+            name = f"{where}{keyword_of(int(key, 16))}"
+            if not isinstance(elem, Mapping) or not isinstance(elem.get("vr"), str):
+                problems.append(f"{name} is not a DICOM JSON element (an object with a \"vr\")")
+                continue
+            vr = elem["vr"]
+            known = dictionary_vr(int(key, 16))
+            if known not in ("UN", vr) and vr not in _AMBIGUOUS_VRS.get(known, ()) and vr != "UN":
+                problems.append(f"{name} has VR {vr}, not {known}")
+            if "BulkDataURI" in elem or "InlineBinary" in elem:
+                problems.append(f"{name}: a workitem holds no bulk data")
+            if "Value" not in elem:
+                continue
+            vals = elem["Value"]
+            if not isinstance(vals, list):
+                problems.append(f"{name}: Value must be a list")
+                continue
+            for index, item in enumerate(vals, start=1):
+                if vr == "SQ":
+                    if isinstance(item, Mapping):
+                        walk(item, f"{name}[{index}].")
+                    else:
+                        problems.append(f"{name} item {index} is not a dataset")
+                elif vr == "PN":
+                    if not (item is None or isinstance(item, str) or (isinstance(item, Mapping) and all(
+                            isinstance(v, str) for v in item.values()))):
+                        problems.append(f"{name} value {index} is not a person name")
+                elif not (item is None or isinstance(item, (str, int, float)) and not isinstance(item, bool)):
+                    problems.append(f"{name} value {index} is not a string or a number")
+
+    walk(obj, "")
+    _refuse(problems, what, table=False)
+
+
+def _refuse(problems: list[str], what: str, *, table: bool = True) -> None:
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        rule = "does not meet PS3.4 Table CC.2.5-3" if table else "is not valid DICOM JSON"
+        raise InvalidWorkitem(f"{what} {rule}: {shown}", status=400)
+
+
+@dataclass
+class Created:
+    """A workitem as it is stored, with what the origin server changed in it (each is a reason for
+    the "created with modifications" warning)."""
+
+    uid: str
+    dataset: DicomJson
+    modifications: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        return CREATED_WITH_MODIFICATIONS if self.modifications else None
+
+
+def prepare_create(dataset: Mapping[str, Any], uid: str | None, *, now: str, default_label: str,
+                   new_uid: Callable[[], str]) -> Created:
+    """Check a Create Workitem request (PS3.18 11.4, PS3.4 CC.2.5) and make the dataset to store.
+
+    ``uid`` is the Workitem UID of the request URL (None when it names none: the dataset's SOP Instance
+    UID, else ``new_uid()``); ``now`` the DT of the request (Scheduled Procedure Step Modification
+    DateTime); ``default_label`` the Worklist Label given when the request has none. Raises
+    InvalidWorkitem (400) naming every attribute that breaks Table CC.2.5-3.
+    """
+    check_json(dataset, "the workitem")
+    obj = copy.deepcopy(dict(dataset))
+    created = Created("", obj)
+    problems: list[str] = []
+    if _values(obj.get(_TRANSACTION_UID)):
+        problems.append("TransactionUID must be empty at creation (the performer sets it by claiming the workitem)")
+    obj.pop(_TRANSACTION_UID, None)
+    given = _text(obj, _SOP_INSTANCE_UID)
+    if uid is not None and given is not None and given != uid:
+        problems.append(f"SOPInstanceUID {given} differs from the workitem UID {uid} of the request URL")
+    chosen = uid or given
+    if chosen is not None and not is_valid_uid(chosen):
+        problems.append(f"the workitem UID {chosen!r} is not a UID ({UID_RULE})")
+    state = _text(obj, _STATE)
+    if state is not None and state != SCHEDULED:
+        # C309: "The provided value of UPS State was not SCHEDULED".
+        problems.append(f"ProcedureStepState must be SCHEDULED when the workitem is created, not {state!r}")
+    _problems(obj, WORKITEM, "create", "", problems, whole=True)
+    _refuse(problems, "the workitem")
+    if chosen is None:
+        chosen = new_uid()
+        created.modifications.append(f"SOPInstanceUID {chosen} assigned (the request named no workitem UID)")
+    created.uid = chosen
+    obj[_SOP_INSTANCE_UID] = make_element("UI", [chosen])
+    if _text(obj, _SOP_CLASS_UID) not in (None, UPS_PUSH_SOP_CLASS):
+        created.modifications.append(f"SOPClassUID set to {UPS_PUSH_SOP_CLASS} (UPS Push, PS3.4 CC.3.1)")
+    obj[_SOP_CLASS_UID] = make_element("UI", [UPS_PUSH_SOP_CLASS])
+    if not _text(obj, _LABEL):
+        created.modifications.append(f"WorklistLabel set to {default_label!r}")
+        obj[_LABEL] = make_element("LO", [default_label])
+    if _text(obj, _MODIFIED) not in (None, now):
+        created.modifications.append("ScheduledProcedureStepModificationDateTime set to the time of creation")
+    obj[_MODIFIED] = make_element("DT", [now])
+    for key in (_PROGRESS, _PERFORMED):
+        obj[key] = {"vr": "SQ", "Value": []}  # Type 2, created empty
+    created.dataset = stored_dataset(obj)
+    return created
+
+
+def add_missing_type2(dataset: DicomJson) -> DicomJson:
+    """The dataset with every attribute Table CC.2.5-3 requires at creation but allows empty (Type 2)
+    added empty where missing: what a user agent sends for what it does not know."""
+    from .tags import vr_of
+
+    for attr in _TYPE2_AT_CREATE:
+        if attr.key not in dataset:
+            vr = vr_of(attr.keyword)
+            dataset[attr.key] = {"vr": vr, "Value": []} if vr == "SQ" else {"vr": vr}
+    return dataset
+
+
+def stored_dataset(obj: Mapping[str, Any]) -> DicomJson:
+    """A workitem dataset in tag order, without its Transaction UID (which is never returned)."""
+    return {key: obj[key] for key in sorted(obj) if key != _TRANSACTION_UID}
+
+
+# -- updating (N-SET) ------------------------------------------------------------------------------
+
+@dataclass
+class Updated:
+    dataset: DicomJson
+    modifications: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        return UPDATED_WITH_MODIFICATIONS if self.modifications else None
+
+
+def prepare_update(current: Mapping[str, Any], held_transaction: str | None, changes: Mapping[str, Any],
+                   transaction: str | None, *, now: str) -> Updated:
+    """Check an Update Workitem request (PS3.18 11.6, PS3.4 CC.2.6) against the stored workitem and
+    return the updated dataset. ``transaction`` is the Transaction UID of the request (its query
+    parameter, or the dataset's own Transaction UID attribute)."""
+    check_json(changes, "the update")
+    state = state_of(current)
+    in_dataset = _text(changes, _TRANSACTION_UID)
+    if in_dataset and transaction and in_dataset != transaction:
+        raise InvalidWorkitem("the TransactionUID of the dataset differs from the transaction UID of the request URL",
+                              status=400)
+    transaction = transaction or in_dataset
+    if state in FINAL_STATES:
+        raise WorkitemStateError(f"the workitem is {state}: it may no longer be updated", status=400,
+                                 warning=UPDATE_INCONSISTENT, dimse_status="C300")
+    if state == IN_PROGRESS and transaction != held_transaction:
+        if not transaction:
+            raise WorkitemStateError("the workitem is IN PROGRESS: an update needs its transaction UID "
+                                     "(POST .../workitems/{uid}?{transaction UID})", status=400,
+                                     warning=NOT_CLAIMED, dimse_status="C301")
+        raise WorkitemStateError("the transaction UID does not match the one of the claim on this workitem",
+                                 status=400, warning=NOT_CLAIMED, dimse_status="C301")
+    if state == SCHEDULED and transaction:
+        # CC.2.6.2: a SCHEDULED workitem is updated without a Transaction UID; one was given, so the
+        # request was meant for a claimed workitem.
+        raise WorkitemStateError("the workitem is SCHEDULED (nobody has claimed it): update it without a transaction UID",
+                                 status=409, warning=UPDATE_INCONSISTENT, dimse_status="C310")
+    obj = {k: v for k, v in changes.items() if k != _TRANSACTION_UID}
+    problems: list[str] = []
+    for key in (_SOP_INSTANCE_UID,):
+        if key in obj:
+            if _text(obj, key) == _text(current, key):
+                obj.pop(key)  # the same value again changes nothing
+            else:
+                problems.append(f"{keyword_of(key)} may not be changed")
+    _problems(obj, WORKITEM, "update", "", problems, whole=False)
+    _refuse(problems, "the update")
+    updated = Updated({})
+    merged = dict(copy.deepcopy(dict(current)))
+    for key, elem in obj.items():
+        if key == _MODIFIED:
+            updated.modifications.append("ScheduledProcedureStepModificationDateTime set to the time of the update")
+            continue
+        merged[key] = copy.deepcopy(elem)
+    merged[_MODIFIED] = make_element("DT", [now])
+    updated.dataset = stored_dataset(merged)
+    return updated
+
+
+# -- the state machine (Table CC.1.1-2) --------------------------------------------------------------
+
+@dataclass
+class Transition:
+    """The outcome of a Change Workitem State request that is not refused."""
+
+    state: str  # the state after the request
+    dataset: DicomJson  # the workitem after the request
+    transaction: str | None  # the Transaction UID recorded after it
+    changed: bool  # False: the workitem already was in the requested state (a warning)
+    warning: str | None = None
+
+
+_REQUESTABLE = (IN_PROGRESS, COMPLETED, CANCELED)
+
+
+def _requested_state(requested: Any) -> str:
+    text = str(requested or "").strip().upper()
+    if text == "CANCELLED":  # PS3.18 11.7.1.4 spells it so; the defined term is CANCELED
+        text = CANCELED
+    if text == SCHEDULED:
+        raise WorkitemStateError("a workitem becomes SCHEDULED only when it is created (C303); request IN PROGRESS, "
+                                 "COMPLETED or CANCELED", status=400, warning=STATE_INCONSISTENT, dimse_status="C303")
+    if text not in _REQUESTABLE:
+        raise InvalidWorkitem(f"ProcedureStepState must be IN PROGRESS, COMPLETED or CANCELED, not {requested!r}", status=400)
+    return text
+
+
+def change_state(current: Mapping[str, Any], held_transaction: str | None, request: Mapping[str, Any], *,
+                 now: str) -> Transition:
+    """Decide a Change Workitem State request (PS3.18 11.7; PS3.4 CC.2.1 and Table CC.1.1-2).
+
+    ``request`` is the request's dataset (Procedure Step State and Transaction UID). Raises
+    WorkitemStateError or InvalidWorkitem with the status and Warning PS3.18 gives the refusal.
+    """
+    check_json(request, "the state change request")
+    requested = _requested_state(_text(request, _STATE))
+    given = _text(request, _TRANSACTION_UID)
+    if not given:
+        raise WorkitemStateError("the request has no TransactionUID (the claimer makes one when claiming, and "
+                                 "gives it again to complete or cancel)", status=400, warning=TRANSACTION_MISSING,
+                                 dimse_status="C301")
+    if not is_valid_uid(given):
+        raise InvalidWorkitem(f"TransactionUID {given!r} is not a UID ({UID_RULE})", status=400)
+    state = state_of(current) or SCHEDULED
+    if held_transaction is not None and given != held_transaction:
+        who = "someone else claimed it" if state == IN_PROGRESS else f"it is {state}"
+        raise WorkitemStateError(f"the transaction UID is not the one of this workitem ({who})", status=400,
+                                 warning=TRANSACTION_INCORRECT, dimse_status="C301")
+    obj = copy.deepcopy(dict(current))
+    if requested == IN_PROGRESS:
+        if state == SCHEDULED:
+            obj[_STATE] = make_element("CS", [IN_PROGRESS])
+            return Transition(IN_PROGRESS, stored_dataset(obj), given, True)
+        code, why = ("C302", "it is already IN PROGRESS") if state == IN_PROGRESS else ("C300", f"it is {state}")
+        raise WorkitemStateError(f"the workitem cannot be claimed: {why}", status=409, warning=STATE_INCONSISTENT,
+                                 dimse_status=code)
+    if state == SCHEDULED:
+        raise WorkitemStateError(f"the workitem cannot become {requested}: it is SCHEDULED, not yet IN PROGRESS (claim "
+                                 "it first)", status=409, warning=STATE_INCONSISTENT, dimse_status="C310")
+    if state == requested:
+        warning = ALREADY_COMPLETED if state == COMPLETED else ALREADY_CANCELED
+        return Transition(state, stored_dataset(obj), held_transaction, False, warning)
+    if state in FINAL_STATES:
+        raise WorkitemStateError(f"the workitem is {state}: it may no longer change", status=409,
+                                 warning=STATE_INCONSISTENT, dimse_status="C300")
+    if requested == CANCELED:
+        _fill_cancellation_time(obj, now)
+    problems = final_state_problems(obj, requested)
+    if problems:
+        raise WorkitemStateError(f"the workitem does not meet the requirements of the {requested} state (PS3.4 "
+                                 f"CC.2.5.1.1): {'; '.join(problems)}. Set them with an update first", status=409,
+                                 warning=STATE_INCONSISTENT, dimse_status="C304")
+    obj[_STATE] = make_element("CS", [requested])
+    return Transition(requested, stored_dataset(obj), held_transaction, True)
+
+
+def _fill_cancellation_time(obj: DicomJson, now: str) -> None:
+    """CC.2.5-3: "If changing the UPS State to CANCELED and this Attribute has no value, the SCP shall
+    fill it with the current date time"."""
+    key = _key("ProcedureStepCancellationDateTime")
+    for item in _items(obj.get(_PROGRESS)):
+        if not _values(item.get(key)):
+            item[key] = make_element("DT", [now])
+
+
+def final_state_problems(dataset: Mapping[str, Any], state: str) -> list[str]:
+    """What keeps a workitem from the final ``state`` (COMPLETED or CANCELED): the attributes whose
+    Final State code (R, P for COMPLETED, X for CANCELED) requires a value it does not have."""
+    wanted = {"R", "P"} if state == COMPLETED else {"R", "X"}
+    missing: list[str] = []
+
+    def walk(obj: Mapping[str, Any], rules: ItemRules, where: str) -> None:
+        for attr in rules.attrs:
+            elem = obj.get(attr.key)
+            name = f"{where}{attr.keyword}"
+            if attr.final in wanted:
+                if attr.keyword == "OutputInformationSequence":
+                    if elem is None:
+                        missing.append(f"{name} (empty when the work made nothing)")
+                    continue
+                if not _values(elem):
+                    missing.append(name)
+                    continue
+            if attr.items is not None and attr.final in wanted:
+                for item in _items(elem)[:1]:
+                    walk(item, attr.items, f"{name}[1].")
+
+    walk(dataset, WORKITEM, "")
+    return missing
+
+
+# -- requesting cancellation (PS3.4 CC.2.2) ----------------------------------------------------------
+
+@dataclass
+class CancelRequest:
+    """The outcome of a Request Cancellation: ``cancel`` (a SCHEDULED workitem the origin server cancels
+    itself, through IN PROGRESS, with ``dataset`` meeting the CANCELED requirements), ``notify`` (an IN
+    PROGRESS workitem: its subscribers are told, the performer decides) or ``already`` (CANCELED)."""
+
+    action: str
+    dataset: DicomJson | None = None
+    warning: str | None = None
+
+
+_CANCEL_INFO = ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence", "ContactURI",
+                "ContactDisplayName")
+
+
+def request_cancel(current: Mapping[str, Any], info: Mapping[str, Any], *, now: str, performer_reachable: bool) -> CancelRequest:
+    """Decide a Request Cancellation (PS3.18 11.8, PS3.4 CC.2.2.3) of a workitem by someone who does not
+    own it. ``info`` holds what the request may carry (Reason For Cancellation, a Procedure Step
+    Discontinuation Reason Code Sequence, Contact URI and Display Name); ``performer_reachable``: some
+    subscriber of the workitem will be told (without one, an IN PROGRESS workitem's performer cannot be)."""
+    check_json(info, "the cancellation request")
+    problems: list[str] = []
+    unknown = [keyword_of(k) for k in info if k not in {_key(n) for n in _CANCEL_INFO}]
+    if unknown:
+        problems.append(f"a cancellation request holds {', '.join(_CANCEL_INFO)} only, not {', '.join(unknown)}")
+    _problems(info, ItemRules((Attr("ProcedureStepDiscontinuationReasonCodeSequence", items=CODE),)), "update", "",
+              problems, whole=False)
+    _refuse(problems, "the cancellation request")
+    state = state_of(current)
+    if state == CANCELED:
+        return CancelRequest("already", warning=ALREADY_CANCELED)
+    if state == COMPLETED:
+        raise WorkitemStateError("the workitem is already COMPLETED (C311)", status=409, warning=CANCEL_COMPLETED,
+                                 dimse_status="C311")
+    if state == IN_PROGRESS:
+        if not performer_reachable:
+            raise WorkitemStateError("the workitem is IN PROGRESS and nobody is subscribed to it, so its performer "
+                                     "cannot be told (C312); its performer can cancel it", status=409,
+                                     warning=PERFORMER_UNREACHABLE, dimse_status="C312")
+        return CancelRequest("notify")
+    obj = copy.deepcopy(dict(current))
+    progress: DicomJson = {}
+    if _values(info.get(_key("ReasonForCancellation"))):
+        progress[_key("ReasonForCancellation")] = copy.deepcopy(info[_key("ReasonForCancellation")])
+    reason_codes = _items(info.get(_key("ProcedureStepDiscontinuationReasonCodeSequence")))
+    if not reason_codes:
+        value, scheme, meaning = UNSPECIFIED_DISCONTINUATION
+        reason_codes = [code_item(value, scheme, meaning)]
+    progress[_key("ProcedureStepDiscontinuationReasonCodeSequence")] = {"vr": "SQ", "Value": copy.deepcopy(reason_codes)}
+    contact = _text(info, _key("ContactURI"))
+    if contact:
+        link: DicomJson = {_key("ContactURI"): make_element("UR", [contact])}
+        name = _text(info, _key("ContactDisplayName"))
+        if name:
+            link[_key("ContactDisplayName")] = make_element("LO", [name])
+        progress[_key("ProcedureStepCommunicationsURISequence")] = {"vr": "SQ", "Value": [link]}
+    progress[_key("ProcedureStepCancellationDateTime")] = make_element("DT", [now])
+    obj[_PROGRESS] = {"vr": "SQ", "Value": [{k: progress[k] for k in sorted(progress)}]}
+    obj[_STATE] = make_element("CS", [CANCELED])
+    return CancelRequest("cancel", stored_dataset(obj))
+
+
+def code_item(value: str, scheme: str, meaning: str) -> DicomJson:
+    """A code sequence item (Table CC.2.5-2a): a short Code Value, else a Long (or URN) Code Value."""
+    if value.startswith(("urn:", "http://", "https://")):
+        item = {_key("URNCodeValue"): make_element("UR", [value])}
+    elif len(value) > 16:
+        item = {_key("LongCodeValue"): make_element("UC", [value]), _key("CodingSchemeDesignator"): make_element("SH", [scheme])}
+    else:
+        item = {_key("CodeValue"): make_element("SH", [value]), _key("CodingSchemeDesignator"): make_element("SH", [scheme])}
+    item[_key("CodeMeaning")] = make_element("LO", [meaning])
+    return {k: item[k] for k in sorted(item)}
+
+
+# -- building workitems (what a user agent sends) ------------------------------------------------
+
+def _element(keyword: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
+    from .tags import vr_of
+
+    vr = vr_of(keyword)
+    vals = list(values)
+    if vr == "SQ":
+        return _key(keyword), {"vr": "SQ", "Value": vals}
+    return _key(keyword), make_element(vr, vals)
+
+
+def input_item(study: str, series: str, instances: Iterable[tuple[str, str]], retrieve_url: str) -> DicomJson:
+    """An Input (or Output) Information Sequence item for instances of one series (Table CC.2.5-2c):
+    ``instances`` are (SOP Class UID, SOP Instance UID) pairs, ``retrieve_url`` where WADO-RS serves them."""
+    refs = [dict((_element("ReferencedSOPClassUID", [c]), _element("ReferencedSOPInstanceUID", [i]))) for c, i in instances]
+    item = dict((
+        _element("TypeOfInstances", ["DICOM"]), _element("StudyInstanceUID", [study]),
+        _element("SeriesInstanceUID", [series]), _element("ReferencedSOPSequence", refs),
+        _element("WADORSRetrievalSequence", [dict((_element("RetrieveURL", [retrieve_url]),))]),
+    ))
+    return {k: item[k] for k in sorted(item)}
+
+
+def content_item(name: str, value: Any) -> DicomJson:
+    """A processing parameter (Table CC.2.5-2b) named by a local code: TEXT for text, NUMERIC for numbers
+    (unit: "no units", UCUM 1)."""
+    concept = code_item(name, "99DICOMWEBNB", name)
+    item = dict((_element("ConceptNameCodeSequence", [concept]),))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        item.update((_element("ValueType", ["TEXT"]), _element("TextValue", [str(value)])))
+    else:
+        item.update((_element("ValueType", ["NUMERIC"]), _element("NumericValue", [value]),
+                     _element("MeasurementUnitsCodeSequence", [code_item("1", "UCUM", "no units")])))
+    return {k: item[k] for k in sorted(item)}
+
+
+def new_workitem(label: str, *, start: str, worklist: str | None = None, priority: str = "MEDIUM",
+                 code: tuple[str, str, str] | None = None, inputs: Iterable[DicomJson] = (), study: str | None = None,
+                 patient: Mapping[str, Any] | None = None, comments: str | None = None,
+                 performers: Iterable[str] = (), organization: str = "unspecified",
+                 parameters: Mapping[str, Any] | None = None,
+                 expected_completion: str | None = None, extra: Mapping[str, Any] | None = None) -> DicomJson:
+    """A workitem dataset meeting the N-CREATE requirements of Table CC.2.5-3, every Type 2 attribute not
+    given present and empty: a task named ``label``, to start at ``start`` (DT), with its ``inputs``
+    (``input_item``), the ``patient``'s attributes (PatientName, PatientID, ...), a workitem ``code``
+    (value, scheme, meaning), human ``performers`` by name (of ``organization``: Type 1, so never empty),
+    processing ``parameters``. ``extra`` is DICOM
+    JSON added last (it wins)."""
+    obj: DicomJson = dict((
+        _element("ProcedureStepLabel", [label]), _element("ScheduledProcedureStepPriority", [priority]),
+        _element("ScheduledProcedureStepStartDateTime", [start]), _element("InputReadinessState", ["READY"]),
+        _element("ProcedureStepState", [SCHEDULED]), _element("InputInformationSequence", list(inputs)),
+    ))
+    if worklist:
+        obj.update((_element("WorklistLabel", [worklist]),))
+    if code is not None:
+        obj.update((_element("ScheduledWorkitemCodeSequence", [code_item(*code)]),))
+    if study:
+        obj.update((_element("StudyInstanceUID", [study]),))
+    if comments:
+        obj.update((_element("CommentsOnTheScheduledProcedureStep", [comments]),))
+    if expected_completion:
+        obj.update((_element("ExpectedCompletionDateTime", [expected_completion]),))
+    for keyword, value in (patient or {}).items():
+        if value is not None and value != "":
+            obj.update((_element(keyword, [value]),))
+    names = list(performers)
+    if names:
+        obj.update((_element("ScheduledHumanPerformersSequence", [dict((
+            _element("HumanPerformerCodeSequence", [code_item(name[:16], "99DICOMWEBNB", name)]),
+            _element("HumanPerformerName", [name]), _element("HumanPerformerOrganization", [organization])))
+            for name in names]),))
+    if parameters:
+        obj.update((_element("ScheduledProcessingParametersSequence",
+                             [content_item(str(k), v) for k, v in parameters.items()]),))
+    obj.update(extra or {})
+    add_missing_type2(obj)
+    return {k: obj[k] for k in sorted(obj)}
+
+
+def state_request(state: str, transaction: str) -> DicomJson:
+    """The payload of a Change Workitem State request (PS3.18 11.7.1.4)."""
+    return dict((_element("ProcedureStepState", [state]), _element("TransactionUID", [transaction])))
+
+
+# -- searching (PS3.18 11.9) -----------------------------------------------------------------------
+
+def check_search(query: Query) -> None:
+    """Refuse matching keys a worklist search may not have: the Transaction UID "cannot be queried"
+    (Table CC.2.5-3), a lock its owner alone knows."""
+    for match in query.matches:
+        if _TRANSACTION_UID in (tag_hex(t) for t in match.path):
+            raise InvalidWorkitem("TransactionUID cannot be a matching key (PS3.4 Table CC.2.5-3)", status=400)
+
+
+# -- event reports (PS3.4 CC.2.4, PS3.18 11.13) ----------------------------------------------------
+
+STATE_REPORT, CANCEL_REQUESTED, PROGRESS_REPORT, SCP_STATUS_CHANGE, ASSIGNED = 1, 2, 3, 4, 5
+
+
+def _report(uid: str, event_type: int, attributes: DicomJson) -> DicomJson:
+    """An Event Report as PS3.18 8.10.5 sends it: the N-EVENT-REPORT's command attributes (the Message ID
+    is added when it is sent) and its event attributes."""
+    report = {"00000002": make_element("UI", [UPS_PUSH_SOP_CLASS]), "00001000": make_element("UI", [uid]),
+              "00001002": make_element("US", [event_type])}
+    report.update(attributes)
+    return {k: report[k] for k in sorted(report)}
+
+
+def _copy(dataset: Mapping[str, Any], *keywords: str) -> DicomJson:
+    return {_key(k): copy.deepcopy(dataset[_key(k)]) for k in keywords if _key(k) in dataset}
+
+
+def state_report(uid: str, dataset: Mapping[str, Any]) -> DicomJson:
+    """UPS State Report (event 1): the Procedure Step State and Input Readiness State, with the
+    reason of a cancellation when the workitem is CANCELED."""
+    attributes = _copy(dataset, "ProcedureStepState", "InputReadinessState")
+    if state_of(dataset) == CANCELED:
+        for item in _items(dataset.get(_PROGRESS))[:1]:
+            attributes.update(_copy(item, "ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence"))
+    return _report(uid, STATE_REPORT, attributes)
+
+
+def cancel_requested(uid: str, requesting_ae: str, info: Mapping[str, Any]) -> DicomJson:
+    """UPS Cancel Requested (event 2): who asked, and what the request said."""
+    attributes = {_key("RequestingAE"): make_element("AE", [requesting_ae])}
+    attributes.update(_copy(info, *_CANCEL_INFO))
+    return _report(uid, CANCEL_REQUESTED, attributes)
+
+
+def progress_report(uid: str, dataset: Mapping[str, Any]) -> DicomJson:
+    """UPS Progress Report (event 3): the Procedure Step Progress Information Sequence."""
+    return _report(uid, PROGRESS_REPORT, {_PROGRESS: copy.deepcopy(dataset.get(_PROGRESS) or {"vr": "SQ", "Value": []})})
+
+
+def assigned(uid: str, dataset: Mapping[str, Any]) -> DicomJson:
+    """UPS Assigned (event 5): the scheduled station and human performers."""
+    attributes = _copy(dataset, "ScheduledStationNameCodeSequence", "ScheduledHumanPerformersSequence",
+                       "HumanPerformerCodeSequence", "HumanPerformerOrganization")
+    return _report(uid, ASSIGNED, attributes)
+
+
+def scp_status(status: str, *, subscriptions: str = "WARM START", worklist: str = "WARM START") -> DicomJson:
+    """SCP Status Change (event 4), about the worklist itself (its well-known UID)."""
+    return _report(GLOBAL_SUBSCRIPTION, SCP_STATUS_CHANGE, {
+        _key("SCPStatus"): make_element("CS", [status]), _key("SubscriptionListStatus"): make_element("CS", [subscriptions]),
+        _key("UnifiedProcedureStepListStatus"): make_element("CS", [worklist])})
+
+
+def is_assigned(dataset: Mapping[str, Any]) -> bool:
+    """Whether a station or a human performer is scheduled (a UPS Assigned event is due at creation)."""
+    return bool(_values(dataset.get(_key("ScheduledStationNameCodeSequence")))
+                or _values(dataset.get(_key("ScheduledHumanPerformersSequence"))))
+
+
+_PROGRESS_FIELDS = ("ProcedureStepProgress", "ProcedureStepProgressDescription", "ProcedureStepCommunicationsURISequence")
+
+
+def update_events(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[DicomJson]:
+    """The event reports an update causes (CC.2.4.3): a State Report when the Input Readiness State
+    changed, UPS Assigned when the scheduled station or performers changed, a Progress Report when the
+    progress, its description or the communication URIs changed."""
+    events = []
+    if _text(before, _READINESS) != _text(after, _READINESS):
+        events.append(state_report(uid, after))
+    if any(before.get(_key(k)) != after.get(_key(k)) for k in ("ScheduledStationNameCodeSequence",
+                                                                 "ScheduledHumanPerformersSequence")):
+        events.append(assigned(uid, after))
+
+    def progress(obj: Mapping[str, Any]) -> list[Any]:
+        items = _items(obj.get(_PROGRESS))
+        return [items[0].get(_key(k)) if items else None for k in _PROGRESS_FIELDS]
+
+    if progress(before) != progress(after):
+        events.append(progress_report(uid, after))
+    return events
+
+
+def required_problems(dataset: Mapping[str, Any]) -> list[str]:
+    """What a dataset lacks to be created as a workitem (the user agent's own check before sending)."""
+    problems: list[str] = []
+    _problems(dataset, WORKITEM, "create", "", problems, whole=True)
+    return problems
+
+
+def keywords_of(attrs: Iterable[Attr]) -> list[str]:
+    return [a.keyword for a in attrs]
