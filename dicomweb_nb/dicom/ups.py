@@ -378,6 +378,22 @@ def _check_value_form(keyword: str, elem: Mapping[str, Any], name: str, out: lis
             return
 
 
+# The VRs whose values are strings in DICOM JSON (IS and DS may be numbers too), which pydicom validates.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+
+
+def _invalid(vr: str, value: Any) -> str | None:
+    """What is wrong with one value for its VR (length, characters, form), as pydicom judges it."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    try:
+        validate_value(vr, value, config.RAISE)
+    except (ValueError, TypeError) as exc:
+        return str(exc).split(" Please see", 1)[0]
+    return None
+
+
 _AMBIGUOUS_VRS = {"US or SS": ("US", "SS"), "OB or OW": ("OB", "OW"), "US or OW": ("US", "OW"),
                   "US or SS or OW": ("US", "SS", "OW")}
 
@@ -425,8 +441,15 @@ def check_json(obj: Any, what: str = "the dataset") -> None:
                     if not (item is None or isinstance(item, str) or (isinstance(item, Mapping) and all(
                             isinstance(v, str) for v in item.values()))):
                         problems.append(f"{name} value {index} is not a person name")
+                    else:
+                        groups = item.values() if isinstance(item, Mapping) else [item or ""]
+                        problems.extend(f"{name}: {m}" for m in filter(None, (_invalid("PN", g) for g in groups)))
                 elif not (item is None or isinstance(item, (str, int, float)) and not isinstance(item, bool)):
                     problems.append(f"{name} value {index} is not a string or a number")
+                elif item is not None and vr in _TEXT_VRS:
+                    problem = _invalid(vr, str(item) if vr in ("IS", "DS") else item)
+                    if problem:
+                        problems.append(f"{name}: {problem}")
 
     walk(obj, "")
     _refuse(problems, what, table=False)

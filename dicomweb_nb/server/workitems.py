@@ -37,7 +37,7 @@ from ..dicom.multipart import MultipartWriter, iter_parts
 from ..dicom.query import QueryError, parse_query
 from ..errors import MediaTypeError, MultipartError, WorkitemError
 from ..store.index.workitems import StoredEvent
-from ..store.worklist import Worklist, parse_filter
+from ..store.worklist import Worklist, event_report, parse_filter
 from .base import DRAIN_LIMIT, ApiError, DicomWebMixin, StreamedBodyMixin
 
 log = logging.getLogger("dicomweb_nb.server")
@@ -384,9 +384,7 @@ class EventRelay:
 
 def event_message(event: StoredEvent) -> str:
     """The text frame of an event report (PS3.18 8.10.5): its DICOM JSON, with a Message ID."""
-    report = dict(event.report)
-    report["00000110"] = {"vr": "US", "Value": [event.id % 65536]}
-    return json.dumps({k: report[k] for k in sorted(report)}, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(event_report(event), separators=(",", ":"), ensure_ascii=False)
 
 
 class EventChannelMixin(DicomWebMixin):

@@ -12,7 +12,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
@@ -177,6 +177,13 @@ class StoreSource:
                     pass
         body, _status, _messages = stow_response(outcomes, self._url, study)
         return body
+
+    @property
+    def worklist(self) -> Any:
+        """The worklist transactions (UPS-RS) on this store, in-process (``worklist_source.py``)."""
+        from .worklist_source import StoreWorklist
+
+        return StoreWorklist(self.store, self.base_url)
 
     def close(self) -> None:
         self.store.close()

@@ -51,6 +51,13 @@ def _now() -> str:
     return ups.dicom_datetime(_dt.datetime.now().astimezone())
 
 
+def event_report(event: StoredEvent) -> DicomJson:
+    """An event report as it is sent (PS3.18 8.10.5): its DICOM JSON, with a Message ID (0000,0110)."""
+    report = dict(event.report)
+    report["00000110"] = {"vr": "US", "Value": [event.id % 65536]}
+    return {k: report[k] for k in sorted(report)}
+
+
 def parse_filter(values: Iterable[str]) -> list[tuple[str, str]]:
     """The ``filter`` query parameter of a Filtered Worklist Subscription (PS3.18 11.10.1.2): a
     comma-separated list of ``attribute=value`` matching keys; a piece without ``=`` continues the value

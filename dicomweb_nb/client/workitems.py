@@ -1,0 +1,785 @@
+"""The worklist from a notebook (UPS-RS, PS3.18 11): a task queue a team runs from its notebooks.
+
+One person creates a workitem per series to label (or to run a model on); whoever is free claims one
+(``pacs.claim``: SCHEDULED -> IN PROGRESS; of two claimers exactly one wins, the other gets
+``dw.errors.WorkitemStateError``), works, and completes it naming what it produced (``pacs.complete``)
+or gives it up (``pacs.cancel``). ``pacs.workitems(...)`` lists them as a DataFrame.
+
+Two sources offer the worklist transactions: ``WebWorklist`` over HTTP (any UPS-RS origin server) and the
+workspace store's own in-process one (``store/worklist_source.py``); both raise the same errors:
+``dw.errors.InvalidWorkitem`` (400, an attribute missing or not allowed), ``dw.errors.WorkitemStateError``
+(the state or the transaction UID refuses the change), ``dw.errors.NotFound``. Event reports of
+subscriptions arrive on a notification channel (``pacs.listen(aetitle)``), a WebSocket over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import os
+import queue
+import socket
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import pandas as pd
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from ..dicom import ups
+from ..dicom.dicomjson import DicomJson, dataset_to_json
+from ..dicom.mediatypes import DICOM_JSON
+from ..dicom.resources import resource_url
+from ..dicom.uids import UID_RULE, is_valid_uid
+from ..errors import (
+    DicomWebError,
+    DicomWebWarning,
+    InvalidResponse,
+    InvalidWorkitem,
+    NotFound,
+    WorkitemError,
+    WorkitemStateError,
+    error_class_for_status,
+    server_message_from_body,
+)
+from .dataframes import to_dataframe
+from .qido import DEFAULT_PAGE_SIZE, build_searches, paged_search, result_key, validate_fields
+
+if TYPE_CHECKING:
+    import requests
+
+    from .http import HttpClient
+
+__all__ = ["WorklistSource", "WebWorklist", "WorklistMethods", "WorkitemEvent", "EventChannel", "WORKITEM_COLUMNS"]
+
+# Columns of pacs.workitems(), typed the same whether or not anything matched.
+WORKITEM_COLUMNS = ("SOPInstanceUID", "ProcedureStepState", "ProcedureStepLabel", "WorklistLabel",
+                    "ScheduledProcedureStepPriority", "ScheduledProcedureStepStartDateTime", "InputReadinessState",
+                    "ScheduledWorkitemCodeSequence", "PatientName", "PatientID", "StudyInstanceUID",
+                    "ScheduledProcedureStepModificationDateTime")
+# The Warning texts with which PS3.18 marks a refusal because of the state or the transaction UID.
+_STATE_WARNINGS = frozenset({ups.NOT_CLAIMED, ups.UPDATE_INCONSISTENT, ups.TRANSACTION_MISSING, ups.TRANSACTION_INCORRECT,
+                             ups.STATE_INCONSISTENT, ups.CANCEL_COMPLETED, ups.PERFORMER_UNREACHABLE})
+_EVENT_TYPES = {1: "state", 2: "cancel requested", 3: "progress", 4: "scp status", 5: "assigned"}
+
+
+class WorklistSource(Protocol):
+    """The worklist transactions of PS3.18 11, over DICOM JSON. Each change returns the ``Warning`` texts
+    of its answer; refusals raise ``errors.WorkitemError`` (or ``NotFound``)."""
+
+    def create(self, dataset: DicomJson, uid: str | None = None) -> tuple[str, list[str]]: ...
+
+    def retrieve(self, uid: str) -> DicomJson: ...
+
+    def update(self, uid: str, changes: DicomJson, transaction: str | None = None) -> list[str]: ...
+
+    def change_state(self, uid: str, state: str, transaction: str) -> list[str]: ...
+
+    def request_cancellation(self, uid: str, info: DicomJson) -> list[str]: ...
+
+    def search(self, filters: Sequence[tuple[str, str]], *, fields: Sequence[str] = (), fuzzy: bool = False,
+               limit: int | None = None, offset: int = 0) -> list[DicomJson]: ...
+
+    def subscribe(self, aetitle: str, target: str, *, deletion_lock: bool = False,
+                  filters: Sequence[tuple[str, str]] | None = None) -> str | None: ...
+
+    def unsubscribe(self, aetitle: str, target: str) -> None: ...
+
+    def suspend(self, aetitle: str, target: str) -> None: ...
+
+    def channel(self, aetitle: str) -> EventReceiver: ...
+
+
+# -- event reports ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkitemEvent:
+    """One event report (PS3.4 Table CC.2.4-1): ``kind`` is ``state``, ``cancel requested``, ``progress``,
+    ``scp status`` or ``assigned``; ``workitem`` its workitem's UID (the worklist's well-known UID for an
+    SCP status change); ``state`` the Procedure Step State it reports; ``report`` the DICOM JSON."""
+
+    kind: str
+    workitem: str
+    state: str | None
+    report: DicomJson
+
+    @classmethod
+    def from_report(cls, report: DicomJson) -> "WorkitemEvent":
+        def first(key: str) -> Any:
+            values = (report.get(key) or {}).get("Value") or [None]
+            return values[0]
+        event_type = first("00001002")
+        return cls(_EVENT_TYPES.get(int(event_type) if event_type is not None else 0, f"event {event_type}"),
+                   str(first("00001000") or ""), first("00741000"), report)
+
+
+class EventReceiver(Protocol):
+    """What a source's ``channel(aetitle)`` returns: the raw event reports of one AE title, in order."""
+
+    def receive(self, timeout: float | None) -> DicomJson | None:
+        """The next event report (DICOM JSON), waiting at most ``timeout`` seconds (None: when none came)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventChannel:
+    """A notification channel of one AE title: its event reports as ``WorkitemEvent``s, in order.
+
+    ``get(timeout)`` waits for the next one (None when none came in time); iterating waits for each in
+    turn until ``close()`` (or the end of a ``with`` block). Reports sent while no channel is open are not
+    kept (PS3.4 CC.2.4.3), so open the channel before subscribing.
+    """
+
+    def __init__(self, aetitle: str, receiver: EventReceiver):
+        self.aetitle = aetitle
+        self._receiver = receiver
+        self._closed = threading.Event()
+
+    def get(self, timeout: float | None = None) -> WorkitemEvent | None:
+        """The next event report, waiting at most ``timeout`` seconds (None: until one comes)."""
+        report = self._receiver.receive(timeout)
+        if report is None:
+            return None
+        try:
+            return WorkitemEvent.from_report(report)
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidResponse(f"the notification channel of {self.aetitle} sent a frame that is not an event report") from None
+
+    def __iter__(self) -> Iterator[WorkitemEvent]:
+        while not self._closed.is_set():
+            event = self.get(timeout=0.5)
+            if event is not None:
+                yield event
+
+    def close(self) -> None:
+        self._closed.set()
+        self._receiver.close()
+
+    def __enter__(self) -> "EventChannel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class WebSocketReceiver:
+    """The notification channel over a WebSocket (PS3.18 8.10.4): a thread reads it (answering the
+    server's keep-alive pings however long the notebook waits) into a queue."""
+
+    def __init__(self, aetitle: str, url: str, headers: Mapping[str, str], timeout: float | None):
+        import websocket  # websocket-client
+
+        self.aetitle = aetitle
+        self._queue: queue.Queue[DicomJson | BaseException] = queue.Queue()
+        self._closed = threading.Event()
+        try:
+            self._socket = websocket.create_connection(url, header=[f"{k}: {v}" for k, v in headers.items()],
+                                                       timeout=timeout or 30)
+        except websocket.WebSocketBadStatusException as exc:
+            cls = error_class_for_status(exc.status_code)
+            raise cls(f"cannot open the notification channel {url}: answered {exc.status_code}", status=exc.status_code,
+                      url=url, server_message=server_message_from_body(getattr(exc, "resp_body", None))) from None
+        except (OSError, websocket.WebSocketException) as exc:
+            raise DicomWebError(f"cannot open the notification channel {url}: {exc}", url=url) from None
+        self._socket.settimeout(0.5)
+        self._thread = threading.Thread(target=self._read, name=f"worklist-events-{aetitle}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import websocket
+
+        while not self._closed.is_set():
+            try:
+                text = self._socket.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (OSError, websocket.WebSocketException) as exc:
+                if not self._closed.is_set():
+                    self._queue.put(DicomWebError(f"the notification channel of {self.aetitle} closed: {exc}"))
+                return
+            try:
+                report = json.loads(text)
+                if not isinstance(report, dict):
+                    raise ValueError("not an object")
+                self._queue.put(report)
+            except ValueError:
+                self._queue.put(InvalidResponse(f"the notification channel of {self.aetitle} sent a frame that is not "
+                                                "DICOM JSON"))
+
+    def receive(self, timeout: float | None) -> DicomJson | None:
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._socket.close()
+        except Exception:  # noqa: BLE001 - closing a broken socket
+            pass
+        self._thread.join(timeout=2)
+
+
+# -- over HTTP --------------------------------------------------------------------------------------
+
+def _warning_texts(header: str) -> list[str]:
+    from .web import _warnings
+
+    return _warnings(header)
+
+
+class WebWorklist:
+    """The worklist transactions over HTTP (PS3.18 11), for any UPS-RS origin server."""
+
+    def __init__(self, http: "HttpClient", *, page_size: int = DEFAULT_PAGE_SIZE):
+        self.http = http
+        self.page_size = page_size
+
+    def _send(self, method: str, url: str, body: DicomJson | None = None, *, accept: str | None = None) -> "requests.Response":
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        headers = {"Content-Type": DICOM_JSON} if data is not None else {}
+        response = self.http.request(method, url, data=data, headers=headers, accept=accept,
+                                     accept_statuses=(400, 404, 409, 410))
+        if response.status_code >= 400:
+            raise self._refusal(response, method)
+        return response
+
+    @staticmethod
+    def _refusal(response: "requests.Response", method: str) -> DicomWebError:
+        """The error of a refused worklist request: its state refusals (a PS3.18 Warning, or a 409) as
+        WorkitemStateError, other 400s as InvalidWorkitem, so both sources raise alike."""
+        status = response.status_code
+        message = server_message_from_body(response.content[:65536], response.headers.get("Content-Type"))
+        texts = _warning_texts(response.headers.get("Warning", ""))
+        warning = next((t for t in texts if t in _STATE_WARNINGS), texts[0] if texts else None)
+        what = f"{method} {response.url} answered {status} {response.reason or ''}".rstrip()
+        if status in (404, 410):
+            return NotFound(what, status=status, url=response.url, server_message=message, method=method)
+        if status == 409 or warning in _STATE_WARNINGS:
+            return WorkitemStateError(what, status=status, warning=warning, url=response.url, server_message=message,
+                                      method=method)
+        return InvalidWorkitem(what, status=status, warning=warning, url=response.url, server_message=message, method=method)
+
+    def create(self, dataset: DicomJson, uid: str | None = None) -> tuple[str, list[str]]:
+        url = self.http.url("workitems") + (f"?{uid}" if uid else "")
+        response = self._send("POST", url, dataset, accept=DICOM_JSON)
+        location = response.headers.get("Location") or response.headers.get("Content-Location") or ""
+        made = location.rstrip("/").rsplit("/", 1)[-1] if location else uid
+        if not made:
+            raise InvalidResponse(f"POST {url}: the server created a workitem without saying where (no Location)", url=url)
+        return made, _warning_texts(response.headers.get("Warning", ""))
+
+    def retrieve(self, uid: str) -> DicomJson:
+        url = self.http.url("workitems", uid)
+        response = self._send("GET", url, accept=DICOM_JSON)
+        try:
+            data = response.json()
+        except ValueError:
+            raise InvalidResponse(f"GET {url}: the workitem is not JSON", status=response.status_code, url=url) from None
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]
+        if not isinstance(data, dict):
+            raise InvalidResponse(f"GET {url}: expected one DICOM JSON dataset", status=response.status_code, url=url)
+        return data
+
+    def update(self, uid: str, changes: DicomJson, transaction: str | None = None) -> list[str]:
+        url = self.http.url("workitems", uid) + (f"?{transaction}" if transaction else "")
+        return _warning_texts(self._send("POST", url, changes).headers.get("Warning", ""))
+
+    def change_state(self, uid: str, state: str, transaction: str) -> list[str]:
+        url = self.http.url("workitems", uid, "state")
+        return _warning_texts(self._send("PUT", url, ups.state_request(state, transaction)).headers.get("Warning", ""))
+
+    def request_cancellation(self, uid: str, info: DicomJson) -> list[str]:
+        url = self.http.url("workitems", uid, "cancelrequest")
+        return _warning_texts(self._send("POST", url, info).headers.get("Warning", ""))
+
+    def search(self, filters: Sequence[tuple[str, str]], *, fields: Sequence[str] = (), fuzzy: bool = False,
+               limit: int | None = None, offset: int = 0) -> list[DicomJson]:
+        base = list(filters)
+        if fields:
+            base.append(("includefield", ",".join(fields)))
+        if fuzzy:
+            base.append(("fuzzymatching", "true"))
+
+        def fetch_page(page_offset: int, count: int) -> tuple[list[DicomJson], bool]:
+            params = base + [("limit", str(count))] + ([("offset", str(page_offset))] if page_offset else [])
+            url = self.http.url("workitems", query=params)
+            response = self.http.get_content(url, accept=DICOM_JSON)
+            texts = _warning_texts(response.headers.get("Warning", ""))
+            more = response.status_code == 206 or any("additional results" in t.lower() for t in texts)
+            for text in texts:
+                if "additional results" not in text.lower():
+                    warnings.warn(f"{self.http.base_url}: {text}", DicomWebWarning, stacklevel=6)
+            if response.status_code == 204 or not response.content.strip():
+                return [], more
+            try:
+                page = response.json()
+            except ValueError:
+                raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from None
+            if not isinstance(page, list):
+                raise InvalidResponse(f"GET {url}: expected a JSON array of workitems", status=response.status_code, url=url)
+            return page, more
+
+        return paged_search(fetch_page, limit=limit, offset=offset, page_size=self.page_size)
+
+    def subscribe(self, aetitle: str, target: str, *, deletion_lock: bool = False,
+                  filters: Sequence[tuple[str, str]] | None = None) -> str | None:
+        query = [("deletionlock", "true" if deletion_lock else "false")]
+        if filters:
+            query.append(("filter", ",".join(f"{k}={v}" for k, v in filters)))
+        url = self.http.url("workitems", target, "subscribers", aetitle, query=query)
+        return self._send("POST", url).headers.get("Content-Location")
+
+    def unsubscribe(self, aetitle: str, target: str) -> None:
+        self._send("DELETE", self.http.url("workitems", target, "subscribers", aetitle))
+
+    def suspend(self, aetitle: str, target: str) -> None:
+        self._send("POST", self.http.url("workitems", target, "subscribers", aetitle, "suspend"))
+
+    def channel(self, aetitle: str) -> EventReceiver:
+        url = self.http.url("subscribers", aetitle)
+        scheme, rest = url.split("://", 1)
+        headers = {k: v for k, v in self.http.session.headers.items() if k.lower() == "authorization" or k.lower().startswith("x-")}
+        auth = self.http.session.auth
+        if isinstance(auth, tuple) and len(auth) == 2:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        timeout = self.http.timeout[0] if isinstance(self.http.timeout, tuple) else self.http.timeout
+        return WebSocketReceiver(aetitle, f"{'wss' if scheme == 'https' else 'ws'}://{rest}", headers, timeout)
+
+
+# -- the notebook API (methods of Client) ----------------------------------------------------------
+
+def _worklist_of(source: Any) -> WorklistSource:
+    worklist = getattr(source, "worklist", None)
+    if worklist is None:
+        raise DicomWebError(f"{getattr(source, 'url', source)} offers no worklist (UPS-RS) transactions")
+    return worklist
+
+
+def _uid(value: Any, what: str) -> str:
+    text = str(value).strip() if value is not None else ""
+    if not is_valid_uid(text):
+        raise ValueError(f"{what} must be a UID ({UID_RULE}), not {value!r}")
+    return text
+
+
+def _datetime_text(value: Any) -> str:
+    """A DT value from a datetime, a pandas Timestamp, a date or DT text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, _dt.datetime):
+        return ups.dicom_datetime(value if value.tzinfo else value.astimezone())
+    if isinstance(value, _dt.date):
+        return value.strftime("%Y%m%d")
+    raise ValueError(f"{value!r} is not a date and time")
+
+
+def _now() -> str:
+    return ups.dicom_datetime(_dt.datetime.now().astimezone())
+
+
+def _code(value: Any, what: str) -> tuple[str, str, str]:
+    """(value, scheme, meaning) from a pydicom Code, a tuple, ``"SCHEME:VALUE:Meaning"`` or a DICOM name
+    pydicom knows (``"Image Processing"``: DCM 110001), as segmentations take their codes."""
+    from ..errors import SegmentationError
+    from .segmentation import _as_code
+
+    try:
+        code = _as_code(value, what)
+    except SegmentationError as exc:
+        raise ValueError(str(exc)) from None
+    return str(code.value), str(code.scheme_designator), str(code.meaning)
+
+
+def _to_json(data: Any, what: str) -> DicomJson:
+    """DICOM JSON from a pydicom Dataset, DICOM JSON (tag keys) or keyword -> value pairs."""
+    if data is None:
+        return {}
+    if isinstance(data, Dataset):
+        return dataset_to_json(data)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} must be a pydicom Dataset or a dict, not {type(data).__name__}")
+    if all(isinstance(k, str) and len(k) == 8 and all(c in "0123456789ABCDEFabcdef" for c in k) for k in data):
+        return {k.upper(): v for k, v in data.items()}
+    ds = Dataset()
+    for keyword, value in data.items():
+        try:
+            setattr(ds, keyword, _dataset_value(value))
+        except (AttributeError, ValueError, TypeError) as exc:
+            raise ValueError(f"{what}: {keyword}={value!r}: {exc}") from None
+        if keyword not in ds:
+            raise ValueError(f"{what}: {keyword!r} is not a DICOM keyword")
+    return dataset_to_json(ds)
+
+
+def _dataset_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        item = Dataset()
+        for k, v in value.items():
+            setattr(item, k, _dataset_value(v))
+        return [item]
+    if isinstance(value, list) and value and all(isinstance(v, (Mapping, Dataset)) for v in value):
+        return [v if isinstance(v, Dataset) else _dataset_value(v)[0] for v in value]
+    return value
+
+
+def _pairs(series: Any) -> list[tuple[str, str]]:
+    if isinstance(series, pd.DataFrame):
+        missing = {"StudyInstanceUID", "SeriesInstanceUID"} - set(series.columns)
+        if missing:
+            raise ValueError(f"the series DataFrame has no {', '.join(sorted(missing))} column")
+        return [(str(a), str(b)) for a, b in zip(series["StudyInstanceUID"], series["SeriesInstanceUID"])]
+    if isinstance(series, tuple) and len(series) == 2 and all(isinstance(v, str) for v in series):
+        return [(series[0], series[1])]
+    pairs = [tuple(p) for p in series]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError("series: give a DataFrame from pacs.series(...), a (study, series) pair or a list of them")
+    return [(str(a), str(b)) for a, b in pairs]
+
+
+def _instances(outputs: Any) -> list[dict[str, str]]:
+    """Instances named by dicts (what store_segmentation returns), (study, series, sop) tuples or a DataFrame."""
+    if outputs is None:
+        return []
+    if isinstance(outputs, pd.DataFrame):
+        outputs = outputs.to_dict("records")
+    elif isinstance(outputs, Mapping) or (isinstance(outputs, tuple) and len(outputs) in (3, 4)
+                                          and all(isinstance(v, str) for v in outputs)):
+        outputs = [outputs]
+    found = []
+    for item in outputs:
+        if isinstance(item, Mapping):
+            entry = {k: str(item[k]) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+                     if k in item and item[k] is not None and not (isinstance(item[k], float) and pd.isna(item[k]))}
+        else:
+            values = [str(v) for v in item]
+            entry = dict(zip(("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"), values))
+        missing = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"} - set(entry)
+        if missing:
+            raise ValueError(f"an output must name its StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID "
+                             f"(missing {', '.join(sorted(missing))}): {item!r}")
+        found.append(entry)
+    return found
+
+
+def _station() -> tuple[str, str, str]:
+    """The Performed Station Name code of this machine: its host name, in this package's local coding scheme."""
+    host = socket.gethostname() or "notebook"
+    return host[:16], "99DICOMWEBNB", host
+
+
+def _first_item(dataset: DicomJson, keyword: str) -> DicomJson:
+    from ..dicom.tags import parse_tag, tag_hex
+
+    values = (dataset.get(tag_hex(parse_tag(keyword))) or {}).get("Value") or []
+    return dict(values[0]) if values and isinstance(values[0], dict) else {}
+
+
+def _element(keyword: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
+    return ups._element(keyword, values)
+
+
+class WorklistMethods:
+    """The worklist methods of ``Client`` (a base of it): see the module documentation."""
+
+    source: Any
+
+    @property
+    def _worklist(self) -> WorklistSource:
+        return _worklist_of(self.source)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def workitems(self, filters: Mapping[str, Any] | None = None, *, fields: str | Iterable[str] | None = None,
+                  limit: int | None = None, offset: int = 0, fuzzy: bool = False, raw: bool = False,
+                  **keywords: Any) -> pd.DataFrame:
+        """Search the worklist (UPS-RS Search, PS3.18 11.9): one row per workitem, typed as other searches.
+
+        Filters as for ``studies``: ``pacs.workitems(ProcedureStepState="SCHEDULED", WorklistLabel="liver")``;
+        sequence attributes by dotted paths (``{"ScheduledWorkitemCodeSequence.CodeValue": "110001"}``);
+        lists for any of several values. ``raw=True`` returns the DICOM JSON list.
+        """
+        plan = build_searches("workitem", filters, keywords)
+        includes = validate_fields(fields)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, not {offset!r}")
+        worklist = self._worklist
+        if len(plan.queries) == 1:
+            found = worklist.search(plan.queries[0], fields=includes, fuzzy=fuzzy, limit=limit, offset=offset)
+        else:
+            wanted = None if limit is None else offset + limit
+            merged: dict[Any, DicomJson] = {}
+            for pairs in plan.queries:
+                for obj in worklist.search(pairs, fields=includes, fuzzy=fuzzy, limit=wanted):
+                    merged.setdefault(result_key(obj, "workitem"), obj)
+            found = list(merged.values())[offset:None if wanted is None else wanted]
+        if raw:
+            return found  # type: ignore[return-value]
+        return to_dataframe(found, columns=[*WORKITEM_COLUMNS, *plan.names, *[f for f in includes if f != "all"]])
+
+    def workitem(self, uid: str, *, raw: bool = False) -> Dataset:
+        """One workitem (UPS-RS Retrieve) as a pydicom Dataset (``raw=True``: its DICOM JSON)."""
+        found = self._worklist.retrieve(_uid(uid, "the workitem UID"))
+        return found if raw else Dataset.from_json(found)  # type: ignore[return-value]
+
+    # -- creating ------------------------------------------------------------------------------------
+    def create_workitem(self, dataset: Dataset | Mapping[str, Any] | None = None, *, label: str | None = None,
+                        series: Any = None, worklist: str | None = None, priority: str = "MEDIUM",
+                        code: Any = "Image Processing", start: Any = None, performers: Iterable[str] = (),
+                        organization: str = "unspecified", parameters: Mapping[str, Any] | None = None,
+                        comments: str | None = None, uid: str | None = None) -> str:
+        """Create a workitem (UPS-RS Create): a task on the worklist, SCHEDULED; returns its UID.
+
+        For a labelling or inference task, name it (``label``) and give the ``series`` it works on (a
+        DataFrame from ``pacs.series(...)``, a ``(study, series)`` pair or a list of them): the workitem
+        lists their instances as its input, with where to retrieve them, and the patient's name, ID,
+        birth date and sex. ``worklist`` names the queue (its Worklist Label), ``priority`` is HIGH, MEDIUM or
+        LOW, ``code`` what kind of work (DCM 110001 "Image Processing" by default; a pydicom Code,
+        ``"SCHEME:VALUE:Meaning"`` or a DICOM name such as ``"Interpretation"``), ``start`` when (now by
+        default), ``performers`` who is to do it (names), ``parameters`` processing parameters (model name,
+        threshold...) and ``comments`` free text. ``dataset`` (a pydicom Dataset, DICOM JSON or keyword -> value
+        pairs) adds or overrides attributes. Every attribute PS3.4 requires is sent; what is not known is sent
+        empty, as the standard asks. A dataset the server refuses raises ``dw.errors.InvalidWorkitem``.
+        """
+        if priority not in ups.PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(ups.PRIORITIES)}, not {priority!r}")
+        extra = _to_json(dataset, "dataset")
+        if label is None and "00741204" not in extra:
+            raise ValueError("give the workitem a label (label='Segment the liver'): PS3.4 requires a Procedure Step Label")
+        inputs, studies, patient = self._inputs(_pairs(series)) if series is not None else ([], [], {})
+        made = ups.new_workitem(
+            label or "", start=_datetime_text(start) if start is not None else _now(), worklist=worklist, priority=priority,
+            code=_code(code, "workitem code") if code is not None else None, inputs=inputs,
+            study=studies[0] if len(studies) == 1 else None, patient=patient, comments=comments,
+            performers=list(performers), organization=organization, parameters=parameters, extra=extra)
+        if label is None:
+            made.pop("00741204", None)
+            made["00741204"] = extra["00741204"]
+        # PS3.18 11.4.1.1: the request names the workitem's UID (the origin server would otherwise make one).
+        uid = _uid(uid, "uid") if uid is not None else str(generate_uid())
+        made_uid, texts = self._worklist.create(made, uid)
+        _warn(texts)
+        return made_uid
+
+    def _inputs(self, pairs: list[tuple[str, str]]) -> tuple[list[DicomJson], list[str], dict[str, Any]]:
+        items, studies = [], []
+        patient: dict[str, Any] = {}
+        for study, series in pairs:
+            study, series = _uid(study, "a study UID"), _uid(series, "a series UID")
+            found = self.source.search("instance", [], study=study, series=series,
+                                       fields=["SOPClassUID", "PatientName", "PatientID", "PatientBirthDate", "PatientSex"])
+            if not found:
+                raise NotFound(f"series {series} of study {study} has no instances here", status=404)
+            refs = [(_json_first(obj, "00080016"), _json_first(obj, "00080018")) for obj in found]
+            items.append(ups.input_item(study, series, refs, resource_url(self.source.url, study, series)))
+            if study not in studies:
+                studies.append(study)
+            if not patient:
+                first = found[0]
+                patient = {k: _json_first(first, tag) for k, tag in (
+                    ("PatientName", "00100010"), ("PatientID", "00100020"), ("PatientBirthDate", "00100030"),
+                    ("PatientSex", "00100040"))}
+                patient = {k: v for k, v in patient.items() if v}
+        return items, studies, patient
+
+    # -- performing ----------------------------------------------------------------------------------
+    def claim(self, uid: str, *, transaction_uid: str | None = None) -> str:
+        """Claim a SCHEDULED workitem for yourself (SCHEDULED -> IN PROGRESS); returns the transaction UID
+        that proves the claim: keep it, ``complete``, ``cancel``, ``report_progress`` and updates need it.
+
+        Of several claimers of one workitem exactly one succeeds; the others get
+        ``dw.errors.WorkitemStateError``. The workitem's Performed Procedure Step Start DateTime and this
+        machine as its station are recorded.
+        """
+        uid = _uid(uid, "the workitem UID")
+        transaction = _uid(transaction_uid, "transaction_uid") if transaction_uid else str(generate_uid())
+        _warn(self._worklist.change_state(uid, ups.IN_PROGRESS, transaction))
+        performed = dict((_element("PerformedProcedureStepStartDateTime", [_now()]),
+                          _element("PerformedStationNameCodeSequence", [ups.code_item(*_station())]),
+                          _element("OutputInformationSequence", [])))
+        _warn(self._worklist.update(uid, dict((_element("UnifiedProcedureStepPerformedProcedureSequence",
+                                                         [_sorted(performed)]),)), transaction))
+        return transaction
+
+    def claim_next(self, filters: Mapping[str, Any] | None = None, **keywords: Any) -> tuple[str, str] | None:
+        """Claim the first SCHEDULED workitem matching the filters (as for ``workitems``), by priority then
+        start time; returns ``(workitem UID, transaction UID)``, or None when none is left. A workitem
+        someone else claims first is skipped, so several notebooks can share one queue."""
+        keywords = {**keywords, "ProcedureStepState": ups.SCHEDULED}
+        candidates = self.workitems(filters, **keywords, raw=True)
+        rank = {p: i for i, p in enumerate(ups.PRIORITIES)}
+
+        def order(obj: DicomJson) -> tuple[int, str]:
+            return (rank.get(str(_json_first(obj, "00741200")), len(rank)), str(_json_first(obj, "00404005") or ""))
+
+        for obj in sorted(candidates, key=order):  # type: ignore[arg-type]
+            uid = str(_json_first(obj, "00080018"))
+            try:
+                return uid, self.claim(uid)
+            except WorkitemStateError:
+                continue  # claimed by someone else meanwhile
+        return None
+
+    def report_progress(self, uid: str, transaction_uid: str, progress: float | None = None,
+                        description: str | None = None) -> None:
+        """Record how far the work is (``progress`` in percent, a ``description``); subscribers get a UPS
+        Progress event."""
+        item: DicomJson = {}
+        if progress is not None:
+            if not 0 <= float(progress) <= 100:
+                raise ValueError(f"progress is a percentage (0 to 100), not {progress!r}")
+            item.update((_element("ProcedureStepProgress", [float(progress)]),))
+        if description is not None:
+            item.update((_element("ProcedureStepProgressDescription", [description]),))
+        _warn(self._worklist.update(_uid(uid, "the workitem UID"), dict((
+            _element("ProcedureStepProgressInformationSequence", [_sorted(item)]),)), transaction_uid))
+
+    def update_workitem(self, uid: str, changes: Dataset | Mapping[str, Any], transaction_uid: str | None = None) -> None:
+        """Change attributes of a workitem (UPS-RS Update): a SCHEDULED one without a transaction UID, an IN
+        PROGRESS one with its claim's. ``changes``: a pydicom Dataset, DICOM JSON or keyword -> value pairs."""
+        _warn(self._worklist.update(_uid(uid, "the workitem UID"), _to_json(changes, "changes"), transaction_uid))
+
+    def complete(self, uid: str, transaction_uid: str, *, outputs: Any = None, description: str | None = None,
+                 code: Any = None) -> None:
+        """Complete a workitem you claimed (IN PROGRESS -> COMPLETED).
+
+        ``outputs`` names what the work produced: what ``store_segmentation`` / ``store_measurements``
+        return, ``(study, series, sop)`` tuples or a DataFrame of instances (they are listed in the
+        workitem's Output Information Sequence; their SOP classes are looked up). The performed procedure's
+        end time, the work done (``code``; the scheduled one by default) and ``description`` are recorded
+        first, as PS3.4 asks of a COMPLETED workitem.
+        """
+        uid = _uid(uid, "the workitem UID")
+        current = self._worklist.retrieve(uid)
+        performed = _first_item(current, "UnifiedProcedureStepPerformedProcedureSequence")
+        if code is not None:
+            done = [ups.code_item(*_code(code, "workitem code"))]
+        else:
+            done = (current.get("00404018") or {}).get("Value") or []
+            if not done:
+                raise ValueError("the workitem schedules no workitem code: say what was done with complete(..., code=...)")
+        performed.setdefault(ups._key("PerformedProcedureStepStartDateTime"), ups._element(
+            "PerformedProcedureStepStartDateTime", [_now()])[1])
+        if not ((performed.get(ups._key("PerformedStationNameCodeSequence")) or {}).get("Value")):
+            performed.update((_element("PerformedStationNameCodeSequence", [ups.code_item(*_station())]),))
+        performed.update((_element("PerformedWorkitemCodeSequence", done),
+                          _element("PerformedProcedureStepEndDateTime", [_now()]),
+                          _element("OutputInformationSequence", self._outputs(_instances(outputs)))))
+        if description:
+            performed.update((_element("PerformedProcedureStepDescription", [description]),))
+        _warn(self._worklist.update(uid, dict((_element("UnifiedProcedureStepPerformedProcedureSequence",
+                                                         [_sorted(performed)]),)), transaction_uid))
+        _warn(self._worklist.change_state(uid, ups.COMPLETED, transaction_uid))
+
+    def _outputs(self, instances: list[dict[str, str]]) -> list[DicomJson]:
+        by_series: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for entry in instances:
+            study, series, sop = entry["StudyInstanceUID"], entry["SeriesInstanceUID"], entry["SOPInstanceUID"]
+            sop_class = entry.get("SOPClassUID")
+            if not sop_class:
+                found = self.source.search("instance", [("SOPInstanceUID", sop)], study=study, series=series,
+                                           fields=["SOPClassUID"])
+                if not found:
+                    raise NotFound(f"output instance {sop} is not in series {series} of study {study} here", status=404)
+                sop_class = str(_json_first(found[0], "00080016"))
+            by_series.setdefault((study, series), []).append((sop_class, sop))
+        return [ups.input_item(study, series, refs, resource_url(self.source.url, study, series))
+                for (study, series), refs in by_series.items()]
+
+    def cancel(self, uid: str, transaction_uid: str, reason: str | None = None, *, code: Any = None) -> None:
+        """Give up a workitem you claimed (IN PROGRESS -> CANCELED), saying why: ``reason`` (text) and a
+        discontinuation ``code`` (DCM 110513 "Discontinued for unspecified reason" by default)."""
+        uid = _uid(uid, "the workitem UID")
+        discontinuation = _code(code, "discontinuation code") if code is not None else ups.UNSPECIFIED_DISCONTINUATION
+        item = dict((_element("ProcedureStepDiscontinuationReasonCodeSequence", [ups.code_item(*discontinuation)]),))
+        if reason:
+            item.update((_element("ReasonForCancellation", [reason]),))
+        _warn(self._worklist.update(uid, dict((_element("ProcedureStepProgressInformationSequence", [_sorted(item)]),)),
+                                    transaction_uid))
+        _warn(self._worklist.change_state(uid, ups.CANCELED, transaction_uid))
+
+    def request_cancellation(self, uid: str, reason: str | None = None, *, contact_uri: str | None = None,
+                             contact_name: str | None = None) -> None:
+        """Ask for a workitem someone else owns to be canceled (UPS-RS Request Cancellation). A SCHEDULED
+        workitem is canceled at once; for an IN PROGRESS one its subscribers (its performer, when it
+        listens) are told and the performer decides; a COMPLETED one raises ``WorkitemStateError``."""
+        info: DicomJson = {}
+        if reason:
+            info.update((_element("ReasonForCancellation", [reason]),))
+        if contact_uri:
+            info.update((_element("ContactURI", [contact_uri]),))
+        if contact_name:
+            info.update((_element("ContactDisplayName", [contact_name]),))
+        _warn(self._worklist.request_cancellation(_uid(uid, "the workitem UID"), _sorted(info)))
+
+    # -- subscriptions --------------------------------------------------------------------------------
+    def subscribe(self, aetitle: str, workitem: str | None = None, *, deletion_lock: bool = False,
+                  filters: Mapping[str, Any] | None = None) -> None:
+        """Subscribe ``aetitle`` to a workitem's event reports, to the whole worklist (no ``workitem``), or
+        to the workitems ``filters`` match. Open ``pacs.listen(aetitle)`` first to hear them."""
+        target, pairs = _subscription_target(workitem, filters)
+        self._worklist.subscribe(_ae(aetitle), target, deletion_lock=deletion_lock, filters=pairs)
+
+    def unsubscribe(self, aetitle: str, workitem: str | None = None) -> None:
+        """Remove a subscription; without ``workitem`` every subscription of ``aetitle``."""
+        target, _ = _subscription_target(workitem, None)
+        self._worklist.unsubscribe(_ae(aetitle), target)
+
+    def suspend_subscription(self, aetitle: str) -> None:
+        """Stop subscribing ``aetitle`` to new workitems; its existing subscriptions stay."""
+        self._worklist.suspend(_ae(aetitle), ups.GLOBAL_SUBSCRIPTION)
+
+    def listen(self, aetitle: str) -> EventChannel:
+        """Open the notification channel of ``aetitle``: an ``EventChannel`` of ``WorkitemEvent``s (use it in
+        a ``with`` block; ``channel.get(timeout)`` waits for the next)."""
+        title = _ae(aetitle)
+        return EventChannel(title, self._worklist.channel(title))
+
+
+def _sorted(obj: DicomJson) -> DicomJson:
+    return {k: obj[k] for k in sorted(obj)}
+
+
+def _json_first(obj: DicomJson, tag: str) -> Any:
+    values = (obj.get(tag) or {}).get("Value") or [None]
+    value = values[0]
+    if isinstance(value, dict) and "Alphabetic" in value:
+        return value.get("Alphabetic")
+    return value
+
+
+def _ae(aetitle: str) -> str:
+    title = ups.valid_ae_title(str(aetitle))
+    if title is None:
+        raise ValueError(f"{aetitle!r} is not an AE title (1 to 16 characters, no backslash nor control characters)")
+    return title
+
+
+def _subscription_target(workitem: str | None, filters: Mapping[str, Any] | None) -> tuple[str, list[tuple[str, str]] | None]:
+    if workitem is not None:
+        if filters:
+            raise ValueError("give a workitem or filters, not both")
+        return _uid(workitem, "workitem"), None
+    if not filters:
+        return ups.GLOBAL_SUBSCRIPTION, None
+    plan = build_searches("workitem", filters, {})
+    if len(plan.queries) != 1:
+        raise ValueError("a filtered subscription takes one value per attribute (a UID list is fine)")
+    return ups.FILTERED_SUBSCRIPTION, plan.queries[0]
+
+
+def _warn(texts: Iterable[str]) -> None:
+    for text in texts:
+        warnings.warn(text, DicomWebWarning, stacklevel=3)
