@@ -21,6 +21,7 @@ import pytest
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.query import parse_query
 from dicomweb_nb.store import FAILURE_DUPLICATE, Store, StoreError
+from dicomweb_nb.store.schema import SCHEMA_VERSION
 from tests.fixtures.consistency import check_store_consistent
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -244,7 +245,7 @@ def test_a_schema_1_store_opens_and_is_migrated_in_place(tmp_path):
 
     store = Store(root)
     conn = sqlite3.connect(root / "index.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
     assert conn.execute("SELECT state FROM jobs WHERE id='j1'").fetchone() == ("Success",)
     conn.close()
     assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
