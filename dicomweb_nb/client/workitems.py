@@ -536,7 +536,7 @@ class WorklistMethods:
 
     # -- creating ------------------------------------------------------------------------------------
     def create_workitem(self, dataset: Dataset | Mapping[str, Any] | None = None, *, label: str | None = None,
-                        series: Any = None, worklist: str | None = None, priority: str = "MEDIUM",
+                        series: Any = None, worklist: str = ups.DEFAULT_WORKLIST, priority: str = "MEDIUM",
                         code: Any = "Image Processing", start: Any = None, performers: Iterable[str] = (),
                         organization: str = "unspecified", parameters: Mapping[str, Any] | None = None,
                         comments: str | None = None, uid: str | None = None) -> str:
@@ -545,7 +545,8 @@ class WorklistMethods:
         For a labelling or inference task, name it (``label``) and give the ``series`` it works on (a
         DataFrame from ``pacs.series(...)``, a ``(study, series)`` pair or a list of them): the workitem
         lists their instances as its input, with where to retrieve them, and the patient's name, ID,
-        birth date and sex. ``worklist`` names the queue (its Worklist Label), ``priority`` is HIGH, MEDIUM or
+        birth date and sex. ``worklist`` names the queue (its Worklist Label; ``"default"`` when not given, as our
+        server names it), ``priority`` is HIGH, MEDIUM or
         LOW, ``code`` what kind of work (DCM 110001 "Image Processing" by default; a pydicom Code,
         ``"SCHEME:VALUE:Meaning"`` or a DICOM name such as ``"Interpretation"``), ``start`` when (now by
         default), ``performers`` who is to do it (names), ``parameters`` processing parameters (model name,

@@ -53,6 +53,7 @@ SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPL
 STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
 FINAL_STATES = (COMPLETED, CANCELED)
 PRIORITIES = ("HIGH", "MEDIUM", "LOW")
+DEFAULT_WORKLIST = "default"  # the Worklist Label of a workitem whose creator names no worklist
 READINESS = ("READY", "UNAVAILABLE", "INCOMPLETE")
 # The default discontinuation reason of a cancellation that gave none (CID 9300): DCM 110513.
 UNSPECIFIED_DISCONTINUATION = ("110513", "DCM", "Discontinued for unspecified reason")

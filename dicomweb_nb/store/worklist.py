@@ -24,7 +24,6 @@ from .index import Index
 from .index.workitems import StoredEvent, Subscription, WorklistWrites
 from .store import NotFoundError
 
-DEFAULT_WORKLIST_LABEL = "default"
 
 
 class WorkitemNotFound(NotFoundError):
@@ -80,7 +79,7 @@ def parse_filter(values: Iterable[str]) -> list[tuple[str, str]]:
 class Worklist:
     """The worklist of one store. Thread-safe; every process on the store sees the same workitems."""
 
-    def __init__(self, index: Index, *, pn_case_insensitive: bool = True, default_label: str = DEFAULT_WORKLIST_LABEL):
+    def __init__(self, index: Index, *, pn_case_insensitive: bool = True, default_label: str = ups.DEFAULT_WORKLIST):
         self.index = index
         self.pn_case_insensitive = pn_case_insensitive
         self.default_label = default_label
