@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
-import os
 import queue
 import socket
 import threading
@@ -40,7 +39,6 @@ from ..errors import (
     InvalidResponse,
     InvalidWorkitem,
     NotFound,
-    WorkitemError,
     WorkitemStateError,
     error_class_for_status,
     server_message_from_body,
@@ -147,7 +145,8 @@ class EventChannel:
         try:
             return WorkitemEvent.from_report(report)
         except (ValueError, TypeError, AttributeError):
-            raise InvalidResponse(f"the notification channel of {self.aetitle} sent a frame that is not an event report") from None
+            raise InvalidResponse(f"the notification channel of {self.aetitle} sent a frame that is not an event "
+                                  "report") from None
 
     def __iter__(self) -> Iterator[WorkitemEvent]:
         while not self._closed.is_set():
@@ -348,7 +347,8 @@ class WebWorklist:
     def channel(self, aetitle: str) -> EventReceiver:
         url = self.http.url("subscribers", aetitle)
         scheme, rest = url.split("://", 1)
-        headers = {k: v for k, v in self.http.session.headers.items() if k.lower() == "authorization" or k.lower().startswith("x-")}
+        headers = {k: v for k, v in self.http.session.headers.items()
+                   if k.lower() == "authorization" or k.lower().startswith("x-")}
         auth = self.http.session.auth
         if isinstance(auth, tuple) and len(auth) == 2:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()

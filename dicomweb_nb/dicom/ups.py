@@ -194,15 +194,21 @@ CODE = ItemRules((
 # Table CC.2.5-2b, UPS Content Item Macro.
 _CONTENT_VALUES = {"DATETIME": "DateTime", "DATE": "Date", "TIME": "Time", "PNAME": "PersonName", "UIDREF": "UID",
                    "TEXT": "TextValue", "CODE": "ConceptCodeSequence", "NUMERIC": "NumericValue", "NUM": "NumericValue"}
+def _content_value(item: DicomJson) -> list[str]:
+    """Table CC.2.5-2b's conditions: the value attribute of the item's Value Type, and the units of a number."""
+    kind = _text(item, _key("ValueType")) or ""
+    problems = []
+    if kind in _CONTENT_VALUES and not _values(item.get(_key(_CONTENT_VALUES[kind]))):
+        problems.append(f"{_CONTENT_VALUES[kind]} is required with ValueType {kind}")
+    if kind in ("NUMERIC", "NUM") and not _values(item.get(_key("MeasurementUnitsCodeSequence"))):
+        problems.append("MeasurementUnitsCodeSequence is required with a NUMERIC value")
+    return problems
+
+
 CONTENT_ITEM = ItemRules((
     Attr("ValueType", "1", "1", values=tuple(_CONTENT_VALUES)), Attr("ConceptNameCodeSequence", "1", "1", items=CODE),
     Attr("ConceptCodeSequence", items=CODE), Attr("MeasurementUnitsCodeSequence", items=CODE),
-), lambda item: [
-    f"{_CONTENT_VALUES[kind]} is required with ValueType {kind}"
-    for kind in [_text(item, _key("ValueType")) or ""]
-    if kind in _CONTENT_VALUES and not _values(item.get(_key(_CONTENT_VALUES[kind])))
-] + ([] if (_text(item, _key("ValueType")) or "") not in ("NUMERIC", "NUM") or _values(item.get(_key("MeasurementUnitsCodeSequence")))
-     else ["MeasurementUnitsCodeSequence is required with a NUMERIC value"]))
+), _content_value)
 
 # Table CC.2.5-2c, Referenced Instances and Access Macro.
 _RETRIEVALS = ("DICOMRetrievalSequence", "DICOMMediaRetrievalSequence", "WADORetrievalSequence",
@@ -342,7 +348,7 @@ def _problems(obj: Mapping[str, Any], rules: ItemRules, mode: str, where: str, o
             out.append(f"{name} is required (Type 2: give it empty when unknown)")
         elif kind == "E" and valued:
             out.append(f"{name} must be empty when the workitem is created")
-        if not present or kind == "S":
+        if elem is None or kind == "S":
             continue
         if attr.values and valued:
             bad = [v for v in _values(elem) if str(v).strip() not in attr.values]

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import ParseError
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from ..dicom import mediatypes as mt
 from ..dicom import ups
@@ -371,7 +371,7 @@ class EventRelay:
                 self.cursor = max(self.cursor or 0, event.id)
                 for channel in list(self.channels.get(event.aetitle, ())):
                     channel.send_report(event)
-        except Exception:  # noqa: BLE001 - a database hiccup must not end the relay
+        except Exception:  # a database hiccup must not end the relay
             log.exception("delivering worklist event reports failed")
         finally:
             self._polling = False

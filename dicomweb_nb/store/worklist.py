@@ -25,7 +25,6 @@ from .index.workitems import StoredEvent, Subscription, WorklistWrites
 from .store import NotFoundError
 
 
-
 class WorkitemNotFound(NotFoundError):
     """No workitem (or no subscription) with that UID: a 404."""
 

@@ -71,7 +71,8 @@ def test_a_labelling_queue_from_creation_to_completion(pacs):
     assert len(inputs[0].ReferencedSOPSequence) == 3
     assert inputs[0].WADORSRetrievalSequence[0].RetrieveURL.endswith(f"/series/{series['SeriesInstanceUID'][0]}")
     assert item.ScheduledWorkitemCodeSequence[0].CodeValue == "110001"  # DCM Image Processing
-    assert {p.ConceptNameCodeSequence[0].CodeMeaning for p in item.ScheduledProcessingParametersSequence} == {"model", "threshold"}
+    parameters = item.ScheduledProcessingParametersSequence
+    assert {p.ConceptNameCodeSequence[0].CodeMeaning for p in parameters} == {"model", "threshold"}
 
     queue = pacs.workitems(WorklistLabel=label)
     assert list(queue["SOPInstanceUID"]) == [uid]

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 
-import pytest
 import requests
 import websocket
 
@@ -203,7 +202,8 @@ def test_updates_follow_the_transaction_rules(server):
         refused = call(server, "POST", f"workitems/{uid}{query}", label)
         assert (refused.status_code, warning(refused)) == (400, ups.NOT_CLAIMED)
     assert call(server, "POST", f"workitems/{uid}?{transaction}", label).status_code == 200
-    not_allowed = call(server, "POST", f"workitems/{uid}?{transaction}", {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "X"}]}})
+    other_patient = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "X"}]}}
+    not_allowed = call(server, "POST", f"workitems/{uid}?{transaction}", other_patient)
     assert not_allowed.status_code == 400 and "PatientName may not be given in an update" in not_allowed.json()["message"]
     modified = call(server, "POST", f"workitems/{uid}?{transaction}", {"00404010": {"vr": "DT", "Value": ["19990101"]}})
     assert (modified.status_code, warning(modified)) == (200, ups.UPDATED_WITH_MODIFICATIONS)
@@ -291,7 +291,8 @@ def channel(server, aetitle: str):
 
 
 def receive(socket, count: int, timeout: float = 10.0) -> list[dict]:
-    got, deadline = [], time.monotonic() + timeout
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
     while len(got) < count and time.monotonic() < deadline:
         socket.settimeout(max(0.1, deadline - time.monotonic()))
         try:

@@ -13,7 +13,7 @@ import tornado.httpclient
 import websocket
 
 # pytest-jupyter's fixtures, for this module only (see test_jupyter_authorization.py).
-from pytest_jupyter.jupyter_server import *  # noqa: F401,F403
+from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 from dicomweb_nb.dicom import ups
 from tests.fixtures.ourserver import start_standalone
@@ -42,7 +42,7 @@ def workitem(jp_root_dir):
 
 
 @pytest.mark.parametrize("jp_server_config", [config(DenyWrites)], ids=["deny-writes"])
-def test_a_user_who_may_not_write_reads_the_worklist_but_changes_nothing(workitem, jp_serverapp, call, jp_ws_fetch,
+def test_a_user_who_may_not_write_reads_the_worklist_but_changes_nothing(workitem, jp_serverapp, call, jp_ws_fetch,  # noqa: F811
                                                                         jp_asyncio_loop):
     status, found = call("GET", "dicom-web/workitems")
     assert status == 200 and [w["00080018"]["Value"][0] for w in found] == [UID]
@@ -64,7 +64,7 @@ def test_a_user_who_may_not_write_reads_the_worklist_but_changes_nothing(workite
 
 
 @pytest.mark.parametrize("jp_server_config", [config(DenyAll)], ids=["deny-all"])
-def test_a_user_who_may_not_read_cannot_open_a_notification_channel(jp_serverapp, call, jp_ws_fetch, jp_asyncio_loop):
+def test_a_user_who_may_not_read_cannot_open_a_notification_channel(jp_serverapp, call, jp_ws_fetch, jp_asyncio_loop):  # noqa: F811
     assert _is_denied(call("GET", "dicom-web/workitems"), "read")
     with pytest.raises(tornado.httpclient.HTTPClientError) as err:
         jp_asyncio_loop.run_until_complete(jp_ws_fetch("dicom-web", "subscribers", "READER"))
@@ -80,7 +80,7 @@ def test_the_channel_needs_jupyters_credentials(jp_serverapp, jp_ws_fetch, jp_as
 
 
 @pytest.mark.parametrize("jp_server_config", [config(Recording)], ids=["recording"])
-def test_each_worklist_route_asks_for_its_action(workitem, jp_serverapp, call):
+def test_each_worklist_route_asks_for_its_action(workitem, jp_serverapp, call):  # noqa: F811
     Recording.asked.clear()
     requests_made = [
         ("GET", "dicom-web/workitems"), ("POST", "dicom-web/workitems"), ("GET", f"dicom-web/workitems/{UID}"),
