@@ -31,6 +31,7 @@ from pydicom.uid import generate_uid
 from ..dicom import ups
 from ..dicom.dicomjson import DicomJson, dataset_to_json
 from ..dicom.mediatypes import DICOM_JSON
+from ..dicom.query import search_parameters
 from ..dicom.resources import resource_url
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import (
@@ -303,11 +304,7 @@ class WebWorklist:
 
     def search(self, filters: Sequence[tuple[str, str]], *, fields: Sequence[str] = (), fuzzy: bool = False,
                limit: int | None = None, offset: int = 0) -> list[DicomJson]:
-        base = list(filters)
-        if fields:
-            base.append(("includefield", ",".join(fields)))
-        if fuzzy:
-            base.append(("fuzzymatching", "true"))
+        base = search_parameters(filters, fields=fields, fuzzy=fuzzy)
 
         def fetch_page(page_offset: int, count: int) -> tuple[list[DicomJson], bool]:
             params = base + [("limit", str(count))] + ([("offset", str(page_offset))] if page_offset else [])
@@ -435,17 +432,12 @@ def _dataset_value(value: Any) -> Any:
 
 
 def _pairs(series: Any) -> list[tuple[str, str]]:
-    if isinstance(series, pd.DataFrame):
-        missing = {"StudyInstanceUID", "SeriesInstanceUID"} - set(series.columns)
-        if missing:
-            raise ValueError(f"the series DataFrame has no {', '.join(sorted(missing))} column")
-        return [(str(a), str(b)) for a, b in zip(series["StudyInstanceUID"], series["SeriesInstanceUID"])]
+    """(study, series) UID pairs: one pair, or what ``Client.volumes`` takes (a series DataFrame, pairs)."""
+    from .client import _series_pairs
+
     if isinstance(series, tuple) and len(series) == 2 and all(isinstance(v, str) for v in series):
         return [(series[0], series[1])]
-    pairs = [tuple(p) for p in series]
-    if any(len(p) != 2 for p in pairs):
-        raise ValueError("series: give a DataFrame from pacs.series(...), a (study, series) pair or a list of them")
-    return [(str(a), str(b)) for a, b in pairs]
+    return _series_pairs(series)
 
 
 def _instances(outputs: Any) -> list[dict[str, str]]:
@@ -484,10 +476,6 @@ def _first_item(dataset: DicomJson, keyword: str) -> DicomJson:
 
     values = (dataset.get(tag_hex(parse_tag(keyword))) or {}).get("Value") or []
     return dict(values[0]) if values and isinstance(values[0], dict) else {}
-
-
-def _element(keyword: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
-    return ups._element(keyword, values)
 
 
 class WorklistMethods:
@@ -607,12 +595,18 @@ class WorklistMethods:
         uid = _uid(uid, "the workitem UID")
         transaction = _uid(transaction_uid, "transaction_uid") if transaction_uid else str(generate_uid())
         _warn(self._worklist.change_state(uid, ups.IN_PROGRESS, transaction))
-        performed = dict((_element("PerformedProcedureStepStartDateTime", [_now()]),
-                          _element("PerformedStationNameCodeSequence", [ups.code_item(*_station())]),
-                          _element("OutputInformationSequence", [])))
-        _warn(self._worklist.update(uid, dict((_element("UnifiedProcedureStepPerformedProcedureSequence",
-                                                         [_sorted(performed)]),)), transaction))
+        self._set_item(uid, transaction, "UnifiedProcedureStepPerformedProcedureSequence", ups.attributes(
+            PerformedProcedureStepStartDateTime=_now(), PerformedStationNameCodeSequence=[ups.code_item(*_station())],
+            OutputInformationSequence=[]), current={})
         return transaction
+
+    def _set_item(self, uid: str, transaction: str | None, sequence: str, changes: DicomJson,
+                  current: DicomJson | None = None) -> None:
+        """Update the one item of a workitem's ``sequence`` with ``changes``, keeping its other attributes
+        (an update gives a sequence whole, PS3.4 CC.2.6.2); ``current`` is the workitem (read when None)."""
+        item = _first_item(current if current is not None else self._worklist.retrieve(uid), sequence)
+        item.update(changes)
+        _warn(self._worklist.update(uid, ups.attributes(**{sequence: [_sorted(item)]}), transaction))
 
     def claim_next(self, filters: Mapping[str, Any] | None = None, **keywords: Any) -> tuple[str, str] | None:
         """Claim the first SCHEDULED workitem matching the filters (as for ``workitems``), by priority then
@@ -637,15 +631,11 @@ class WorklistMethods:
                         description: str | None = None) -> None:
         """Record how far the work is (``progress`` in percent, a ``description``); subscribers get a UPS
         Progress event."""
-        item: DicomJson = {}
-        if progress is not None:
-            if not 0 <= float(progress) <= 100:
-                raise ValueError(f"progress is a percentage (0 to 100), not {progress!r}")
-            item.update((_element("ProcedureStepProgress", [float(progress)]),))
-        if description is not None:
-            item.update((_element("ProcedureStepProgressDescription", [description]),))
-        _warn(self._worklist.update(_uid(uid, "the workitem UID"), dict((
-            _element("ProcedureStepProgressInformationSequence", [_sorted(item)]),)), transaction_uid))
+        if progress is not None and not 0 <= float(progress) <= 100:
+            raise ValueError(f"progress is a percentage (0 to 100), not {progress!r}")
+        changes = ups.attributes(ProcedureStepProgress=float(progress) if progress is not None else None,
+                                 ProcedureStepProgressDescription=description)
+        self._set_item(_uid(uid, "the workitem UID"), transaction_uid, "ProcedureStepProgressInformationSequence", changes)
 
     def update_workitem(self, uid: str, changes: Dataset | Mapping[str, Any], transaction_uid: str | None = None) -> None:
         """Change attributes of a workitem (UPS-RS Update): a SCHEDULED one without a transaction UID, an IN
@@ -671,17 +661,14 @@ class WorklistMethods:
             done = (current.get("00404018") or {}).get("Value") or []
             if not done:
                 raise ValueError("the workitem schedules no workitem code: say what was done with complete(..., code=...)")
-        performed.setdefault(ups._key("PerformedProcedureStepStartDateTime"), ups._element(
-            "PerformedProcedureStepStartDateTime", [_now()])[1])
-        if not ((performed.get(ups._key("PerformedStationNameCodeSequence")) or {}).get("Value")):
-            performed.update((_element("PerformedStationNameCodeSequence", [ups.code_item(*_station())]),))
-        performed.update((_element("PerformedWorkitemCodeSequence", done),
-                          _element("PerformedProcedureStepEndDateTime", [_now()]),
-                          _element("OutputInformationSequence", self._outputs(_instances(outputs)))))
-        if description:
-            performed.update((_element("PerformedProcedureStepDescription", [description]),))
-        _warn(self._worklist.update(uid, dict((_element("UnifiedProcedureStepPerformedProcedureSequence",
-                                                         [_sorted(performed)]),)), transaction_uid))
+        changes = ups.attributes(PerformedWorkitemCodeSequence=done, PerformedProcedureStepEndDateTime=_now(),
+                                 OutputInformationSequence=self._outputs(_instances(outputs)),
+                                 PerformedProcedureStepDescription=description)
+        if not (performed.get(ups._key("PerformedProcedureStepStartDateTime")) or {}).get("Value"):
+            changes.update(ups.attributes(PerformedProcedureStepStartDateTime=_now()))
+        if not (performed.get(ups._key("PerformedStationNameCodeSequence")) or {}).get("Value"):
+            changes.update(ups.attributes(PerformedStationNameCodeSequence=[ups.code_item(*_station())]))
+        self._set_item(uid, transaction_uid, "UnifiedProcedureStepPerformedProcedureSequence", changes, current)
         _warn(self._worklist.change_state(uid, ups.COMPLETED, transaction_uid))
 
     def _outputs(self, instances: list[dict[str, str]]) -> list[DicomJson]:
@@ -704,11 +691,9 @@ class WorklistMethods:
         discontinuation ``code`` (DCM 110513 "Discontinued for unspecified reason" by default)."""
         uid = _uid(uid, "the workitem UID")
         discontinuation = _code(code, "discontinuation code") if code is not None else ups.UNSPECIFIED_DISCONTINUATION
-        item = dict((_element("ProcedureStepDiscontinuationReasonCodeSequence", [ups.code_item(*discontinuation)]),))
-        if reason:
-            item.update((_element("ReasonForCancellation", [reason]),))
-        _warn(self._worklist.update(uid, dict((_element("ProcedureStepProgressInformationSequence", [_sorted(item)]),)),
-                                    transaction_uid))
+        changes = ups.attributes(ProcedureStepDiscontinuationReasonCodeSequence=[ups.code_item(*discontinuation)],
+                                 ReasonForCancellation=reason)
+        self._set_item(uid, transaction_uid, "ProcedureStepProgressInformationSequence", changes)
         _warn(self._worklist.change_state(uid, ups.CANCELED, transaction_uid))
 
     def request_cancellation(self, uid: str, reason: str | None = None, *, contact_uri: str | None = None,
@@ -716,14 +701,8 @@ class WorklistMethods:
         """Ask for a workitem someone else owns to be canceled (UPS-RS Request Cancellation). A SCHEDULED
         workitem is canceled at once; for an IN PROGRESS one its subscribers (its performer, when it
         listens) are told and the performer decides; a COMPLETED one raises ``WorkitemStateError``."""
-        info: DicomJson = {}
-        if reason:
-            info.update((_element("ReasonForCancellation", [reason]),))
-        if contact_uri:
-            info.update((_element("ContactURI", [contact_uri]),))
-        if contact_name:
-            info.update((_element("ContactDisplayName", [contact_name]),))
-        _warn(self._worklist.request_cancellation(_uid(uid, "the workitem UID"), _sorted(info)))
+        info = ups.attributes(ReasonForCancellation=reason, ContactURI=contact_uri, ContactDisplayName=contact_name)
+        _warn(self._worklist.request_cancellation(_uid(uid, "the workitem UID"), info))
 
     # -- subscriptions --------------------------------------------------------------------------------
     def subscribe(self, aetitle: str, workitem: str | None = None, *, deletion_lock: bool = False,

@@ -809,6 +809,13 @@ def _element(keyword: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
     return _key(keyword), make_element(vr, vals)
 
 
+def attributes(**values: Any) -> DicomJson:
+    """DICOM JSON of ``Keyword=value`` pairs (a list for several values; items of a sequence as DICOM JSON),
+    leaving out those given as None or ``""``."""
+    out = dict(_element(k, v if isinstance(v, list) else [v]) for k, v in values.items() if v is not None and v != "")
+    return {k: out[k] for k in sorted(out)}
+
+
 def input_item(study: str, series: str, instances: Iterable[tuple[str, str]], retrieve_url: str) -> DicomJson:
     """An Input (or Output) Information Sequence item for instances of one series (Table CC.2.5-2c):
     ``instances`` are (SOP Class UID, SOP Instance UID) pairs, ``retrieve_url`` where WADO-RS serves them."""
@@ -851,19 +858,10 @@ def new_workitem(label: str, *, start: str, worklist: str | None = None, priorit
         _element("ScheduledProcedureStepStartDateTime", [start]), _element("InputReadinessState", ["READY"]),
         _element("ProcedureStepState", [SCHEDULED]), _element("InputInformationSequence", list(inputs)),
     ))
-    if worklist:
-        obj.update((_element("WorklistLabel", [worklist]),))
+    obj.update(attributes(WorklistLabel=worklist, StudyInstanceUID=study, CommentsOnTheScheduledProcedureStep=comments,
+                          ExpectedCompletionDateTime=expected_completion, **(patient or {})))
     if code is not None:
-        obj.update((_element("ScheduledWorkitemCodeSequence", [code_item(*code)]),))
-    if study:
-        obj.update((_element("StudyInstanceUID", [study]),))
-    if comments:
-        obj.update((_element("CommentsOnTheScheduledProcedureStep", [comments]),))
-    if expected_completion:
-        obj.update((_element("ExpectedCompletionDateTime", [expected_completion]),))
-    for keyword, value in (patient or {}).items():
-        if value is not None and value != "":
-            obj.update((_element(keyword, [value]),))
+        obj.update(attributes(ScheduledWorkitemCodeSequence=[code_item(*code)]))
     names = list(performers)
     if names:
         obj.update((_element("ScheduledHumanPerformersSequence", [dict((

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..dicom import mediatypes
 from ..dicom.dicomjson import DicomJson, absolutize_bulk_uris
-from ..dicom.query import QueryError, parse_query
+from ..dicom.query import QueryError, parse_query, search_parameters
 from ..dicom.resources import resource_url
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
@@ -62,15 +62,7 @@ class StoreSource:
     def search(self, level: str, filters: Sequence[tuple[str, str]], *, study: str | None = None,
                series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,
                limit: int | None = None, offset: int = 0) -> list[DicomJson]:
-        params = list(filters)
-        if fields:
-            params.append(("includefield", ",".join(fields)))
-        if fuzzy:
-            params.append(("fuzzymatching", "true"))
-        if limit is not None:
-            params.append(("limit", str(limit)))
-        if offset:
-            params.append(("offset", str(offset)))
+        params = search_parameters(filters, fields=fields, fuzzy=fuzzy, limit=limit, offset=offset)
         try:
             query = parse_query(params, level, max_limit=None)
         except QueryError as exc:

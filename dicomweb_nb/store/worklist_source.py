@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from ..dicom import ups
 from ..dicom.dicomjson import DicomJson
-from ..dicom.query import QueryError, parse_query
+from ..dicom.query import QueryError, parse_query, search_parameters
 from ..errors import BadRequest, NotFound
 from .store import NotFoundError, Store
 from .worklist import event_report
@@ -59,15 +59,7 @@ class StoreWorklist:
 
     def search(self, filters: Sequence[tuple[str, str]], *, fields: Sequence[str] = (), fuzzy: bool = False,
                limit: int | None = None, offset: int = 0) -> list[DicomJson]:
-        params = list(filters)
-        if fields:
-            params.append(("includefield", ",".join(fields)))
-        if fuzzy:
-            params.append(("fuzzymatching", "true"))
-        if limit is not None:
-            params.append(("limit", str(limit)))
-        if offset:
-            params.append(("offset", str(offset)))
+        params = search_parameters(filters, fields=fields, fuzzy=fuzzy, limit=limit, offset=offset)
         try:
             query = parse_query(params, "workitem", max_limit=None)
         except QueryError as exc:

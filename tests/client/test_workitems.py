@@ -142,6 +142,7 @@ def test_cancelling(pacs):
     label = unique()
     mine = pacs.create_workitem(label="give up", worklist=label)
     transaction = pacs.claim(mine)
+    pacs.report_progress(mine, transaction, 30, "a third done")
     pacs.cancel(mine, transaction, "the series is unusable")
     item = pacs.workitem(mine)
     assert item.ProcedureStepState == "CANCELED"
@@ -149,6 +150,8 @@ def test_cancelling(pacs):
     assert progress.ReasonForCancellation == "the series is unusable"
     assert progress.ProcedureStepDiscontinuationReasonCodeSequence[0].CodeValue == "110513"
     assert progress.ProcedureStepCancellationDateTime
+    assert float(progress.ProcedureStepProgress) == 30 and progress.ProcedureStepProgressDescription == "a third done"
+    assert item.UnifiedProcedureStepPerformedProcedureSequence[0].PerformedProcedureStepStartDateTime  # set by claim
     scheduled = pacs.create_workitem(label="not needed", worklist=label)
     pacs.request_cancellation(scheduled, "duplicate task")
     assert pacs.workitem(scheduled).ProcedureStepState == "CANCELED"
