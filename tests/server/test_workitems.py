@@ -381,3 +381,21 @@ def test_two_server_processes_share_the_worklist_and_its_events(tmp_path, store_
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_search_past_the_servers_limit_is_partial_and_the_client_pages_on(tmp_path, store_backend):
+    import dicomweb_nb as dw
+
+    server = start_standalone(tmp_path, None, "-c", "qido_max_results=2", backend=store_backend)
+    try:
+        label = unique_label()
+        uids = [create(server, task(worklist=label)) for _ in range(5)]
+        first = call(server, "GET", "workitems", params={"WorklistLabel": label})
+        assert first.status_code == 206  # PS3.18 11.9.3.1: some results, the rest by paging
+        assert len(first.json()) == 2 and "Additional results can be requested" in warning(first)
+        pacs = dw.connect(server.dicomweb_url, progress=False)
+        assert list(pacs.workitems(WorklistLabel=label)["SOPInstanceUID"]) == uids
+        assert list(pacs.workitems(WorklistLabel=label, limit=2, offset=2)["SOPInstanceUID"]) == uids[2:4]
+        pacs.close()
+    finally:
+        server.stop()
