@@ -4,6 +4,8 @@
 #   ./dev.sh start [jupyter args]   JupyterLab with the DICOMweb extension, a workspace store
 #                                   preloaded with sample studies, and the example notebooks
 #   ./dev.sh test  [pytest args]    the whole test suite (installs Orthanc and Chromium first)
+#   ./dev.sh fix                    ruff's automatic fixes, and lines over the length limit wrapped by
+#                                   ruff's formatter (those lines only); what remains, ruff check shows
 #
 # Each command makes its own virtual environment (.venv, or $DICOMWEB_NB_VENV) and installs what it needs.
 set -euo pipefail
@@ -79,8 +81,20 @@ case "${1:-}" in
         export PYTEST_DEBUG_TEMPROOT
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    fix)
+        ensure_venv test
+        paths=(dicomweb_nb jupyter_server_ext tests benchmarks)
+        "$VENV/bin/ruff" check --fix --quiet "${paths[@]}" || true
+        # Only the lines ruff finds too long are reformatted (bottom up, so line numbers stay right).
+        "$VENV/bin/ruff" check --select E501 --output-format concise "${paths[@]}" 2>/dev/null \
+            | grep -E '^[^:]+:[0-9]+:' | cut -d: -f1,2 | sort -t: -k1,1 -k2,2nr \
+            | while IFS=: read -r file line; do
+                "$VENV/bin/ruff" format --quiet --range="$line:1-$((line + 1)):1" "$file"
+            done
+        exec "$VENV/bin/ruff" check "${paths[@]}"
+        ;;
     *)
-        echo "usage: ./dev.sh start [jupyter args] | ./dev.sh test [pytest args]" >&2
+        echo "usage: ./dev.sh start [jupyter args] | ./dev.sh test [pytest args] | ./dev.sh fix" >&2
         exit 2
         ;;
 esac

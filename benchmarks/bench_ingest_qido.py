@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import requests
-
 from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples
@@ -48,7 +47,7 @@ def query_latencies(url: str, repeat: int) -> dict[str, tuple[float, int]]:
     for name, params in QUERIES.items():
         query = "&".join(f"{k}={v}" for k, v in params.items())  # '*' sent literally: Orthanc 1.10 does not decode %2A
 
-        def run():
+        def run(query=query):
             r = session.get(f"{url}/studies?{query}", headers={"Accept": "application/dicom+json"})
             r.raise_for_status()
             run.count = len(r.json())

@@ -35,23 +35,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import requests
-
 from common import report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dicomweb_nb as dw  # noqa: E402
-from dicomweb_nb import samples  # noqa: E402
-from dicomweb_nb.dicom.multipart import encode_multipart  # noqa: E402
-from tests.fixtures.orthanc import OrthancProcess, orthanc_available  # noqa: E402
-from tests.fixtures.ourserver import BIN, start_standalone  # noqa: E402
+import dicomweb_nb as dw
+from dicomweb_nb import samples
+from dicomweb_nb.dicom.multipart import encode_multipart
+from tests.fixtures.orthanc import OrthancProcess, orthanc_available
+from tests.fixtures.ourserver import BIN, start_standalone
 
 FAMILY = ["SMITH", "JONES", "TAYLOR", "BROWN", "WILSON", "EVANS", "THOMAS", "JOHNSON", "ROBERTS", "WALKER"]
 QUERIES = {
@@ -317,7 +316,9 @@ def main() -> None:
                 session = requests.Session()
 
                 def one() -> None:
-                    r = session.get(f"{c.url}/studies/{study}/series/{series}/metadata", headers={"Accept": "application/dicom+json"})
+                    r = session.get(
+                        f"{c.url}/studies/{study}/series/{series}/metadata", headers={"Accept": "application/dicom+json"}
+                    )
                     r.raise_for_status()
                     if len(r.json()) != len(sops):
                         raise AssertionError("series metadata misses instances")

@@ -24,21 +24,20 @@ import email.parser
 import email.policy
 import statistics
 import tracemalloc
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
+from common import report, timed
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import dcmread
 
-from common import report, timed
-
-from dicomweb_nb import samples  # noqa: E402  (common puts the repository on sys.path)
-from dicomweb_nb.dicom import dicomjson  # noqa: E402
-from dicomweb_nb.dicom.multipart import MultipartParser, PartData, encode_multipart  # noqa: E402
-from dicomweb_nb.pixels import render as rd  # noqa: E402
-from dicomweb_nb.pixels import voi as voi_module  # noqa: E402
-from dicomweb_nb.pixels.voi import ImageAttributes, Window, to_display  # noqa: E402
+from dicomweb_nb import samples
+from dicomweb_nb.dicom import dicomjson
+from dicomweb_nb.dicom.multipart import MultipartParser, PartData, encode_multipart
+from dicomweb_nb.pixels import render as rd
+from dicomweb_nb.pixels import voi as voi_module
+from dicomweb_nb.pixels.voi import ImageAttributes, Window, to_display
 
 
 def _p50_ms(fn: Callable[[], object], repeat: int) -> float:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
 from common import median_ms, report, start_both, stow, timed
 
 from dicomweb_nb import samples
@@ -110,7 +109,14 @@ def main() -> None:
             for name, base in servers.items():
                 session = requests.Session()
                 url = f"{base}/studies/{study}/series/{series}/metadata"
-                meta[name] = median_ms(timed(lambda: session.get(url, headers={"Accept": "application/dicom+json"}).raise_for_status(), args.repeat))
+                meta[name] = median_ms(
+                    timed(
+                        lambda session=session, url=url: session.get(
+                            url, headers={"Accept": "application/dicom+json"}
+                        ).raise_for_status(),
+                        args.repeat,
+                    )
+                )
             rows.append({"measure": f"series metadata, {args.slices} instances (ms p50)", "ours": meta["ours"],
                          "orthanc": meta["orthanc"], "ratio": meta["ours"] / meta["orthanc"], "target": "<= 0.25"})
 
@@ -118,7 +124,7 @@ def main() -> None:
             for name, base in servers.items():
                 url = f"{base}/studies/{study}/series/{series}"
                 size = download(url, DICOM_ANY)
-                best = min(timed(lambda: download(url, DICOM_ANY), max(3, args.repeat // 3)))
+                best = min(timed(lambda url=url: download(url, DICOM_ANY), max(3, args.repeat // 3)))
                 rate[name] = size / best / 1e6
             ceiling = loopback_ceiling()
             rows.append({"measure": "series retrieve (MB/s)", "ours": rate["ours"], "orthanc": rate["orthanc"],
@@ -136,7 +142,15 @@ def main() -> None:
                 try:
                     rps = {name: rendered_per_second(base, study, series, subset, media_type) for name, base in servers.items()}
                 except requests.HTTPError as exc:
-                    rows.append({"measure": f"rendered {media_type}/s", "ours": f"error {exc.response.status_code}", "orthanc": "", "ratio": "", "target": ">= 1"})
+                    rows.append(
+                        {
+                            "measure": f"rendered {media_type}/s",
+                            "ours": f"error {exc.response.status_code}",
+                            "orthanc": "",
+                            "ratio": "",
+                            "target": ">= 1",
+                        }
+                    )
                     continue
                 rows.append({"measure": f"rendered {media_type} per s", "ours": rps["ours"], "orthanc": rps["orthanc"],
                              "ratio": rps["ours"] / rps["orthanc"], "target": ">= 1"})

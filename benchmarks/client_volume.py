@@ -16,7 +16,6 @@ Not a test: timings depend on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -128,6 +127,7 @@ def main() -> None:
     if not orthanc_available():
         sys.exit("needs Orthanc with the DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb)")
     from common import report
+
     from tests.fixtures.ourserver import start_standalone
 
     rows: list[dict] = []

@@ -101,8 +101,9 @@ def measure(name: str, url: str, study: str, series: str, args: argparse.Namespa
             assert np.array_equal(got, eager.array[middle])
             row(f"first slice, cold cache (geometry={geometry})", t_first,
                 f"{100 * ratio:.1f}% of eager [target < 5%, never > 10%]")
-        _, t_full_off, ratio, full = paired(load_eager, lambda: pacs.volume(study, series, lazy=True, cache=False).array.compute(),
-                                            args.repeats)
+        _, t_full_off, ratio, full = paired(
+            load_eager, lambda: pacs.volume(study, series, lazy=True, cache=False).array.compute(), args.repeats
+        )
         assert np.array_equal(full, eager.array)
         row("full compute, cache off", t_full_off, f"{ratio:.2f}x eager [target <= 1.2x]")
         _, t_mean, ratio, _ = paired(load_eager, lambda: float(pacs.volume(study, series, lazy=True, cache=False)

@@ -23,15 +23,14 @@ from collections import Counter
 
 import numpy as np
 import pydicom
+from common import report, timed
 from pydicom.encaps import encapsulate, parse_basic_offsets, parse_fragments
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from common import report, timed
-
-from dicomweb_nb import samples  # noqa: E402  (common puts the repository on sys.path)
-from dicomweb_nb.pixels.encode import dataset_to_bytes, transcode_dataset  # noqa: E402
-from dicomweb_nb.store import ingest  # noqa: E402
-from dicomweb_nb.store.ingest import read_instance  # noqa: E402
+from dicomweb_nb import samples
+from dicomweb_nb.pixels.encode import dataset_to_bytes, transcode_dataset
+from dicomweb_nb.store import ingest
+from dicomweb_nb.store.ingest import read_instance
 
 
 def _read(path):
@@ -98,7 +97,7 @@ def _pydicom_layout(path, value_offset: int) -> list[tuple[int, int]]:
     with open(path, "rb") as fp:
         fp.seek(value_offset)
         parse_basic_offsets(fp)  # leaves the file after the Basic Offset Table item
-        count, positions = parse_fragments(fp)
+        _count, positions = parse_fragments(fp)
         out = []
         for position in positions:
             fp.seek(position + 4)

@@ -27,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dicomweb_nb import samples  # noqa: E402
+from dicomweb_nb import samples
 
 SLICES, SIZE, SEGMENTS = 200, 512, 4
 
@@ -62,7 +62,7 @@ def main() -> None:
         parsed.get_pixels_by_source_instance(uids)
         highdicom_decode = time.perf_counter() - start
         start = time.perf_counter()
-        pydicom.dcmread(BytesIO(data)).pixel_array
+        _ = pydicom.dcmread(BytesIO(data)).pixel_array
         pydicom_decode = time.perf_counter() - start
         print(f"{kind:10} {syntax.name:45} {int(seg.NumberOfFrames):4} frames {len(data) / 1e6:7.2f} MB  "
               f"encode {encode:5.2f} s  decode: highdicom {highdicom_decode:5.2f} s, pydicom {pydicom_decode:5.2f} s")

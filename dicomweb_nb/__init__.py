@@ -44,15 +44,15 @@ __all__ = ["connect", "import_files", "Client", "to_dataframe", "errors", "Dicom
 if TYPE_CHECKING:
     from . import errors
     from .client import cache
-    from .client.lazy import progress
     from .client.client import Client
     from .client.connect import connect
     from .client.dataframes import to_dataframe
-    from .errors import DicomWebError
-    from .store.importer import import_files
-    from .pixels.volume import Volume
+    from .client.lazy import progress
     from .client.segmentation import Segmentation
     from .dicom.deidentify import Deidentifier
+    from .errors import DicomWebError
+    from .pixels.volume import Volume
+    from .store.importer import import_files
     from .widgets.browser import Browser
     from .widgets.viewer import Viewer
 

@@ -9,15 +9,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-DEFAULT_STORE = ".dicomweb"
+from .workspace import DEFAULT_STORE_DIRNAME, INDEX_FILENAME, STORE_ENV, TOKEN_ENV
+
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
 
 def default_store() -> str:
-    return os.environ.get("DICOMWEB_NB_STORE", DEFAULT_STORE)
+    return os.environ.get(STORE_ENV, DEFAULT_STORE_DIRNAME)
 
 
 def _is_loopback(host: str) -> bool:
@@ -70,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not sep or not user:
             raise SystemExit("error: --basic-auth expects USER:PASSWORD")
         basic = (user, password)
-    token = args.token or os.environ.get("DICOMWEB_NB_TOKEN") or None
+    token = args.token or os.environ.get(TOKEN_ENV) or None
     if not _is_loopback(args.host) and token is None and basic is None and not args.allow_unauthenticated:
         print(
             f"error: refusing to serve on {args.host} without authentication: anyone on the network could read "
@@ -83,7 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.database_url = args.database
     if args.storage:
         config.storage_url = args.storage
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     from .errors import ConfigurationError
 
     try:
@@ -162,8 +165,12 @@ def _open_store(args: argparse.Namespace):
 
 
 def _team_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="URL", help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
-                        "(c.DicomWeb.database_url; default: index.sqlite in the store folder)")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="index of a team store: postgresql://user@host/db or sqlite:////absolute/path "
+        f"(c.DicomWeb.database_url; default: {INDEX_FILENAME} in the store folder)",
+    )
     parser.add_argument("--storage", metavar="URL", help="where instances are kept: a folder or s3://bucket/prefix "
                         "(c.DicomWeb.storage_url; default: files/ in the store folder)")
 
@@ -173,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
-    serve.add_argument("--store", default=default_store(), help="store folder (default: .dicomweb, or $DICOMWEB_NB_STORE)")
+    serve.add_argument(
+        "--store", default=default_store(), help=f"store folder (default: {DEFAULT_STORE_DIRNAME}, or ${STORE_ENV})"
+    )
     _team_store_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042, Orthanc's)")
-    serve.add_argument("--token", help="require 'Authorization: Bearer <token>' (or $DICOMWEB_NB_TOKEN)")
+    serve.add_argument("--token", help=f"require 'Authorization: Bearer <token>' (or ${TOKEN_ENV})")
     serve.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP basic authentication")
     serve.add_argument("--allow-unauthenticated", action="store_true", help="allow a non-loopback bind without authentication")
     serve.add_argument("--config", help="a traitlets config file (.py or .json) with c.DicomWeb options")

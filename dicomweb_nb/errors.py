@@ -223,7 +223,7 @@ class FrameError(DicomWebError):
         self.cause = cause
 
     @classmethod
-    def of(cls, error: DicomWebError, study: str, series: str, instance: str, frames: list[int]) -> "FrameError":
+    def of(cls, error: DicomWebError, study: str, series: str, instance: str, frames: list[int]) -> FrameError:
         """The FrameError for frames whose request failed with ``error``."""
         which = f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
         return cls(f"{which} of instance {instance} (series {series}) could not be fetched: {error}", frames=frames,

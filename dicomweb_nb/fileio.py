@@ -27,7 +27,7 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
 
     ``mode`` sets the permissions before any byte is written (0o600 for files holding secrets).
     """
@@ -48,6 +48,25 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int | N
         except OSError:
             pass
         raise
+    # The rename is durable only once the directory entry is: without this, a power cut can leave
+    # the old content (or no file) behind a write the caller was told had happened.
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make the entries of ``directory`` (files created, renamed or removed in it) durable.
+
+    Best effort where the platform or filesystem cannot fsync a directory (it then has no such cache)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -151,7 +153,7 @@ def generate_ct_series(
 def _base_dataset(sop_class: str, study_uid: str, series_uid: str) -> Dataset:
     sop_uid = generate_uid(UID_ROOT)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -203,7 +205,7 @@ def iter_sample_datasets() -> Iterator[Dataset]:
 SAMPLE_PATIENT_ID = "PHANTOM-CT-1"
 
 
-def load(client: "Client", *, progress: bool | None = None) -> "pd.DataFrame":
+def load(client: Client, *, progress: bool | None = None) -> pd.DataFrame:
     """Store the sample studies through ``client`` (STOW-RS, or in-process for ``dw.connect()``):
     pydicom's test files and the generated CT and MR phantoms, what ``dicomweb-nb samples`` preloads.
 
@@ -214,7 +216,7 @@ def load(client: "Client", *, progress: bool | None = None) -> "pd.DataFrame":
         return client.store([*pydicom_test_files(), *iter_sample_datasets()], progress=progress)
 
 
-def ensure_loaded(client: "Client") -> bool:
+def ensure_loaded(client: Client) -> bool:
     """Load the sample studies through ``client`` unless they are there already, saying what it does.
 
     What the example notebooks call first, so they run in any folder: an empty workspace store

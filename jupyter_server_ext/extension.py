@@ -9,13 +9,13 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 
-from dicomweb_nb.client.config import LOCAL_URL_ENV, SERVERS_ENV, STORE_ENV
 from dicomweb_nb.server import jupyter_handlers
 from dicomweb_nb.server.app import close_context, make_context, stop_jobs
 from dicomweb_nb.server.base import DicomWebContext
 from dicomweb_nb.server.config import DicomWeb
 from dicomweb_nb.server.limits import install_on
 from dicomweb_nb.server.routes import build_routes
+from dicomweb_nb.workspace import DATABASE_ENV, DEFAULT_STORE_DIRNAME, LOCAL_URL_ENV, SERVERS_ENV, STORAGE_ENV, STORE_ENV
 
 
 def store_dir_for(config: DicomWeb, root_dir: str) -> str:
@@ -23,7 +23,7 @@ def store_dir_for(config: DicomWeb, root_dir: str) -> str:
     if config.store_dir:
         path = os.path.expanduser(config.store_dir)
         return path if os.path.isabs(path) else os.path.join(root_dir, path)
-    return os.path.join(root_dir, ".dicomweb")
+    return os.path.join(root_dir, DEFAULT_STORE_DIRNAME)
 
 
 def _export_to_kernels(serverapp: Any, config: DicomWeb, store_dir: str, root_path: str) -> None:
@@ -31,11 +31,13 @@ def _export_to_kernels(serverapp: Any, config: DicomWeb, store_dir: str, root_pa
     workspace store is, its served URL, and the configured remote servers (same user, same secrets)."""
     os.environ[STORE_ENV] = store_dir
     # A team store: the kernels open the same index and blobs (same user, same credentials).
-    for name, value in (("DICOMWEB_NB_DATABASE", config.database_url), ("DICOMWEB_NB_STORAGE", config.storage_url)):
+    for name, value in ((DATABASE_ENV, config.database_url), (STORAGE_ENV, config.storage_url)):
         if value:
             os.environ[name] = value
     try:
-        origin = serverapp.connection_url.split(serverapp.base_url, 1)[0] if serverapp.base_url != "/" else serverapp.connection_url
+        origin = (
+            serverapp.connection_url.split(serverapp.base_url, 1)[0] if serverapp.base_url != "/" else serverapp.connection_url
+        )
         os.environ[LOCAL_URL_ENV] = origin.rstrip("/") + root_path.rstrip("/")
     except Exception:  # noqa: BLE001 - the URL only decorates answers; never fail start-up over it
         pass
@@ -54,7 +56,7 @@ class DicomWebExtension(ExtensionApp):
     name = "dicomweb_nb"
     description = "DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and an Orthanc-compatible client proxy"
     load_other_extensions = True
-    classes = [*ExtensionApp.classes, DicomWeb]
+    classes = [*ExtensionApp.classes, DicomWeb]  # noqa: RUF012 - traitlets reads it as the class attribute it overrides
 
     dicomweb: DicomWeb
     context: DicomWebContext | None = None

@@ -1,5 +1,7 @@
 """Shared fixtures: sample data, our server (standalone and as a Jupyter extension), a real Orthanc."""
 
+import os
+
 import pytest
 
 pytest_plugins = [
@@ -19,6 +21,21 @@ PEER_FIXTURES = {
     "orthanc": {"orthanc", "authenticated_orthanc"},
     "browser": {"chromium", "voila_browser"},
 }
+
+
+@pytest.fixture(autouse=True)
+def _kernel_environment_restored(monkeypatch):
+    """The extension tells kernels where the workspace store is through the environment
+    (``jupyter_server_ext.extension``); tests that run it in this process (pytest-jupyter) must not
+    leave that to later tests, whose ``dw.connect()`` would then find another test's store and servers."""
+    from dicomweb_nb.workspace import DATABASE_ENV, LOCAL_URL_ENV, SERVERS_ENV, STORAGE_ENV, STORE_ENV
+
+    for name in (STORE_ENV, LOCAL_URL_ENV, SERVERS_ENV, DATABASE_ENV, STORAGE_ENV):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])  # restored to this value afterwards
+        else:  # set, then removed: monkeypatch records it as absent and removes it afterwards
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects

@@ -33,16 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol import EncodedFrame
+from ..protocol import EncodedFrame
+from ..workspace import CACHE_DIR_ENV, CACHE_ENABLED_ENV, CACHE_SIZE_ENV
 
 __all__ = ["FrameCache", "CacheSettings", "configure", "info", "clear", "settings", "frame_cache", "DEFAULT_SIZE_LIMIT"]
 
 DEFAULT_SIZE_LIMIT = 2 << 30
 PENDING_LIMIT = 256 << 20  # bytes of frames waiting to be written; past it, put waits for the writer
 EXIT_FLUSH_SECONDS = 30.0
-DIR_ENV = "DICOMWEB_NB_CACHE_DIR"
-SIZE_ENV = "DICOMWEB_NB_CACHE_SIZE"
-ENABLED_ENV = "DICOMWEB_NB_CACHE"
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -75,10 +73,10 @@ class CacheSettings:
     enabled: bool = True
 
     @classmethod
-    def from_environment(cls) -> "CacheSettings":
-        enabled = os.environ.get(ENABLED_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
-        size = parse_size(os.environ[SIZE_ENV]) if os.environ.get(SIZE_ENV) else DEFAULT_SIZE_LIMIT
-        return cls(os.environ.get(DIR_ENV) or str(default_directory()), size, enabled)
+    def from_environment(cls) -> CacheSettings:
+        enabled = os.environ.get(CACHE_ENABLED_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
+        size = parse_size(os.environ[CACHE_SIZE_ENV]) if os.environ.get(CACHE_SIZE_ENV) else DEFAULT_SIZE_LIMIT
+        return cls(os.environ.get(CACHE_DIR_ENV) or str(default_directory()), size, enabled)
 
 
 class FrameCache:
@@ -185,7 +183,7 @@ class FrameCache:
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         self.flush()
-        count = self._store.clear(retry=True)
+        count: int = self._store.clear(retry=True)
         self._store.stats(reset=True)
         self._pending_hits = 0
         return count
@@ -196,7 +194,7 @@ class FrameCache:
 
 
 # Frames still to be written when the kernel (or a dask worker) exits are written then, for a while.
-_all_caches: "weakref.WeakSet[FrameCache]" = weakref.WeakSet()
+_all_caches: weakref.WeakSet[FrameCache] = weakref.WeakSet()
 _warned = False
 
 

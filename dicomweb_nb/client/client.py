@@ -5,8 +5,9 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,10 @@ from pydicom.dataset import Dataset
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import DicomWebError
 from ..pixels.volume import Volume
+from ..protocol import DicomJson, DicomWebSource, StowItem
 from . import retrieve as _retrieve
 from . import wado
 from .dataframes import to_dataframe
-from .protocol import DicomWebSource, StowItem
 from .qido import answer_columns, build_searches, result_key, scope_fields, validate_fields
 from .stow import batches, collect_items, response_outcomes
 from .workitems import WorklistMethods
@@ -81,7 +82,7 @@ class Client(WorklistMethods):
     def __repr__(self) -> str:
         return f"<dicomweb_nb.Client {getattr(self.source, 'url', self.source)!r}>"
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -99,7 +100,7 @@ class Client(WorklistMethods):
     # -- QIDO-RS ------------------------------------------------------------------------------
     def _search(self, level: str, filters: Mapping[Any, Any] | None, keywords: Mapping[str, Any], *, study: str | None,
                 series: str | None, fields: str | Iterable[str] | None, limit: int | None, offset: int, fuzzy: bool,
-                raw: bool) -> pd.DataFrame | list[dict]:
+                raw: bool) -> pd.DataFrame | list[DicomJson]:
         plan = build_searches(level, filters, keywords)
         includes = validate_fields(fields)
         for what, uid in (("study", study), ("series", series)):
@@ -112,7 +113,7 @@ class Client(WorklistMethods):
             includes += [name for name in scope_fields(level, scoped) if name not in includes]
         source = self.source
 
-        def ask(pairs: list[tuple[str, str]], window: int | None, skip: int) -> list[dict]:
+        def ask(pairs: list[tuple[str, str]], window: int | None, skip: int) -> list[DicomJson]:
             return source.search(level, pairs, study=study, series=series, fields=includes,  # type: ignore[arg-type]
                                  fuzzy=bool(fuzzy), limit=window, offset=skip)
 
@@ -121,7 +122,7 @@ class Client(WorklistMethods):
         else:
             # One request per value (see client.qido): merged in the order of the values, each result once.
             wanted = None if limit is None else offset + limit
-            merged: dict[Any, dict] = {}
+            merged: dict[Any, DicomJson] = {}
             for pairs in plan.queries:
                 if wanted is not None and len(merged) >= wanted:
                     break
@@ -152,14 +153,14 @@ class Client(WorklistMethods):
         DICOM JSON list.
         """
         return self._search("study", filters, keywords, study=None, series=None, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     def series(self, study: str | None = None, filters: Mapping[str, Any] | None = None, *,
                fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0, fuzzy: bool = False,
                raw: bool = False, **keywords: Any) -> pd.DataFrame:
         """Search for series, in one study or everywhere; arguments as for ``studies``."""
         return self._search("series", filters, keywords, study=study, series=None, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     def instances(self, study: str | None = None, series: str | None = None, filters: Mapping[str, Any] | None = None, *,
                   fields: str | Iterable[str] | None = None, limit: int | None = None, offset: int = 0,
@@ -168,14 +169,14 @@ class Client(WorklistMethods):
         if series and not study:
             raise ValueError("give the study UID along with the series UID")
         return self._search("instance", filters, keywords, study=study, series=series, fields=fields, limit=limit,
-                            offset=offset, fuzzy=fuzzy, raw=raw)  # type: ignore[return-value]
+                            offset=offset, fuzzy=fuzzy, raw=raw)
 
     # -- WADO-RS metadata and datasets -----------------------------------------------------------
     def metadata(self, study: str, series: str | None = None, instance: str | None = None, *,
                  raw: bool = False) -> pd.DataFrame:
         """All attributes of every instance of a study, series or one instance: one row per instance."""
         found = self.source.retrieve_metadata(study, series, instance)
-        return found if raw else to_dataframe(found, columns=METADATA_COLUMNS)  # type: ignore[return-value]
+        return found if raw else to_dataframe(found, columns=METADATA_COLUMNS)
 
     def instance(self, study: str, series: str, instance: str) -> Dataset:
         """One instance as a pydicom Dataset, in the transfer syntax the server stores it in."""
@@ -238,7 +239,7 @@ class Client(WorklistMethods):
         return wado.fetch_volume(self.source, study, series, rescale=rescale, max_workers=self.max_workers,
                                  progress=self.progress if progress is None else progress, method=method)
 
-    def volumes(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", *, rescale: bool = True, cache: bool = True,
+    def volumes(self, series: pd.DataFrame | Iterable[tuple[str, str]], *, rescale: bool = True, cache: bool = True,
                 geometry: str = "auto") -> list[Volume]:
         """One lazy ``Volume`` per series of a cohort: a DataFrame from ``pacs.series(...)`` (its
         ``StudyInstanceUID`` and ``SeriesInstanceUID`` columns) or ``(study, series)`` pairs.
@@ -263,7 +264,7 @@ class Client(WorklistMethods):
                                                           max_per_host=self.max_workers, cache=cache,
                                                           geometry=geometry, handle=handle), pairs))
 
-    def cohort(self, series: "pd.DataFrame | Iterable[tuple[str, str]]", function: Callable[[Volume], Any] | None = None,
+    def cohort(self, series: pd.DataFrame | Iterable[tuple[str, str]], function: Callable[[Volume], Any] | None = None,
                *, rescale: bool = True, partitions: int | None = None) -> Any:
         """A dask bag with ``function(volume)`` for each series, each volume loaded (eagerly, the fastest
         way) on the worker that runs it: nothing but the results comes back to this kernel::
@@ -330,7 +331,7 @@ class Client(WorklistMethods):
 
     # -- segmentations and measurements ----------------------------------------------------------
     def segmentation(self, study: str, series: str, instance: str, *,
-                     source: tuple[str, str] | None = None) -> "Segmentation":
+                     source: tuple[str, str] | None = None) -> Segmentation:
         """A DICOM SEG or RTSTRUCT instance as masks on the grid of the series it was drawn on.
 
         ``seg.masks[s, k, r, c]`` lines up with ``pacs.volume(*seg.source).array[k, r, c]`` (overlapping
@@ -377,7 +378,7 @@ class Client(WorklistMethods):
         return read_measurements(self.source, study, series, instance)
 
     def store_measurements(self, measurements: pd.DataFrame, source: tuple[str, str], *,
-                           segmentation: "str | Mapping[str, str] | None" = None, title: str | None = None,
+                           segmentation: str | Mapping[str, str] | None = None, title: str | None = None,
                            description: str | None = None, series_number: int | None = None) -> dict[str, str]:
         """Store a DataFrame of measurements as a TID 1500 Measurement Report (STOW-RS); returns its UIDs.
 
@@ -392,8 +393,8 @@ class Client(WorklistMethods):
                                   description=description, series_number=series_number)
 
     # -- de-identification ------------------------------------------------------------------------
-    def deidentify(self, study: "str | Iterable[str]", series: str | None = None, *,
-                   to: "str | os.PathLike[str] | Client", profile: "Deidentifier | None" = None,
+    def deidentify(self, study: str | Iterable[str], series: str | None = None, *,
+                   to: str | os.PathLike[str] | Client, profile: Deidentifier | None = None,
                    burned_in: str = "skip", progress: bool | None = None, **options: Any) -> pd.DataFrame:
         """Copy a study (or a series, or several studies) de-identified into a folder or another server.
 
@@ -492,7 +493,7 @@ class Client(WorklistMethods):
 
     # -- copying elsewhere ------------------------------------------------------------------------
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,
-                 to: "str | os.PathLike[str] | Client", batch_size: int = 50, progress: bool | None = None,
+                 to: str | os.PathLike[str] | Client, batch_size: int = 50, progress: bool | None = None,
                  progress_bar: Callable[..., Any] | None = None, cancel: threading.Event | None = None) -> pd.DataFrame:
         """Copy a study, series or instance into a folder (``to="downloads/"``) or another server (``to=dw.connect()``).
 

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigurationError, UnknownServer
 from ..fileio import write_atomically
+from ..workspace import SERVERS_ENV, SERVERS_FILENAME, store_folder
+from .local import workspace_servers
 
 __all__ = ["RemoteServer", "store_folder", "servers_file", "load_servers", "parse_servers", "lookup_server",
-           "save_server", "remove_server", "STORE_ENV", "SERVERS_FILENAME", "SERVERS_ENV", "LOCAL_URL_ENV", "read_servers_file", "write_servers_file"]
-
-STORE_ENV = "DICOMWEB_NB_STORE"
-LOCAL_URL_ENV = "DICOMWEB_NB_URL"  # the served DICOMweb root of the workspace store, for URLs in answers
-DEFAULT_STORE_DIRNAME = ".dicomweb"
-SERVERS_FILENAME = "servers.json"
-TEAM_STORE_MARKER = "team-store.json"  # a workspace folder standing for a team store (store.TEAM_MARKER)
+           "save_server", "remove_server", "read_servers_file", "write_servers_file"]
 
 
 @dataclass(frozen=True)
@@ -37,23 +34,6 @@ class RemoteServer:
     password: str | None = field(default=None, repr=False)
     http_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeout: float | None = None
-
-
-def store_folder(folder: str | os.PathLike[str] | None = None) -> Path:
-    """The workspace store folder: ``folder``, else ``$DICOMWEB_NB_STORE`` (the Jupyter extension sets
-    it for its kernels), else the nearest ``.dicomweb`` holding a store (or naming a team store) in this or a parent folder
-    (a notebook in ``notebooks/`` finds the workspace's), else ``./.dicomweb``."""
-    if folder is not None:
-        return Path(folder)
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return Path(env)
-    cwd = Path.cwd()
-    for parent in (cwd, *cwd.parents):
-        candidate = parent / DEFAULT_STORE_DIRNAME
-        if (candidate / "index.sqlite").exists() or (candidate / TEAM_STORE_MARKER).exists():
-            return candidate
-    return cwd / DEFAULT_STORE_DIRNAME
 
 
 def servers_file(folder: str | os.PathLike[str] | None = None) -> Path:
@@ -89,9 +69,6 @@ def parse_servers(config: Mapping[str, Any], *, source: str = "servers configura
     return servers
 
 
-SERVERS_ENV = "DICOMWEB_NB_SERVERS"
-
-
 def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, RemoteServer]:
     """The servers configured for the workspace: ``$DICOMWEB_NB_SERVERS`` (JSON; the Jupyter extension
     passes ``c.DicomWeb.servers`` to its kernels this way), then those a team store's index holds,
@@ -105,8 +82,6 @@ def load_servers(folder: str | os.PathLike[str] | None = None) -> dict[str, Remo
         except ValueError as exc:
             raise ConfigurationError(f"${SERVERS_ENV} is not valid JSON: {exc}") from None
     # A team store's servers (in its index), through the in-process source: the client's one way into the store.
-    from ..store.source import workspace_servers
-
     servers.update(parse_servers(workspace_servers(store_folder(folder)), source="the team store's servers"))
     path = servers_file(folder)
     if path.exists():

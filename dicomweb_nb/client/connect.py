@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable, Mapping
+from collections.abc import Mapping
 
 import requests
 
@@ -12,20 +11,11 @@ from ..errors import ConfigurationError
 from .client import Client
 from .config import RemoteServer, lookup_server, store_folder
 from .http import HttpClient
-from .protocol import DicomWebSource
+from .local import local_source
 from .qido import DEFAULT_PAGE_SIZE
 from .web import WebSource
 
-__all__ = ["connect", "set_local_source_factory"]
-
-# Set by the workspace store when it is importable: builds an in-process source for a store folder.
-_local_source_factory: Callable[[Path], DicomWebSource] | None = None
-
-
-def set_local_source_factory(factory: Callable[[Path], DicomWebSource] | None) -> None:
-    """Register how ``connect()`` without arguments reaches the workspace store (None to unregister)."""
-    global _local_source_factory
-    _local_source_factory = factory
+__all__ = ["connect"]
 
 
 def connect(
@@ -59,11 +49,7 @@ def connect(
     ``max_workers`` bounds the concurrent requests of frame, volume and retrieve downloads.
     """
     if target is None:
-        folder = store_folder(store)
-        factory = _local_source_factory
-        if factory is None:
-            from ..store.source import local_source as factory
-        return Client(factory(folder), max_workers=max_workers, progress=progress)
+        return Client(local_source(store_folder(store)), max_workers=max_workers, progress=progress)
     server: RemoteServer | None = None
     if not target.startswith(("http://", "https://")):
         if "://" in target:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,14 +43,14 @@ _TM = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.(\d{1,6}))?$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?$")
 
 
-class DicomJsonList(list):
+class DicomJsonList(list[Mapping[str, Any]]):
     """The raw DICOM JSON of a DataFrame's rows.
 
     pandas deep-copies ``attrs`` on many operations; this list is shared instead (it is the
     server's answer, not meant to be edited), so big metadata does not slow every operation down.
     """
 
-    def __deepcopy__(self, memo: dict) -> "DicomJsonList":
+    def __deepcopy__(self, memo: dict[int, Any]) -> DicomJsonList:
         return self
 
 

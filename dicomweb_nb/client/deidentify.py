@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..dicom.deidentify import Deidentified, Deidentifier
 from ..errors import DicomWebError
 from ..fileio import write_atomically
+from ..protocol import StowItem
 from . import wado
-from .protocol import StowItem
 
 if TYPE_CHECKING:
     from .client import Client
@@ -45,8 +46,8 @@ def _part10(result: Deidentified) -> bytes:
     return buffer.getvalue()
 
 
-def deidentify(client: "Client", study: str | Iterable[str], series: str | None = None, *,
-               to: "str | os.PathLike[str] | Client", profile: Deidentifier | None = None, burned_in: str = "skip",
+def deidentify(client: Client, study: str | Iterable[str], series: str | None = None, *,
+               to: str | os.PathLike[str] | Client, profile: Deidentifier | None = None, burned_in: str = "skip",
                progress: bool = True, batch_size: int = 50, **options: Any) -> pd.DataFrame:
     """See ``Client.deidentify``."""
     from tqdm.auto import tqdm
@@ -82,7 +83,7 @@ def deidentify(client: "Client", study: str | Iterable[str], series: str | None 
     def flush() -> None:
         if not pending or target is None:
             return
-        items = [StowItem(row["new_SOPInstanceUID"], len(data), lambda data=data: data, row["new_SOPInstanceUID"])
+        items = [StowItem.from_bytes(row["new_SOPInstanceUID"], data, row["new_SOPInstanceUID"])
                  for row, data in pending]
         try:
             stored = target.store_items(items, progress=False)

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import DicomWebError
 from ..pixels.volume import Volume, VolumePlan
-from .protocol import DicomJson, DicomWebSource, StowItem
+from ..protocol import DicomJson, DicomWebSource, StowItem
 from .stow import dataset_part10
 from .wado import _plan_from_metadata
 
@@ -102,7 +102,7 @@ def dataset_from_json(meta: DicomJson) -> Dataset:
     def strip(obj: DicomJson) -> DicomJson:
         out = {}
         for tag, elem in obj.items():
-            if tag.upper() in _BULK_TAGS or "BulkDataURI" in elem or "InlineBinary" in elem and tag.upper().startswith("7FE0"):
+            if tag.upper() in _BULK_TAGS or "BulkDataURI" in elem or ("InlineBinary" in elem and tag.upper().startswith("7FE0")):
                 continue
             if elem.get("vr") == "SQ" and elem.get("Value"):
                 elem = {**elem, "Value": [strip(item or {}) for item in elem["Value"]]}
@@ -112,7 +112,7 @@ def dataset_from_json(meta: DicomJson) -> Dataset:
     return Dataset.from_json(strip(meta))
 
 
-def store_dataset(client: "Client", ds: Dataset, what: str) -> dict[str, str]:
+def store_dataset(client: Client, ds: Dataset, what: str) -> dict[str, str]:
     """STOW-RS one new instance; its Study/Series/SOP Instance UIDs, or a DicomWebError saying why not."""
     data = dataset_part10(ds)
     sop = str(ds.SOPInstanceUID)

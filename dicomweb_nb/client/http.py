@@ -9,7 +9,8 @@ cannot rewind, so ``HttpClient.post`` retries itself, asking the caller for a fr
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Literal, overload
 from urllib.parse import quote
 
 import requests
@@ -172,7 +173,7 @@ class HttpClient:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(float(retry_after), 60.0)
-        return self.backoff_factor * (2 ** (attempt - 1))
+        return self.backoff_factor * 2.0 ** (attempt - 1)
 
     @staticmethod
     def error_from(response: requests.Response) -> DicomWebError:
@@ -193,6 +194,16 @@ class HttpClient:
         return exc
 
     # -- multipart answers -------------------------------------------------------------------------
+    @overload
+    @staticmethod
+    def iter_multipart(response: requests.Response, *, chunk_size: int = CHUNK_SIZE,
+                       views: Literal[False] = False) -> Iterator[tuple[dict[str, str], bytes]]: ...
+
+    @overload
+    @staticmethod
+    def iter_multipart(response: requests.Response, *, chunk_size: int = CHUNK_SIZE,
+                       views: bool) -> Iterator[tuple[dict[str, str], bytes | memoryview]]: ...
+
     @staticmethod
     def iter_multipart(response: requests.Response, *, chunk_size: int = CHUNK_SIZE,
                        views: bool = False) -> Iterator[tuple[dict[str, str], bytes | memoryview]]:

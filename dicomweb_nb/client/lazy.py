@@ -22,10 +22,11 @@ import re
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -39,8 +40,8 @@ from ..pixels.decode import (
     decode_frame_into,
 )
 from ..pixels.volume import Volume, VolumeError
+from ..protocol import DicomJson, DicomWebSource, EncodedFrame
 from . import cache as frame_cache
-from .protocol import DicomJson, DicomWebSource, EncodedFrame
 from .wado import NO_BULKDATA_STATUSES, encoded_frames, parse_instance, plan_from_metadata, volume_rescaling
 
 __all__ = ["FrameFetcher", "FrameReader", "lazy_volume", "series_metadata_for_geometry", "expected_dtype", "progress",
@@ -82,7 +83,7 @@ def require_dask() -> None:
 # -- the source, carried to other processes ---------------------------------------------------------
 
 _live_sources: dict[str, DicomWebSource] = {}
-_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_tokens: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
 
 
@@ -114,7 +115,7 @@ class SourceHandle:
     def __reduce__(self) -> tuple[Any, ...]:
         try:
             recipe = pickle.dumps(self.source)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - TypeError, AttributeError, PicklingError...: all mean it cannot go
             raise TypeError(f"this lazy array's source ({self.source!r}) cannot be sent to other processes: {exc}. "
                             "Compute it with the threaded scheduler, or connect with settings that pickle "
                             "(no custom requests session or auth object)") from None
@@ -193,9 +194,8 @@ def _complete_for_geometry(obj: DicomJson) -> bool:
     sop_class = str(json_first(obj, "00080016") or "")
     if sop_class in _FLOAT_PIXEL_CLASSES or int(json_first(obj, "00280008") or 1) > 1:
         return False  # float pixel data, or per-frame geometry: the full metadata says
-    if sop_class in _CT_CLASSES and not obj.get("00281052"):
-        return False  # a CT always has a rescale: its absence means the server left it out
-    return True
+    # A CT always has a rescale: its absence means the server left it out.
+    return not (sop_class in _CT_CLASSES and not obj.get("00281052"))
 
 
 def expected_dtype(attrs: PixelAttributes, rescaling: bool) -> np.dtype:
@@ -238,7 +238,7 @@ class _Background:
                 _work = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomweb-decode")
         self.pool = _work
         self.slots = threading.BoundedSemaphore(2 * workers)
-        self.futures: list[Future] = []
+        self.futures: list[Future[Any]] = []
 
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
         self.slots.acquire()
@@ -321,7 +321,7 @@ class FrameFetcher:
             self._fetch(out, *jobs[0], cache)
             return
         pool = host_pool(self.handle.url, self.max_per_host)
-        futures: list[Future] = [pool.submit(self._fetch, out, index, pairs, cache) for index, pairs in jobs]
+        futures: list[Future[None]] = [pool.submit(self._fetch, out, index, pairs, cache) for index, pairs in jobs]
         first_error: BaseException | None = None
         for future in futures:  # wait for all: none may write into ``out`` after this returns
             error = future.exception()
@@ -351,7 +351,7 @@ class FrameFetcher:
             for part in source.iter_bulkdata(self.study, self.series, *scope):
                 match = _PIXEL_PART.search(part.location)
                 index = index_of.get(match.group(1)) if match else None
-                if index is None:
+                if match is None or index is None:
                     continue  # other bulk data (overlays, icons), or an instance that is not in the volume
                 instance = self.instances[index]
                 syntax = part.transfer_syntax_uid or ExplicitVRLittleEndian
@@ -480,7 +480,8 @@ def full_index(index: Any, ndim: int) -> tuple[Any, ...]:
     if any(i is Ellipsis for i in index):
         at = next(n for n, i in enumerate(index) if i is Ellipsis)
         index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
-    return index + (slice(None),) * (ndim - len(index))
+    full: tuple[Any, ...] = index + (slice(None),) * (ndim - len(index))
+    return full
 
 
 class FrameReader:
@@ -548,7 +549,7 @@ def lazy_volume(source: DicomWebSource, study: str, series: str, *, rescale: boo
     array = da.from_array(reader, chunks=chunks, asarray=False, fancy=True, lock=False,
                           meta=np.empty((0,) * reader.ndim, dtype=reader.dtype), name=f"dicom-volume-{_short_token(reader)}")
     keys = [slices[i].key for i in plan.order]
-    return Volume(array, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)  # type: ignore[arg-type]
+    return Volume(array, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
 
 
 def _short_token(reader: FrameReader) -> str:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..errors import DicomWebError, MeasurementError
+from ..protocol import DicomWebSource
 from .derived import dataset_from_json, require_highdicom, store_dataset
-from .protocol import DicomWebSource
 from .segmentation import SEG_SOP_CLASSES, _as_code, _next_series_number, _version
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
     if measurements.empty:
         raise MeasurementError("no measurements to store")
     table = measurements.reset_index(drop=True)
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[int | None, str | None, str | None], list[int]] = {}
     for index, row in table.iterrows():
         segment = row.get("segment")
         key = (int(segment) if _present(segment) else None,
@@ -119,7 +120,9 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
     if any(key[0] is not None for key in groups) and segmentation is None:
         raise MeasurementError("rows name segments: give segmentation= (the SEG's SOP Instance UID, or the dict "
                                "store_segmentation returned)")
-    seg_numbers = {int(item.SegmentNumber) for item in segmentation.get("SegmentSequence", [])} if segmentation is not None else set()
+    seg_numbers = (
+        {int(item.SegmentNumber) for item in segmentation.get("SegmentSequence", [])} if segmentation is not None else set()
+    )
     built = []
     for number, ((segment, tracking_id, finding), indices) in enumerate(groups.items(), start=1):
         items = []
@@ -138,6 +141,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=tracking_id or f"Measurement group {number}")
         finding_type = _as_code(finding, "finding") if finding else None
         if segment is not None:
+            assert segmentation is not None  # rows naming segments without one were refused above
             if segment not in seg_numbers:
                 raise MeasurementError(f"segment {segment} is not a segment of SEG {segmentation.SOPInstanceUID} "
                                        f"(it has {sorted(seg_numbers)})")
@@ -165,7 +169,7 @@ def build_measurement_report(measurements: pd.DataFrame, evidence: list[Any], *,
         raise MeasurementError(f"highdicom could not build the report: {exc}") from exc
 
 
-def _segmentation_header(client: "Client", study: str, segmentation: "str | Mapping[str, str]") -> Any:
+def _segmentation_header(client: Client, study: str, segmentation: str | Mapping[str, str]) -> Any:
     if isinstance(segmentation, Mapping):
         seg_study = segmentation.get("StudyInstanceUID", study)
         series, sop = segmentation.get("SeriesInstanceUID"), segmentation.get("SOPInstanceUID")
@@ -187,8 +191,8 @@ def _segmentation_header(client: "Client", study: str, segmentation: "str | Mapp
     return header
 
 
-def store_measurements(client: "Client", measurements: pd.DataFrame, source: tuple[str, str], *,
-                       segmentation: "str | Mapping[str, str] | None" = None, title: str | None = None,
+def store_measurements(client: Client, measurements: pd.DataFrame, source: tuple[str, str], *,
+                       segmentation: str | Mapping[str, str] | None = None, title: str | None = None,
                        description: str | None = None, series_number: int | None = None) -> dict[str, str]:
     """Build a TID 1500 report of a source series' measurements and STOW it."""
     study, series = source
@@ -199,7 +203,13 @@ def store_measurements(client: "Client", measurements: pd.DataFrame, source: tup
     header = _segmentation_header(client, study, segmentation) if segmentation is not None else None
     if header is not None:
         evidence.append(header)
-    report = build_measurement_report(measurements, evidence, segmentation=header, source_series=series, title=title,
-                                      description=description,
-                                      series_number=series_number if series_number is not None else _next_series_number(client, study))
+    report = build_measurement_report(
+        measurements,
+        evidence,
+        segmentation=header,
+        source_series=series,
+        title=title,
+        description=description,
+        series_number=series_number if series_number is not None else _next_series_number(client, study),
+    )
     return store_dataset(client, report, "measurement report")

@@ -23,11 +23,13 @@ import itertools
 import math
 import numbers
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
+from ..dicom.dicomjson import DicomJson
 from ..dicom.query import Match, QueryError, parse_attribute_path, parse_match, split_values
 from ..dicom.tags import default_return_tags, keyword_of, level_of, tag_hex, vr_of
 from ..errors import InvalidFilter
@@ -332,13 +334,13 @@ def wire_filters(filters: Sequence[tuple[str, str]], level: str, *, fuzzy: bool 
 
 
 def paged_search(
-    fetch_page: Callable[[int, int], tuple[list[dict], bool]],
+    fetch_page: Callable[[int, int], tuple[list[DicomJson], bool]],
     *,
     limit: int | None,
     offset: int,
     page_size: int = DEFAULT_PAGE_SIZE,
-    keep: Callable[[dict], bool] | None = None,
-) -> list[dict]:
+    keep: Callable[[DicomJson], bool] | None = None,
+) -> list[DicomJson]:
     """All results of a search, asking ``fetch_page(offset, count)`` page by page.
 
     ``fetch_page`` returns the page and whether the server said more results exist (the PS3.18
@@ -352,7 +354,7 @@ def paged_search(
     local_window = keep is not None
     server_offset = 0 if local_window else offset
     wanted = None if (limit is None or local_window) else limit
-    results: list[dict] = []
+    results: list[DicomJson] = []
     kept = 0
     previous_first: Any = object()
     while True:
@@ -384,6 +386,6 @@ def paged_search(
     return results
 
 
-def _identity(obj: dict) -> tuple:
+def _identity(obj: DicomJson) -> tuple[Any, ...]:
     """The UIDs of a result, to notice a page repeating the previous one."""
     return tuple((obj.get(tag) or {}).get("Value", [None])[0] for tag in ("0020000D", "0020000E", "00080018"))

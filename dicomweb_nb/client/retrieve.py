@@ -8,15 +8,16 @@ present.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..errors import DicomWebError, NotFound
 from ..fileio import write_atomically
-from .protocol import DicomWebSource, StowItem
+from ..protocol import DicomJson, DicomWebSource, StowItem
 
 if TYPE_CHECKING:
     from .client import Client
@@ -26,7 +27,7 @@ __all__ = ["retrieve_to_folder", "retrieve_to_client", "list_instances", "instan
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
 
 
-def _uid(obj: dict, tag: str) -> str | None:
+def _uid(obj: DicomJson, tag: str) -> str | None:
     values = (obj.get(tag) or {}).get("Value") or []
     return str(values[0]) if values else None
 
@@ -101,7 +102,7 @@ def retrieve_to_folder(source: DicomWebSource, study: str, series: str | None, i
                                                       "path", "status", "error"])
 
 
-def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, instance: str | None, target: "Client",
+def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, instance: str | None, target: Client,
                        *, max_workers: int, batch_size: int, progress_bar: Callable[..., Any],
                        cancel: threading.Event | None = None) -> pd.DataFrame:
     todo = list_instances(source, study, series, instance)
@@ -140,7 +141,7 @@ def retrieve_to_client(source: DicomWebSource, study: str, series: str | None, i
                     if error is not None or data is None:
                         rows[sop].update(status="failed", error=error)
                         continue
-                    items.append(StowItem(sop, len(data), lambda data=data: data, sop))
+                    items.append(StowItem.from_bytes(sop, data, sop))
                 if items:
                     stored = target.store_items(items, progress=False)
                     for _, result in stored.iterrows():

@@ -20,21 +20,22 @@ the frames are decoded in one go by pydicom and placed with numpy. Measured on a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 from ..errors import DicomWebError, SegmentationError
 from ..pixels.contours import rasterize_contours
 from ..pixels.volume import Volume
+from ..protocol import DicomWebSource
 from .derived import SourceGrid, dataset_from_json, load_grid, require_highdicom, store_dataset
-from .protocol import DicomWebSource
 
 if TYPE_CHECKING:
     from .client import Client
@@ -100,7 +101,8 @@ class Segmentation:
 
     def mask(self, segment: int | str) -> np.ndarray:
         """The 3-D mask of a segment, by number (1-based, as in DICOM) or label."""
-        return self.masks[self.index(segment)]
+        mask: np.ndarray = self.masks[self.index(segment)]
+        return mask
 
     def volume(self, segment: int | str | None) -> Volume:
         """One segment's mask as a ``Volume`` (for ``to_xarray()`` or ``affine``)."""
@@ -144,7 +146,9 @@ def referenced_series(ds: Dataset) -> tuple[str, str] | None:
         for frame_of_reference in ds.get("ReferencedFrameOfReferenceSequence", []):
             for study_item in frame_of_reference.get("RTReferencedStudySequence", []):
                 for series_item in study_item.get("RTReferencedSeriesSequence", []):
-                    return str(study_item.get("ReferencedSOPInstanceUID") or ds.StudyInstanceUID), str(series_item.SeriesInstanceUID)
+                    return str(study_item.get("ReferencedSOPInstanceUID") or ds.StudyInstanceUID), str(
+                        series_item.SeriesInstanceUID
+                    )
         return None
     for item in ds.get("ReferencedSeriesSequence", []):
         return str(ds.StudyInstanceUID), str(item.SeriesInstanceUID)
@@ -209,7 +213,7 @@ def _decode_frames(ds: Dataset) -> np.ndarray:
     """All frames of a SEG as ``(frames, rows, columns)`` (pydicom: native bit-unpacking and the codecs)."""
     try:
         array = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for undecodable data
+    except Exception as exc:
         raise SegmentationError(f"the SEG's pixel data cannot be decoded: {exc}") from exc
     return array.reshape((-1, int(ds.Rows), int(ds.Columns)))
 
@@ -219,7 +223,7 @@ def _header(ds: Dataset) -> Dataset:
     for elem in ds:
         if elem.tag != 0x7FE00010:
             out.add(elem)
-    out.file_meta = getattr(ds, "file_meta", Dataset())
+    out.file_meta = getattr(ds, "file_meta", FileMetaDataset())
     return out
 
 
@@ -385,17 +389,30 @@ def _mask_kind(masks: np.ndarray) -> str:
     raise SegmentationError(f"masks of dtype {masks.dtype} are neither boolean nor fractional")
 
 
-def build_segmentation(masks: Any, grid: SourceGrid, names: Sequence[str], *, categories: Sequence[Any] | None = None,
-                       types: Sequence[Any] | None = None, colours: Sequence[Any] | None = None,
-                       algorithm: str | None = None, algorithm_version: str = "unknown", description: str | None = None, series_number: int = 300,
-                       fractional_type: str = "PROBABILITY", transfer_syntax: str | None = None) -> Dataset:
+def build_segmentation(
+    masks: Any,
+    grid: SourceGrid,
+    names: Sequence[str],
+    *,
+    categories: Sequence[Any] | None = None,
+    types: Sequence[Any] | None = None,
+    colours: Sequence[Any] | None = None,
+    algorithm: str | None = None,
+    algorithm_version: str = "unknown",
+    description: str | None = None,
+    series_number: int = 300,
+    fractional_type: str = "PROBABILITY",
+    transfer_syntax: str | None = None,
+) -> Dataset:
     """A DICOM SEG (highdicom) of ``masks`` ``(segments, slices, rows, columns)`` on a source grid."""
     hd = require_highdicom()
     array = np.asarray(masks)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
-        raise SegmentationError(f"masks are (segments, slices, rows, columns) or one (slices, rows, columns) mask, not {array.shape}")
+        raise SegmentationError(
+            f"masks are (segments, slices, rows, columns) or one (slices, rows, columns) mask, not {array.shape}"
+        )
     if array.shape[1:] != grid.shape:
         raise SegmentationError(f"masks of shape {array.shape[1:]} do not fit the source series' grid {grid.shape} "
                                 "(slices, rows, columns, as pacs.volume gives it)")
@@ -457,7 +474,8 @@ def build_segmentation(masks: Any, grid: SourceGrid, names: Sequence[str], *, ca
             omit_empty_frames=True)
     except (ValueError, TypeError, AttributeError) as exc:
         raise SegmentationError(f"highdicom could not build the SEG: {exc}") from exc
-    return seg
+    built: Dataset = seg
+    return built
 
 
 def _named_code(name: str) -> Any:
@@ -484,7 +502,7 @@ def _version() -> str:
     return __version__
 
 
-def store_segmentation(client: "Client", masks: Any, source: tuple[str, str], names: Sequence[str] | str,
+def store_segmentation(client: Client, masks: Any, source: tuple[str, str], names: Sequence[str] | str,
                        **options: Any) -> dict[str, str]:
     """Build a SEG on the source series' grid and STOW it; a compressed one first, uncompressed if refused."""
     study, series = source
@@ -504,7 +522,7 @@ def store_segmentation(client: "Client", masks: Any, source: tuple[str, str], na
     return store_dataset(client, seg, "segmentation")
 
 
-def _next_series_number(client: "Client", study: str) -> int:
+def _next_series_number(client: Client, study: str) -> int:
     try:
         found = client.source.search("series", [], study=study, fields=["SeriesNumber"])
     except DicomWebError:
@@ -519,7 +537,7 @@ def _next_series_number(client: "Client", study: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def segmentation_series(client: "Client", study: str, series: str) -> list[tuple[str, str, str]]:
+def segmentation_series(client: Client, study: str, series: str) -> list[tuple[str, str, str]]:
     """``(study, series, sop)`` of the SEG and RTSTRUCT instances in a study drawn on ``series``."""
     found = []
     for modality in ("SEG", "RTSTRUCT"):

@@ -10,13 +10,15 @@ focal plane ``z`` and optical path ``p`` is frame ``1 + tx + ty * tiles_across +
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import DicomWebError
 from ..pixels.decode import PixelAttributes
+from ..protocol import DicomJson, DicomWebSource
 from . import cache as frame_cache
 from .lazy import (
     MAX_FRAMES_PER_REQUEST,
@@ -29,11 +31,9 @@ from .lazy import (
     json_values,
     require_dask,
 )
-from .protocol import DicomJson, DicomWebSource
 
-__all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide", "WSI_STORAGE"]
+__all__ = ["Slide", "SlideLevel", "TileReader", "lazy_slide"]
 
-WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 # Chunks of a level: whole tiles, about this many bytes (a chunk is computed at once; reads of a
 # region within it fetch only the tiles they touch).
 CHUNK_BYTES = 64 << 20
@@ -114,7 +114,8 @@ class TileReader:
                         out[np.ix_(in_rows, in_columns)] = tile[np.ix_(row_list[in_rows] - ty * tile_rows,
                                                                        column_list[in_columns] - tx * tile_columns)]
         picked: tuple[Any, ...] = (0 if np.ndim(rows) == 0 else slice(None), 0 if np.ndim(columns) == 0 else slice(None))
-        return out[picked + tuple(index[2:])]
+        region: np.ndarray = out[picked + tuple(index[2:])]
+        return region
 
 
 @dataclass
@@ -166,9 +167,15 @@ def pyramid_levels(metadata: Sequence[DicomJson]) -> tuple[list[tuple[SlideLevel
         organization = str(json_first(meta, "00209311", "") or "").upper()
         frames = int(json_first(meta, "00280008", 1) or 1)
         uid = str(json_first(meta, "00080018", ""))
-        level = SlideLevel(uid, (int(total_rows), int(total_columns)), (int(json_first(meta, "00280010")), int(json_first(meta, "00280011"))),
-                           _pixel_spacing(meta), int(json_first(meta, "00480303", 1) or 1), int(json_first(meta, "00480302", 1) or 1),
-                           flavor)
+        level = SlideLevel(
+            uid,
+            (int(total_rows), int(total_columns)),
+            (int(json_first(meta, "00280010")), int(json_first(meta, "00280011"))),
+            _pixel_spacing(meta),
+            int(json_first(meta, "00480303", 1) or 1),
+            int(json_first(meta, "00480302", 1) or 1),
+            flavor,
+        )
         expected = level.tiles[0] * level.tiles[1] * level.focal_planes * level.optical_paths
         if organization != "TILED_FULL" and not (frames == 1 and expected == 1):
             raise DicomWebError(f"instance {uid} is tiled as {organization or 'unspecified'}, not TILED_FULL: its tiles "

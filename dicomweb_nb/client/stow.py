@@ -8,17 +8,18 @@ requests (no Content-Length) still accept it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from ..dicom.multipart import MultipartWriter
-from .protocol import DicomJson, StowItem
+from ..protocol import DicomJson, StowItem
 
 __all__ = ["StowBody", "collect_items", "SkippedInput", "batches", "response_outcomes", "dataset_part10"]
 
@@ -74,7 +75,7 @@ class StowBody:
         out, self._buffer = self._buffer[:size], self._buffer[size:]
         return bytes(out)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         while True:
             chunk = self.read(self._chunk_size)
             if not chunk:
@@ -150,7 +151,7 @@ def collect_items(source: Any) -> tuple[list[StowItem], list[tuple[str, str]]]:
             try:
                 ds = pydicom.dcmread(BytesIO(entry), stop_before_pixels=True)
                 data = bytes(entry)
-                items.append(StowItem(label, len(data), lambda data=data: data, str(ds.SOPInstanceUID),
+                items.append(StowItem.from_bytes(label, data, str(ds.SOPInstanceUID),
                                       str(ds.get("SOPClassUID", "")) or None, str(ds.get("StudyInstanceUID", "")) or None))
             except (InvalidDicomError, AttributeError, ValueError, EOFError) as exc:
                 skipped.append((label, f"not a DICOM instance: {exc}"))

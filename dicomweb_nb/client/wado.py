@@ -11,9 +11,10 @@ import math
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -25,14 +26,14 @@ from ..errors import DicomWebError, InvalidResponse
 from ..pixels.decode import (
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
+    PixelDecodeError,
     apply_rescale,
     decode_frame,
-    PixelDecodeError,
     decode_frame_into,
     has_rescale,
 )
-from ..pixels.volume import SliceGeometry, Volume, VolumeError, plan_volume
-from .protocol import DicomJson, DicomWebSource
+from ..pixels.volume import SliceGeometry, Volume, VolumeError, VolumePlan, plan_volume
+from ..protocol import DicomJson, DicomWebSource
 
 __all__ = ["iter_datasets", "fetch_frames", "fetch_volume", "frame_numbers", "image_from_bytes", "plan_from_metadata",
            "volume_rescaling", "encoded_frames", "parse_instance"]
@@ -46,7 +47,9 @@ def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "slice") -> 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
 
 
-def iter_datasets(source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None) -> Iterator[Dataset]:
+def iter_datasets(
+    source: DicomWebSource, study: str, series: str | None = None, instance: str | None = None
+) -> Iterator[Dataset]:
     """pydicom Datasets of a study, series or instance, parsed one by one as the answer streams in."""
     for content in source.iter_instances(study, series, instance):
         yield parse_instance(content)
@@ -56,7 +59,7 @@ def parse_instance(content: bytes) -> Dataset:
     """A Part 10 instance the server sent, parsed; InvalidResponse when it is not one."""
     try:
         return pydicom.dcmread(BytesIO(content))
-    except Exception as exc:  # noqa: BLE001 - pydicom raises several types for garbage
+    except Exception as exc:
         raise InvalidResponse(f"the server sent a part that is not a DICOM file ({len(content)} bytes): {exc}") from exc
 
 
@@ -190,12 +193,17 @@ def fetch_volume(source: DicomWebSource, study: str, series: str, *, rescale: bo
     return Volume(out, plan.spacing, plan.origin, plan.direction, keys, rescaled=rescaling)
 
 
-def _plan_from_metadata(source: DicomWebSource, study: str, series: str):
+# The image instances' metadata, each frame's geometry, its owner (index in the metadata, frame
+# number), each instance's pixel attributes, and the volume plan.
+MetadataPlan = tuple[list[DicomJson], list[SliceGeometry], list[tuple[int, int]], list[PixelAttributes], VolumePlan]
+
+
+def _plan_from_metadata(source: DicomWebSource, study: str, series: str) -> MetadataPlan:
     """Series metadata of the image instances, each frame's geometry and owner, and the volume plan."""
     return plan_from_metadata(source.retrieve_metadata(study, series), series)
 
 
-def plan_from_metadata(metadata: Sequence[DicomJson], series: str):
+def plan_from_metadata(metadata: Sequence[DicomJson], series: str) -> MetadataPlan:
     """The image instances among ``metadata``, each frame's geometry and owner, and the volume plan.
 
     Returns ``(metas, slices, owners, attrs_of, plan)``: ``owners[i]`` is the ``(index in metas,
@@ -239,7 +247,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
     # Ask for the pixels first: a server without Retrieve Bulkdata says so before any other work,
     # and the answer waits in the socket while the metadata is read. (Reading it in a second
     # thread meanwhile was measured slower: the two threads contend for the interpreter.)
-    stream = iter(source.iter_bulkdata(study, series))  # type: ignore[attr-defined]
+    stream = iter(source.iter_bulkdata(study, series))
     first = next(stream, None)
     parts = itertools.chain([first] if first is not None else [], stream)
     metas, slices, owners, attrs_of, plan = _plan_from_metadata(source, study, series)
@@ -248,7 +256,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
     targets: dict[str, tuple[int, list[int]]] = {}
     for slice_index, (meta_index, frame) in enumerate(owners):
         meta = metas[meta_index]
-        pixel = next((meta[t] for t in ("7FE00010", "7FE00008", "7FE00009") if t in meta), {})
+        pixel: dict[str, Any] = next((meta[t] for t in ("7FE00010", "7FE00008", "7FE00009") if t in meta), {})
         instance_path = _resource_path(pixel.get("BulkDataURI", "")).rsplit("/bulk/", 1)[0]
         if not pixel.get("BulkDataURI"):
             raise DicomWebError(f"instance {meta.get('00080018', {}).get('Value', ['?'])[0]} has no pixel BulkDataURI",
@@ -267,6 +275,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
 
     def decode(part: Any, meta_index: int, slots: list[int]) -> list[tuple[int, np.ndarray | None]]:
         # Decodes into the volume directly; returns nothing to copy for native frames.
+        assert out is not None  # made before the first part is handed out
         try:
             attrs = attrs_of[meta_index]
             syntax = part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN
@@ -286,10 +295,11 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
     bar = _progress_bar(len(slices), "volume", progress)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
+            pending: deque[Future[list[tuple[int, np.ndarray | None]]]] = deque()
 
             def settle(future: Any) -> None:
                 nonlocal filled
+                assert out is not None
                 for k, array in future.result():
                     if array is not None:
                         if array.shape != out.shape[1:] or array.dtype != out.dtype:
@@ -316,7 +326,7 @@ def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, re
                 in_flight.acquire()
                 if (part.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN) in NATIVE_FRAME_SYNTAXES:
                     # A copy into place: cheaper here than a hop to a worker thread.
-                    done: Future = Future()
+                    done: Future[list[tuple[int, np.ndarray | None]]] = Future()
                     done.set_result(decode(part, meta_index, slots))
                     pending.append(done)
                 else:
@@ -423,7 +433,7 @@ def _volume_from_series(source: DicomWebSource, study: str, series: str, *, resc
     bar = _progress_bar(expected, "volume", progress, unit="instance")
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
+            pending: deque[Future[Any]] = deque()
             for content in source.iter_instances(study, series):
                 in_flight.acquire()
                 pending.append(pool.submit(decode, content))

@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -20,8 +21,8 @@ from ..dicom.mediatypes import (
 )
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, DicomWebWarning, InvalidResponse
+from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .http import HttpClient
-from .protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
 

@@ -6,7 +6,7 @@ One person creates a workitem per series to label (or to run a model on); whoeve
 or gives it up (``pacs.cancel``). ``pacs.workitems(...)`` lists them as a DataFrame.
 
 Two sources offer the worklist transactions: ``WebWorklist`` over HTTP (any UPS-RS origin server) and the
-workspace store's own in-process one (``store/worklist_source.py``); both raise the same errors:
+workspace store's own in-process one (``client/local.py``'s ``StoreWorklist``); both raise the same errors:
 ``dw.errors.InvalidWorkitem`` (400, an attribute missing or not allowed), ``dw.errors.WorkitemStateError``
 (the state or the transaction UID refuses the change), ``dw.errors.NotFound``. Event reports of
 subscriptions arrive on a notification channel (``pacs.listen(aetitle)``), a WebSocket over HTTP.
@@ -21,8 +21,9 @@ import queue
 import socket
 import threading
 import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 from pydicom.dataset import Dataset
@@ -50,6 +51,7 @@ from .qido import DEFAULT_PAGE_SIZE, build_searches, paged_search, result_key, v
 if TYPE_CHECKING:
     import requests
 
+    from ..protocol import DicomWebSource
     from .http import HttpClient
 
 __all__ = ["WorklistSource", "WebWorklist", "WorklistMethods", "WorkitemEvent", "EventChannel", "WORKITEM_COLUMNS"]
@@ -106,7 +108,7 @@ class WorkitemEvent:
     report: DicomJson
 
     @classmethod
-    def from_report(cls, report: DicomJson) -> "WorkitemEvent":
+    def from_report(cls, report: DicomJson) -> WorkitemEvent:
         def first(key: str) -> Any:
             values = (report.get(key) or {}).get("Value") or [None]
             return values[0]
@@ -159,7 +161,7 @@ class EventChannel:
         self._closed.set()
         self._receiver.close()
 
-    def __enter__(self) -> "EventChannel":
+    def __enter__(self) -> EventChannel:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -239,11 +241,11 @@ def _warning_texts(header: str) -> list[str]:
 class WebWorklist:
     """The worklist transactions over HTTP (PS3.18 11), for any UPS-RS origin server."""
 
-    def __init__(self, http: "HttpClient", *, page_size: int = DEFAULT_PAGE_SIZE):
+    def __init__(self, http: HttpClient, *, page_size: int = DEFAULT_PAGE_SIZE):
         self.http = http
         self.page_size = page_size
 
-    def _send(self, method: str, url: str, body: DicomJson | None = None, *, accept: str | None = None) -> "requests.Response":
+    def _send(self, method: str, url: str, body: DicomJson | None = None, *, accept: str | None = None) -> requests.Response:
         data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": DICOM_JSON} if data is not None else {}
         response = self.http.request(method, url, data=data, headers=headers, accept=accept,
@@ -253,7 +255,7 @@ class WebWorklist:
         return response
 
     @staticmethod
-    def _refusal(response: "requests.Response", method: str) -> DicomWebError:
+    def _refusal(response: requests.Response, method: str) -> DicomWebError:
         """The error of a refused worklist request: its state refusals (a PS3.18 Warning, or a 409) as
         WorkitemStateError, other 400s as InvalidWorkitem, so both sources raise alike."""
         status = response.status_code
@@ -355,8 +357,13 @@ class WebWorklist:
 
 # -- the notebook API (methods of Client) ----------------------------------------------------------
 
+def _source_url(source: Any) -> str:
+    """The DICOMweb root a source answers for (both sources have one: the protocol leaves it out)."""
+    return str(source.url)
+
+
 def _worklist_of(source: Any) -> WorklistSource:
-    worklist = getattr(source, "worklist", None)
+    worklist: WorklistSource | None = getattr(source, "worklist", None)
     if worklist is None:
         raise DicomWebError(f"{getattr(source, 'url', source)} offers no worklist (UPS-RS) transactions")
     return worklist
@@ -481,7 +488,7 @@ def _first_item(dataset: DicomJson, keyword: str) -> DicomJson:
 class WorklistMethods:
     """The worklist methods of ``Client`` (a base of it): see the module documentation."""
 
-    source: Any
+    source: DicomWebSource
 
     @property
     def _worklist(self) -> WorklistSource:
@@ -514,7 +521,7 @@ class WorklistMethods:
                     merged.setdefault(result_key(obj, "workitem"), obj)
             found = list(merged.values())[offset:None if wanted is None else wanted]
         if raw:
-            return found  # type: ignore[return-value]
+            return found
         return to_dataframe(found, columns=[*WORKITEM_COLUMNS, *plan.names, *[f for f in includes if f != "all"]])
 
     def workitem(self, uid: str, *, raw: bool = False) -> Dataset:
@@ -572,7 +579,7 @@ class WorklistMethods:
             if not found:
                 raise NotFound(f"series {series} of study {study} has no instances here", status=404)
             refs = [(_json_first(obj, "00080016"), _json_first(obj, "00080018")) for obj in found]
-            items.append(ups.input_item(study, series, refs, resource_url(self.source.url, study, series)))
+            items.append(ups.input_item(study, series, refs, resource_url(_source_url(self.source), study, series)))
             if study not in studies:
                 studies.append(study)
             if not patient:
@@ -619,7 +626,7 @@ class WorklistMethods:
         def order(obj: DicomJson) -> tuple[int, str]:
             return (rank.get(str(_json_first(obj, "00741200")), len(rank)), str(_json_first(obj, "00404005") or ""))
 
-        for obj in sorted(candidates, key=order):  # type: ignore[arg-type]
+        for obj in sorted(candidates, key=order):
             uid = str(_json_first(obj, "00080018"))
             try:
                 return uid, self.claim(uid)
@@ -683,7 +690,7 @@ class WorklistMethods:
                     raise NotFound(f"output instance {sop} is not in series {series} of study {study} here", status=404)
                 sop_class = str(_json_first(found[0], "00080016"))
             by_series.setdefault((study, series), []).append((sop_class, sop))
-        return [ups.input_item(study, series, refs, resource_url(self.source.url, study, series))
+        return [ups.input_item(study, series, refs, resource_url(_source_url(self.source), study, series))
                 for (study, series), refs in by_series.items()]
 
     def cancel(self, uid: str, transaction_uid: str, reason: str | None = None, *, code: Any = None) -> None:

@@ -32,19 +32,28 @@ import datetime as _dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .deid_table import OPTION_COLUMNS, PROFILE_ROWS, REVISION
 
-__all__ = ["Deidentifier", "Deidentified", "burned_in_annotation", "profile_action", "PROFILE_ROWS", "OPTION_CODES", "EXTRA_ACTIONS",
-           "DATES"]
+__all__ = [
+    "Deidentifier",
+    "Deidentified",
+    "burned_in_annotation",
+    "profile_action",
+    "PROFILE_ROWS",
+    "OPTION_CODES",
+    "EXTRA_ACTIONS",
+    "DATES",
+]
 
 DATES = ("remove", "shift", "keep")
 # CID 7050 De-identification Method: the code of the profile and of each option (scheme DCM).
@@ -61,13 +70,20 @@ OPTION_CODES = {
 # instances be checked). Burned In Annotation NO, where given, is taken at its word.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "DOC", "VL", "IVUS"})
 BURNED_IN_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture", "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit SC",
-    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte SC", "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word SC",
-    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color SC", "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound",
-    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume", "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame",
-    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF", "1.2.840.10008.5.1.4.1.1.104.2": "Encapsulated CDA",
-    "1.2.840.10008.5.1.4.1.1.77.1.1.1": "Video Endoscopic", "1.2.840.10008.5.1.4.1.1.77.1.4.1": "Video Photographic",
-    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic", "1.2.840.10008.5.1.4.1.1.77.1.1": "VL Endoscopic",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit SC",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte SC",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word SC",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color SC",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.104.2": "Encapsulated CDA",
+    "1.2.840.10008.5.1.4.1.1.77.1.1.1": "Video Endoscopic",
+    "1.2.840.10008.5.1.4.1.1.77.1.4.1": "Video Photographic",
+    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic",
+    "1.2.840.10008.5.1.4.1.1.77.1.1": "VL Endoscopic",
 }
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY_BY_VR: dict[str, Any] = {
@@ -272,7 +288,7 @@ class Deidentifier:
                "PatientName": _text(out, "PatientName")}
         return Deidentified(out, original, new, burned_in_annotation(ds), context.offset)
 
-    def _dataset(self, ds: Dataset, context: "_Context") -> Dataset:
+    def _dataset(self, ds: Dataset, context: _Context) -> Dataset:
         out = Dataset()
         for elem in ds:
             action = self.action_for(elem.tag)
@@ -287,7 +303,7 @@ class Deidentifier:
             out.add(self._element(elem, action, context))
         return out
 
-    def _element(self, elem: DataElement, action: str, context: "_Context") -> DataElement:
+    def _element(self, elem: DataElement, action: str, context: _Context) -> DataElement:
         vr = elem.VR
         if vr == "SQ":
             if action == "Z":

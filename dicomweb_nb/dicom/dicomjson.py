@@ -17,7 +17,8 @@ import base64
 import json
 import struct
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
@@ -79,7 +80,9 @@ def dataset_to_json(ds: Dataset, *, bulk_threshold: int = BULK_THRESHOLD, _path:
         except Exception:  # noqa: BLE001 - an undecodable element is left out rather than failing the dataset
             continue
         if elem.VR == "SQ":
-            items = [dataset_to_json(item, bulk_threshold=bulk_threshold, _path=f"{here}/{i}/") for i, item in enumerate(elem.value)]
+            items = [
+                dataset_to_json(item, bulk_threshold=bulk_threshold, _path=f"{here}/{i}/") for i, item in enumerate(elem.value)
+            ]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
         out[key] = _element_json(elem, bulk_threshold)
@@ -163,7 +166,11 @@ def _raw_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | N
         return None
     text = text.rstrip("\x00 ")
     if not text.strip(" \\"):
-        return {"vr": vr} if not text or vr in _SINGLE_VALUE_VRS or not text.replace("\\", "").strip() and "\\" not in text else None
+        return (
+            {"vr": vr}
+            if not text or vr in _SINGLE_VALUE_VRS or (not text.replace("\\", "").strip() and "\\" not in text)
+            else None
+        )
     items = [text] if vr in _SINGLE_VALUE_VRS else text.split("\\")
     if vr == "PN":
         out = []

@@ -6,12 +6,14 @@ by the client to read what it was sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pydicom import uid
 
-from ..errors import MediaTypeError, NotAcceptable
+# Raised by the parsers and negotiation here, so importable from here too (explicit re-export).
+from ..errors import MediaTypeError as MediaTypeError
+from ..errors import NotAcceptable as NotAcceptable
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"

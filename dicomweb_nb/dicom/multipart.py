@@ -13,8 +13,8 @@ against 37 MB/s and 543 MB for the standard library's email parser, which needs 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
 
 from ..errors import MultipartError
 
@@ -43,7 +43,7 @@ class PartEnd:
     pass
 
 
-Event = Union[PartBegin, PartData, PartEnd]
+Event = PartBegin | PartData | PartEnd
 
 _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
 _MAX_HEADER_BYTES = 64 * 1024

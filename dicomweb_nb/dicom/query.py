@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Literal
+from typing import Literal
 
 from ..errors import QueryError, UnknownAttributeError
 from .dicomjson import DicomJson, pn_text, value_texts

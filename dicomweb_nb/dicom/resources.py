@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def resource_url(root: str, study: str, series: str | None = None, instance: str | None = None) -> str:
     """The URL of a study, series or instance under a DICOMweb root (a series needs its study, and so on)."""
@@ -11,3 +13,7 @@ def resource_url(root: str, study: str, series: str | None = None, instance: str
         if instance:
             url += f"/instances/{instance}"
     return url
+
+
+# Builds the URL of a study, series or instance (``resource_url`` under a root, usually).
+UrlBuilder = Callable[[str, "str | None", "str | None"], str]

@@ -9,8 +9,8 @@ model), which no library publishes in machine-readable form.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -31,7 +31,9 @@ def parse_tag(key: str | int) -> int:
         return int(key, 16)
     tag = tag_for_keyword(key)
     if tag is None:
-        raise UnknownAttributeError(f"unknown DICOM attribute {key!r}: not a keyword of the data dictionary nor an 8-digit hex tag")
+        raise UnknownAttributeError(
+            f"unknown DICOM attribute {key!r}: not a keyword of the data dictionary nor an 8-digit hex tag"
+        )
     return tag
 
 

@@ -28,8 +28,9 @@ The Transaction UID is never part of the stored dataset (PS3.18 11.5.2: it is th
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import InvalidWorkitem, WorkitemStateError
 from .dicomjson import DicomJson, make_element
@@ -140,7 +141,7 @@ class Attr:
     create: str = "3"
     update: str = "3"
     final: str = "O"
-    items: "ItemRules | None" = None
+    items: ItemRules | None = None
     values: tuple[str, ...] = ()
 
     @property
@@ -451,7 +452,7 @@ def check_json(obj: Any, what: str = "the dataset") -> None:
                     else:
                         groups = item.values() if isinstance(item, Mapping) else [item or ""]
                         problems.extend(f"{name}: {m}" for m in filter(None, (_invalid("PN", g) for g in groups)))
-                elif not (item is None or isinstance(item, (str, int, float)) and not isinstance(item, bool)):
+                elif not (item is None or (isinstance(item, (str, int, float)) and not isinstance(item, bool))):
                     problems.append(f"{name} value {index} is not a string or a number")
                 elif item is not None and vr in _TEXT_VRS:
                     problem = _invalid(vr, str(item) if vr in ("IS", "DS") else item)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import math
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, ClassVar, Mapping
+from functools import cache
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
@@ -49,7 +50,7 @@ _PALETTE_KEYWORDS = tuple(
 ) + ("PixelPresentation",)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _key(keyword: str) -> str:
     """The DICOM JSON key (eight upper-case hex digits) of a keyword."""
     tag = tag_for_keyword(keyword)
@@ -67,6 +68,8 @@ DEFER_BULK_DATA: Any = _Defer()
 DisplayError naming it when it is used, not when the attributes are read."""
 _CLASS_DEFAULT: Any = object()
 
+
+_Attributes = TypeVar("_Attributes", bound="ImageAttributes")
 
 @dataclass(frozen=True)
 class ImageAttributes:
@@ -149,7 +152,7 @@ class ImageAttributes:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> "ImageAttributes":
+    def from_dataset(cls: type[_Attributes], ds: Dataset, *, frame_index: int = 0, as_rgb: bool = True) -> _Attributes:
         """Attributes of frame ``frame_index`` (0-based) of a pydicom Dataset (its pixel data need not be loaded).
 
         Only the Image Pixel, Modality LUT, VOI LUT, Palette Color LUT and enhanced functional-group
@@ -160,13 +163,13 @@ class ImageAttributes:
 
     @classmethod
     def from_json(
-        cls,
+        cls: type[_Attributes],
         obj: Mapping[str, Any],
         *,
         frame_index: int = 0,
         as_rgb: bool = True,
         bulk_data_handler: BulkDataHandler | None = _CLASS_DEFAULT,
-    ) -> "ImageAttributes":
+    ) -> _Attributes:
         """Attributes of frame ``frame_index`` (0-based) from a DICOM JSON object (PS3.18 F.2), such as
         WADO-RS ``/metadata`` returns.
 
@@ -208,7 +211,7 @@ class _DatasetSource:
             value = list(value)
         return None if value is None or value == "" or value == [] else value
 
-    def items(self, keyword: str) -> list["_DatasetSource"]:
+    def items(self, keyword: str) -> list[_DatasetSource]:
         sequence = self._ds.get(keyword)
         return [_DatasetSource(item) for item in sequence] if sequence else []
 
@@ -260,7 +263,7 @@ class _JsonSource:
             return None
         return values[0] if len(values) == 1 else list(values)
 
-    def items(self, keyword: str) -> list["_JsonSource"]:
+    def items(self, keyword: str) -> list[_JsonSource]:
         element = self._element(_key(keyword))
         values = element.get("Value") if isinstance(element, Mapping) else None
         return [_JsonSource(item, self._handler) for item in values or [] if isinstance(item, Mapping)]
@@ -315,7 +318,7 @@ def _unfetched_error(key: str) -> DisplayError:
 _Source = _DatasetSource | _JsonSource
 
 
-def _read(cls: type[ImageAttributes], top: _Source, *, frame_index: int, as_rgb: bool) -> ImageAttributes:
+def _read(cls: type[_Attributes], top: _Source, *, frame_index: int, as_rgb: bool) -> _Attributes:
     """The one reader behind ``from_dataset`` and ``from_json``."""
     if top.value("Rows") is None or top.value("Columns") is None:
         raise PixelDecodeError(f"the {top.what} has no Rows / Columns: this instance has no image pixel data")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _OPENJPEG_LOCK = threading.RLock()
 _GUARDED = "_dicomweb_nb_serialised"

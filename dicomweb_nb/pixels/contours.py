@@ -12,7 +12,8 @@ here marks 100, so volumes computed from the masks match the contoured ones.
 
 from __future__ import annotations
 
-from typing import Iterable
+import itertools
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def _mark_polyline(target: np.ndarray, rows: np.ndarray, columns: np.ndarray, cl
         samples = points
     else:
         pieces = []
-        for a, b in zip(points[:-1], points[1:]):
+        for a, b in itertools.pairwise(points):
             steps = max(2, int(np.ceil(np.max(np.abs(b - a)) * 2)) + 1)  # at most half a pixel apart
             pieces.append(a + np.linspace(0.0, 1.0, steps)[:, None] * (b - a))
         samples = np.vstack(pieces)
@@ -83,7 +84,7 @@ def rasterize_contours(mask: np.ndarray, contours: Iterable[tuple[str, np.ndarra
                 if 0 <= k < mask.shape[0] and abs(k_value - k) <= slice_tolerance:
                     _mark_polyline(mask[k], np.array([r]), np.array([c]), closed=False)
             if kind == "OPEN_NONPLANAR" and len(points) > 1:
-                for a, b in zip(points[:-1], points[1:]):
+                for a, b in itertools.pairwise(points):
                     k = int(np.rint((a[0] + b[0]) / 2))
                     if 0 <= k < mask.shape[0]:
                         _mark_polyline(mask[k], np.array([a[1], b[1]]), np.array([a[2], b[2]]), closed=False)

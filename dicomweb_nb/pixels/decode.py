@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.encaps import encapsulate
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -85,6 +85,7 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, t
         missing = "; ".join(decoder.missing_dependencies)
         raise PixelDecodeError(f"decoding {uid.name} needs a plugin that is not installed ({missing})")
     options = _decode_options(attrs, uid)
+    options["as_rgb"] = as_rgb
     if uid in NATIVE_FRAME_SYNTAXES:
         expected = attrs.native_frame_length
         if len(data) < expected:
@@ -98,13 +99,13 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, t
     else:
         source = encapsulate([bytes(data)])
     try:
-        array, _ = decoder.as_array(source, index=0, as_rgb=as_rgb, **options)
-    except Exception as exc:  # noqa: BLE001 - codec plugins raise anything; name the frame's syntax
+        array, _ = decoder.as_array(source, index=0, **options)
+    except Exception as exc:
         repaired = repair_jpeg_scan_headers(bytes(data)) if uid in _SEQUENTIAL_JPEG_SYNTAXES else None
         if repaired is None:
             raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
         try:
-            array, _ = decoder.as_array(encapsulate([repaired]), index=0, as_rgb=as_rgb, **options)
+            array, _ = decoder.as_array(encapsulate([repaired]), index=0, **options)
         except Exception:  # noqa: BLE001 - the repair was not the problem: report the first failure
             raise PixelDecodeError(f"cannot decode a {uid.name} frame of {attrs.rows}x{attrs.columns}: {exc}") from exc
     return array.reshape(attrs.frame_shape)

@@ -35,7 +35,8 @@ lossy targets set Lossy Image Compression "01" with its method and ratio (PS3.3 
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -126,8 +127,7 @@ def _refusal(uid: UID, attrs: ImageAttributes) -> str | None:
         return None if ok else f"{name} holds 8-bit unsigned grayscale or colour samples, not {described}"
     if uid not in _PYDICOM_ENCODED:
         return f"no encoder is available for {name}"
-    from pydicom.pixels import get_encoder
-    from pydicom.pixels.encoders.base import ENCODING_PROFILES
+    from pydicom.pixels.encoders.base import ENCODING_PROFILES, get_encoder
 
     encoder = get_encoder(uid)
     if not encoder.is_available:
@@ -214,12 +214,13 @@ def _frame_list(frames: Sequence[np.ndarray] | np.ndarray, attrs: ImageAttribute
 
 def _decode(ds: Dataset) -> tuple[np.ndarray, ImageAttributes]:
     """All frames of a dataset, decoded by pydicom, with attributes describing the decoded array."""
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     tsyntax = _source_syntax(ds)
     try:
         decoder = get_decoder(tsyntax)
-        array, meta = decoder.as_array(ds, as_rgb=True)
+        rgb: dict[str, Any] = {"as_rgb": True}  # pydicom annotates its **kwargs as one DecodeOptions
+        array, meta = decoder.as_array(ds, **rgb)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError) as exc:
         array, meta = _decode_frame_by_frame(ds, tsyntax, exc)
     base = ImageAttributes.from_dataset(ds, as_rgb=True)
@@ -269,7 +270,7 @@ def _source_syntax(ds: Dataset) -> UID:
 def _native(frame: np.ndarray, attrs: ImageAttributes) -> bytes:
     """Uncompressed little-endian bytes of one frame (bit-packed when Bits Allocated is 1)."""
     if attrs.bits_allocated == 1:
-        from pydicom.pixels import pack_bits
+        from pydicom.pixels.utils import pack_bits
 
         return pack_bits(frame.astype(np.uint8), pad=False)
     if attrs.bits_allocated % 8:
@@ -348,7 +349,7 @@ def encode_frames(
     if uid == JPEGBaseline8Bit:
         return [_pillow_jpeg(frame, image, options["quality"]) for frame in frame_list]
 
-    from pydicom.pixels import get_encoder
+    from pydicom.pixels.encoders.base import get_encoder
 
     encoder = get_encoder(uid)
     kwargs = {
@@ -392,8 +393,7 @@ def _copy(ds: Dataset) -> Dataset:
 
 
 def _set(ds: Dataset, keyword: str, vr: str, value: Any) -> None:
-    tag = pydicom.datadict.tag_for_keyword(keyword)
-    ds[tag] = DataElement(tag, vr, value)
+    ds.add_new(keyword, vr, value)
 
 
 def _set_image_pixel(ds: Dataset, attrs: ImageAttributes, photometric: str) -> None:

@@ -10,15 +10,18 @@ decoded frame, its :class:`~dicomweb_nb.pixels.attributes.ImageAttributes` and t
 :class:`~dicomweb_nb.errors.RenderParameterError` naming the option; an unsupported media type
 :class:`~dicomweb_nb.errors.NotAcceptable` (406).
 
-Query strings are the HTTP layer's: ``server/renderparams.py`` parses them into these options.
+The rendered parameters of PS3.18 8.3.5.1 are parsed into these options by ``pixels/renderparams.py``
+(for the server's rendered resources and the client's in-process source); WADO-URI requests by the
+server (``server/renderparams.py``).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -198,8 +201,8 @@ def _source_slices(opts: RenderOptions, rows: int, columns: int) -> tuple[slice,
         return ys, xs
     if opts.region is not None:
         x1n, y1n, x2n, y2n = opts.region
-        x0, x1 = int(math.floor(x1n * columns)), int(math.ceil(x2n * columns))
-        y0, y1 = int(math.floor(y1n * rows)), int(math.ceil(y2n * rows))
+        x0, x1 = math.floor(x1n * columns), math.ceil(x2n * columns)
+        y0, y1 = math.floor(y1n * rows), math.ceil(y2n * rows)
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         return slice(y0, min(y1, rows)), slice(x0, min(x1, columns))
     return None
@@ -295,10 +298,12 @@ def annotation_lines(metadata: dict[str, Any], kinds: Iterable[str]) -> list[str
                       _joined(labelled("DOB", "PatientBirthDate"), labelled("Sex", "PatientSex")),
                       _joined(_text(metadata, "StudyDate"), _text(metadata, "StudyDescription"))]
         elif kind == "technique":
-            lines += [_joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),
-                      _joined(labelled("kVp", "KVP"), labelled("", "XRayTubeCurrent", " mA"), labelled("", "ExposureTime", " ms")),
-                      labelled("Thk", "SliceThickness", " mm"),
-                      _joined(labelled("TR", "RepetitionTime"), labelled("TE", "EchoTime"))]
+            lines += [
+                _joined(_text(metadata, "Modality"), _text(metadata, "SeriesDescription")),
+                _joined(labelled("kVp", "KVP"), labelled("", "XRayTubeCurrent", " mA"), labelled("", "ExposureTime", " ms")),
+                labelled("Thk", "SliceThickness", " mm"),
+                _joined(labelled("TR", "RepetitionTime"), labelled("TE", "EchoTime")),
+            ]
         else:
             raise RenderParameterError("annotation", f"values are patient and/or technique, got {kind!r}")
     return [line for line in lines if line]
@@ -364,7 +369,7 @@ def render(
 ) -> bytes:
     """One decoded frame as ``image/jpeg``, ``image/png`` or ``image/gif`` bytes.
 
-    ``options`` usually comes from a parsed query (``server.renderparams``);
+    ``options`` usually comes from parsed parameters (``pixels.renderparams``);
     the keywords override it (``window=(40, 400, "linear")``, ``viewport=(256, 256)`` ...).
     ``annotation`` is the text to burn in (see :func:`annotation_lines`).
     """
@@ -436,20 +441,6 @@ def render_frames(
     out = io.BytesIO()
     fmt = "GIF" if kind == "image/gif" else "PNG"
     extra = {"compress_level": PNG_COMPRESS_LEVEL} if fmt == "PNG" else {}
-    images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=int(round(duration)),
+    images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=round(duration),
                    loop=loop, **extra)
     return out.getvalue()
-
-
-# store/source.py (the in-process client source) parses rendering parameters through this module;
-# they moved to the HTTP layer (server/renderparams.py, issue 11). Until that call moves too, the two
-# names it uses resolve there, imported on first use so that importing pixels never loads the server.
-_MOVED_TO_SERVER = ("parse_rendered_params", "RENDERED_PARAMETERS")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_SERVER:
-        from ..server import renderparams
-
-        return getattr(renderparams, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

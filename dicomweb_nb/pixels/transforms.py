@@ -189,7 +189,7 @@ class Lut:
 
     @classmethod
     def from_values(cls, descriptor: Any, data: Any, explanation: Any = None, *, little_endian: bool = True,
-                    signed_input: bool = False, unavailable: str = "") -> "Lut":
+                    signed_input: bool = False, unavailable: str = "") -> Lut:
         """A LUT from its LUT Descriptor, LUT Data and LUT Explanation values.
 
         LUT Data may be US (values) or OW (bytes in the dataset's byte order; an OW value as long as

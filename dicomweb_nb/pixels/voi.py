@@ -112,10 +112,7 @@ def _to_uint8(y: np.ndarray) -> np.ndarray:
 
 def _grayscale_display(values: np.ndarray, voi: Window | Lut, monochrome1: bool) -> np.ndarray:
     """Modality values -> uint8 display values (VOI then MONOCHROME1 inversion)."""
-    if isinstance(voi, Lut):
-        y = voi.voi(values).astype(np.float64) * (255.0 / voi.max_output)
-    else:
-        y = voi.apply(values)
+    y = voi.voi(values).astype(np.float64) * (255.0 / voi.max_output) if isinstance(voi, Lut) else voi.apply(values)
     out = _to_uint8(y)
     if monochrome1:
         np.subtract(255, out, out=out)

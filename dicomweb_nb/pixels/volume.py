@@ -13,8 +13,9 @@ Conventions (DICOM patient coordinates, LPS, millimetres):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class SliceGeometry:
     columns: int
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], key: Any = None, *, frame: int = 1) -> "SliceGeometry":
+    def from_json(cls, obj: Mapping[str, Any], key: Any = None, *, frame: int = 1) -> SliceGeometry:
         """From DICOM JSON metadata; ``frame`` (1-based) picks the frame of an enhanced multi-frame instance."""
         position = _json_values(obj, "00200032")
         orientation = _json_values(obj, "00200037")
@@ -63,7 +64,7 @@ class SliceGeometry:
                           rows[0] if rows else None, columns[0] if columns else None, uid)
 
     @classmethod
-    def from_dataset(cls, ds: Any, key: Any = None, *, frame: int = 1) -> "SliceGeometry":
+    def from_dataset(cls, ds: Any, key: Any = None, *, frame: int = 1) -> SliceGeometry:
         """From a pydicom Dataset."""
         uid = str(ds.get("SOPInstanceUID", "")) or None
         position = list(ds.get("ImagePositionPatient") or [])
@@ -77,7 +78,7 @@ class SliceGeometry:
 
     @classmethod
     def _build(cls, key: Any, position: Sequence[Any], orientation: Sequence[Any], spacing: Sequence[Any],
-               rows: Any, columns: Any, uid: str | None) -> "SliceGeometry":
+               rows: Any, columns: Any, uid: str | None) -> SliceGeometry:
         where = f"instance {uid}" if uid else f"slice {key!r}"
         if len(position) != 3:
             raise VolumeError(f"{where} has no Image Position (Patient); it cannot be placed in a volume")

@@ -81,7 +81,7 @@ class AccessMixin(DicomWebMixin):
         access = kwargs.pop("access", None)
         if access is not None:
             self.access = access
-        super().initialize(*args, **kwargs)  # type: ignore[misc]
+        super().initialize(*args, **kwargs)
 
     def allowed_methods(self) -> list[str]:
         """The methods of this URL: those its route grants that its handler implements."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -13,7 +13,8 @@ from tornado.httpserver import HTTPServer
 from ..errors import ConfigurationError
 from ..store import Store, StoreError
 from ..store.blobs import redact_text
-from ..store.store import workspace_store_options
+from ..store.index import DuplicatePolicy
+from ..store.store import location, workspace_store_options
 from . import standalone_handlers
 from .base import DicomWebContext
 from .config import DicomWeb
@@ -43,10 +44,11 @@ def open_store(config: DicomWeb, store_dir: str | os.PathLike[str] | None) -> St
     """The one place a server opens its store: the folder, or the team store of
     ``database_url`` / ``storage_url``. Errors name the store without its credentials."""
     try:
-        options = {k: v for k, v in (("database", config.database_url), ("storage", config.storage_url)) if v}
+        options = location(config.database_url, config.storage_url)
         if not options and store_dir is not None:
             options = workspace_store_options(store_dir, environment=False)  # the folder names a team store
-        return Store(store_dir, **options, duplicates=config.duplicates,
+        duplicates = cast(DuplicatePolicy, config.duplicates)  # one of them: the trait is an Enum of the three
+        return Store(store_dir, **options, duplicates=duplicates,
                      pn_case_insensitive=not config.qido_case_sensitive, group=config.store_group or None)
     except (StoreError, ValueError, OSError) as exc:
         raise ConfigurationError(f"cannot open the store: {redact_text(str(exc))}") from None
@@ -87,7 +89,7 @@ def announce_worklist(store: Store) -> None:
     """Tell the worklist's subscribers that a server started (PS3.4 CC.2.4.3, SCP Status Change)."""
     try:
         store.worklist.announce_restart()
-    except Exception:  # noqa: BLE001 - a server starts even if its notice cannot be recorded
+    except Exception:
         log.exception("cannot record the worklist's restart event")
 
 

@@ -13,13 +13,15 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
@@ -29,8 +31,17 @@ from ..store.transcode import TranscodeError
 from .config import DicomWeb
 
 if TYPE_CHECKING:
-    from .proxy import RemoteServers
     from .jobs import JobManager
+    from .proxy import RemoteServers
+    from .workitems import EventRelay
+
+if TYPE_CHECKING:
+    # The mixins are written against tornado's RequestHandler (each is combined with one in the
+    # handler classes); the type checker sees them as RequestHandlers, the runtime as plain mixins,
+    # so the method resolution order of the handler classes stays what they list.
+    _RequestHandler = web.RequestHandler
+else:
+    _RequestHandler = object
 
 log = logging.getLogger("dicomweb_nb.server")
 T = TypeVar("T")
@@ -48,9 +59,9 @@ class DicomWebContext:
     wado_path: str
     auth_token: str | None = None  # standalone only
     basic_auth: tuple[str, str] | None = None  # standalone only
-    servers: "RemoteServers | None" = None
-    jobs: "JobManager | None" = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    servers: RemoteServers | None = None
+    jobs: JobManager | None = None
+    worklist_relay: EventRelay | None = None  # the worklist's notification channels (workitems.py)
 
 
 class ApiError(web.HTTPError):
@@ -62,11 +73,8 @@ class ApiError(web.HTTPError):
         self.headers = headers
 
 
-class DicomWebMixin:
+class DicomWebMixin(_RequestHandler):
     """Common behaviour of the DICOMweb handlers (mixed into a RequestHandler)."""
-
-    request: Any
-    settings: dict[str, Any]
 
     @property
     def ctx(self) -> DicomWebContext:
@@ -75,6 +83,11 @@ class DicomWebMixin:
     @property
     def store(self) -> Store:
         return self.ctx.store
+
+    @property
+    def http_connection(self) -> HTTP1Connection:
+        """The request's connection: tornado's HTTP server (both mount points) makes HTTP/1.x ones."""
+        return cast(HTTP1Connection, self.request.connection)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run disk, SQLite or codec work on the worker pool; unknown UIDs become 404."""
@@ -86,14 +99,18 @@ class DicomWebMixin:
             raise ApiError(406, str(exc)) from None
 
     # -- errors -----------------------------------------------------------------------------------
-    def write_error(self, status_code: int, **kwargs: Any) -> None:  # type: ignore[override]
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             message = exc.message
             for name, value in exc.headers.items():
                 self.set_header(name.replace("_", "-"), value)
         elif isinstance(exc, web.HTTPError):
-            message = exc.log_message % exc.args if exc.log_message and exc.args else (exc.log_message or HTTPStatus(status_code).phrase)
+            message = (
+                exc.log_message % exc.args
+                if exc.log_message and exc.args
+                else (exc.log_message or HTTPStatus(status_code).phrase)
+            )
         elif exc is not None:
             message = f"internal error: {type(exc).__name__}: {exc}"
             log.error("unhandled error on %s %s\n%s", self.request.method, self.request.uri,
@@ -155,7 +172,7 @@ class DicomWebMixin:
         proto = proto or _first(headers.get("X-Forwarded-Proto")) or self.request.protocol
         host = host or _first(headers.get("X-Forwarded-Host")) or self.request.host
         port = _first(headers.get("X-Forwarded-Port"))
-        if port and ":" not in host.rsplit("]", 1)[-1] and not (proto, port) in (("http", "80"), ("https", "443")):
+        if port and ":" not in host.rsplit("]", 1)[-1] and (proto, port) not in (("http", "80"), ("https", "443")):
             host = f"{host}:{port}"
         return f"{proto}://{host}"
 
@@ -169,7 +186,7 @@ class DicomWebMixin:
 
     # -- CORS -------------------------------------------------------------------------------------
     def set_default_headers(self) -> None:
-        super().set_default_headers()  # type: ignore[misc]
+        super().set_default_headers()
         origin = self.request.headers.get("Origin")
         allowed = self.ctx.config.cors_origins if "dicomweb" in self.settings else []
         if origin and allowed and ("*" in allowed or origin in allowed):
@@ -230,7 +247,7 @@ class StreamedBodyMixin(DicomWebMixin):
         length = headers.get("Content-Length", "")
         if not chunked and not (length.isdigit() and 0 < int(length) <= DRAIN_LIMIT):
             return False
-        self.request.connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
+        self.http_connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
         self.keep_refusal(refusal)
         return True
 

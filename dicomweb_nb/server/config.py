@@ -22,7 +22,9 @@ class DicomWeb(Configurable):
     """DICOMweb server options (Orthanc DICOMweb plugin equivalents in brackets)."""
 
     enable = Bool(True, help="Serve the DICOMweb API at all [Enable].").tag(config=True)
-    root = Unicode("/dicom-web/", help="Root path of QIDO-RS, STOW-RS and WADO-RS, under Jupyter's base_url [Root].").tag(config=True)
+    root = Unicode("/dicom-web/", help="Root path of QIDO-RS, STOW-RS and WADO-RS, under Jupyter's base_url [Root].").tag(
+        config=True
+    )
     enable_wado = Bool(True, help="Serve WADO-URI [EnableWado].").tag(config=True)
     wado_root = Unicode("/wado", help="Path of WADO-URI, under Jupyter's base_url [WadoRoot].").tag(config=True)
     store_dir = Unicode(
@@ -52,13 +54,19 @@ class DicomWeb(Configurable):
         help="Absolute URL of the DICOMweb root as clients see it, when neither the Host header nor "
         "Forwarded / X-Forwarded-* headers give it right [Host + Ssl].",
     ).tag(config=True)
-    studies_metadata = Enum(METADATA_MODES, "Full", help="How study-level WADO-RS metadata is produced [StudiesMetadata].").tag(config=True)
-    series_metadata = Enum(METADATA_MODES, "Full", help="How series-level WADO-RS metadata is produced [SeriesMetadata].").tag(config=True)
+    studies_metadata = Enum(METADATA_MODES, "Full", help="How study-level WADO-RS metadata is produced [StudiesMetadata].").tag(
+        config=True
+    )
+    series_metadata = Enum(METADATA_MODES, "Full", help="How series-level WADO-RS metadata is produced [SeriesMetadata].").tag(
+        config=True
+    )
     studies_metadata_extrapolated_tags = List(
         Unicode(), ["AcquisitionDate"], help="Tags added in Extrapolate mode at study level [StudiesMetadataExtrapolatedTags]."
     ).tag(config=True)
     series_metadata_extrapolated_tags = List(
-        Unicode(), DEFAULT_SERIES_EXTRAPOLATED, help="Tags added in Extrapolate mode at series level [SeriesMetadataExtrapolatedTags]."
+        Unicode(),
+        DEFAULT_SERIES_EXTRAPOLATED,
+        help="Tags added in Extrapolate mode at series level [SeriesMetadataExtrapolatedTags].",
     ).tag(config=True)
     enable_metadata_cache = Bool(
         True,
@@ -89,20 +97,27 @@ class DicomWeb(Configurable):
         "(failure 0x0111), or keep the stored one (Orthanc core: OverwriteInstances).",
     ).tag(config=True)
     max_upload_size = Int(
-        64 * 1024 ** 3, help="Largest STOW-RS request body in bytes; larger ones get 413. The body is streamed to disk, never held in memory."
+        64 * 1024**3,
+        help="Largest STOW-RS request body in bytes; larger ones get 413. The body is streamed to disk, never held in memory.",
     ).tag(config=True)
     cors_origins = List(
         Unicode(), [],
         help="Origins allowed to call the API from a browser (CORS), e.g. an OHIF viewer's; '*' for any.",
     ).tag(config=True)
-    worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(config=True)
+    worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(
+        config=True
+    )
     concurrent_jobs = Int(
-        2, help="Jobs (asynchronous /stow and /retrieve transfers) run at once; the others wait, highest Priority first [ConcurrentJobs]."
+        2,
+        help="Jobs (asynchronous /stow and /retrieve transfers) run at once; the others wait, highest Priority first "
+        "[ConcurrentJobs].",
     ).tag(config=True)
     jobs_history_size = Int(
         100, help="Finished jobs kept (in the store) for GET /jobs; older ones are forgotten [JobsHistorySize]."
     ).tag(config=True)
-    request_timeout = Float(60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout).").tag(config=True)
+    request_timeout = Float(
+        60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout)."
+    ).tag(config=True)
 
     @validate("root")
     def _valid_root(self, proposal):

@@ -9,7 +9,8 @@ canceled"; we add ``"Cancelled": true``), so a script waiting for Success or Fai
 
 Jobs run on a bounded pool of threads (``c.DicomWeb.concurrent_jobs``), the highest ``Priority``
 first, then in order of submission. Every change of state is written to the store's ``jobs``
-table, which every process sharing the store reads: a job is started by one process only (it
+table (through :class:`JobRecords`, what this module needs of the store, which implements it), which
+every process sharing the store reads: a job is started by one process only (it
 claims the job in the index), a cancellation asked of another process reaches the owner through
 the index, and a job that was pending or running when its process died is reported as a
 ``Failure`` "interrupted by a server restart" by the next process that looks, never silently lost.
@@ -27,18 +28,16 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Protocol
 
 from .base import ApiError, DicomWebMixin
 
-if TYPE_CHECKING:
-    from ..store import Store
-
-__all__ = ["JobManager", "Job", "JobContext", "JobCancelled", "JobError", "JobsMixin", "JobMixin", "JobCancelMixin",
-           "PENDING", "RUNNING", "SUCCESS", "FAILURE"]
+__all__ = ["JobManager", "JobRecords", "Job", "JobContext", "JobCancelled", "JobError", "JobsMixin", "JobMixin",
+           "JobCancelMixin", "PENDING", "RUNNING", "SUCCESS", "FAILURE"]
 
 log = logging.getLogger("dicomweb_nb.server.jobs")
 
@@ -55,6 +54,40 @@ ERROR_DESCRIPTIONS = {
 }
 INTERRUPTED = "interrupted by a server restart"
 _HOST = socket.gethostname()
+
+
+class JobRecords(Protocol):
+    """Where job records live so that every process sharing the store sees them: the store's index
+    implements this (``Store.load_jobs`` ...); the job runner needs nothing else of the store."""
+
+    @property
+    def session(self) -> str:
+        """This process's session on the store (written into the jobs it owns)."""
+        ...
+
+    def session_alive(self, session: str) -> bool:
+        """Whether the process of ``session`` still has the store open."""
+        ...
+
+    def load_jobs(self) -> dict[str, dict[str, Any]]:
+        """Every saved job record by ID."""
+        ...
+
+    def save_job(self, job_id: str, record: dict[str, Any] | None) -> None:
+        """Save a job record (None deletes it)."""
+        ...
+
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim."""
+        ...
+
+    def request_job_cancel(self, job_id: str) -> bool:
+        """Ask the process that runs a job to cancel it."""
+        ...
+
+    def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancellation of the job was asked (by any process)."""
+        ...
 
 
 class JobCancelled(Exception):
@@ -129,7 +162,7 @@ class Job:
             "Type": self.type,
             "State": self.state,
             "Priority": self.priority,
-            "Progress": int(round(100 * self.progress)) if self.state != SUCCESS else 100,
+            "Progress": round(100 * self.progress) if self.state != SUCCESS else 100,
             "CreationTime": _timestamp(self.created),
             "EffectiveRuntime": round(end - self.started, 3) if self.started else 0.0,
             "ErrorCode": self.error_code,
@@ -154,7 +187,7 @@ class Job:
         }
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> "Job":
+    def from_record(cls, r: dict[str, Any]) -> Job:
         job = cls(id=r["id"], type=r["type"], priority=int(r.get("priority", 0)), request=r.get("request") or {})
         for name in ("state", "progress", "created", "started", "completed", "error_code", "error_description",
                      "error_details", "content", "http_status", "error_extra", "cancelled", "owner", "updated"):
@@ -168,7 +201,7 @@ class Job:
 class JobContext:
     """What a job's work function sees: cancellation, progress and its Content."""
 
-    def __init__(self, manager: "JobManager", job: Job):
+    def __init__(self, manager: JobManager, job: Job):
         self._manager = manager
         self.job = job
 
@@ -182,10 +215,7 @@ class JobContext:
 
     def set_progress(self, done: float, total: float | None) -> None:
         """Progress as done/total; an unknown total keeps the job below 100 % until it ends."""
-        if total:
-            value = min(max(done / total, 0.0), 1.0)
-        else:
-            value = 0.0
+        value = min(max(done / total, 0.0), 1.0) if total else 0.0
         if not self.job.finished:
             self.job.progress = min(value, 0.99)
             self._manager._save_throttled(self.job)
@@ -199,7 +229,8 @@ Work = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    """Runs jobs on ``workers`` threads by priority and keeps them in the store's jobs table.
+    """Runs jobs on ``workers`` threads by priority and keeps them in the store's jobs table
+    (``store``: the job records, None to keep them in memory only).
 
     ``history``: how many finished jobs are kept (Orthanc's ``JobsHistorySize``); older ones are
     forgotten, in memory and in the table.
@@ -207,7 +238,7 @@ class JobManager:
 
     SAVE_INTERVAL = 1.0
 
-    def __init__(self, store: "Store | None", *, workers: int = 2, history: int = 100):
+    def __init__(self, store: JobRecords | None, *, workers: int = 2, history: int = 100):
         self.store = store
         self.history = max(1, history)
         self._jobs: dict[str, Job] = {}
@@ -257,7 +288,7 @@ class JobManager:
             return
         try:
             self.store.save_job(job.id, job.record())
-        except Exception:  # noqa: BLE001 - a full disk must not kill the job runner; the job lives on in memory
+        except Exception:
             log.exception("cannot save job %s", job.id)
 
     def _save_throttled(self, job: Job) -> None:
@@ -280,7 +311,7 @@ class JobManager:
         (or reported it interrupted), in which case its record there is the truth."""
         try:
             claimed = self.store.claim_job(job.id, from_states=(PENDING,), to_state=RUNNING)  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - the index is unreachable: run it; its record is saved when it can be
+        except Exception:
             log.exception("cannot claim job %s", job.id)
             return True
         if not claimed:
@@ -297,7 +328,7 @@ class JobManager:
                 if self.store is not None:
                     try:
                         self.store.save_job(job.id, None)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.exception("cannot forget job %s", job.id)
 
     # -- API --------------------------------------------------------------------------------------
@@ -493,7 +524,7 @@ class JobsMixin(_JobsBase):
 
     async def get(self) -> None:
         jobs = await self.run_blocking(self.job_manager.jobs)
-        expand = self.get_query_argument("expand", None) is not None  # type: ignore[attr-defined]
+        expand = self.get_query_argument("expand", None) is not None
         self.write_json([j.public() for j in jobs] if expand else [j.id for j in jobs], 200, "application/json")
 
 

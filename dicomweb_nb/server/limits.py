@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any, Awaitable
+from typing import Any
 
 from tornado import httputil
 
@@ -104,7 +105,11 @@ def install_on(http_server: Any) -> bool:
     setting for this). False, with a log line, if this tornado's HTTPServer is not shaped as expected."""
     params = getattr(http_server, "conn_params", None)
     application = getattr(http_server, "request_callback", None)
-    if params is None or not hasattr(params, "max_header_size") or not isinstance(application, httputil.HTTPServerConnectionDelegate):
+    if (
+        params is None
+        or not hasattr(params, "max_header_size")
+        or not isinstance(application, httputil.HTTPServerConnectionDelegate)
+    ):
         log.warning("cannot answer requests over the header limits with 414/431 on this server: tornado closes "
                     "the connection of a request with more than %d bytes of headers", MAX_HEADER_BYTES)
         return False

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from tornado.ioloop import IOLoop
@@ -61,9 +62,9 @@ from .remotes import (
 )
 from .transfers import (
     RETRIEVE_DEBUG_DELAY,
-    iter_available,
     STOW_DEBUG_DELAY,
     ResourceError,
+    iter_available,
     parse_retrieve_resources,
     parse_stow_resources,
     remote_failure,
@@ -160,14 +161,14 @@ class _ProxyBase(DicomWebMixin):
         pool: ThreadPoolExecutor = self.servers.io_pool
         return await IOLoop.current().run_in_executor(pool, partial(fn, *args, **kwargs))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:  # type: ignore[override]
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ProxyError):
             self.clear_header("Content-Disposition")
             self.set_header("Content-Type", "application/json; charset=UTF-8")
             self.finish(json.dumps({"status": status_code, "message": exc.message, **exc.fields}))
             return
-        super().write_error(status_code, **kwargs)  # type: ignore[misc]
+        super().write_error(status_code, **kwargs)
 
 
 class ServersMixin(_ProxyBase):
@@ -175,7 +176,7 @@ class ServersMixin(_ProxyBase):
 
     async def get(self) -> None:
         entries = await self.run_blocking(self._entries)
-        if self.get_query_argument("expand", None) is not None:  # type: ignore[attr-defined]
+        if self.get_query_argument("expand", None) is not None:
             self.write_json({name: e.public() for name, e in entries.items()}, 200, "application/json")
         else:
             self.write_json(list(entries), 200, "application/json")
@@ -192,7 +193,7 @@ class ServerMixin(_ProxyBase):
 
     async def get(self, name: str) -> None:
         entry = await self.run_blocking(self.entry, name)
-        if self.get_query_argument("expand", None) is not None:  # type: ignore[attr-defined]
+        if self.get_query_argument("expand", None) is not None:
             self.write_json(entry.public(), 200, "application/json")
         else:
             self.write_json(["get", "retrieve", "stow"], 200, "application/json")
@@ -264,7 +265,7 @@ class ServerGetMixin(_ProxyBase):
                 # The status line is gone: cut the connection so the caller sees a truncated answer,
                 # never a complete-looking one.
                 log.warning("remote %r broke off a proxied answer after it started: %s", name, exc)
-                self.request.connection.stream.close()
+                self.http_connection.stream.close()
                 return
             if chunk is end:
                 break
@@ -281,7 +282,7 @@ class ServerGetMixin(_ProxyBase):
     def on_connection_close(self) -> None:
         if self._remote_response is not None:
             self._remote_response.close()
-        super().on_connection_close()  # type: ignore[misc]
+        super().on_connection_close()
 
 
 class _TransferBase(_ProxyBase):

@@ -9,8 +9,8 @@ from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartWriter
 from ..dicom.query import Query, QueryError, parse_query
+from ..dicom.resources import UrlBuilder
 from ..store import SearchResult
-from ..store.store import UrlBuilder
 from .base import ApiError, DicomWebMixin
 
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
@@ -24,7 +24,7 @@ class QidoMixin(DicomWebMixin):
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         self.level = kwargs.pop("level", "study")
-        super().initialize(*args, **kwargs)  # type: ignore[misc]
+        super().initialize(*args, **kwargs)
 
     def query_pairs(self) -> list[tuple[str, str]]:
         """Query parameters, percent-decoded (UTF-8) before anything else looks at them."""
@@ -69,7 +69,7 @@ class QidoMixin(DicomWebMixin):
         self.write_json(result.items, 200, media_type)
 
     def _search(self, query: Query, study: str | None, series: str | None, max_results: int | None,
-                url: "UrlBuilder") -> SearchResult:
+                url: UrlBuilder) -> SearchResult:
         # A scope in the URL is one more matching key: an unknown study or series matches nothing
         # (an empty answer, as Orthanc and dcm4chee give), so clients can probe for what is there.
         return self.store.search(query, study_uid=study, series_uid=series, retrieve_url=url,

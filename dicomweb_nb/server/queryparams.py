@@ -7,7 +7,7 @@ happens to the others. One table, so the answer to "is this parameter used?" is 
   an object whose pixels may show burned-in text (409; otherwise it is de-identified by the PS3.15
   Basic Profile, ``dicom.deidentify``), ``presentationUID`` /
   ``presentationSeriesUID`` (the image would not be the presentation state's), ``iccprofile`` other
-  than ``no`` (406, ``renderparams.check_iccprofile``), a ``charset`` the answer is not in (406).
+  than ``no`` (406, ``pixels.renderparams.check_iccprofile``), a ``charset`` the answer is not in (406).
 * Anything else is ignored, as PS3.18 8.3 requires ("The origin server shall ignore any unsupported
   Query Parameters ... and may return a response containing appropriate warning"), and named in a
   ``Warning: 299`` header of the answer, so a typo (``windw=``) does not go unnoticed.
@@ -16,10 +16,11 @@ happens to the others. One table, so the answer to "is this parameter used?" is 
 from __future__ import annotations
 
 import codecs
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from ..pixels.renderparams import RENDERED_PARAMETERS
 from .base import ApiError
-from .renderparams import RENDERED_PARAMETERS
 
 # Authentication (ours and Jupyter's) and content negotiation (PS3.18 8.3.3.1) are everywhere.
 _EVERYWHERE = frozenset({"token", "_xsrf", "accept"})
@@ -41,7 +42,9 @@ def warn_unknown(handler: Any, known: frozenset[str]) -> None:
     """Name every query parameter outside ``known`` in a Warning header: ignored, as PS3.18 8.3 says."""
     for name in sorted(set(handler.request.query_arguments) - known):
         shown = name if name.isprintable() and len(name) <= 64 else repr(name[:64])
-        handler.add_header("Warning", f'299 dicomweb-nb "unknown query parameter {shown.replace(chr(34), chr(39))} ignored (PS3.18 8.3)"')
+        handler.add_header(
+            "Warning", f'299 dicomweb-nb "unknown query parameter {shown.replace(chr(34), chr(39))} ignored (PS3.18 8.3)"'
+        )
 
 
 def refuse_presentation_state() -> None:

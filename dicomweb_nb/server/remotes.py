@@ -30,16 +30,18 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ..client.config import SERVERS_FILENAME, RemoteServer, parse_servers, read_servers_file, write_servers_file
+from ..client.config import RemoteServer, parse_servers, read_servers_file, write_servers_file
 from ..client.http import HttpClient
 from ..client.web import WebSource
 from ..errors import ConfigurationError
+from ..workspace import SERVERS_FILENAME
 
 __all__ = ["RemoteServers", "ServerEntry", "ServerDefinitionError", "ReadOnlyServer", "UnknownRemote",
            "validate_definition", "public_definition", "SERVER_NAME"]
@@ -105,7 +107,9 @@ def _check_boolean(value: Any, field: str) -> bool:
         return value.lower() in ("true", "1")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise ServerDefinitionError(field, f'"{field}" must be a Boolean (true/false, or "1"/"0" as Orthanc writes it), not {value!r}')
+    raise ServerDefinitionError(
+        field, f'"{field}" must be a Boolean (true/false, or "1"/"0" as Orthanc writes it), not {value!r}'
+    )
 
 
 def validate_definition(body: Any) -> dict[str, Any]:
@@ -158,7 +162,9 @@ def validate_definition(body: Any) -> dict[str, Any]:
             try:
                 timeout = float(timeout)
             except ValueError:
-                raise ServerDefinitionError("Timeout", f'"Timeout" must be a number of seconds, not {body["Timeout"]!r}') from None
+                raise ServerDefinitionError(
+                    "Timeout", f'"Timeout" must be a number of seconds, not {body["Timeout"]!r}'
+                ) from None
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
             raise ServerDefinitionError("Timeout", '"Timeout" must be a positive number of seconds (at most a day)')
         out["Timeout"] = float(timeout) if not float(timeout).is_integer() else int(timeout)

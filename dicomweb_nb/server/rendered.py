@@ -2,7 +2,7 @@
 
 Frames are decoded once (from their recorded offsets when uncompressed) and handed to
 ``pixels.render``; window, viewport and quality come from the query as the standard names them
-(parsed by ``renderparams``).
+(parsed by ``pixels.renderparams``; WADO-URI requests by ``renderparams``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..dicom.mediatypes import NotAcceptable
 from ..dicom.multipart import MultipartWriter
 from ..pixels import encode
 from ..pixels import render as rd
+from ..pixels.renderparams import parse_rendered_params
 from ..pixels.voi import DisplayError
 from ..store import InstanceRow, NotFoundError, reader
 from ..store import transcode as tc
@@ -46,7 +47,7 @@ class RenderedMixin(StreamingMixin):
         study, series, instance = (checked + [None, None])[:3]
         media_type = self._media_type()
         try:
-            options = rp.parse_rendered_params(self.request.query_arguments)
+            options = parse_rendered_params(self.request.query_arguments)
         except rd.RenderParameterError as exc:
             raise ApiError(400, f"bad rendering parameter {exc}") from None
         except NotAcceptable as exc:
@@ -98,7 +99,9 @@ class RenderedMixin(StreamingMixin):
                     return offer
         raise ApiError(406, f"rendered images are {', '.join(_RENDERED)}; none of them is acceptable here")
 
-    async def _send_image(self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> None:
+    async def _send_image(
+        self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool
+    ) -> None:
         data = await self.run_blocking(_safe_render, row, index, media_type, options, thumbnail)
         self._finish_image(data, media_type)
 

@@ -152,7 +152,7 @@ class SuspendHandler(SuspendMixin, StandaloneHandler):
     """``{root}workitems/{worklist UID}/subscribers/{aetitle}/suspend``: suspend (POST)."""
 
 
-class EventChannelHandler(EventChannelMixin, WebSocketHandler, StandaloneHandler):  # type: ignore[misc]
+class EventChannelHandler(EventChannelMixin, WebSocketHandler, StandaloneHandler):
     """``{root}subscribers/{aetitle}``: the notification channel of an AE title (WebSocket)."""
 
 

@@ -17,8 +17,9 @@ from typing import BinaryIO
 from ..dicom import mediatypes as mt
 from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
+from ..dicom.stow import FAILURE_CANNOT_UNDERSTAND, FAILURE_PROCESSING, describe_failure, is_referenced, response_dataset
 from ..fileio import open_private
-from ..store import FAILURE_CANNOT_UNDERSTAND, StoreOutcome, stow_response
+from ..store import StoreOutcome
 from .base import DRAIN_LIMIT, ApiError, StreamedBodyMixin
 from .qido import QidoMixin
 
@@ -68,7 +69,7 @@ class StowMixin(StreamedBodyMixin):
         # Tornado answers a chunked body over its limit with a bare "400" and a closed connection, so
         # its limit sits a little above ours: this handler counts the bytes, drains up to DRAIN_LIMIT
         # more, and answers 413 with a message (a body with Content-Length was refused above).
-        self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
+        self.http_connection.set_max_body_size(limit + DRAIN_LIMIT)
         if ctype.type == mt.DICOM:
             # Not in PS3.18, but convenient for curl: a single Part 10 file as the whole body.
             self._stow_single = self._open_part(1)
@@ -97,7 +98,9 @@ class StowMixin(StreamedBodyMixin):
             raise ApiError(415, f'STOW-RS accepts multipart/related; type="application/dicom", not {ctype.type}')
         part_type = ctype.params.get("type", mt.DICOM).lower()
         if part_type in (mt.DICOM_JSON, mt.DICOM_XML, mt.JSON):
-            raise ApiError(415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom")
+            raise ApiError(
+                415, f"STOW-RS of metadata and bulk data ({part_type}) is not supported; send Part 10 files as application/dicom"
+            )
         if part_type != mt.DICOM:
             raise ApiError(415, f'STOW-RS parts must be application/dicom, not {part_type}')
         return ctype
@@ -163,12 +166,12 @@ class StowMixin(StreamedBodyMixin):
     def on_finish(self) -> None:
         if getattr(self, "_stow_parts", None):
             self._discard_parts()  # stored parts were moved away; anything left is a leftover
-        super().on_finish()  # type: ignore[misc]
+        super().on_finish()
 
     def on_connection_close(self) -> None:
         if getattr(self, "_stow_parts", None):
             self._discard_parts()
-        super().on_connection_close()  # type: ignore[misc]
+        super().on_connection_close()
 
     async def post(self, study: str | None = None) -> None:
         if study is not None:
@@ -187,8 +190,13 @@ class StowMixin(StreamedBodyMixin):
                 await asyncio.wrap_future(part.synced)
         readable = [p for p in self._stow_parts if p.path is not None]
         outcomes = await self.run_blocking(self._store_parts, readable, study)
-        rejected = [StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}")
-                    for p in self._stow_parts if p.rejected]
+        rejected = [
+            StoreOutcome(
+                None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}"
+            )
+            for p in self._stow_parts
+            if p.rejected
+        ]
         self._respond(outcomes + rejected, study)
 
     def _store_parts(self, parts: list[_Part], study: str | None) -> list[StoreOutcome]:
@@ -196,8 +204,9 @@ class StowMixin(StreamedBodyMixin):
                                       sources=[f"part {p.number}" for p in parts])
 
     def _respond(self, outcomes: list[StoreOutcome], study: str | None) -> None:
-        body, status, messages = stow_response(outcomes, self.url_builder(), study)
-        for message in messages[:20]:
+        body = response_dataset(outcomes, self.url_builder(), study)
+        status = stow_status(outcomes)
+        for message in failure_messages(outcomes)[:20]:
             self.add_header("Warning", f'299 dicomweb-nb "{_header_safe(message)}"')
         if self._stow_response_type == mt.DICOM_XML:
             self.set_status(status)
@@ -205,6 +214,22 @@ class StowMixin(StreamedBodyMixin):
             self.finish(json_to_xml(body))
         else:
             self.write_json(body, status, self._stow_response_type)
+
+
+def stow_status(outcomes: list[StoreOutcome]) -> int:
+    """The HTTP status of a STOW-RS answer (PS3.18 10.5.3): 200 all stored; 202 some failed or carry
+    warnings; 409 none stored."""
+    failed = any(not is_referenced(o) for o in outcomes)
+    warnings = any(o.warning_reason is not None for o in outcomes)
+    if not failed and not warnings:
+        return 200
+    return 202 if any(is_referenced(o) for o in outcomes) else 409
+
+
+def failure_messages(outcomes: list[StoreOutcome]) -> list[str]:
+    """One readable line per instance not stored (``Warning`` headers of the answer)."""
+    return [f"{o.source}: {o.message or describe_failure(o.failure_reason or FAILURE_PROCESSING)}"
+            for o in outcomes if not is_referenced(o)]
 
 
 class StudiesMixin(StowMixin, QidoMixin):

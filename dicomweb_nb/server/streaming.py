@@ -15,8 +15,9 @@ import asyncio
 import os
 import select
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream
@@ -82,13 +83,13 @@ class StreamingMixin(DicomWebMixin):
         """An error once the answer has begun (a later instance of a series that no codec can convert)
         ends the connection without the closing chunk: the client sees a broken answer, never a
         complete-looking one missing a part (tornado would finish it). The log says which and why."""
-        if not self._headers_written or self._finished:  # type: ignore[attr-defined,has-type]
-            super().send_error(status_code, **kwargs)  # type: ignore[misc]
+        if not self._headers_written or self._finished:
+            super().send_error(status_code, **kwargs)
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]
         reason = getattr(exc, "message", None) or (f"{type(exc).__name__}: {exc}" if exc else f"status {status_code}")
         log.error("answer to %s %s cut short after it began: %s", self.request.method, self.request.uri, reason)
-        self.request.connection.stream.close()
+        self.http_connection.stream.close()
         self._finished = True  # nothing more can be written; tornado must not try to finish the answer
 
     async def _sendfile(self, pieces: list[Piece], tail: bytes) -> bool:
@@ -98,13 +99,13 @@ class StreamingMixin(DicomWebMixin):
         the event loop waits for the socket (no worker thread does), so slow or stalled downloads
         never hold the threads searches and retrievals need.
         """
-        conn = self.request.connection
+        conn = self.http_connection
         stream = getattr(conn, "stream", None)
         if (not hasattr(os, "sendfile") or not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream)
-                or not hasattr(conn, "_expected_content_remaining") or self._write_buffer):  # type: ignore[attr-defined]
+                or not hasattr(conn, "_expected_content_remaining") or self._write_buffer):
             return False
         await self.flush()  # the status line and headers go out through tornado
-        if conn._expected_content_remaining is None:  # type: ignore[attr-defined]
+        if conn._expected_content_remaining is None:
             raise RuntimeError("unexpected HTTP framing")
         try:
             # A larger send buffer means fewer wake-ups of the sending thread per megabyte.
@@ -122,7 +123,7 @@ class StreamingMixin(DicomWebMixin):
             return True
         finally:
             cursor.close()
-        conn._expected_content_remaining -= cursor.sent  # type: ignore[attr-defined]  # bytes tornado did not write itself
+        conn._expected_content_remaining -= cursor.sent  # bytes tornado did not write itself
         self.finish()
         return True
 
@@ -136,12 +137,12 @@ class StreamingMixin(DicomWebMixin):
         finally:
             loop.remove_writer(fd)
             self._waiting_to_send = None
-        return not self.request.connection.stream.closed()
+        return not self.http_connection.stream.closed()
 
     def on_connection_close(self) -> None:
         if self._waiting_to_send is not None:
             _resolve(self._waiting_to_send)
-        super().on_connection_close()  # type: ignore[misc]
+        super().on_connection_close()
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -191,12 +192,15 @@ class _SendCursor:
     def _send_some(self, item: bytes | Piece) -> int:
         if isinstance(item, bytes):
             return os.write(self.fd, memoryview(item)[self.done_in_item:]) if item else 0
+        path = item.blob.local_path if item.blob is not None else None
+        assert path is not None, "only pieces of local blobs are sent with sendfile"
         if self._file is None:
-            self._file = open(item.blob.local_path, "rb")  # type: ignore[union-attr,arg-type]
+            # Kept open across sends of the piece (each sends what the socket takes), closed in close().
+            self._file = open(path, "rb")  # noqa: SIM115
         n = os.sendfile(self.fd, self._file.fileno(), item.offset + self.done_in_item,
                         min(item.length - self.done_in_item, 1 << 30))
         if n == 0 and item.length > self.done_in_item:
-            raise ConnectionError(f"{item.blob.local_path} is shorter than the index says")
+            raise ConnectionError(f"{path} is shorter than the index says")
         return n
 
     def _next(self) -> None:

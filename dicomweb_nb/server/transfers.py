@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import requests
 import urllib3
 
 from ..client.http import encode_query
-from ..client.protocol import StowItem
 from ..client.stow import batches, response_outcomes
 from ..client.web import INSTANCE_ACCEPT, INSTANCE_ACCEPT_FALLBACK, WebSource
 from ..dicom import mediatypes as mt
@@ -32,6 +32,7 @@ from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartDa
 from ..dicom.uids import UID_RULE, is_valid_uid
 from ..errors import ConnectionFailed, DicomWebError, InvalidResponse
 from ..fileio import open_private
+from ..protocol import StowItem
 from ..store import InstanceRow, NotFoundError, Store, describe_failure
 from .jobs import (
     ERROR_BAD_REQUEST,
@@ -248,7 +249,7 @@ def stow_to_remote(ctx: JobContext, source: WebSource, rows: Sequence[InstanceRo
         sent_in_batch: set[str] = set()
         done_before = len(accepted) + len(refused)
 
-        def on_sent(item: StowItem) -> None:
+        def on_sent(item: StowItem, sent_in_batch: set[str] = sent_in_batch, done_before: int = done_before) -> None:
             if debug_delay:
                 time.sleep(debug_delay)
             sent_in_batch.add(item.label)
@@ -347,7 +348,7 @@ class _Retrieval:
         self.current_path = self.store.tmp_dir / f"{self.prefix}-{self.parts}.part"
         self.current = open_private(self.current_path, "wb")
 
-    def data(self, data: bytes) -> None:
+    def data(self, data: bytes | memoryview) -> None:
         if self.current is not None:
             self.current.write(data)
 
@@ -494,7 +495,8 @@ def retrieve_from_remote(ctx: JobContext, source: WebSource, store: Store, resou
         for resource in resources:
             ctx.check_cancelled()
             counts.append(_count(source, resource))
-        state.total = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
+        known = [c for c in counts if c is not None]
+        state.total = sum(known) if len(known) == len(counts) else None
         ctx.update_content(**state.content())
         for resource in resources:
             ctx.check_cancelled()

@@ -13,10 +13,11 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from functools import partial
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -36,9 +37,7 @@ from .base import ApiError, DicomWebMixin
 from .stow import StowMixin
 from .streaming import Piece, StreamingMixin
 
-_DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 _XML_MULTIPART = 'multipart/related; type="application/dicom+xml"'
-_OCTET_MULTIPART = 'multipart/related; type="application/octet-stream"'
 
 
 # -- transfer syntax negotiation ------------------------------------------------------------------
@@ -201,7 +200,9 @@ class MetadataMixin(DicomWebMixin):
         if instance is None:
             mode = config.series_metadata if series else config.studies_metadata
         newest = max(r.stored for r in rows)
-        etag = '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        etag = (
+            '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
+        )
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", formatdate(newest, usegmt=True))
         self.set_header("Cache-Control", "private, no-cache")

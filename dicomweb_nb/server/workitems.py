@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import ParseError
 
@@ -82,7 +83,7 @@ class WorklistMixin(StreamedBodyMixin):
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_WORKITEM_BYTES:
             raise ApiError(413, f"a worklist request is at most {MAX_WORKITEM_BYTES >> 20} MiB, not {int(length)} bytes")
-        self.request.connection.set_max_body_size(MAX_WORKITEM_BYTES + DRAIN_LIMIT)
+        self.http_connection.set_max_body_size(MAX_WORKITEM_BYTES + DRAIN_LIMIT)
 
     def data_received(self, chunk: bytes) -> None:
         if self.refusing():
@@ -170,22 +171,22 @@ class WorklistMixin(StreamedBodyMixin):
     def write_datasets(self, items: list[dict[str, Any]], media_type: str, status: int = 200) -> None:
         if media_type == _XML_MULTIPART:
             writer = MultipartWriter()
-            self.set_status(status)  # type: ignore[attr-defined]
-            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))  # type: ignore[attr-defined]
+            self.set_status(status)
+            self.set_header("Content-Type", mt.multipart_content_type(mt.DICOM_XML, writer.boundary))
             for item in items:
-                self.write(writer.part_head(mt.DICOM_XML))  # type: ignore[attr-defined]
-                self.write(json_to_xml(item))  # type: ignore[attr-defined]
-            self.finish(writer.close())  # type: ignore[attr-defined]
+                self.write(writer.part_head(mt.DICOM_XML))
+                self.write(json_to_xml(item))
+            self.finish(writer.close())
             return
         self.write_json(items, status, media_type)
 
     def finish_change(self, status: int, warnings: list[str], **headers: str) -> None:
-        self.set_status(status)  # type: ignore[attr-defined]
+        self.set_status(status)
         for text in warnings:
-            self.add_header("Warning", _warning(text))  # type: ignore[attr-defined]
+            self.add_header("Warning", _warning(text))
         for name, value in headers.items():
-            self.set_header(name.replace("_", "-"), value)  # type: ignore[attr-defined]
-        self.finish()  # type: ignore[attr-defined]
+            self.set_header(name.replace("_", "-"), value)
+        self.finish()
 
     def workitem_url(self, uid: str) -> str:
         return f"{self.public_root()}/workitems/{uid}"
@@ -209,15 +210,15 @@ class WorkitemsMixin(WorklistMixin):
             raise ApiError(400, f"bad worklist query: {exc}") from None
         found = await self.call(self.worklist.search, query, max_results=self.ctx.config.qido_max_results or None)
         for text in query.warnings:
-            self.add_header("Warning", _warning(text))  # type: ignore[attr-defined]
+            self.add_header("Warning", _warning(text))
         status = 200
         if found.truncated:
             status = 206  # PS3.18 11.9.3.1: some results, the rest by paging
-            self.add_header("Warning", _warning("The number of results exceeded the maximum supported by the server. "  # type: ignore[attr-defined]
+            self.add_header("Warning", _warning("The number of results exceeded the maximum supported by the server. "
                                                 "Additional results can be requested."))
         if not found.items:
-            self.set_status(204)  # type: ignore[attr-defined]
-            self.finish()  # type: ignore[attr-defined]
+            self.set_status(204)
+            self.finish()
             return
         self.write_datasets(found.items, media_type, status)
 
@@ -238,7 +239,7 @@ class WorkitemMixin(WorklistMixin):
         uid = self.workitem_uid(uid)
         media_type, _ = self.choose(_ANSWER_TYPES)
         dataset = await self.call(self.worklist.get, uid)
-        self.set_header("Content-Location", self.workitem_url(uid))  # type: ignore[attr-defined]
+        self.set_header("Content-Location", self.workitem_url(uid))
         self.write_datasets([dataset], media_type)
 
     async def post(self, uid: str) -> None:
@@ -396,10 +397,9 @@ class EventChannelMixin(DicomWebMixin):
 
     @property
     def relay(self) -> EventRelay:
-        extras = self.ctx.extras
-        if "worklist_relay" not in extras:
-            extras["worklist_relay"] = EventRelay(self.store.worklist, self.run_blocking)
-        return extras["worklist_relay"]
+        if self.ctx.worklist_relay is None:
+            self.ctx.worklist_relay = EventRelay(self.store.worklist, self.run_blocking)
+        return self.ctx.worklist_relay
 
     async def get(self, aetitle: str, *args: Any, **kwargs: Any) -> None:
         self.aetitle = _aetitle(aetitle)
@@ -441,6 +441,6 @@ class EventChannelMixin(DicomWebMixin):
 
 def close_relay(ctx: Any) -> None:
     """Stop a server's event relay (at shutdown)."""
-    relay = ctx.extras.pop("worklist_relay", None)
+    relay, ctx.worklist_relay = ctx.worklist_relay, None
     if relay is not None:
         relay.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
+from ..workspace import store_folder
 from .store import Store, StoreOutcome, describe_failure, workspace_store_options
 
 BATCH = 64  # instances per index transaction
@@ -76,8 +77,6 @@ def import_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
         report = dw.import_files("scans/")
         report.skipped
     """
-    from ..client.config import store_folder
-
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     folder = store_folder(store)

@@ -70,7 +70,7 @@ class FrameLayout:
                            "l": self.value_length, "f": self.frames}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "FrameLayout":
+    def from_json(cls, text: str | None) -> FrameLayout:
         if not text:
             return cls()
         d = json.loads(text)
@@ -191,7 +191,7 @@ def ensure_part10(path: Path, tmp_dir: Path) -> Path:
             ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
             ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
             ds.save_as(target, enforce_file_format=True)
-        except Exception as exc:  # noqa: BLE001 - whatever pydicom chokes on is "not DICOM" to the caller
+        except Exception as exc:
             try:
                 target.unlink()
             except FileNotFoundError:
@@ -217,10 +217,7 @@ def _require_complete(ds: Dataset, file_size: int) -> None:
     raw = ds.get_item(tags[-1])
     if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED_LENGTH:
         return
-    if raw.value is None:
-        complete = raw.value_tell + raw.length <= file_size
-    else:
-        complete = len(raw.value) >= raw.length
+    complete = raw.value_tell + raw.length <= file_size if raw.value is None else len(raw.value) >= raw.length
     if not complete:
         raise NotDicomError(f"the file is truncated: it ends inside element {tags[-1]}")
 
@@ -308,7 +305,7 @@ def _after_pixel_data(ds: Dataset) -> DicomJson:
     after = Dataset()
     for raw in ds.elements():
         if int(raw.tag) > 0x7FE00010:
-            after[raw.tag] = raw  # type: ignore[assignment]
+            after[raw.tag] = raw
     implicit, little = ds.original_encoding
     after.set_original_encoding(implicit, little, ds.original_character_set)
     return dataset_to_json(after) if len(after) else {}

@@ -7,7 +7,7 @@ the file.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pydicom
 from pydicom.dataset import Dataset

@@ -141,7 +141,8 @@ CREATE TABLE IF NOT EXISTS servers (name {text} PRIMARY KEY, definition TEXT NOT
 """
     if pg:
         statements += """
-CREATE TABLE IF NOT EXISTS sessions (id TEXT COLLATE "C" PRIMARY KEY, lock_key BIGINT NOT NULL, host TEXT, pid INTEGER, started DOUBLE PRECISION);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT COLLATE "C" PRIMARY KEY, lock_key BIGINT NOT NULL, host TEXT, pid INTEGER,
+                                     started DOUBLE PRECISION);
 CREATE INDEX IF NOT EXISTS studies_match ON studies USING gin (match jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS series_match ON series USING gin (match jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS instances_match ON instances USING gin (match jsonb_path_ops);

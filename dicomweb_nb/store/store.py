@@ -30,30 +30,27 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..dicom.query import Query
-from ..fileio import write_atomically
-from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
-from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
-from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
-from ..fileio import StoreModes
-from .outcomes import (
+from ..dicom.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_DATASET_DOES_NOT_MATCH,
     FAILURE_DUPLICATE,
-    FAILURE_OUT_OF_RESOURCES,
     FAILURE_PROCESSING,
     FAILURE_STUDY_UID_MISMATCH,
-    WARNING_COERCION,
-    StoreOutcome,
-    UrlBuilder,
     describe_failure,
-    stow_response,
 )
+from ..fileio import StoreModes, write_atomically
+from ..workspace import DATABASE_ENV, FILES_DIRNAME, INDEX_FILENAME, LOCK_FILENAME, STORAGE_ENV, TEAM_STORE_MARKER, TMP_DIRNAME
+from .blobs import Blob, BlobStorage, open_blob_storage, redact_url, remove_path
+from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqlite_url
+from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
+from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
 
 if TYPE_CHECKING:
@@ -62,9 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomweb_nb.store")
 
 PARALLEL_PUT_BYTES = 4 << 20
-TEAM_MARKER = "team-store.json"  # in the folder of a team store: where its index and blobs are
-DATABASE_ENV = "DICOMWEB_NB_DATABASE"
-STORAGE_ENV = "DICOMWEB_NB_STORAGE"
 
 try:
     import fcntl
@@ -139,11 +133,11 @@ class Store:
             self.modes.secure_root(self.root)
         self.is_folder_store = not database and not storage
         self.session = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
-        self.blobs: BlobStorage = open_blob_storage(storage or self.root / "files",  # type: ignore[operator]
+        self.blobs: BlobStorage = open_blob_storage(storage or self.root / FILES_DIRNAME,  # type: ignore[operator]
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
         try:
-            self.index: Index = open_index(database or sqlite_url(self.root / "index.sqlite"), modes=self.modes)  # type: ignore[operator]
+            self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME), modes=self.modes)  # type: ignore[operator]
         except SchemaTooNew as exc:
             self.blobs.close()
             raise StoreError(str(exc)) from None
@@ -155,14 +149,15 @@ class Store:
         self.tmp_dir = self._make_tmp_dir()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self._worklist: "Worklist | None" = None
+        self._worklist: Worklist | None = None
         alone = self._hold_store_lock() if self.is_folder_store else False
         if alone and reconcile:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
         elif reconcile:
             self.sweep()
         if alone and fcntl is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_SH)
+            lock_file: Any = self._lock_file  # opened by _hold_store_lock
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_SH)
         if sweep_interval > 0:
             self._sweeper = threading.Thread(target=self._sweep_periodically, args=(sweep_interval,),
                                              name="dicomweb-store-sweep", daemon=True)
@@ -172,9 +167,9 @@ class Store:
         """Leave in the folder where this team store is (no password), so that ``dw.connect()`` in a
         notebook of this workspace and ``dicomweb-nb`` commands on the folder open the same store."""
         assert self.root is not None
-        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / "index.sqlite"),
-                  "storage": os.fspath(storage) if storage else str(self.root / "files")}
-        path = self.root / TEAM_MARKER
+        marker = {"database": redact_url(database, drop_password=True) if database else sqlite_url(self.root / INDEX_FILENAME),
+                  "storage": os.fspath(storage) if storage else str(self.root / FILES_DIRNAME)}
+        path = self.root / TEAM_STORE_MARKER
         try:
             if path.exists() and json.loads(path.read_text()) == marker:
                 return
@@ -203,7 +198,7 @@ class Store:
         alone, the exclusive lock is kept until the caller has reconciled.
         """
         assert self.root is not None
-        self._lock_file = self.modes.open_file(self.root / "store.lock", "a+b")
+        self._lock_file = self.modes.open_file(self.root / LOCK_FILENAME, "a+b")
         if fcntl is None:
             return True
         try:
@@ -219,10 +214,10 @@ class Store:
         process's sweep removes once this one is gone."""
         if self.is_folder_store:
             assert self.root is not None
-            tmp = self.root / "tmp"
+            tmp = self.root / TMP_DIRNAME
             self.modes.make_dir(tmp)
             return tmp
-        base = self.blobs.staging_dir() or (self.root / "tmp" if self.root is not None else
+        base = self.blobs.staging_dir() or (self.root / TMP_DIRNAME if self.root is not None else
                                              Path(tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}")
         self.modes.make_dir(base)
         tmp = base / self.session
@@ -288,7 +283,7 @@ class Store:
         while not self._stop.wait(interval):
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeper
+            except Exception:
                 log.exception("store sweep failed")
 
     def reconcile(self) -> dict[str, int]:
@@ -331,11 +326,11 @@ class Store:
         Each file is checked on its own: a bad one fails alone. The good ones are indexed in a
         single transaction.
         """
-        paths = [Path(p) for p in paths]
-        source_names = list(sources) if sources is not None else [p.name for p in paths]
+        files = [Path(p) for p in paths]
+        source_names = list(sources) if sources is not None else [p.name for p in files]
         outcomes: list[StoreOutcome] = []
         accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
-        for path, source in zip(paths, source_names):
+        for path, source in zip(files, source_names):
             rewritten = False
             try:
                 part10 = ensure_part10(path, self.tmp_dir)
@@ -344,18 +339,24 @@ class Store:
                     remove_path(path)
                 record = read_instance(part10)
             except NotDicomError as exc:
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source))
+                outcomes.append(
+                    StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source)
+                )
                 continue
             except MissingAttributeError as exc:
                 if rewritten:
                     remove_path(part10)
-                outcomes.append(StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source))
+                outcomes.append(
+                    StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source)
+                )
                 continue
             outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
             outcomes.append(outcome)
             if expected_study is not None and record.study_uid != expected_study:
                 outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
-                outcome.message = f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
+                outcome.message = (
+                    f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
+                )
                 if rewritten:
                     remove_path(part10)
                 continue
@@ -394,13 +395,13 @@ class Store:
             # index be unreachable, the intents stay and the blobs with them: never a row without its blob.
             try:
                 unindexed = self.index.drop_intents(keys, self.session)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot drop the write intents of a failed write")
                 unindexed = []
             for key in unindexed:
                 try:
                     self.blobs.delete(key)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("cannot remove blob %s of a failed write", key)
             for _path, _record, outcome, _move in to_write:
                 outcome.stored = outcome.replaced = False
@@ -512,7 +513,7 @@ class Store:
         return json.loads(text) if text else {}
 
     @property
-    def worklist(self) -> "Worklist":
+    def worklist(self) -> Worklist:
         """The worklist (UPS-RS workitems) of this store, shared by every process on it."""
         if self._worklist is None:
             from .worklist import Worklist
@@ -520,7 +521,7 @@ class Store:
             self._worklist = Worklist(self.index, pn_case_insensitive=self.pn_case_insensitive)
         return self._worklist
 
-    # -- what processes share: proxy jobs (server/jobs.py) and servers added over REST ----------
+    # -- what processes share: proxy jobs (server/jobs.py's JobRecords) and servers added over REST --
     def load_jobs(self) -> dict[str, dict[str, Any]]:
         """Every saved job record by ID."""
         return self.index.load_jobs()
@@ -534,9 +535,11 @@ class Store:
         return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
 
     def request_job_cancel(self, job_id: str) -> bool:
+        """Ask the process that runs a job to cancel it."""
         return self.index.request_job_cancel(job_id)
 
     def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancellation of the job was asked (by any process)."""
         return self.index.job_cancel_requested(job_id)
 
     def load_servers(self) -> dict[str, dict[str, Any]]:
@@ -547,7 +550,14 @@ class Store:
         self.index.save_server(name, definition)
 
 
-def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> dict[str, str]:
+class StoreLocation(TypedDict, total=False):
+    """Where a team store's parts are: ``Store(root, **location)``."""
+
+    database: str
+    storage: str
+
+
+def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool = True) -> StoreLocation:
     """``database`` / ``storage`` of the team store a workspace folder stands for: from
     ``$DICOMWEB_NB_DATABASE`` / ``$DICOMWEB_NB_STORAGE`` (the Jupyter extension sets them for its
     kernels; only with ``environment``), else from the folder's ``team-store.json``; empty for a
@@ -555,20 +565,30 @@ def workspace_store_options(folder: str | os.PathLike[str], *, environment: bool
     database = os.environ.get(DATABASE_ENV) if environment else None
     storage = os.environ.get(STORAGE_ENV) if environment else None
     if database or storage:
-        return {k: v for k, v in (("database", database), ("storage", storage)) if v}
-    path = Path(folder) / TEAM_MARKER
+        return location(database, storage)
+    path = Path(folder) / TEAM_STORE_MARKER
     if path.exists():
         try:
             marker = json.loads(path.read_text())
-            return {"database": str(marker["database"]), "storage": str(marker["storage"])}
+            return StoreLocation(database=str(marker["database"]), storage=str(marker["storage"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{path} does not say which team store this folder stands for: {exc}") from None
-    return {}
+    return StoreLocation()
+
+
+def location(database: str | None, storage: str | None) -> StoreLocation:
+    """The parts given (an empty one is left out)."""
+    found = StoreLocation()
+    if database:
+        found["database"] = database
+    if storage:
+        found["storage"] = storage
+    return found
 
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
-    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "FAILURE_OUT_OF_RESOURCES", "WARNING_COERCION", "describe_failure",
-    "stow_response", "workspace_store_options", "TEAM_MARKER", "DATABASE_ENV", "STORAGE_ENV",
+    "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
+    "workspace_store_options", "StoreLocation", "location",
 ]

@@ -13,13 +13,14 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
 
 import numpy as np
 import pydicom
-from pydicom.pixels import get_decoder, pack_bits, pixel_array
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pack_bits, pixel_array
 
 from ..dicom.dicomjson import (
     BULK_PLACEHOLDER,
@@ -250,7 +251,7 @@ def _bulk_path(uri: str) -> str:
 THUMBNAIL_SIZE = 128
 
 
-def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: "rd.RenderOptions | None" = None,
+def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options: rd.RenderOptions | None = None,
            *, thumbnail: bool = False) -> bytes:
     """Frame ``index`` (0-based) of a stored instance as a consumer image (PS3.18 rendered / thumbnail)."""
     frame = decoded_frame(row, index)
@@ -260,14 +261,14 @@ def render(row: InstanceRow, index: int, media_type: str = "image/jpeg", options
     return rd.render(frame, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: "rd.RenderOptions | None" = None) -> bytes:
+def render_animation(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions | None = None) -> bytes:
     """Several frames of one instance as an animated GIF (or APNG)."""
     frames = [decoded_frame(row, i) for i in indices]
     attrs = [image_attributes(row, i) for i in indices]
     return rd.render_frames(frames, attrs, media_type=media_type, options=options, annotation=_annotation(row, options))
 
 
-def _annotation(row: InstanceRow, options: "rd.RenderOptions | None") -> list[str]:
+def _annotation(row: InstanceRow, options: rd.RenderOptions | None) -> list[str]:
     if options is None or not options.annotation:
         return []
     return rd.annotation_lines(json.loads(row.metadata_text), options.annotation)
@@ -318,7 +319,9 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         if not is_pixels:
             out.append(BulkValue(location, OCTET_STREAM, None, compute=partial(reader.bulk_value, row, path)))
         elif stored_little_endian_native(row):
-            out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0))
+            out.append(
+                BulkValue(location, OCTET_STREAM, EXPLICIT_LE, row.blob, layout.value_offset or 0, layout.value_length or 0)
+            )
         elif not layout.encapsulated and path.upper() == "7FE00010":
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(native_pixel_data, row)))
         elif not layout.encapsulated:

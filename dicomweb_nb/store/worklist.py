@@ -11,8 +11,9 @@ Warning PS3.18 gives them, unknown workitems ``NotFoundError``.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydicom.uid import generate_uid
 

@@ -16,8 +16,9 @@ import functools
 import html
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import ipywidgets as widgets
 
@@ -61,7 +62,7 @@ def describe_error(exc: BaseException, *, server: str | None = None) -> str:
 class StatusBar(widgets.HTML):
     """One line telling what the widget is doing, or what went wrong (``kind`` is info, busy, ok or error)."""
 
-    _COLOURS = {"info": "#555", "busy": "#1565c0", "ok": "#2e7d32", "error": "#b71c1c"}
+    _COLOURS: ClassVar[dict[str, str]] = {"info": "#555", "busy": "#1565c0", "ok": "#2e7d32", "error": "#b71c1c"}
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -123,7 +124,7 @@ class TaskRunner:
         def run() -> T | None:
             try:
                 return fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a traceback
+            except Exception as exc:
                 log.debug("background task failed", exc_info=True)
                 self.errors.append(exc)
                 if on_error is not None:
@@ -143,11 +144,6 @@ class TaskRunner:
             self._pending.discard(future)
             self._lock.notify_all()
 
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
-
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Wait until every task has finished; False if ``timeout`` seconds passed first."""
         with self._lock:
@@ -165,7 +161,7 @@ def guarded(status_of: Callable[[Any], StatusBar | None]) -> Callable[[Callable[
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> T | None:
             try:
                 return method(self, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - shown in the widget
+            except Exception as exc:
                 log.debug("widget callback failed", exc_info=True)
                 status = status_of(self)
                 if status is None:

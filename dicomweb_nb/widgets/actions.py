@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import html
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -27,7 +28,7 @@ __all__ = ["ProgressPanel", "RetrievePanel", "UploadPanel", "WidgetProgressBar"]
 class WidgetProgressBar:
     """A tqdm look-alike (``update``, ``close``) moving an IntProgress; several bars may feed one widget."""
 
-    def __init__(self, panel: "ProgressPanel", total: int | None = None, **_: Any):
+    def __init__(self, panel: ProgressPanel, total: int | None = None, **_: Any):
         self.panel = panel
         self.total = int(total or 0)
         panel._add_total(self.total)
@@ -167,8 +168,8 @@ class RetrievePanel(ProgressPanel):
                          widgets.HBox([self.button, self.cancel_button]), widgets.HBox([self.progress, self.caption])]
         self.add_class("dwnb-retrieve-panel")
 
-    def run(self, client: "Client", targets: Sequence[tuple[str, str | None]], *, to: "str | Path | Client | None" = None,
-            workspace: Callable[[], "Client"] | None = None) -> Any:
+    def run(self, client: Client, targets: Sequence[tuple[str, str | None]], *, to: str | Path | Client | None = None,
+            workspace: Callable[[], Client] | None = None) -> Any:
         """Retrieve each ``(study, series or None)``; ``to`` overrides the destination chosen in the panel."""
         if not targets:
             raise ValueError("nothing to retrieve: check studies or series first")
@@ -201,7 +202,7 @@ class RetrievePanel(ProgressPanel):
         return self.start(work, lambda result: _summary(result, "retrieve", where))
 
 
-def _same_store(a: "Client", b: "Client") -> bool:
+def _same_store(a: Client, b: Client) -> bool:
     store_a = getattr(getattr(a.source, "store", None), "root", None)
     store_b = getattr(getattr(b.source, "store", None), "root", None)
     return store_a is not None and store_b is not None and Path(store_a).resolve() == Path(store_b).resolve()
@@ -230,7 +231,7 @@ class UploadPanel(ProgressPanel):
         """The contents of the files picked with the browser's file dialog."""
         return [bytes(item["content"]) for item in self.files.value]
 
-    def run(self, client: "Client", paths: Sequence[str | Path | bytes] | None = None, *, where: str = "the server",
+    def run(self, client: Client, paths: Sequence[str | Path | bytes] | None = None, *, where: str = "the server",
             batch_size: int = 10) -> Any:
         """Upload ``paths`` (else the Path field and the picked files) in batches of ``batch_size``."""
         if paths is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -61,7 +62,7 @@ class Browser(widgets.VBox):
     at once (the work runs in the background); ``wait()`` blocks until it is done.
     """
 
-    def __init__(self, client_or_server_name: "Client | str | None" = None, *, store: str | os.PathLike[str] | None = None,
+    def __init__(self, client_or_server_name: Client | str | None = None, *, store: str | os.PathLike[str] | None = None,
                  page_size: int = 20, image_size: int = 512, search_limit: int = 5000, auto_search: bool = True):
         self.status = StatusBar(layout=widgets.Layout(min_height="24px"))
         self.runner = TaskRunner(self.status, max_workers=4, name="dicomweb-nb-browser")
@@ -100,7 +101,7 @@ class Browser(widgets.VBox):
 
     # -- server ------------------------------------------------------------------------------------
     @property
-    def client(self) -> "Client":
+    def client(self) -> Client:
         """The client of the server chosen in the picker."""
         return self.servers.client
 
@@ -113,7 +114,7 @@ class Browser(widgets.VBox):
         """Save a server in the workspace's servers.json and switch to it."""
         self.servers.add_server(name, url, username=username, password=password, token=token)
 
-    def _on_server_changed(self, client: "Client", label: str) -> None:
+    def _on_server_changed(self, client: Client, label: str) -> None:
         self._clear_results()
         self.status.show(f"connected to {label}", "info")
         if self.auto_search:
@@ -134,7 +135,7 @@ class Browser(widgets.VBox):
         self.series_list.clear()
 
     # -- search ------------------------------------------------------------------------------------
-    def search(self, limit: int | None = None, **filters: Any) -> "Future":
+    def search(self, limit: int | None = None, **filters: Any) -> Future:
         """Fill the form with ``filters`` (``PatientName=``, ``PatientID=``, ``StudyDate=(from, to)``,
         ``ModalitiesInStudy=``, ``AccessionNumber=``, ``StudyDescription=``) and search."""
         self.query.clear()
@@ -146,7 +147,7 @@ class Browser(widgets.VBox):
     def _on_search(self, filters: dict[str, Any], limit: int) -> None:
         self._start_search(self.client, filters, limit)
 
-    def _start_search(self, client: "Client", filters: dict[str, Any], limit: int) -> "Future":
+    def _start_search(self, client: Client, filters: dict[str, Any], limit: int) -> Future:
         self._search_token += 1
         token = self._search_token
         label = self.servers.label
@@ -160,7 +161,7 @@ class Browser(widgets.VBox):
 
         return self.runner.submit(self._search, token, client, filters, limit, label, on_error=on_error)
 
-    def _search(self, token: int, client: "Client", filters: dict[str, Any], limit: int, label: str) -> None:
+    def _search(self, token: int, client: Client, filters: dict[str, Any], limit: int, label: str) -> None:
         found = client.studies(filters, fields=STUDY_FIELDS, limit=limit)
         self.query.search_button.disabled = False
         if token != self._search_token:
@@ -244,7 +245,7 @@ class Browser(widgets.VBox):
             return [(self.series_list.study, str(uid)) for uid in series["SeriesInstanceUID"]]
         return [(str(uid), None) for uid in self.selected_studies["StudyInstanceUID"]]
 
-    def retrieve(self, to: "str | Path | Client | None" = None) -> "Future":
+    def retrieve(self, to: str | Path | Client | None = None) -> Future:
         """Copy the checked series (else the checked or opened studies) into ``to`` (a folder or a Client),
         by default where the Retrieve panel says (the workspace store unless a folder is chosen)."""
         return self.retrieve_panel.run(self.client, self._retrieve_targets(), to=to,
@@ -259,7 +260,7 @@ class Browser(widgets.VBox):
         self.retrieve_panel.cancel()
         self.upload_panel.cancel()
 
-    def upload(self, paths: Sequence[str | Path | bytes] | str | Path | None = None) -> "Future":
+    def upload(self, paths: Sequence[str | Path | bytes] | str | Path | None = None) -> Future:
         """STOW-RS of files or folders (default: the Upload panel's path and picked files) to the chosen server."""
         if isinstance(paths, (str, Path)):
             paths = [paths]

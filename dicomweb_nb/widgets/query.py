@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as widgets
 
@@ -157,7 +158,7 @@ class QueryForm(widgets.VBox):
     def _click_search(self) -> None:
         try:
             self.submit()
-        except Exception as exc:  # noqa: BLE001 - a button press shows its failure, it never raises into the page
+        except Exception as exc:
             if self.status is None:
                 raise
             self.status.error(exc)

@@ -8,8 +8,10 @@ here, so every DICOMweb server shows pictures.
 
 from __future__ import annotations
 
+import functools
 import html
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -45,7 +47,7 @@ def _placeholder(text: str) -> bytes:
     return _PLACEHOLDER_SVG % html.escape(text).encode()
 
 
-def series_thumbnail(client: "Client", study: str, series: str, size: int = THUMBNAIL_SIZE) -> bytes:
+def series_thumbnail(client: Client, study: str, series: str, size: int = THUMBNAIL_SIZE) -> bytes:
     """PNG bytes of a small picture of a series: the server's thumbnail or rendering, else rendered here."""
     import io
 
@@ -69,7 +71,7 @@ def series_thumbnail(client: "Client", study: str, series: str, size: int = THUM
     return render_thumbnail(frame, ImageAttributes.from_json(meta), size, media_type="image/png")
 
 
-def _derived_sources(client: "Client", study: str, found: pd.DataFrame) -> dict[str, str]:
+def _derived_sources(client: Client, study: str, found: pd.DataFrame) -> dict[str, str]:
     """For each SEG, RTSTRUCT and SR series of a study listing: the series it was made from (first instance's header)."""
     out: dict[str, str] = {}
     if "Modality" not in found.columns:
@@ -156,7 +158,7 @@ class SeriesList(widgets.VBox):
             self._list.children = ()
             self.title.value = "<b>Series</b> <i>(open a study)</i>"
 
-    def show_study(self, client: "Client", study: str, label: str = "") -> None:
+    def show_study(self, client: Client, study: str, label: str = "") -> None:
         """List the series of ``study`` (QIDO-RS in the background), then load their thumbnails."""
         token = self._generation.next()
         with UI_LOCK:
@@ -168,7 +170,7 @@ class SeriesList(widgets.VBox):
             self.title.value = f"<b>Series</b> of {html.escape(label or study)} <i>loading&hellip;</i>"
         self.runner.submit(self._load, token, client, study, label)
 
-    def _load(self, token: int, client: "Client", study: str, label: str) -> None:
+    def _load(self, token: int, client: Client, study: str, label: str) -> None:
         found = client.series(study, fields=SERIES_FIELDS)
         if not self._generation.is_current(token):
             return
@@ -189,7 +191,7 @@ class SeriesList(widgets.VBox):
                                 if len(found) else f"<b>Series</b> of {html.escape(label or study)}: none")
         for uid in shown["SeriesInstanceUID"] if len(shown) else []:
             self.runner.submit(self._load_thumbnail, token, client, study, str(uid),
-                               on_error=lambda exc, uid=str(uid): self._thumbnail_failed(token, uid, exc))
+                               on_error=functools.partial(self._thumbnail_failed, token, str(uid)))
 
     def _row(self, record: dict[str, Any]) -> widgets.Widget:
         uid = str(record["SeriesInstanceUID"])
@@ -211,8 +213,11 @@ class SeriesList(widgets.VBox):
         of = ""
         source = self.derived_of.get(uid)
         if source is not None:
-            numbers = self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"] if "SeriesNumber" in self.data else []
-            of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}" if len(numbers) else " &#8627; of another series"
+            of = " &#8627; of another series"
+            if "SeriesNumber" in self.data:
+                numbers = self.data.loc[self.data["SeriesInstanceUID"] == source, "SeriesNumber"]
+                if len(numbers):
+                    of = f" &#8627; of #{html.escape(format_value(numbers.iloc[0]))}"
         text = widgets.HTML(f"<b>{html.escape(modality)}</b> #{html.escape(number)}{of}<br>{html.escape(description)}"
                             f"<br><span style='color:#666'>{html.escape(count)} instances</span>",
                             layout=widgets.Layout(width="150px", margin="0 0 0 16px" if source else "0"))
@@ -223,7 +228,7 @@ class SeriesList(widgets.VBox):
         row.add_class("dwnb-series-row")
         return row
 
-    def _load_thumbnail(self, token: int, client: "Client", study: str, series: str) -> None:
+    def _load_thumbnail(self, token: int, client: Client, study: str, series: str) -> None:
         if not self._generation.is_current(token):
             return
         png = series_thumbnail(client, study, series)

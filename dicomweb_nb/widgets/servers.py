@@ -9,7 +9,8 @@ never comes back to the page.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ipywidgets as widgets
@@ -41,7 +42,7 @@ class ServerPicker(widgets.VBox):
     ``on_change(callback)`` is told ``(client, label)`` each time another server is chosen.
     """
 
-    def __init__(self, status: StatusBar, *, initial: "Client | str | None" = None,
+    def __init__(self, status: StatusBar, *, initial: Client | str | None = None,
                  store: str | os.PathLike[str] | None = None, connect_options: dict[str, Any] | None = None):
         self.status = status
         self.store = store
@@ -95,7 +96,7 @@ class ServerPicker(widgets.VBox):
         self.refresh(select=initial_value)
         self.dropdown.observe(self._on_choice, "value")
 
-    def on_change(self, callback: Callable[["Client", str], None]) -> None:
+    def on_change(self, callback: Callable[[Client, str], None]) -> None:
         self._callbacks.append(callback)
 
     # -- the list -----------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ class ServerPicker(widgets.VBox):
 
     # -- connections --------------------------------------------------------------------------------
     @property
-    def client(self) -> "Client":
+    def client(self) -> Client:
         """The Client of the chosen server (made on first use, then kept)."""
         from ..client.connect import connect
 
@@ -197,7 +198,7 @@ class ServerPicker(widgets.VBox):
                 raise ConfigurationError(f"the client behind {self.label!r} is gone")
         return self._clients[value]
 
-    def workspace_client(self) -> "Client":
+    def workspace_client(self) -> Client:
         """A Client of the workspace store (for retrieving into it)."""
         from ..client.connect import connect
 

@@ -11,22 +11,24 @@ kept in a small LRU cache, and the neighbours of the shown frame are prefetched.
 
 from __future__ import annotations
 
+import functools
 import html
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
 
 from ..client import wado
-from ..client.segmentation import Segmentation, segmentation_series
 from ..dicom import dicomjson
 from ..pixels.render import encode_image, render_image
 from ..pixels.voi import CT_WINDOW_PRESETS, DisplayError, ImageAttributes, Window, default_window
 from ..pixels.volume import Volume
 from ._tasks import UI_LOCK, StatusBar, TaskRunner, log
+from .overlays import OVERLAY_PALETTE, SegmentationOverlays
 
 if TYPE_CHECKING:
     from ..client.client import Client
@@ -47,8 +49,6 @@ _EMPTY_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="128"
               b'fill="#f4f4f4"/><text x="128" y="68" font-size="14" text-anchor="middle" fill="#888">'
               b"no series shown</text></svg>")
 _PREFETCH = 6
-# Segment colours where a SEG recommends none (RGB).
-OVERLAY_PALETTE = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255), (0, 220, 220))
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _stored_range(attrs: ImageAttributes) -> tuple[float, float]:
     return (a, b) if a <= b else (b, a)
 
 
-class Viewer(widgets.VBox):
+class Viewer(SegmentationOverlays, widgets.VBox):
     """View a series from a DICOMweb server, or a ``Volume`` / numpy array, frame by frame.
 
     ``Viewer(client, study, series)`` or ``Viewer(volume)``. ``size`` is the largest side of the
@@ -115,14 +115,11 @@ class Viewer(widgets.VBox):
     recommends; ``overlay_opacity`` sets how strongly they cover the image.
     """
 
-    def __init__(self, source: "Client | Volume | np.ndarray | None" = None, study: str | None = None,
+    def __init__(self, source: Client | Volume | np.ndarray | None = None, study: str | None = None,
                  series: str | None = None, *, size: int | None = 512, runner: TaskRunner | None = None,
                  status: StatusBar | None = None, segmentations: bool = True):
         self.size = size
         self.find_segmentations = segmentations
-        self.segmentations: list[Segmentation] = []
-        self._segment_slices: list[dict[tuple[str, int], int]] = []
-        self.segment_visible: dict[tuple[int, int], bool] = {}
         self.status = status or StatusBar()
         self._owns_runner = runner is None
         self.runner = runner or TaskRunner(self.status, max_workers=3, name="dicomweb-nb-viewer")
@@ -174,15 +171,7 @@ class Viewer(widgets.VBox):
         self.tags.add_class("dwnb-tags")
         self.caption = widgets.HTML()
         self.caption.add_class("dwnb-caption")
-        self.segment_toggles = widgets.VBox([])
-        self.segment_toggles.add_class("dwnb-segments")
-        self.overlay_opacity = widgets.FloatSlider(description="Opacity", min=0.0, max=1.0, step=0.05, value=0.5,
-                                                   continuous_update=False, layout=widgets.Layout(width="290px"))
-        self.overlay_opacity.add_class("dwnb-overlay-opacity")
-        self.overlay_opacity.observe(lambda _change: self._request_render(), "value")
-        self.overlay_panel = widgets.VBox([widgets.HTML("<b>Segmentations</b>"), self.segment_toggles, self.overlay_opacity],
-                                          layout=widgets.Layout(display="none", width="300px"))
-        self.overlay_panel.add_class("dwnb-overlays")
+        self._build_overlay_panel()
         controls = widgets.VBox([self.frame_slider, self.preset_buttons, self.center_slider, self.width_slider],
                                 layout=widgets.Layout(width="100%"))
         left = widgets.VBox([self.image, self.caption, controls], layout=widgets.Layout(flex="1 1 auto"))
@@ -231,7 +220,7 @@ class Viewer(widgets.VBox):
             self.tags.value = self._volume_tags()
         self._request_render()
 
-    def show_series(self, client: "Client", study: str, series: str) -> None:
+    def show_series(self, client: Client, study: str, series: str) -> None:
         """Show a series of a DICOMweb server: its metadata first (in the background), then frames as asked."""
         with UI_LOCK:
             self._source_token += 1
@@ -248,7 +237,7 @@ class Viewer(widgets.VBox):
             self.tags.value = ""
         self.runner.submit(self._load_series, token, client, study, series)
 
-    def _load_series(self, token: int, client: "Client", study: str, series: str) -> None:
+    def _load_series(self, token: int, client: Client, study: str, series: str) -> None:
         self.status.show("loading the series metadata…", "busy")
         found = client.metadata(study, series, raw=True)
         images = [m for m in found if dicomjson.first(m, "Rows") is not None and dicomjson.first(m, "Columns")]
@@ -261,7 +250,7 @@ class Viewer(widgets.VBox):
             self.status.show(f"series {series} has no image instances ({len(found)} other instances)", "info")
             return
         images.sort(key=_instance_sort_key)
-        refs = []
+        refs: list[FrameRef] = []
         for index, meta in enumerate(images):
             count = int(dicomjson.first(meta, "NumberOfFrames", 1) or 1)
             refs.extend(FrameRef(str(dicomjson.first(meta, "SOPInstanceUID")), frame, index)
@@ -278,93 +267,6 @@ class Viewer(widgets.VBox):
         self._request_render()
         if self.find_segmentations:
             self.runner.submit(self._load_segmentations, token, client, study, series)
-
-    # -- segmentation overlays ------------------------------------------------------------------------
-    def _load_segmentations(self, token: int, client: "Client", study: str, series: str) -> None:
-        for seg_study, seg_series, sop in segmentation_series(client, study, series):
-            if token != self._source_token:
-                return
-            try:
-                seg = client.segmentation(seg_study, seg_series, sop)
-            except Exception as exc:  # noqa: BLE001 - one unreadable SEG must not hide the others
-                self.status.show(f"segmentation {sop} cannot be shown: {exc}", "error")
-                continue
-            with UI_LOCK:
-                if token == self._source_token:
-                    self.add_segmentation(seg)
-
-    def _clear_segmentations(self) -> None:
-        self.segmentations, self._segment_slices, self.segment_visible = [], [], {}
-        self.segment_toggles.children = ()
-        self.overlay_panel.layout.display = "none"
-
-    def add_segmentation(self, seg: Segmentation) -> None:
-        """Overlay a ``Segmentation`` (``pacs.segmentation(...)``) on the shown series or volume."""
-        if self._array is not None:
-            if seg.masks.shape[1:] != self._array.shape[:3]:
-                raise DisplayError(f"the segmentation's grid {seg.masks.shape[1:]} is not the shown volume's "
-                                   f"{self._array.shape[:3]}")
-        elif not set(seg.keys) & {(ref.sop_instance_uid, ref.frame) for ref in self.refs}:
-            raise DisplayError("the segmentation was not drawn on the series shown")
-        number = len(self.segmentations)
-        self.segmentations.append(seg)
-        self._segment_slices.append({key: k for k, key in enumerate(seg.keys)})
-        toggles = list(self.segment_toggles.children)
-        for row, record in enumerate(seg.segments.to_dict("records")):
-            self.segment_visible[(number, row)] = True
-            red, green, blue = self.segment_colour(number, row)
-            box = widgets.Checkbox(value=True, indent=False, description=str(record["SegmentLabel"] or record["SegmentNumber"]),
-                                   layout=widgets.Layout(width="240px"))
-            box.add_class("dwnb-segment-toggle")
-            box.observe(lambda change, key=(number, row): self._on_segment_toggle(key, change["new"]), "value")
-            swatch = widgets.HTML(f'<span style="display:inline-block;width:14px;height:14px;margin-top:4px;'
-                                  f'background:rgb({red},{green},{blue})"></span>')
-            toggles.append(widgets.HBox([swatch, box]))
-        self.segment_toggles.children = toggles
-        self.overlay_panel.layout.display = "flex"
-        self._request_render()
-
-    def segment_colour(self, segmentation: int, row: int) -> tuple[int, int, int]:
-        """The overlay colour of a segment: the SEG's recommended colour, else one of ``OVERLAY_PALETTE``."""
-        text = self.segmentations[segmentation].segments["colour"].iloc[row]
-        if isinstance(text, str) and text.startswith("#") and len(text) == 7:
-            return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
-        return OVERLAY_PALETTE[(segmentation * 3 + row) % len(OVERLAY_PALETTE)]
-
-    def set_segment_visible(self, segment: int | str, visible: bool, segmentation: int = 0) -> None:
-        """Show or hide a segment (number or label) of the ``segmentation``-th overlay."""
-        row = self.segmentations[segmentation].index(segment)
-        offset = sum(len(s.segments) for s in self.segmentations[:segmentation])
-        self.segment_toggles.children[offset + row].children[1].value = bool(visible)
-
-    def _on_segment_toggle(self, key: tuple[int, int], visible: bool) -> None:
-        self.segment_visible[key] = visible
-        self._request_render()
-
-    def _overlay(self, image: Any, index: int) -> Any:
-        """The rendered frame with the visible segments blended in (``overlay_opacity``)."""
-        from PIL import Image
-
-        opacity = float(self.overlay_opacity.value)
-        if not self.segmentations or opacity <= 0:
-            return image
-        ref = self.refs[index] if self._array is None and index < len(self.refs) else None
-        layers = []
-        for number, seg in enumerate(self.segmentations):
-            k = index if ref is None else self._segment_slices[number].get((ref.sop_instance_uid, ref.frame))
-            if k is None:
-                continue
-            for row in range(len(seg.segments)):
-                if self.segment_visible.get((number, row)) and seg.masks[row, k].any():
-                    layers.append((seg.masks[row, k], self.segment_colour(number, row)))
-        if not layers:
-            return image
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-        for mask, colour in layers:
-            scaled = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize(image.size, Image.NEAREST))
-            alpha = (opacity * np.clip(scaled, 0, 1))[..., None]
-            rgb = rgb * (1 - alpha) + np.asarray(colour, dtype=np.float32) * alpha
-        return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mode="RGB")
 
     @property
     def frame_count(self) -> int:
@@ -592,7 +494,10 @@ class Viewer(widgets.VBox):
             wanted = [i for i in wanted if (token, i) not in self._cache and i not in self._loading]
             self._loading.update(wanted)
         for i in wanted:
-            self.runner.submit(self._prefetch_one, i, token, on_error=lambda exc, i=i: self._loading.discard(i))
+            self.runner.submit(self._prefetch_one, i, token, on_error=functools.partial(self._prefetch_failed, i))
+
+    def _prefetch_failed(self, index: int, _exc: BaseException) -> None:
+        self._loading.discard(index)
 
     def _prefetch_one(self, index: int, token: int) -> None:
         try:

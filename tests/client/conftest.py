@@ -54,7 +54,7 @@ def image_files(loaded_orthanc) -> list[LoadedFile]:
             if "PixelData" not in item.ds:
                 continue
             try:
-                item.ds.pixel_array
+                _ = item.ds.pixel_array
             except Exception:  # noqa: BLE001 - pydicom's corpus has deliberately broken files
                 continue
             out.append(item)

@@ -72,7 +72,7 @@ def test_deidentify_a_study_into_a_folder(pacs, tmp_path):
 
 def test_deidentify_into_another_server_with_burned_in_included_and_options(pacs, our_server, tmp_path):
     patient = f"SECRET-{random.random():.8f}"
-    tagged, series, us = _study(pacs, patient)
+    tagged, _series, _us = _study(pacs, patient)
     with dw.connect(our_server.dicomweb_url, progress=False) as target, \
             pytest.warns(BurnedInAnnotationWarning, match="exported as they are"):
         mapping = pacs.deidentify(str(tagged.StudyInstanceUID), to=target, burned_in="include", dates="shift",

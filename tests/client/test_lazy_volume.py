@@ -182,7 +182,7 @@ def test_cache_survives_two_kernels_writing_at_once(lazy_ours, lazy_data, privat
 
 def test_cache_is_bounded_least_recently_used_first(tmp_path):
     from dicomweb_nb.client.cache import FrameCache
-    from dicomweb_nb.client.protocol import EncodedFrame
+    from dicomweb_nb.protocol import EncodedFrame
 
     cache = FrameCache(tmp_path / "small", size_limit=512 << 10)
     frame = EncodedFrame(bytes(16 << 10), "1.2.840.10008.1.2.1")
@@ -198,7 +198,7 @@ def test_cache_is_bounded_least_recently_used_first(tmp_path):
 
 def test_cache_writes_behind_and_serves_what_it_has_not_written_yet(tmp_path):
     from dicomweb_nb.client.cache import FrameCache
-    from dicomweb_nb.client.protocol import EncodedFrame
+    from dicomweb_nb.protocol import EncodedFrame
 
     cache = FrameCache(tmp_path / "behind")
     frames = {FrameCache.key("http://pacs", "1", "2", "3", n, "*"): EncodedFrame(bytes([n]) * 4096, "1.2.840.10008.1.2.1")
@@ -323,6 +323,6 @@ def test_lazy_volume_through_the_jupyter_extension(jupyter_dicomweb, lazy_data):
         _same_volume(lazy, eager)
         assert np.array_equal(lazy.array[3].compute(scheduler="processes"), eager.array[3])
         assert np.array_equal(lazy.array.compute(), eager.array)
-    with dw.connect(jupyter_dicomweb.dicomweb_url, progress=False) as anonymous:
-        with pytest.raises((errors.Unauthorized, errors.Forbidden)):
-            anonymous.volume(study, series, lazy=True)
+    with dw.connect(jupyter_dicomweb.dicomweb_url, progress=False) as anonymous, \
+            pytest.raises((errors.Unauthorized, errors.Forbidden)):
+        anonymous.volume(study, series, lazy=True)

@@ -7,7 +7,7 @@ import pytest
 
 import dicomweb_nb as dw
 from dicomweb_nb import samples
-from dicomweb_nb.store.source import StoreSource
+from dicomweb_nb.client.local import StoreSource
 from tests.fixtures.backends import open_store
 from tests.fixtures.ourserver import start_standalone
 
@@ -63,7 +63,7 @@ def test_local_answers_equal_http_answers(workspace, tmp_path):
 
 
 def test_local_errors_are_the_clients(workspace):
-    root, series = workspace
+    root, _series = workspace
     local = dw.connect(store=root / ".dicomweb", progress=False)
     assert local.series("1.2.3.4").empty  # an unknown study matches nothing, as over HTTP
     with pytest.raises(dw.errors.NotFound, match="not in this store"):

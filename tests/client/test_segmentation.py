@@ -111,7 +111,7 @@ def test_a_3d_mask_is_one_segment_on_small_frames(pacs):
 
 
 def test_a_seg_highdicom_made_lands_on_hand_computed_voxels(pacs, source):
-    study, series, datasets = source
+    study, _series, datasets = source
     # highdicom's own SEG, of the source images in generation order, covering slices 2 and 4 only.
     pixel = np.zeros((len(datasets), ROWS, COLUMNS), dtype=np.uint8)
     pixel[2, 5, 7] = 1
@@ -221,7 +221,7 @@ def _rtstruct(source_datasets, contours_by_roi) -> Dataset:
 
 
 def test_rtstruct_contours_are_filled_on_the_referenced_grid(pacs, source):
-    study, series, datasets = source
+    study, _series, datasets = source
     # A square from voxel (r, c) = (4.5, 2.5) to (14.5, 12.5) on slice 1 - the pixel centres 5..14 x 3..12 -
     # with a 4 x 4 hole, and a second ROI: a triangle on slice 3.
     square = [_patient_point(1, r, c) for r, c in ((4.5, 2.5), (4.5, 12.5), (14.5, 12.5), (14.5, 2.5))]

@@ -77,7 +77,7 @@ def test_a_region_fetches_only_its_tiles_in_one_request(slide_client, slides):
 
 
 def test_slide_tiles_are_cached(slides, slide_sources):
-    datasets, levels = slides
+    datasets, _levels = slides
     with dw.connect(slide_sources["ours"], progress=False) as pacs:
         slide = pacs.slide(*_uids(datasets["rle"]))
         first = slide.levels[1][:64, :64].compute()

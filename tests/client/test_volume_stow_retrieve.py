@@ -49,8 +49,10 @@ def test_volume_geometry_and_values(client, oblique_series, method):
     assert [key[0] for key in vol.keys] == [str(ds.SOPInstanceUID) for ds in oblique_series]
     for k in (0, 4, 8):
         assert np.allclose(vol.position_of(k, 0, 0), oblique_series[k].ImagePositionPatient)
-    assert np.allclose(vol.position_of(2, 3, 5),
-                       np.asarray(oblique_series[2].ImagePositionPatient) + 3 * 0.7 * np.array([0, 0, -1]) + 5 * 0.9 * np.array([1, 0, 0]))
+    assert np.allclose(
+        vol.position_of(2, 3, 5),
+        np.asarray(oblique_series[2].ImagePositionPatient) + 3 * 0.7 * np.array([0, 0, -1]) + 5 * 0.9 * np.array([1, 0, 0]),
+    )
     stored = client.volume(study, series_uid, rescale=False, method=method)
     assert stored.array.dtype == np.uint16 and not stored.rescaled
     assert np.array_equal(stored.array, np.stack([ds.pixel_array for ds in oblique_series]))

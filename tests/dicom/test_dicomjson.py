@@ -176,7 +176,10 @@ def test_empty_values_omit_value_and_pn_is_an_object():
     assert make_element("LO", None) == {"vr": "LO"}
     assert make_element("LO", []) == {"vr": "LO"}
     assert make_element("LO", ["", None]) == {"vr": "LO"}
-    assert make_element("PN", ["Doe^John=山田^太郎"]) == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John", "Ideographic": "山田^太郎"}]}
+    assert make_element("PN", ["Doe^John=山田^太郎"]) == {
+        "vr": "PN",
+        "Value": [{"Alphabetic": "Doe^John", "Ideographic": "山田^太郎"}],
+    }
     assert make_element("PN", ["==やまだ"]) == {"vr": "PN", "Value": [{"Phonetic": "やまだ"}]}
     assert make_element("CS", ["CT", "MR"]) == {"vr": "CS", "Value": ["CT", "MR"]}
     ds = Dataset()

@@ -97,7 +97,10 @@ def test_q_zero_ranges_are_refused_not_listed():
 def test_negotiate_takes_the_first_offer_the_best_range_admits():
     assert negotiate(parse_accept(None), QIDO_OFFERS)[0] == DICOM_JSON
     assert negotiate(parse_accept("application/json"), QIDO_OFFERS)[0] == JSON
-    assert negotiate(parse_accept("text/html, application/*;q=0.5"), QIDO_OFFERS) == (DICOM_JSON, MediaType("application/*", {}, 0.5))
+    assert negotiate(parse_accept("text/html, application/*;q=0.5"), QIDO_OFFERS) == (
+        DICOM_JSON,
+        MediaType("application/*", {}, 0.5),
+    )
     assert negotiate(parse_accept("application/json;q=0.4, application/dicom+json;q=0.9"), QIDO_OFFERS)[0] == DICOM_JSON
     assert negotiate(parse_accept("text/html;q=1, */*;q=0.1"), QIDO_OFFERS)[0] == DICOM_JSON
 

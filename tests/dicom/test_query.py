@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from dicomweb_nb.dicom.query import (
@@ -232,7 +230,13 @@ def test_numbers_stored_as_strings_match_too():
 
 
 def test_includefield_keywords_tags_lists_and_all():
-    q = parse_query([("includefield", "StudyDescription,00080060"), ("includefield", "ScheduledProcedureStepSequence.ScheduledProcedureStepID")], "study")
+    q = parse_query(
+        [
+            ("includefield", "StudyDescription,00080060"),
+            ("includefield", "ScheduledProcedureStepSequence.ScheduledProcedureStepID"),
+        ],
+        "study",
+    )
     assert q.include_paths == [(0x00081030,), (0x00080060,), (0x00400100, 0x00400009)]
     assert not q.include_all
     assert parse_query([("includefield", "all")], "series").include_all
@@ -241,7 +245,14 @@ def test_includefield_keywords_tags_lists_and_all():
 
 
 def test_returned_tags_are_matching_and_included_ones():
-    q = parse_query([("PatientID", "x"), ("includefield", "StudyDescription"), ("ScheduledProcedureStepSequence.ScheduledProcedureStepID", "S")], "study")
+    q = parse_query(
+        [
+            ("PatientID", "x"),
+            ("includefield", "StudyDescription"),
+            ("ScheduledProcedureStepSequence.ScheduledProcedureStepID", "S"),
+        ],
+        "study",
+    )
     assert q.returned_tags == [0x00100020, 0x00400100, 0x00081030]
 
 

@@ -32,7 +32,9 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_committed_without_outputs(path):
     book = json.loads(path.read_text())
-    assert all(not cell.get("outputs") and not cell.get("execution_count") for cell in book["cells"] if cell["cell_type"] == "code")
+    assert all(
+        not cell.get("outputs") and not cell.get("execution_count") for cell in book["cells"] if cell["cell_type"] == "code"
+    )
 
 
 def run(path: Path, folder: Path) -> str:

@@ -30,7 +30,7 @@ def _decodable_files():
         for path in samples.pydicom_test_files(with_pixels=True):
             ds = pydicom.dcmread(path)
             try:
-                ds.pixel_array
+                _ = ds.pixel_array
             except Exception:  # noqa: BLE001 - deliberately broken files in pydicom's corpus
                 continue
             out.append(ds)

@@ -17,11 +17,10 @@ from dicomweb_nb.pixels.render import (
     render_image,
     thumbnail,
 )
+from dicomweb_nb.pixels.renderparams import parse_rendered_params
 from dicomweb_nb.pixels.voi import ImageAttributes, Window, to_display
-from dicomweb_nb.server.renderparams import parse_rendered_params, parse_wado_uri_params
+from dicomweb_nb.server.renderparams import parse_wado_uri_params
 from tests.fixtures.data import read_dicom as read
-
-
 
 
 def decode(data: bytes) -> Image.Image:

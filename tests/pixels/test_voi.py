@@ -27,7 +27,6 @@ from dicomweb_nb.pixels.voi import (
 )
 from tests.fixtures.data import read_dicom as read
 
-
 # A 64x64 ramp of every 12-bit stored value; with intercept -1024 the modality value is stored - 1024.
 RAMP = np.arange(4096, dtype=np.uint16).reshape(64, 64)
 RAMP_ATTRS = ImageAttributes(64, 64, bits_stored=12, rescale_intercept=-1024.0)
@@ -58,7 +57,7 @@ def reference(x: float, c: float, w: float, function: str) -> int:
     else:
         exponent = -4 * (x - c) / w
         y = ymin if exponent > 700 else (ymax - ymin) / (1 + math.exp(exponent)) + ymin
-    return int(math.floor(y + 0.5))
+    return math.floor(y + 0.5)
 
 
 # Values worked by hand from the formulas (center 1000, width 201 / 200).

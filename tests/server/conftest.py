@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import pytest
 import requests
@@ -62,7 +62,9 @@ def multipart_body(parts: Iterable[bytes | tuple[str | None, bytes]], boundary: 
     return bytes(out)
 
 
-def stow(server, body, content_type: str | None = None, *, study: str | None = None, headers=None, boundary="dicomweb-nb-test-boundary"):
+def stow(
+    server, body, content_type: str | None = None, *, study: str | None = None, headers=None, boundary="dicomweb-nb-test-boundary"
+):
     if content_type is None:
         content_type = f"{DICOM_MULTIPART}; boundary={boundary}"
     url = f"{server.dicomweb_url}/studies" + (f"/{study}" if study else "")
@@ -71,7 +73,9 @@ def stow(server, body, content_type: str | None = None, *, study: str | None = N
 
 
 def qido(server, path: str = "/studies", params=None, headers=None, **kwargs) -> requests.Response:
-    return requests.get(f"{server.dicomweb_url}{path}", params=params, headers={**server.headers, **(headers or {})}, timeout=60, **kwargs)
+    return requests.get(
+        f"{server.dicomweb_url}{path}", params=params, headers={**server.headers, **(headers or {})}, timeout=60, **kwargs
+    )
 
 
 def value(obj: dict, tag: str):
@@ -88,7 +92,7 @@ def failed_items(answer: dict) -> list[dict]:
     return answer.get("00081198", {}).get("Value", [])
 
 
-_BUNDLED: dict[str, dict[str, "BundledInstance"]] = {}
+_BUNDLED: dict[str, dict[str, BundledInstance]] = {}
 
 
 class BundledInstance:
@@ -141,8 +145,12 @@ def store_bundled(server) -> dict[str, BundledInstance]:
                 continue
         found[path.name] = BundledInstance(path.name, buffer.getvalue())
     body, boundary = encode_multipart([("application/dicom", b.data) for b in found.values()])
-    answer = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=300,
-                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    answer = requests.post(
+        f"{server.dicomweb_url}/studies",
+        data=body,
+        timeout=300,
+        headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"},
+    )
     assert answer.status_code in (200, 202), answer.text
     stored = {value(item, "00081155") for item in answer.json().get("00081199", {}).get("Value", [])}
     _BUNDLED[key] = {name: b for name, b in found.items() if str(b.ds.SOPInstanceUID) in stored}

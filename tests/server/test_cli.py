@@ -58,7 +58,9 @@ def test_store_from_environment(tmp_path):
     import os
 
     env = {**os.environ, "DICOMWEB_NB_STORE": str(tmp_path / "envstore")}
-    result = subprocess.run([str(BIN / "dicomweb-nb"), "import", str(src), "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [str(BIN / "dicomweb-nb"), "import", str(src), "--quiet"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert check_store_consistent(tmp_path / "envstore")["instances"] == 1
 

@@ -56,7 +56,9 @@ def check_each_instance_whole_or_absent(server, datasets) -> int:
     visible = 0
     for ds in datasets:
         found = qido(server, "/instances", {"SOPInstanceUID": ds.SOPInstanceUID}).json()
-        instance_url = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        instance_url = (
+            f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        )
         if not found:
             assert requests.get(instance_url, headers=server.headers, timeout=30).status_code == 404
             continue
@@ -65,7 +67,9 @@ def check_each_instance_whole_or_absent(server, datasets) -> int:
         metadata = requests.get(f"{instance_url}/metadata", headers=server.headers, timeout=30)
         assert metadata.status_code == 200
         assert metadata.json()[0]["00080018"]["Value"] == [ds.SOPInstanceUID]
-        retrieved = requests.get(instance_url, headers={**server.headers, "Accept": "application/dicom; transfer-syntax=*"}, timeout=30)
+        retrieved = requests.get(
+            instance_url, headers={**server.headers, "Accept": "application/dicom; transfer-syntax=*"}, timeout=30
+        )
         assert retrieved.status_code == 200
         assert retrieved.content == samples.dataset_bytes(ds)
     return visible
@@ -74,9 +78,15 @@ def check_each_instance_whole_or_absent(server, datasets) -> int:
 def test_kill_while_the_body_streams(fresh_server):
     server = fresh_server
     before = small_series(2)
-    assert requests.post(f"{server.dicomweb_url}/studies", data=multipart_body([samples.dataset_bytes(ds) for ds in before], boundary=BOUNDARY),
-                         headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'},
-                         timeout=30).status_code == 200
+    assert (
+        requests.post(
+            f"{server.dicomweb_url}/studies",
+            data=multipart_body([samples.dataset_bytes(ds) for ds in before], boundary=BOUNDARY),
+            headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'},
+            timeout=30,
+        ).status_code
+        == 200
+    )
     datasets = small_series(6)
     sent: list[int] = []
     all_sent = threading.Event()

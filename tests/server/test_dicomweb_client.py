@@ -52,7 +52,9 @@ def test_store_and_search_with_dicomweb_client(client, server):
     page = client.search_for_instances(search_filters={"PatientID": datasets[0].PatientID}, limit=2, offset=1)
     assert [value(i, "00080018") for i in page] == [ds.SOPInstanceUID for ds in datasets[1:3]]
 
-    fuzzy = client.search_for_studies(search_filters={"PatientName": "lib", "PatientID": datasets[0].PatientID}, fuzzymatching=True)
+    fuzzy = client.search_for_studies(
+        search_filters={"PatientName": "lib", "PatientID": datasets[0].PatientID}, fuzzymatching=True
+    )
     assert len(fuzzy) == 1
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
-import io
 
 from dicomweb_nb import samples
 from tests.fixtures.ourserver import start_standalone

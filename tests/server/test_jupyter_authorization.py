@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import ClassVar
 from urllib.parse import parse_qsl
 
 import pytest
@@ -15,7 +16,7 @@ from jupyter_server.auth import Authorizer
 
 # pytest-jupyter's fixtures (jp_serverapp, jp_fetch, jp_server_config, ...), for this module only:
 # as a plugin its autouse fixtures would run around every test of the suite.
-from pytest_jupyter.jupyter_server import *  # noqa: F401,F403
+from pytest_jupyter.jupyter_server import *  # noqa: F403
 from traitlets.config import Config
 
 from dicomweb_nb import samples
@@ -49,7 +50,7 @@ class DenyAll(Authorizer):
 class Recording(Authorizer):
     """Allows everything and remembers what it was asked."""
 
-    asked: list[tuple[str, str, str, str]] = []
+    asked: ClassVar[list[tuple[str, str, str, str]]] = []
 
     def is_authorized(self, handler, user, action, resource):
         Recording.asked.append((handler.request.method, handler.request.path.split("/dicom-web/", 1)[-1], action, resource))

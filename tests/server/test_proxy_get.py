@@ -194,7 +194,7 @@ def test_get_sends_the_servers_credentials_and_the_callers_headers(api, scripted
         answer = api.post("servers/with-auth/get", {"Uri": "/echo", "Arguments": {"PatientID": "A,B", "x": "1 2"},
                                                     "HttpHeaders": {"X-Site": "b", "Accept": "application/json"}})
         assert answer.status_code == 200
-        method, path, headers = scripted.requests[-1]
+        _method, path, headers = scripted.requests[-1]
         assert path == "/dicom-web/echo?PatientID=A,B&x=1%202"
         assert headers["Authorization"] == "Basic dTE6cDE="  # u1:p1
         assert headers["X-Site"] == "b" and headers["Accept"] == "application/json"  # the call's own win

@@ -15,8 +15,16 @@ from tests.fixtures.backends import staging_files
 from tests.fixtures.consistency import open_for_checking
 
 from ..fixtures.ourserver import start_standalone
-from .proxy_helpers import (Api, import_study, make_study, send, send_instances, send_parts_then_break, serve_studies,
-                            start_scripted)
+from .proxy_helpers import (
+    Api,
+    import_study,
+    make_study,
+    send,
+    send_instances,
+    send_parts_then_break,
+    serve_studies,
+    start_scripted,
+)
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -407,7 +415,7 @@ def test_credentials_headers_and_arguments_reach_the_remote(api, data, tmp_path)
         posts = [r for r in scripted.requests if r[0] == "POST"]
         gets = [r for r in scripted.requests if r[0] == "GET" and r[1].startswith(f"/dicom-web/studies/{study.uid}")]
         assert posts and gets
-        for method, path, headers in posts + gets:
+        for _method, _path, headers in posts + gets:
             assert headers["Authorization"] == expected_auth and headers["X-Site"] == "lab-7"
         assert posts[0][2]["X-Trace"] == "t-1" and gets[0][2]["X-Trace"] == "t-2"
         assert posts[0][2]["Content-Type"].startswith('multipart/related; type="application/dicom"')

@@ -235,7 +235,9 @@ def test_levels_and_scoped_urls(qs, studies):
     assert unscoped_instance[tag("PatientName")] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}
     # Matching keys still work inside a scope.
     assert uids(get(qs, f"/studies/{a}/instances", {"InstanceNumber": "1"}), "SOPInstanceUID") == [a_sops[0], a_sops[3]]
-    assert uids(get(qs, f"/studies/{a}/series", {"Modality": "MR"}), "SeriesInstanceUID") == [studies["A_MR"][0].SeriesInstanceUID]
+    assert uids(get(qs, f"/studies/{a}/series", {"Modality": "MR"}), "SeriesInstanceUID") == [
+        studies["A_MR"][0].SeriesInstanceUID
+    ]
 
 
 def test_unknown_or_mismatched_parents_match_nothing(qs, studies):
@@ -446,7 +448,10 @@ def test_xml_accept_parameter_overrides_the_header(qs):
     assert answer.headers["Content-Type"].startswith(XML_MULTIPART)
 
 
-@pytest.mark.parametrize("accept", ["image/png", "text/html", 'multipart/related; type="application/dicom"', "application/dicom+json;q=0, application/json;q=0"])
+@pytest.mark.parametrize(
+    "accept",
+    ["image/png", "text/html", 'multipart/related; type="application/dicom"', "application/dicom+json;q=0, application/json;q=0"],
+)
 def test_unsupported_accept_is_406(qs, accept):
     answer = get(qs, "/studies", headers={"Accept": accept}, status=406)
     assert "application/dicom+json" in answer.json()["message"]
@@ -515,12 +520,16 @@ def test_retrieve_urls_behind_jupyter_base_url(jupyter_dicomweb):
     [study] = get(jupyter_dicomweb, "/studies", {"PatientID": datasets[0].PatientID}).json()
     assert value(study, "00081190") == f"{jupyter_dicomweb.dicomweb_url}/studies/{study_uid}"
     [series] = get(jupyter_dicomweb, f"/studies/{study_uid}/series").json()
-    assert value(series, "00081190") == f"{jupyter_dicomweb.dicomweb_url}/studies/{study_uid}/series/{datasets[0].SeriesInstanceUID}"
+    assert (
+        value(series, "00081190") == f"{jupyter_dicomweb.dicomweb_url}/studies/{study_uid}/series/{datasets[0].SeriesInstanceUID}"
+    )
     instances = get(jupyter_dicomweb, "/instances", {"PatientID": datasets[0].PatientID}).json()
     for item, ds in zip(instances, datasets):
         url = value(item, "00081190")
         assert url == f"{series['00081190']['Value'][0]}/instances/{ds.SOPInstanceUID}"
-        assert requests.get(url, headers={**jupyter_dicomweb.headers, "Accept": "application/dicom"}, timeout=30).status_code == 200
+        assert (
+            requests.get(url, headers={**jupyter_dicomweb.headers, "Accept": "application/dicom"}, timeout=30).status_code == 200
+        )
 
 
 @pytest.mark.parametrize("headers, root", [
@@ -541,7 +550,10 @@ def test_retrieve_urls_behind_a_reverse_proxy(qs, studies, headers, root):
     assert value(study, "00081190") == f"{root}/studies/{A}"
     [instance] = get(qs, f"/studies/{A}/series/{studies['A_CT'][0].SeriesInstanceUID}/instances",
                      {"InstanceNumber": "1"}, headers=headers).json()
-    assert value(instance, "00081190") == f"{root}/studies/{A}/series/{studies['A_CT'][0].SeriesInstanceUID}/instances/{studies['A_CT'][0].SOPInstanceUID}"
+    assert (
+        value(instance, "00081190")
+        == f"{root}/studies/{A}/series/{studies['A_CT'][0].SeriesInstanceUID}/instances/{studies['A_CT'][0].SOPInstanceUID}"
+    )
 
 
 def test_stow_retrieve_urls_behind_a_reverse_proxy(our_server):
@@ -557,7 +569,9 @@ def test_qido_on_the_jupyter_mount(jupyter_dicomweb):
     datasets = small_series(3, patient_name="Jupyter^Pat")
     assert stow(jupyter_dicomweb, multipart_body([samples.dataset_bytes(ds) for ds in datasets])).status_code == 200
     pid = datasets[0].PatientID
-    assert uids(get(jupyter_dicomweb, "/studies", {"PatientName": "jupyter*", "PatientID": pid}), "StudyInstanceUID") == [datasets[0].StudyInstanceUID]
+    assert uids(get(jupyter_dicomweb, "/studies", {"PatientName": "jupyter*", "PatientID": pid}), "StudyInstanceUID") == [
+        datasets[0].StudyInstanceUID
+    ]
     page = get(jupyter_dicomweb, "/instances", {"PatientID": pid, "limit": "2"})
     assert len(page.json()) == 2 and WARNING_TEXT in page.headers["Warning"]
     assert "NoSuchKeyword" in get(jupyter_dicomweb, "/studies", {"NoSuchKeyword": "x"}, status=400).json()["message"]

@@ -104,8 +104,12 @@ def test_formats_and_levels(rendered_server):
     assert len(list(iter_parts([several.content], ctype.params["boundary"]))) == 2
     thumb = _image(requests.get(f"{base}/studies/{series[0].StudyInstanceUID}/thumbnail"))
     assert max(thumb.size) <= 128 and thumb.format == "JPEG"
-    series_thumb = _image(requests.get(f"{base}/studies/{series[0].StudyInstanceUID}/series/{series[0].SeriesInstanceUID}/thumbnail",
-                                       headers={"Accept": "image/png"}))
+    series_thumb = _image(
+        requests.get(
+            f"{base}/studies/{series[0].StudyInstanceUID}/series/{series[0].SeriesInstanceUID}/thumbnail",
+            headers={"Accept": "image/png"},
+        )
+    )
     assert series_thumb.format == "PNG"
     whole = requests.get(f"{base}/studies/{series[0].StudyInstanceUID}/series/{series[0].SeriesInstanceUID}/rendered")
     ctype = parse_media_type(whole.headers["Content-Type"])
@@ -138,7 +142,9 @@ def test_wado_uri(rendered_server):
     assert png.size == (16, 8)
     region = _image(requests.get(wado, params={**full, "contentType": "image/png", "region": "0,0,0.5,1"}))
     assert region.size == (32, 32) or region.size[0] * 2 == 64
-    dicom = requests.get(wado, params={"requestType": "WADO", "objectUID": ramp.SOPInstanceUID, "contentType": "application/dicom"})
+    dicom = requests.get(
+        wado, params={"requestType": "WADO", "objectUID": ramp.SOPInstanceUID, "contentType": "application/dicom"}
+    )
     assert dicom.status_code == 200 and dicom.content == samples.dataset_bytes(ramp)
     assert requests.get(wado, params={**full, "objectUID": "1.2.3"}).status_code == 404
     assert requests.get(wado, params={**full, "seriesUID": "1.2.3"}).status_code == 404
@@ -185,8 +191,10 @@ def test_ohif_style_requests(rendered_server):
     meta = requests.get(f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata",
                         headers={"Accept": "application/dicom+json"}).json()
     assert len(meta) == len(rendered_server.series)
-    frame = requests.get(f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1",
-                         headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    frame = requests.get(
+        f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1",
+        headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+    )
     ctype = parse_media_type(frame.headers["Content-Type"])
     (_, body), = iter_parts([frame.content], ctype.params["boundary"])
     assert body == ds.PixelData
@@ -205,8 +213,12 @@ def _wado(server, **params) -> requests.Response:
 
 def _stow(server, datasets) -> None:
     body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(d)) for d in datasets])
-    answer = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=60,
-                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    answer = requests.post(
+        f"{server.dicomweb_url}/studies",
+        data=body,
+        timeout=60,
+        headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"},
+    )
     assert answer.status_code == 200, answer.text
 
 
@@ -240,7 +252,9 @@ def test_wado_uri_without_transfer_syntax_answers_explicit_vr_little_endian(serv
 
 def test_wado_uri_transfer_syntax_is_honoured_or_refused_with_the_reason(server):
     ds = store_bundled(server)["MR_small.dcm"].ds
-    lossless = _wado(server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax="1.2.840.10008.1.2.4.80")
+    lossless = _wado(
+        server, objectUID=ds.SOPInstanceUID, contentType="application/dicom", transferSyntax="1.2.840.10008.1.2.4.80"
+    )
     assert lossless.status_code == 200, lossless.text
     got = pydicom.dcmread(io.BytesIO(lossless.content))
     assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80" and np.array_equal(got.pixel_array, ds.pixel_array)
@@ -308,12 +322,17 @@ def test_annotation_is_burned_in(server, dark):
     rendered = _bright(requests.get(f"{url}/rendered", params={"annotation": "patient"},
                                     headers={**server.headers, "Accept": "image/png"}, timeout=60))
     assert np.array_equal(rendered, patient)
-    assert requests.get(f"{url}/rendered", params={"annotation": "everything"}, headers=server.headers, timeout=60).status_code == 400
+    assert (
+        requests.get(f"{url}/rendered", params={"annotation": "everything"}, headers=server.headers, timeout=60).status_code
+        == 400
+    )
 
 
 def test_icc_profile_no_is_honoured_and_the_others_refused(server, dark):
     url = f"{server.dicomweb_url}/studies/{dark.StudyInstanceUID}/series/{dark.SeriesInstanceUID}/instances/{dark.SOPInstanceUID}"
-    plain = requests.get(f"{url}/rendered", params={"iccprofile": "no"}, headers={**server.headers, "Accept": "image/png"}, timeout=60)
+    plain = requests.get(
+        f"{url}/rendered", params={"iccprofile": "no"}, headers={**server.headers, "Accept": "image/png"}, timeout=60
+    )
     assert plain.status_code == 200 and "icc_profile" not in Image.open(io.BytesIO(plain.content)).info
     for value in ("yes", "srgb", "adobergb"):
         answer = requests.get(f"{url}/rendered", params={"iccprofile": value}, headers=server.headers, timeout=60)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dicomweb_nb.pixels.render import RenderOptions, RenderParameterError, Viewport
+from dicomweb_nb.pixels.renderparams import parse_rendered_params
 from dicomweb_nb.pixels.voi import Window
-from dicomweb_nb.server.renderparams import parse_rendered_params, parse_wado_uri_params
+from dicomweb_nb.server.renderparams import parse_wado_uri_params
 
 
 def test_parse_rendered_params_reads_bytes_and_lists():
@@ -66,7 +67,9 @@ def test_parse_wado_uri_full_request():
     assert (request.study_uid, request.series_uid, request.object_uid) == ("1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3")
     assert request.content_types == ("image/jpeg", "image/png") and not request.wants_dicom
     assert request.frame_number == 3 and request.annotation == ("patient", "technique")
-    assert request.render == RenderOptions(window=Window(-600, 1500), columns=256, quality=70, annotation=("patient", "technique"))
+    assert request.render == RenderOptions(
+        window=Window(-600, 1500), columns=256, quality=70, annotation=("patient", "technique")
+    )
     dicom = parse_wado_uri_params({**WADO, "contentType": "application/dicom",
                                    "transferSyntax": "1.2.840.10008.1.2.4.50", "anonymize": "yes"})
     assert dicom.wants_dicom and dicom.transfer_syntax == "1.2.840.10008.1.2.4.50" and dicom.anonymize

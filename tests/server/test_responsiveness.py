@@ -93,7 +93,10 @@ def test_debug_transfers_and_jobs_keep_the_server_responsive(server, slow_remote
         while time.monotonic() < deadline:
             assert _search(server, limit="1").status_code == 200
             for job_id in jobs:
-                assert requests.get(f"{server.dicomweb_url}/jobs/{job_id}", headers=server.headers, timeout=PROMPT).status_code == 200
+                assert (
+                    requests.get(f"{server.dicomweb_url}/jobs/{job_id}", headers=server.headers, timeout=PROMPT).status_code
+                    == 200
+                )
             assert requests.get(f"{server.dicomweb_url}/servers", headers=server.headers, timeout=PROMPT).status_code == 200
         assert api.job(jobs[0])["State"] == "Running"  # the transfers were under way the whole time
     finally:

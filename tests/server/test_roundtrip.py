@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pydicom
 import pytest
 import requests
 
@@ -27,13 +26,17 @@ def test_stow_then_qido_then_retrieve(server):
     assert [r["00081155"]["Value"][0] for r in referenced] == [ds.SOPInstanceUID for ds in series]
     assert referenced[0]["00081190"]["Value"][0].startswith(server.dicomweb_url + "/studies/")
 
-    found = requests.get(f"{server.dicomweb_url}/studies", params={"PatientID": series[0].PatientID}, headers=server.headers).json()
+    found = requests.get(
+        f"{server.dicomweb_url}/studies", params={"PatientID": series[0].PatientID}, headers=server.headers
+    ).json()
     assert len(found) == 1
     assert found[0]["0020000D"]["Value"] == [series[0].StudyInstanceUID]
     assert found[0]["00201208"]["Value"] == [3]
 
     url = found[0]["00081190"]["Value"][0]
-    retrieved = requests.get(url, headers={**server.headers, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    retrieved = requests.get(
+        url, headers={**server.headers, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    )
     assert retrieved.status_code == 200
     assert samples.dataset_bytes(series[0])[132:200] in retrieved.content
 

@@ -64,8 +64,12 @@ def test_the_index_is_not_reachable_by_any_path(server):
 
 
 def run_serve(tmp_path: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "dicomweb-nb"), "serve", "--store", str(tmp_path / "store"), "--port", str(free_port()), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "dicomweb-nb"), "serve", "--store", str(tmp_path / "store"), "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
@@ -179,10 +183,15 @@ def test_jupyter_mount_refuses_unauthenticated_requests(jupyter_dicomweb):
 def test_jupyter_token_post_needs_no_xsrf_cookie(jupyter_dicomweb):
     datasets = small_series(2)
     session = requests.Session()
-    answer = session.post(f"{jupyter_dicomweb.dicomweb_url}/studies", data=multipart_body([samples.dataset_bytes(ds) for ds in datasets]),
-                          headers={**jupyter_dicomweb.headers,
-                                   "Content-Type": 'multipart/related; type="application/dicom"; boundary=dicomweb-nb-test-boundary'},
-                          timeout=30)
+    answer = session.post(
+        f"{jupyter_dicomweb.dicomweb_url}/studies",
+        data=multipart_body([samples.dataset_bytes(ds) for ds in datasets]),
+        headers={
+            **jupyter_dicomweb.headers,
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=dicomweb-nb-test-boundary',
+        },
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     assert "_xsrf" not in session.cookies
     found = requests.get(f"{jupyter_dicomweb.dicomweb_url}/studies?token={jupyter_dicomweb.headers['Authorization'].split()[1]}",
@@ -221,7 +230,9 @@ def test_what_the_server_stores_is_owner_only_under_umask_022(server_under_umask
     assert stow(server, multipart_body([samples.dataset_bytes(ds) for ds in small_series(2)])).status_code == 200
     remote = small_series(2)  # on another server, retrieved through the proxy
     assert stow(our_server, multipart_body([samples.dataset_bytes(ds) for ds in remote])).status_code == 200
-    put = requests.put(f"{server.dicomweb_url}/servers/other", json={"Url": our_server.dicomweb_url}, headers=server.headers, timeout=10)
+    put = requests.put(
+        f"{server.dicomweb_url}/servers/other", json={"Url": our_server.dicomweb_url}, headers=server.headers, timeout=10
+    )
     assert put.status_code == 200, put.text
     retrieved = requests.post(f"{server.dicomweb_url}/servers/other/retrieve", json={"Resources": [remote[0].StudyInstanceUID]},
                               headers=server.headers, timeout=60)

@@ -132,7 +132,9 @@ def test_all_parts_bad_is_409(server):
     assert answer.status_code == 409, answer.text
     body = answer.json()
     assert "00081199" not in body
-    assert sorted(value(f, "00081197") for f in failed_items(body)) == sorted([FAILURE_STUDY_UID_MISMATCH, FAILURE_CANNOT_UNDERSTAND])
+    assert sorted(value(f, "00081197") for f in failed_items(body)) == sorted(
+        [FAILURE_STUDY_UID_MISMATCH, FAILURE_CANNOT_UNDERSTAND]
+    )
     assert instances_of_patient(server, other[0].PatientID) == []
 
 
@@ -191,17 +193,28 @@ def test_unsupported_content_type_is_415(server, content_type):
     assert answer.json()["message"]
 
 
-@pytest.mark.parametrize("content_type, body, message", [
-    ('multipart/related; type="application/dicom"', b"--x\r\n\r\nabc\r\n--x--", "no boundary"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"--x\r\n\r\nabc\r\n--x", "truncated"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"--x\r\nContent-Type: application/dicom\r\n\r\nabc", "truncated"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"--x--\r\n", "no parts"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"", "no multipart boundary"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"--y\r\n\r\nabc\r\n--y--", "no multipart boundary"),
-    ('multipart/related; type="application/dicom"; boundary=x', b"--x\r\nno colon\r\n\r\nabc\r\n--x--", "malformed multipart part header"),
-    ('multipart/related; type="application/dicom"; boundary="x', b"--x\r\n\r\nabc\r\n--x--", "malformed Content-Type"),
-    ('multipart/related; type="application/dicom"; boundary=' + "x" * 201, b"--x\r\n\r\nabc\r\n--x--", "boundary"),
-])
+@pytest.mark.parametrize(
+    "content_type, body, message",
+    [
+        ('multipart/related; type="application/dicom"', b"--x\r\n\r\nabc\r\n--x--", "no boundary"),
+        ('multipart/related; type="application/dicom"; boundary=x', b"--x\r\n\r\nabc\r\n--x", "truncated"),
+        (
+            'multipart/related; type="application/dicom"; boundary=x',
+            b"--x\r\nContent-Type: application/dicom\r\n\r\nabc",
+            "truncated",
+        ),
+        ('multipart/related; type="application/dicom"; boundary=x', b"--x--\r\n", "no parts"),
+        ('multipart/related; type="application/dicom"; boundary=x', b"", "no multipart boundary"),
+        ('multipart/related; type="application/dicom"; boundary=x', b"--y\r\n\r\nabc\r\n--y--", "no multipart boundary"),
+        (
+            'multipart/related; type="application/dicom"; boundary=x',
+            b"--x\r\nno colon\r\n\r\nabc\r\n--x--",
+            "malformed multipart part header",
+        ),
+        ('multipart/related; type="application/dicom"; boundary="x', b"--x\r\n\r\nabc\r\n--x--", "malformed Content-Type"),
+        ('multipart/related; type="application/dicom"; boundary=' + "x" * 201, b"--x\r\n\r\nabc\r\n--x--", "boundary"),
+    ],
+)
 def test_malformed_body_is_400(server, content_type, body, message):
     answer = stow(server, body, content_type)
     assert answer.status_code == 400, answer.text

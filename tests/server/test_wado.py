@@ -17,9 +17,9 @@ from pydicom.encaps import generate_frames
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.mediatypes import parse_media_type
 from dicomweb_nb.dicom.multipart import iter_parts
+from tests.fixtures.backends import store_kwargs_for
 from tests.fixtures.data import read_dicom as _read
 from tests.fixtures.metadata import metadata_problems, native_layout
-from tests.fixtures.backends import store_kwargs_for
 from tests.fixtures.ourserver import start_standalone
 
 from .conftest import store_bundled
@@ -84,7 +84,7 @@ def _image_files(loaded):
 
 def test_retrieved_instances_are_byte_identical_to_the_part10_originals(loaded):
     checked = 0
-    for sop, path in loaded.files.items():
+    for _sop, path in loaded.files.items():
         original = path.read_bytes()
         if original[128:132] != b"DICM":
             continue  # stored as a Part 10 rewrite: compared by content in another test
@@ -113,7 +113,7 @@ def test_series_and_study_retrieve_stream_every_instance(loaded):
 def test_default_transfer_syntax_is_explicit_vr_little_endian(loaded):
     compressed = [(sop, p, ds) for sop, p, ds in _image_files(loaded)
                   if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50" and ds.get("NumberOfFrames", 1) in (1, "1")]
-    sop, path, ds = compressed[0]
+    _sop, _path, ds = compressed[0]
     answer = requests.get(_instance_url(loaded, ds), headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert answer.status_code == 200
     (headers, body), = _parts(answer)
@@ -127,7 +127,9 @@ def test_default_transfer_syntax_is_explicit_vr_little_endian(loaded):
 @pytest.mark.parametrize("target", ["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"])
 def test_transcoding_to_lossless_syntaxes_keeps_every_pixel(loaded, target):
     ds = loaded.ct[1]
-    answer = requests.get(_instance_url(loaded, ds), headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={target}'})
+    answer = requests.get(
+        _instance_url(loaded, ds), headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={target}'}
+    )
     assert answer.status_code == 200, answer.text
     (_, body), = _parts(answer)
     got = pydicom.dcmread(io.BytesIO(body))
@@ -159,7 +161,7 @@ def test_unacceptable_retrieve_is_406(loaded):
 
 def test_frames_as_stored_equal_pydicoms_frames(loaded):
     checked = 0
-    for sop, path, ds in _image_files(loaded):
+    for _sop, path, ds in _image_files(loaded):
         count = int(ds.get("NumberOfFrames", 1) or 1)
         ts = ds.file_meta.TransferSyntaxUID
         if ts.is_encapsulated:
@@ -235,7 +237,10 @@ def test_uncompressed_frames_equal_pydicoms_decode_for_every_transfer_syntax(eve
             answer = requests.get(f"{_instance_url(loaded, ds)}/frames/1", headers={"Accept": RAW_FRAMES})
             assert answer.status_code in (200, 406), path.name  # never a 500
             continue
-        if ds.BitsAllocated == 1 or ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        if ds.BitsAllocated == 1 or (
+            ds.get("PhotometricInterpretation", "").startswith("YBR_FULL_42")
+            and not ds.file_meta.TransferSyntaxUID.is_encapsulated
+        ):
             continue
         frame = native_layout(ds, expected if count == 1 else expected[count - 1])
         answer = requests.get(f"{_instance_url(loaded, ds)}/frames/{count}", headers={"Accept": RAW_FRAMES})
@@ -337,10 +342,15 @@ def test_metadata_modes(tmp_path, ct_series_files):
                               "-c", 'studies_metadata_extrapolated_tags=["SliceThickness"]')
     try:
         payload, boundary = encode_multipart([("application/dicom", p.read_bytes()) for p in ct_series_files])
-        requests.post(f"{server.dicomweb_url}/studies", data=payload,
-                      headers={"Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"}).raise_for_status()
+        requests.post(
+            f"{server.dicomweb_url}/studies",
+            data=payload,
+            headers={"Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"},
+        ).raise_for_status()
         ds = _read(ct_series_files[0])
-        series_meta = requests.get(f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata").json()
+        series_meta = requests.get(
+            f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+        ).json()
         assert "00200032" in series_meta[0]  # a main instance tag
         assert "00280030" not in series_meta[0] and "00180050" not in series_meta[0]
         study_meta = requests.get(f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/metadata").json()
@@ -378,7 +388,9 @@ def test_series_bulkdata_is_every_pixel_data_in_metadata_order(loaded):
 def test_instance_bulkdata_of_compressed_pixels(loaded):
     jpeg = next(ds for _, _, ds in _image_files(loaded) if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50")
     url = f"{_instance_url(loaded, jpeg)}/bulkdata"
-    stored = _parts(requests.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}))
+    stored = _parts(
+        requests.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    )
     frames = list(generate_frames(jpeg.PixelData, number_of_frames=int(jpeg.get("NumberOfFrames", 1) or 1)))
     assert [b.rstrip(b"\0") for _, b in stored] == [f.rstrip(b"\0") for f in frames]
     assert stored[0][0]["content-type"].startswith("image/jpeg")
@@ -487,7 +499,7 @@ def test_12_bit_lossy_jpeg_is_decoded(server):
     url = instance.url(server)
     answer = _get(server, url, 'multipart/related; type="application/dicom"')
     assert answer.status_code == 200, answer.text
-    (headers, body), = _parts(answer)
+    (_headers, body), = _parts(answer)
     got = pydicom.dcmread(io.BytesIO(body))
     assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(got.pixel_array, reference)
@@ -510,7 +522,9 @@ def test_unacceptable_transcodes_say_why(server):
         assert fragment in answer.json()["message"], answer.json()["message"]
     # No pixel data: a compressed syntax only labels the encoding, the attributes are the same bytes.
     report = bundled["rtplan.dcm"]
-    answer = _get(server, report.url(server), 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50')
+    answer = _get(
+        server, report.url(server), 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    )
     assert answer.status_code == 200, answer.text
     (_, body), = _parts(answer)
     assert pydicom.dcmread(io.BytesIO(body)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
@@ -583,8 +597,12 @@ def test_an_instance_no_codec_can_read_is_a_406_alone_and_cuts_a_series_visibly(
         ds.save_as(buffer, enforce_file_format=True)
         blobs.append(buffer.getvalue())
     body, boundary = encode_multipart([("application/dicom", b) for b in blobs])
-    stored = requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=60,
-                           headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"})
+    stored = requests.post(
+        f"{server.dicomweb_url}/studies",
+        data=body,
+        timeout=60,
+        headers={**server.headers, "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"},
+    )
     assert stored.status_code == 200, stored.text
     series = f"{server.dicomweb_url}/studies/{good.StudyInstanceUID}/series/{good.SeriesInstanceUID}"
     alone = _get(server, f"{series}/instances/{bad.SOPInstanceUID}", 'multipart/related; type="application/dicom"')

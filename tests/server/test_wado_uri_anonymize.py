@@ -9,7 +9,7 @@ import requests
 
 from dicomweb_nb import samples
 from tests.fixtures.deid import check_profile, identified_dataset, leftover_identifiers
-from tests.server.conftest import stow, multipart_body, unique_patient
+from tests.server.conftest import multipart_body, stow, unique_patient
 
 
 def _wado(server) -> str:

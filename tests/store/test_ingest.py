@@ -180,7 +180,7 @@ def test_truncated_files_are_not_dicom(tmp_path, ct_series):
             read_bytes_as_instance(tmp_path, data[:cut], f"cut{cut}.dcm")
     jpeg = pydicom.data.get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")
     with pytest.raises(NotDicomError, match="truncated|past the end"):
-        read_bytes_as_instance(tmp_path, open(jpeg, "rb").read()[:-20], "jpeg.dcm")
+        read_bytes_as_instance(tmp_path, Path(jpeg).read_bytes()[:-20], "jpeg.dcm")
 
 
 def test_missing_uids(tmp_path, ct_series):

@@ -11,8 +11,8 @@ import pytest
 from pydicom.encaps import generate_frames
 
 from dicomweb_nb import samples
+from dicomweb_nb.client.local import StoreSource
 from dicomweb_nb.store.ingest import NotDicomError, read_instance
-from dicomweb_nb.store.source import StoreSource
 from tests.fixtures.metadata import metadata_problems, native_layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -79,7 +79,9 @@ def test_served_metadata_and_bulk_data_equal_pydicom(sources, path):
     if encapsulated and "PixelData" in ds:
         count = int(ds.get("NumberOfFrames", 1) or 1)
         frames = [bytes(p.data) for p in parts if "/frames/" in p.location]
-        assert [f.rstrip(b"\0") for f in frames] == [f.rstrip(b"\0") for f in generate_frames(ds.PixelData, number_of_frames=count)]
+        assert [f.rstrip(b"\0") for f in frames] == [
+            f.rstrip(b"\0") for f in generate_frames(ds.PixelData, number_of_frames=count)
+        ]
 
 
 def test_big_endian_pixel_data_is_served_little_endian(sources):

@@ -23,7 +23,7 @@ _WRITE_EVERYTHING = textwrap.dedent("""
     from dicomweb_nb.client.config import save_server
     from dicomweb_nb.fileio import open_private
     from dicomweb_nb.store import Store, import_paths
-    from dicomweb_nb.store.source import StoreSource
+    from dicomweb_nb.client.local import StoreSource
 
     root, inputs = Path(sys.argv[1]), Path(sys.argv[2])
     store = Store(root / "store")

@@ -120,7 +120,7 @@ def _first_and_changed(tmp_path):
 
 
 def test_duplicates_replace(tmp_path, make_store):
-    original, changed, v1, v2 = _first_and_changed(tmp_path)
+    original, _changed, v1, v2 = _first_and_changed(tmp_path)
     store = make_store()
     store.store_files([v1], move=False)
     old_blob = store.instances(None, None, original.SOPInstanceUID)[0].blob
@@ -134,7 +134,7 @@ def test_duplicates_replace(tmp_path, make_store):
 
 
 def test_duplicates_reject(tmp_path, make_store):
-    original, changed, v1, v2 = _first_and_changed(tmp_path)
+    original, _changed, v1, v2 = _first_and_changed(tmp_path)
     store = make_store(duplicates="reject")
     store.store_files([v1], move=False)
     [outcome] = store.store_files([v2], move=False)
@@ -145,7 +145,7 @@ def test_duplicates_reject(tmp_path, make_store):
 
 
 def test_duplicates_keep(tmp_path, make_store):
-    original, changed, v1, v2 = _first_and_changed(tmp_path)
+    original, _changed, v1, v2 = _first_and_changed(tmp_path)
     store = make_store(duplicates="keep")
     store.store_files([v1], move=False)
     upload = store.tmp_dir / "upload.part"
@@ -159,7 +159,7 @@ def test_duplicates_keep(tmp_path, make_store):
 
 
 def test_same_instance_twice_in_one_batch_the_later_wins(tmp_path, make_store):
-    original, changed, v1, v2 = _first_and_changed(tmp_path)
+    original, _changed, v1, v2 = _first_and_changed(tmp_path)
     store = make_store()
     outcomes = store.store_files([v1, v2], move=False)
     assert [o.stored for o in outcomes] == [True, True]

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dicomweb_nb import errors
 from dicomweb_nb.errors import InvalidFilter
 from dicomweb_nb.widgets._tasks import StatusBar, describe_error
 from dicomweb_nb.widgets.query import QueryForm
 from dicomweb_nb.widgets.table import Column, DataTable, format_value
-from dicomweb_nb import errors
 
 
 def frame(n: int) -> pd.DataFrame:

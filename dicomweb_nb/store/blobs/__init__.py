@@ -19,9 +19,10 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from ...fileio import StoreModes
@@ -43,7 +44,7 @@ class BlobStorage(ABC):
         """Store the local file ``source`` under ``key`` (moved when ``move`` and possible); returns
         its size. When this returns the blob is complete, though maybe not yet durable (``sync``)."""
 
-    def sync(self, keys: Iterable[str]) -> None:
+    def sync(self, keys: Iterable[str]) -> None:  # noqa: B027 - optional: nothing to do where a put is durable
         """Make the blobs ``put`` under ``keys`` durable (before the index refers to them)."""
 
     @abstractmethod
@@ -84,7 +85,7 @@ class BlobStorage(ABC):
         into place by rename; None when blobs are not local files."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most storages hold nothing to release
         pass
 
 
@@ -143,7 +144,7 @@ def redact_url(url: str, *, drop_password: bool = False) -> str:
     if parts.port:
         host += f":{parts.port}"
     user = parts.username or ""
-    if parts.password is not None and not drop_password:
+    if parts.password is not None and not drop_password:  # noqa: SIM108 - clearer than a nested conditional
         netloc = f"{user}:***@{host}"
     else:
         netloc = f"{user}@{host}" if user else host

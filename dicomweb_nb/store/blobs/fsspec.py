@@ -7,8 +7,9 @@ GETs (``cat_file(path, start, end)``): a frame costs one request for its bytes, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from fsspec.core import url_to_fs
 
@@ -29,12 +30,13 @@ class FsspecBlobs(BlobStorage):
             self.fs, root = url_to_fs(url.rstrip("/"), **options)
         except ImportError as exc:
             scheme = url.split("://", 1)[0]
-            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(scheme, "its fsspec driver")
+            package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(
+                scheme, "its fsspec driver"
+            )
             raise ValueError(f"blob storage {self.url} needs the package {package}: pip install {package}") from exc
         self.root = root.rstrip("/")
         if not self.root:
             raise ValueError(f"blob storage URL {self.url} names no bucket")
-        self._protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._check_reachable()
 
     def _check_reachable(self) -> None:

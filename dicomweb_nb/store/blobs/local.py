@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from ...fileio import StoreModes
 from . import BlobStorage
@@ -19,7 +20,6 @@ class LocalBlobs(BlobStorage):
         self.modes = modes
         modes.make_dir(self.root)
         self.url = str(self.root)
-        self._touched: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
         if key.startswith(("/", ".")) or ".." in key.split("/"):

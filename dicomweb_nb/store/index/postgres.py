@@ -21,8 +21,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -33,8 +34,7 @@ from ...dicom.query import Match
 from ..blobs import redact_text, redact_url
 from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
-from . import SchemaTooNew
-from . import matchdoc
+from . import SchemaTooNew, matchdoc
 from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
@@ -73,7 +73,7 @@ def _lock_key(name: str) -> int:
 
 def _executor(conn: psycopg.Connection) -> Execute:
     def ex(sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])  # type: ignore[arg-type]
+        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])
     return ex
 
 
@@ -88,7 +88,7 @@ def _text(value: Any) -> Any:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    conn.row_factory = _row_factory  # type: ignore[assignment]
+    conn.row_factory = _row_factory
     # JSONB comes back as its text: rows carry match documents the read paths never look at.
     conn.adapters.register_loader("jsonb", TextLoader)
 
@@ -108,7 +108,7 @@ class PostgresIndex(SqlIndex):
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc))}") from None
-        except Exception as exc:  # psycopg_pool.PoolTimeout
+        except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and its kin: the pool is closed, the error told
             self.pool.close()
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc)) or type(exc).__name__}") from None
         self._session: str | None = None
@@ -122,26 +122,25 @@ class PostgresIndex(SqlIndex):
             raise
 
     def _open_schema(self) -> None:
-        with self.pool.connection() as conn:
-            with conn.transaction():
-                ex = _executor(conn)
-                ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                version = None
-                if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
-                    row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
-                    version = int(row[0]) if row else None
-                if version is not None and version > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
-                        f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-                if version == SCHEMA_VERSION:
-                    return
-                for statement in statements(ddl("postgresql")):
-                    conn.execute(statement)
-                # (Version 2 is the first PostgreSQL schema: later versions migrate here. Version 3 adds
-                # the worklist's tables, which the DDL above creates.)
-                ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (str(SCHEMA_VERSION),))
+        with self.pool.connection() as conn, conn.transaction():
+            ex = _executor(conn)
+            ex("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            version = None
+            if ex("SELECT to_regclass('meta')").fetchone()[0] is not None:
+                row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
+                version = int(row[0]) if row else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
+                    f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
+            if version == SCHEMA_VERSION:
+                return
+            for statement in statements(ddl("postgresql")):
+                conn.execute(statement)
+            # (Version 2 is the first PostgreSQL schema: later versions migrate here. Version 3 adds
+            # the worklist's tables, which the DDL above creates.)
+            ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+               (str(SCHEMA_VERSION),))
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -152,9 +151,8 @@ class PostgresIndex(SqlIndex):
     def _transact(self, work: Callable[[Execute], Any]) -> Any:
         for attempt in range(6):
             try:
-                with self.pool.connection() as conn:
-                    with conn.transaction():
-                        return work(_executor(conn))
+                with self.pool.connection() as conn, conn.transaction():
+                    return work(_executor(conn))
             except _RETRIED:
                 if attempt == 5:
                     raise
@@ -187,8 +185,10 @@ class PostgresIndex(SqlIndex):
         with self._session_lock:
             conn = psycopg.connect(self.conninfo, autocommit=True)
             conn.execute("SELECT pg_advisory_lock(%s)", (self._session_key,))
-            conn.execute("INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) "
-                         "ON CONFLICT(id) DO NOTHING", (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()))
+            conn.execute(
+                "INSERT INTO sessions(id, lock_key, host, pid, started) VALUES (%s, %s, %s, %s, %s) ON CONFLICT(id) DO NOTHING",
+                (self._session, self._session_key, socket.gethostname(), os.getpid(), time.time()),
+            )
             self._session_conn = conn
 
     def _keep_session(self) -> None:
@@ -203,7 +203,8 @@ class PostgresIndex(SqlIndex):
                 return
         except psycopg.Error:
             log.warning("the session connection to %s broke; reconnecting", self.url)
-            conn.close()
+            if conn is not None:
+                conn.close()
             self._session_conn = None
         try:
             self._connect_session()

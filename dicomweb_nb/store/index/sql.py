@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ...dicom.dicomjson import DicomJson, value_texts
 from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
@@ -97,7 +98,11 @@ class SqlIndex(SqlWorkitems, Index):
     def commit(self, entries: Sequence[Entry], policy: DuplicatePolicy, session: str, grace: float) -> list[str]:
         def work(ex: Execute) -> list[str]:
             now = time.time()
-            names = {e.record.sop_uid for e in entries} | {e.record.series_uid for e in entries} | {e.record.study_uid for e in entries}
+            names = (
+                {e.record.sop_uid for e in entries}
+                | {e.record.series_uid for e in entries}
+                | {e.record.study_uid for e in entries}
+            )
             self._lock(ex, names)
             affected: set[tuple[str, str]] = set()
             due_now: list[str] = []
@@ -178,7 +183,12 @@ class SqlIndex(SqlWorkitems, Index):
             if not row[0]:
                 ex("DELETE FROM studies WHERE study_uid=?", (study_uid,))
                 continue
-            modalities = sorted({r[0] for r in ex("SELECT DISTINCT modality FROM series WHERE study_uid=? AND modality IS NOT NULL", (study_uid,))})
+            modalities = sorted(
+                {
+                    r[0]
+                    for r in ex("SELECT DISTINCT modality FROM series WHERE study_uid=? AND modality IS NOT NULL", (study_uid,))
+                }
+            )
             classes = sorted({r[0] for r in ex("SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid=?", (study_uid,))})
             ex("UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
                (row[0], row[1], _multi(modalities), _multi(classes), study_uid))
@@ -215,8 +225,9 @@ class SqlIndex(SqlWorkitems, Index):
         return out
 
     def claim_intent(self, key: str, session: str) -> bool:
-        return self._transact(lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone()
-                              is not None)
+        return self._transact(
+            lambda ex: ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (key, session)).fetchone() is not None
+        )
 
     def due_garbage(self, now: float) -> list[str]:
         with self._read() as ex:
@@ -316,9 +327,12 @@ class SqlIndex(SqlWorkitems, Index):
                    "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
             order = f" ORDER BY s.id, {series_order}"
         else:
-            sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, se.num_instances AS series_num_instances, "
-                   "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
-                   "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid")
+            sql = (
+                "SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, "
+                "se.num_instances AS series_num_instances, "
+                "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
+                "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid"
+            )
             order = f" ORDER BY s.id, {series_order}, i.instance_number_int{self.nulls_first}, i.id"
         params: list[Any] = []
         if conditions:

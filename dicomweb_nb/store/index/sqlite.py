@@ -12,15 +12,16 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ...dicom.dicomjson import DicomJson
 from ...dicom.query import Match, Query
 from ...fileio import StoreModes
 from ..schema import SCHEMA_VERSION, ddl, migrate_sqlite
-from . import SchemaTooNew, Row
+from . import Row, SchemaTooNew
 from .sql import JSON_COLUMN, Condition, Execute, SqlIndex, range_condition
 
 try:

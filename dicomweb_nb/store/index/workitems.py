@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from ...dicom.query import Match, Query
 
@@ -72,13 +73,13 @@ def _workitem(row: Any) -> WorkitemRow:
 
 def _subscription(row: Any) -> Subscription:
     return Subscription(row["aetitle"], row["target"], bool(row["deletion_lock"]),
-                        [tuple(p) for p in json.loads(row["filter"])] if row["filter"] else None)  # type: ignore[misc]
+                        [tuple(p) for p in json.loads(row["filter"])] if row["filter"] else None)
 
 
 class WorklistWrites:
     """What one worklist transaction may do: read and write workitems, subscriptions and event reports."""
 
-    def __init__(self, ex: Execute, index: "SqlWorkitems"):
+    def __init__(self, ex: Execute, index: SqlWorkitems):
         self._ex = ex
         self._index = index
         self.now = time.time()

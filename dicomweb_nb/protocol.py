@@ -1,16 +1,20 @@
 """The DICOMweb transactions the notebook client is built on, as a Protocol.
 
 ``Client`` (DataFrames, numpy, volumes, progress bars) only talks to a ``DicomWebSource``:
-``WebSource`` implements it over HTTP for any DICOMweb server, and the workspace store can
-implement it in-process, so ``dw.connect()`` on the workspace needs no HTTP round trip.
-Values are DICOM JSON (PS3.18 Annex F) and Part 10 bytes, so any implementation can be checked
-against another with the same tests.
+``WebSource`` (``client/web.py``) implements it over HTTP for any DICOMweb server, and
+``StoreSource`` (``client/local.py``) in-process over the workspace store, so ``dw.connect()`` on
+the workspace needs no HTTP round trip. Values are DICOM JSON (PS3.18 Annex F) and Part 10 bytes,
+so any implementation can be checked against another with the same tests.
+
+A neutral module (it imports nothing of the package): the client's sources implement it, the
+server's proxy sends ``StowItem``s with the HTTP source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 DicomJson = dict[str, Any]
 Level = Literal["study", "series", "instance"]
@@ -22,7 +26,7 @@ __all__ = ["DicomJson", "Level", "EncodedFrame", "BulkPart", "RenderedImage", "S
 class EncodedFrame:
     """One frame as the server sent it: raw pixels or a codestream, and its transfer syntax."""
 
-    data: bytes
+    data: bytes | memoryview  # bytes-like: a view of a larger answer where the frame arrived in one
     transfer_syntax_uid: str
     media_type: str = "application/octet-stream"
 
@@ -59,6 +63,12 @@ class StowItem:
     sop_instance_uid: str | None = None
     sop_class_uid: str | None = None
     study_instance_uid: str | None = None
+
+    @classmethod
+    def from_bytes(cls, label: str, data: bytes, sop_instance_uid: str | None = None, sop_class_uid: str | None = None,
+                   study_instance_uid: str | None = None) -> StowItem:
+        """An item whose Part 10 payload is already in memory."""
+        return cls(label, len(data), lambda: data, sop_instance_uid, sop_class_uid, study_instance_uid)
 
 
 @runtime_checkable
