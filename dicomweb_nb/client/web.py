@@ -87,7 +87,7 @@ class WebSource:
     @property
     def worklist(self) -> Any:
         """The worklist transactions (UPS-RS, PS3.18 11) of this server (``workitems.py``)."""
-        from .workitems import WebWorklist
+        from .workitems_web import WebWorklist
 
         return WebWorklist(self.http, page_size=self.page_size)
 

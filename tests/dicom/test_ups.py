@@ -9,6 +9,7 @@ import copy
 import pytest
 
 from dicomweb_nb.dicom import ups
+from dicomweb_nb.dicom.ups_attributes import _element
 from dicomweb_nb.errors import InvalidWorkitem, WorkitemStateError
 
 NOW = "20240501120000.000000+0000"
@@ -32,13 +33,13 @@ def in_state(state: str) -> dict:
 def completable(ds: dict) -> dict:
     """``ds`` with what COMPLETED and CANCELED require (PS3.4 CC.2.5.1.1)."""
     ds = copy.deepcopy(ds)
-    performed = dict((ups._element("PerformedProcedureStepStartDateTime", ["20240501100000"]),
-                      ups._element("PerformedProcedureStepEndDateTime", ["20240501110000"]),
-                      ups._element("PerformedStationNameCodeSequence", [ups.code_item("WS1", "99X", "Station 1")]),
-                      ups._element("PerformedWorkitemCodeSequence", [ups.code_item("110001", "DCM", "Image Processing")]),
-                      ups._element("OutputInformationSequence", [])))
+    performed = dict((_element("PerformedProcedureStepStartDateTime", ["20240501100000"]),
+                      _element("PerformedProcedureStepEndDateTime", ["20240501110000"]),
+                      _element("PerformedStationNameCodeSequence", [ups.code_item("WS1", "99X", "Station 1")]),
+                      _element("PerformedWorkitemCodeSequence", [ups.code_item("110001", "DCM", "Image Processing")]),
+                      _element("OutputInformationSequence", [])))
     ds[ups._key("UnifiedProcedureStepPerformedProcedureSequence")] = {"vr": "SQ", "Value": [performed]}
-    progress = dict((ups._element("ProcedureStepDiscontinuationReasonCodeSequence",
+    progress = dict((_element("ProcedureStepDiscontinuationReasonCodeSequence",
                                   [ups.code_item(*ups.UNSPECIFIED_DISCONTINUATION)]),))
     ds[ups._key("ProcedureStepProgressInformationSequence")] = {"vr": "SQ", "Value": [progress]}
     return ds
