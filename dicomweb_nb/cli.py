@@ -1,4 +1,5 @@
-"""``dicomweb-nb``: serve a store over DICOMweb, import files into it, preload sample studies."""
+"""``dicomweb-nb``: serve a store over DICOMweb, import files into it, preload sample studies, copy it
+into another (``migrate``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace):
+    from traitlets import TraitError
     from traitlets.config import Config
     from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
@@ -52,7 +54,11 @@ def _config_from_args(args: argparse.Namespace):
             cfg.DicomWeb[name] = json.loads(value)
         except json.JSONDecodeError:
             cfg.DicomWeb[name] = value
-    return DicomWeb(config=cfg)
+    try:
+        return DicomWeb(config=cfg)
+    except (TraitError, ValueError) as exc:  # a value of the wrong type, or refused by the option's check
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -151,6 +157,71 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store import StoreError
+    from .store.migrate import MigrationError, MigrationFailed, migrate, open_source, open_target
+
+    def usage(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    if args.workers < 1:
+        return usage(f"--workers must be at least 1, not {args.workers}")
+    source_spec = (args.from_store, args.from_database, args.from_storage)
+    target_spec = (args.to_store, args.to_database, args.to_storage)
+    has_source, has_target = any(source_spec), any(target_spec)
+    if args.database or args.storage:
+        if has_source and has_target:
+            return usage("--database/--storage name the team store on the side not given otherwise; "
+                         "with both sides given, use --from-database/--from-storage or --to-database/--to-storage")
+        if not has_source and not has_target:
+            return usage("say which side --database/--storage are: "
+                         "--from-store DIR (copy into them) or --to-store DIR (copy out of them)")
+        if has_source:
+            target_spec = (None, args.database, args.storage)
+        else:
+            source_spec = (None, args.database, args.storage)
+    for side, (folder, database, storage) in (("source", source_spec), ("target", target_spec)):
+        if not folder and not database and not storage:
+            return usage(f"no {side}: give --{'from' if side == 'source' else 'to'}-store DIR, or a team store's "
+                         "--database URL and --storage URL")
+        if bool(database) != bool(storage):
+            return usage(f"the {side} team store needs both a database URL and a storage location "
+                         f"(got only {'the database' if database else 'the storage'})")
+        if folder and database:
+            return usage(f"the {side} is either a folder or a team store (database + storage), not both")
+    try:
+        source = open_source(source_spec[0], database=source_spec[1], storage=source_spec[2])
+    except (StoreError, ValueError, OSError) as exc:
+        return usage(f"cannot open the source: {exc}")
+    try:
+        try:
+            target = open_target(target_spec[0], database=target_spec[1], storage=target_spec[2], group=args.group or None)
+        except (StoreError, ValueError, OSError) as exc:
+            return usage(f"cannot open the target: {exc}")
+        try:
+            report = migrate(source, target, verify=not args.no_verify, progress=not args.quiet, workers=args.workers)
+        except MigrationError as exc:
+            return usage(str(exc))
+        except MigrationFailed as exc:
+            print(exc.report)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("error: interrupted; run the same command again to copy what is missing", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - a database or bucket gone mid-copy: a message, not a traceback
+            print(f"error: the copy stopped: {type(exc).__name__}: {exc}\n"
+                  "run the same command again to copy what is missing", file=sys.stderr)
+            return 1
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print(report)
+    return 0
+
+
 def _open_store(args: argparse.Namespace):
     """The store of ``--store`` (and ``--database`` / ``--storage``, else the team store the folder names)."""
     from .store import Store
@@ -176,7 +247,7 @@ def _team_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicomweb-nb", description="DICOMweb for Jupyter: serve, import, samples.")
+    parser = argparse.ArgumentParser(prog="dicomweb-nb", description="DICOMweb for Jupyter: serve, import, samples, migrate.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve a store over DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI)")
@@ -208,6 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--force", action="store_true", help="add the samples even if the store is not empty")
     smp.add_argument("--quiet", action="store_true")
     smp.set_defaults(func=cmd_samples)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="copy a store into another: a folder into a team store (PostgreSQL + object storage), back, or any to any",
+        description="Copy every instance, the servers added over REST and the finished jobs of a store into another, "
+        "streamed, resumable (run it again after an interruption: instances already in the target are skipped) "
+        "and verified (counts, and the sha256 of every blob). Examples: "
+        "dicomweb-nb migrate --from-store .dicomweb --database postgresql://user@host/db --storage s3://bucket/prefix; "
+        "dicomweb-nb migrate --to-store .dicomweb --database postgresql://user@host/db --storage s3://bucket/prefix")
+    mig.add_argument("--from-store", metavar="DIR",
+                     help="copy from this store folder (a workspace store, or the team store it names)")
+    mig.add_argument("--to-store", metavar="DIR", help="copy into this store folder (made if missing)")
+    mig.add_argument("--database", metavar="URL", help="index of the team store on the other side: postgresql://user@host/db")
+    mig.add_argument("--storage", metavar="URL",
+                     help="blob storage of the team store on the other side: s3://bucket/prefix or a folder")
+    mig.add_argument("--from-database", metavar="URL", help="(team store to team store) index of the source")
+    mig.add_argument("--from-storage", metavar="URL", help="(team store to team store) blob storage of the source")
+    mig.add_argument("--to-database", metavar="URL", help="(team store to team store) index of the target")
+    mig.add_argument("--to-storage", metavar="URL", help="(team store to team store) blob storage of the target")
+    mig.add_argument("--group", help="Unix group of a target folder shared by several users (c.DicomWeb.store_group)")
+    mig.add_argument("--workers", type=int, default=4, help="blobs read and written at once (default 4)")
+    mig.add_argument("--no-verify", action="store_true", help="skip the final comparison of every blob's sha256")
+    mig.add_argument("--quiet", action="store_true", help="no progress bars")
+    mig.set_defaults(func=cmd_migrate)
     return parser
 
 

@@ -25,8 +25,8 @@ __all__ = [
     "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse", "FrameError",
     "QueryError", "UnknownAttributeError", "MediaTypeError", "MultipartError",
     "PixelDecodeError", "DisplayError", "RenderParameterError", "TranscodeError", "VolumeError",
-    "SegmentationError", "MeasurementError", "DicomWebWarning", "WorkitemError", "InvalidWorkitem",
-    "WorkitemStateError",
+    "SegmentationError", "MeasurementError", "DicomWebWarning", "NotDicomError", "MissingAttributeError",
+    "WorkitemError", "InvalidWorkitem", "WorkitemStateError",
 ]
 
 
@@ -161,6 +161,14 @@ class RenderParameterError(DicomWebError, ValueError):
 class TranscodeError(DicomWebError, ValueError):
     """Pixel data that cannot be put into the transfer syntax asked for (no codec, a profile that
     refuses the image, or data a codec fails on)."""
+
+
+class NotDicomError(DicomWebError, ValueError):
+    """Content that is not a DICOM Part 10 file (or a dataset), or is truncated beyond reading."""
+
+
+class MissingAttributeError(DicomWebError, ValueError):
+    """A DICOM file that lacks an attribute the store needs (a UID), or has it in a form that is not valid."""
 
 
 class VolumeError(DicomWebError, ValueError):

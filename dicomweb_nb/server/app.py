@@ -49,7 +49,8 @@ def open_store(config: DicomWeb, store_dir: str | os.PathLike[str] | None) -> St
             options = workspace_store_options(store_dir, environment=False)  # the folder names a team store
         duplicates = cast(DuplicatePolicy, config.duplicates)  # one of them: the trait is an Enum of the three
         return Store(store_dir, **options, duplicates=duplicates,
-                     pn_case_insensitive=not config.qido_case_sensitive, group=config.store_group or None)
+                     pn_case_insensitive=not config.qido_case_sensitive, group=config.store_group or None,
+                     pool_size=config.database_pool_size, garbage_grace=config.replaced_blob_grace)
     except (StoreError, ValueError, OSError) as exc:
         raise ConfigurationError(f"cannot open the store: {redact_text(str(exc))}") from None
 

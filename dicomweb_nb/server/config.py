@@ -6,7 +6,7 @@ Option names follow the Orthanc DICOMweb plugin's (``Root`` -> ``root``, ``Studi
 
 from __future__ import annotations
 
-from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 METADATA_MODES = ("Full", "MainDicomTags", "Extrapolate")
@@ -43,6 +43,19 @@ class DicomWeb(Configurable):
         help="Where instances are kept: a folder, or object storage such as s3://bucket/prefix (credentials and "
         "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL or a profile; gs:// and az:// "
         "likewise). Default: files/ in the store folder. (Orthanc: the S3 plugin's storage.)",
+    ).tag(config=True)
+    database_pool_size = Int(
+        8,
+        help="Connections each server process keeps open to a PostgreSQL index, at most (one more holds the "
+        "process's session). N server processes on one database use N x (database_pool_size + 1) connections: "
+        "keep that under the database's max_connections (100 by default). "
+        "(Orthanc: the PostgreSQL plugin's IndexConnectionsCount.)",
+    ).tag(config=True)
+    replaced_blob_grace = Float(
+        None, allow_none=True,
+        help="Seconds the blob of a replaced or deleted instance stays readable for reads under way in other "
+        "processes before it is removed. Default: 120 for object storage (an object cannot be held open), "
+        "0 for a folder (an open file stays readable).",
     ).tag(config=True)
     store_group = Unicode(
         "",
@@ -118,6 +131,18 @@ class DicomWeb(Configurable):
     request_timeout = Float(
         60.0, help="Seconds before a call to a remote DICOMweb server gives up (default of servers' Timeout)."
     ).tag(config=True)
+
+    @validate("database_pool_size")
+    def _valid_pool_size(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"database_pool_size must be at least 1, not {proposal['value']}")
+        return proposal["value"]
+
+    @validate("replaced_blob_grace")
+    def _valid_grace(self, proposal):
+        if proposal["value"] is not None and proposal["value"] < 0:
+            raise TraitError(f"replaced_blob_grace must be 0 or more seconds, not {proposal['value']}")
+        return proposal["value"]
 
     @validate("root")
     def _valid_root(self, proposal):

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian
 
 from ..dicom.dicomjson import PIXEL_DATA_TAGS, little_endian_value
 from .blobs import CHUNK
-from .ingest import BIG_ENDIAN
 from .store import InstanceRow, NotFoundError
 
 
@@ -47,7 +47,7 @@ def read_stored_frame(row: InstanceRow, index: int) -> bytes:
 
 
 def is_big_endian(row: InstanceRow) -> bool:
-    return row.transfer_syntax == BIG_ENDIAN
+    return row.transfer_syntax == ExplicitVRBigEndian
 
 
 def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Dataset:

@@ -11,8 +11,17 @@ only in types (``TEXT COLLATE "C"`` so PostgreSQL compares bytes like SQLite, id
 JSONB) and in PostgreSQL's extra columns for matching and ordering.
 
 Schema versions: 1 is the first release's SQLite index; 2 adds write intents, garbage, the
-servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place); 3 adds the
-worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
+servers table and job claims (``migrate_sqlite`` upgrades a version-1 store in place). ``ddl``
+is the schema as of version 2; each later version is a step of ``STEPS`` (its own columns, tables
+and indexes), run in order by both engines on a new index and on an older one alike:
+
+- 3: ``instances.metadata_version``, the format of the precomputed metadata (``METADATA_VERSION``);
+  the store re-derives older rows from their blobs when it opens (``Store.refresh_metadata``).
+- 4: text indexes for wildcard and any-attribute matching at the study and series levels: on
+  PostgreSQL, pg_trgm GIN indexes over the match documents; on SQLite, the match documents in a
+  column and an FTS5 trigram table over it (``matchdoc.text_patterns``).
+- 5: PostgreSQL indexes finding the latest instance of a study or series in one probe.
+- 6: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 6
+# The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
+# kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
+METADATA_VERSION = 2
 Dialect = Literal["sqlite", "postgresql"]
 
 
@@ -149,11 +161,11 @@ CREATE INDEX IF NOT EXISTS instances_match ON instances USING gin (match jsonb_p
 CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(patient_name);
 CREATE INDEX IF NOT EXISTS series_order ON series(study_uid, series_number_int, id);
 """
-    return statements + worklist_ddl(dialect)
+    return statements
 
 
 def worklist_ddl(dialect: Dialect) -> str:
-    """Schema step 3, the worklist (``store/index/workitems.py``): each workitem's dataset (DICOM JSON,
+    """Schema step 6, the worklist (``store/index/workitems.py``): each workitem's dataset (DICOM JSON,
     without its Transaction UID, which is a column of its own, never returned) and state; the
     subscriptions of AE titles to a workitem or to the whole worklist (``target`` is then the
     well-known UID of the worklist, or of the filtered worklist with its ``filter``); and the event
@@ -202,6 +214,72 @@ def statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _metadata_version_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # Rows of a version-2 index were written after issue 10's metadata fixes (version 2 came after
+    # them); a version-1 index may hold either, so its rows are re-derived.
+    int_type = _types(dialect)["int"]
+    out = [f"ALTER TABLE instances ADD COLUMN metadata_version {int_type} NOT NULL DEFAULT 1"]
+    floor = METADATA_VERSION if previous is None else 2 if previous >= 2 else 1
+    if floor > 1:
+        out.append(f"UPDATE instances SET metadata_version = {floor}")
+    out.append(f"INSERT INTO meta(key, value) VALUES ('metadata', '{floor}') "
+               "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
+    return out
+
+
+def _text_index_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # PostgreSQL: the engine creates pg_trgm and its indexes (which may fail without privileges).
+    # SQLite: the engine fills the new columns of existing rows, then makes ``sqlite_text_tables``
+    # (an FTS5 'delete' of a row it never indexed would corrupt it).
+    return [] if dialect == "postgresql" else [f"ALTER TABLE {table} ADD COLUMN match TEXT" for table in ("studies", "series")]
+
+
+def sqlite_text_tables() -> list[str]:
+    """The FTS5 trigram tables over the ``match`` column of studies and series, kept up to date by
+    triggers, built from the rows already there."""
+    out = []
+    for table in ("studies", "series"):
+        out += [
+            f"CREATE VIRTUAL TABLE {table}_text USING fts5(match, content='{table}', content_rowid='id', tokenize='trigram')",
+            f"CREATE TRIGGER {table}_text_insert AFTER INSERT ON {table} BEGIN "
+            f"INSERT INTO {table}_text(rowid, match) VALUES (new.id, new.match); END",
+            f"CREATE TRIGGER {table}_text_delete AFTER DELETE ON {table} BEGIN "
+            f"INSERT INTO {table}_text({table}_text, rowid, match) VALUES ('delete', old.id, old.match); END",
+            f"CREATE TRIGGER {table}_text_update AFTER UPDATE OF match ON {table} BEGIN "
+            f"INSERT INTO {table}_text({table}_text, rowid, match) VALUES ('delete', old.id, old.match); "
+            f"INSERT INTO {table}_text(rowid, match) VALUES (new.id, new.match); END",
+            f"INSERT INTO {table}_text({table}_text) VALUES ('rebuild')",
+        ]
+    return out
+
+
+def _latest_instance_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # The latest instance of a study or series (its metadata stands for attributes of another
+    # level in QIDO answers) in one index probe. SQLite's instances_study and instances_series end
+    # in the rowid (the id) already; PostgreSQL's would scan the primary key backwards.
+    if dialect == "sqlite":
+        return []
+    return ["CREATE INDEX IF NOT EXISTS instances_study_latest ON instances(study_uid, id)",
+            "CREATE INDEX IF NOT EXISTS instances_series_latest ON instances(series_uid, id)",
+            "DROP INDEX IF EXISTS instances_study"]
+
+
+# Each version after 2: the statements that make an index of the previous version into this one,
+# given the version the index had when it was opened (None: a new index).
+def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # New tables only: an older index has no workitems to move.
+    return statements(worklist_ddl(dialect))
+
+
+WORKLIST_VERSION = 6  # the schema version whose step adds the worklist
+STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, WORKLIST_VERSION: _worklist_step}
+
+
+def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:
+    """SQL of schema step ``version`` for an index that was at ``previous`` (None: new)."""
+    return STEPS[version](dialect, previous)
+
+
 def migrate_sqlite(conn, version: int) -> None:
     """Upgrade a SQLite index of schema ``version`` to the current one, inside the caller's transaction."""
     if version < 2:
@@ -212,4 +290,3 @@ def migrate_sqlite(conn, version: int) -> None:
             if name not in columns:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         conn.execute("UPDATE jobs SET state = json_extract(definition, '$.state') WHERE state IS NULL")
-    # Version 3 adds the worklist's tables (worklist_ddl), which ddl() has created by now: nothing to move.

@@ -52,6 +52,7 @@ from .index import DuplicatePolicy, Entry, Index, SchemaTooNew, open_index, sqli
 from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicomError, ensure_part10, read_instance
 from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
+from .schema import METADATA_VERSION
 
 if TYPE_CHECKING:
     from .worklist import Worklist
@@ -104,6 +105,9 @@ class Store:
     or ``storage`` say otherwise; also where uploads are staged). ``database``: ``sqlite:///path``
     or ``postgresql://...``; ``storage``: a folder or an fsspec URL (``s3://bucket/prefix``).
     ``group``: a Unix group sharing local files (modes 2770/0660 instead of owner-only).
+    ``garbage_grace``: seconds a replaced or deleted blob stays readable (default: the blob
+    storage's, 120 for object storage, 0 for a folder). ``pool_size``: connections to a PostgreSQL
+    index, at most.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Store:
         storage_options: dict[str, Any] | None = None,
         garbage_grace: float | None = None,
         sweep_interval: float = 60.0,
+        pool_size: int = 8,
     ):
         if duplicates not in ("replace", "reject", "keep"):
             raise ValueError(f"duplicates policy must be replace, reject or keep, not {duplicates!r}")
@@ -137,7 +142,8 @@ class Store:
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
         try:
-            self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME), modes=self.modes)  # type: ignore[operator]
+            self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME),  # type: ignore[operator]
+                                           modes=self.modes, pool_size=pool_size)
         except SchemaTooNew as exc:
             self.blobs.close()
             raise StoreError(str(exc)) from None
@@ -155,6 +161,8 @@ class Store:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
         elif reconcile:
             self.sweep()
+        if reconcile:
+            self.refresh_metadata()
         if alone and fcntl is not None:
             lock_file: Any = self._lock_file  # opened by _hold_store_lock
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_SH)
@@ -312,6 +320,36 @@ class Store:
             cleanup()
         return removed
 
+    def refresh_metadata(self, batch: int = 200) -> int:
+        """Re-derive, from their blobs, the precomputed metadata of instances stored by a version of
+        dicomweb-nb that wrote it in an older format (``schema.METADATA_VERSION``: before issue 10's
+        fixes, group lengths were kept, the trailing padding left out and ambiguous VRs taken from
+        the dictionary). Runs when the store opens, once: a no-op afterwards. Returns how many."""
+        if self.index.metadata_floor() >= METADATA_VERSION:
+            return 0
+        refreshed, after = 0, 0
+        while rows := self.index.stale_instances(after, batch):
+            after = rows[-1]["id"]
+            if not refreshed:
+                log.info("%s: re-deriving the metadata of instances stored by an older version (once)", self.location)
+            entries, stored = [], {}
+            for row in rows:
+                try:
+                    with Blob(self.blobs, row["path"], row["size"]).local_file() as path:
+                        record = read_instance(path)
+                    if record.sop_uid != row["sop_uid"]:
+                        raise MissingAttributeError(f"the blob holds SOP Instance {record.sop_uid}")
+                except (NotDicomError, MissingAttributeError, OSError) as exc:
+                    log.warning("%s: the metadata of instance %s stays as it was: %s", self.location, row["sop_uid"], exc)
+                    continue
+                entries.append(Entry(record, row["path"], row["size"]))
+                stored[record.sop_uid] = row["stored"]
+            refreshed += self.index.refresh_metadata(entries, stored)
+        self.index.set_metadata_floor(METADATA_VERSION)
+        if refreshed:
+            log.info("%s: metadata of %d instance(s) re-derived", self.location, refreshed)
+        return refreshed
+
     # -- writing ----------------------------------------------------------------------------
     def store_files(
         self,
@@ -365,6 +403,14 @@ class Store:
             accepted.append((part10, record, outcome, move or rewritten))
         if accepted:
             self._write(accepted)
+        return outcomes
+
+    def store_parsed(self, files: Sequence[tuple[Path, InstanceRecord]], *, move: bool = True) -> list[StoreOutcome]:
+        """Store files whose records are known already (copied from another store's index by
+        ``migrate``): written and indexed as ``store_files`` does, without parsing them again."""
+        outcomes = [StoreOutcome(r.sop_uid, r.sop_class_uid, r.study_uid, r.series_uid, source=p.name) for p, r in files]
+        if files:
+            self._write([(path, record, outcome, move) for (path, record), outcome in zip(files, outcomes)])
         return outcomes
 
     def _write(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
@@ -503,14 +549,18 @@ class Store:
         limit = query.limit if query.limit is not None else max_results
         rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                                             pn_case_insensitive=self.pn_case_insensitive)
-        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, self._representative) for row in rows],
-                            truncated)
+        texts: dict[str, str] = {}
 
-    def _representative(self, row: Any, level: str) -> dict[str, Any]:
-        """An instance's full metadata, for includefield attributes of another level."""
-        text = (self.index.representative_metadata(study_uid=row["study_uid"]) if level == "study"
-                else self.index.representative_metadata(series_uid=row["series_uid"]))
-        return json.loads(text) if text else {}
+        def representative(row: Any, level: str) -> dict[str, Any]:
+            """An instance's full metadata, for attributes of another level: fetched for every
+            result at once, the first time one needs it (one query, not one per result)."""
+            column = "study_uid" if level == "study" else "series_uid"
+            if not texts:
+                texts.update(self.index.representative_metadata(level, sorted({r[column] for r in rows})))
+            text = texts.get(row[column])
+            return json.loads(text) if text else {}
+        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, representative) for row in rows],
+                            truncated)
 
     @property
     def worklist(self) -> Worklist:

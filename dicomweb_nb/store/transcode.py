@@ -21,6 +21,12 @@ import numpy as np
 import pydicom
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pack_bits, pixel_array
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from ..dicom.dicomjson import (
     BULK_PLACEHOLDER,
@@ -29,6 +35,7 @@ from ..dicom.dicomjson import (
 )
 from ..dicom.mediatypes import OCTET_STREAM, TRANSFER_SYNTAX_MEDIA_TYPES
 from ..dicom.tags import tag_hex
+from ..errors import TranscodeError
 from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.decode import PixelAttributes, PixelDecodeError, decode_frame
@@ -37,16 +44,13 @@ from . import reader
 from .blobs import Blob
 from .store import InstanceRow
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
-BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
+# Short names of pydicom's constants (the in-process source uses them too).
+EXPLICIT_LE = ExplicitVRLittleEndian
+IMPLICIT_LE = ImplicitVRLittleEndian
+BIG_ENDIAN = ExplicitVRBigEndian
+DEFLATED = DeflatedExplicitVRLittleEndian
 PIXEL_DATA = 0x7FE00010
 UNCOMPRESSED = frozenset({EXPLICIT_LE, IMPLICIT_LE, BIG_ENDIAN, DEFLATED})
-
-
-class TranscodeError(ValueError):
-    """Stored pixel data that cannot be turned into the requested transfer syntax."""
 
 
 def can_decode(transfer_syntax: str) -> bool:
@@ -98,8 +102,8 @@ def transcode_file(blob: Blob, target: str) -> bytes:
         ds = pydicom.dcmread(fp)
     try:
         return encode.dataset_to_bytes(encode.transcode_dataset(ds, target))
-    except encode.TranscodeError as exc:
-        raise TranscodeError(str(exc)) from None
+    except TranscodeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a codec failure on stored data is the same answer to the client
         raise TranscodeError(f"{blob.key}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
 
@@ -169,10 +173,7 @@ def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:
             return pack_bits(arr)
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     arr = decoded_frame(row, index)
-    try:
-        return encode.encode_frames([arr], image_attributes(row, index), target)[0]
-    except encode.TranscodeError as exc:
-        raise TranscodeError(str(exc)) from None
+    return encode.encode_frames([arr], image_attributes(row, index), target)[0]
 
 
 def _big_endian_frame(row: InstanceRow, index: int) -> bytes:

@@ -12,11 +12,11 @@ import pydicom.data
 import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.dicomjson import BULK_PLACEHOLDER, dumps
 from dicomweb_nb.store.ingest import (
-    DEFLATED,
     FrameLayout,
     MissingAttributeError,
     NotDicomError,

@@ -1,6 +1,7 @@
-"""QIDO matching in SQL (PostgreSQL) against the reference: SQLite, whose matching calls
-``dicom.query``'s Match methods. The same data in both, the same queries, the same answers (in
-the same order), for every matching kind at every level."""
+"""QIDO matching in SQL (PostgreSQL) and through the text indexes (both engines) against the
+reference: SQLite without its text index, whose matching calls ``dicom.query``'s Match methods on
+every row. The same data in each, the same queries, the same answers (in the same order), for
+every matching kind at every level."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydicom.dataset import Dataset
 
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.query import parse_query
+from dicomweb_nb.dicom.tags import level_of, parse_tag
 from dicomweb_nb.store import Store, import_paths
 from tests.server.test_qido import build_studies
 
@@ -168,16 +170,20 @@ def _uids(result) -> list[str]:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, backend_services):
-    """The same data in a SQLite store and a PostgreSQL store."""
+    """The same data in the reference (SQLite matching every row in Python), in SQLite through its
+    text index, and in PostgreSQL."""
     folder = tmp_path_factory.mktemp("differential")
     datasets = [ds for group in build_studies().values() for ds in group] + _tricky_studies()
     files = samples.write_series(datasets, folder / "src") + samples.pydicom_test_files()
     stores = {}
-    for name, kwargs in (("sqlite", {}), ("postgresql", {"database": backend_services.postgres().new_database()})):
+    for name, kwargs in (("sqlite", {}), ("sqlite-text", {}),
+                         ("postgresql", {"database": backend_services.postgres().new_database()})):
         store = Store(folder / name, **kwargs)
         report = import_paths(store, files, progress=False)
         assert report.skipped == []
         stores[name] = store
+    stores["sqlite"].index.text_search = False
+    assert stores["postgresql"].index.text_search
     yield stores
     for store in stores.values():
         store.close()
@@ -192,6 +198,7 @@ def test_postgresql_matches_as_the_reference(both, level, params, case_insensiti
         store.pn_case_insensitive = case_insensitive
         answers[name] = _uids(store.search(query))
     assert answers["postgresql"] == answers["sqlite"]
+    assert answers["sqlite-text"] == answers["sqlite"]
 
 
 @pytest.mark.parametrize("words", FUZZY)
@@ -199,7 +206,7 @@ def test_postgresql_matches_as_the_reference(both, level, params, case_insensiti
 def test_postgresql_fuzzy_matching_as_the_reference(both, words, level, key):
     query = parse_query([(key, words), ("fuzzymatching", "true")], level)
     answers = {name: _uids(store.search(query)) for name, store in both.items()}
-    assert answers["postgresql"] == answers["sqlite"]
+    assert answers["postgresql"] == answers["sqlite"] == answers["sqlite-text"]
 
 
 def test_the_queries_are_not_vacuous(both):
@@ -219,4 +226,40 @@ def test_every_pair_of_keys_combines_as_the_reference(both):
             continue
         for level in ("study", "series", "instance"):
             query = parse_query(copy.deepcopy(a + b), level)
-            assert _uids(both["postgresql"].search(query)) == _uids(both["sqlite"].search(query)), (level, a, b)
+            reference = _uids(both["sqlite"].search(query))
+            assert _uids(both["postgresql"].search(query)) == reference, (level, a, b)
+            assert _uids(both["sqlite-text"].search(query)) == reference, (level, a, b)
+
+
+TEXT_INDEXED = [
+    ("study", [("PatientName", "JON*")]), ("study", [("PatientName", "*brien*")]), ("study", [("PatientName", "doe^john")]),
+    ("study", [("InstitutionName", "hopital*")]), ("study", [("StudyDescription", "*phantom*")]),
+    ("series", [("SeriesDescription", "head*")]), ("study", [("PatientComments", "allergic*")]),
+]
+
+
+@pytest.mark.parametrize("level, params", TEXT_INDEXED, ids=[f"{lvl}-{p[0][0]}={p[0][1]}" for lvl, p in TEXT_INDEXED])
+def test_wildcards_and_any_attribute_values_are_index_driven(both, level, params):
+    """Issue 12's scale curve: ``PatientName=JON*`` and its kind are answered through the text
+    indexes (FTS5 trigram on SQLite, pg_trgm GIN on PostgreSQL), not by matching every row."""
+    query = parse_query(params, level)
+    table = {"study": "studies_text", "series": "series_text"}[level_of(parse_tag(params[0][0]))]
+    sqlite = both["sqlite-text"].index
+    sql, values = sqlite.search_statement(query)
+    with sqlite._read() as ex:
+        plan = " / ".join(str(tuple(r)) for r in ex("EXPLAIN QUERY PLAN " + sql, values))
+    assert f"{table} VIRTUAL TABLE INDEX" in plan, plan
+    pg = both["postgresql"].index
+    sql, values = pg.search_statement(query)
+    wildcard = "*" in params[0][1]
+    with pg._read() as ex:
+        # The test data is small: ask whether the index can be used at all (bitmap scans only).
+        ex("SET enable_seqscan = off")
+        ex("SET enable_indexscan = off")
+        try:
+            plan = "\n".join(r[0] for r in ex("EXPLAIN " + sql, values))
+        finally:
+            ex("RESET enable_seqscan")
+            ex("RESET enable_indexscan")
+    expected = f"{table}" if wildcard else f"{table.split('_')[0]}_match"  # exact values: the match document's GIN index
+    assert f"Index Scan on {expected}" in plan, plan

@@ -223,6 +223,11 @@ def _downgrade_to_schema_1(path: Path) -> None:
     """Turn a fresh SQLite index into what the first release wrote (schema 1)."""
     conn = sqlite3.connect(path)
     conn.executescript("""
+        DROP TRIGGER studies_text_insert; DROP TRIGGER studies_text_delete; DROP TRIGGER studies_text_update;
+        DROP TRIGGER series_text_insert; DROP TRIGGER series_text_delete; DROP TRIGGER series_text_update;
+        DROP TABLE studies_text; DROP TABLE series_text;
+        ALTER TABLE studies DROP COLUMN match; ALTER TABLE series DROP COLUMN match;
+        ALTER TABLE instances DROP COLUMN metadata_version; DELETE FROM meta WHERE key='metadata';
         DROP TABLE intents; DROP TABLE garbage; DROP TABLE servers;
         CREATE TABLE jobs1 (id TEXT PRIMARY KEY, definition TEXT NOT NULL, updated REAL NOT NULL);
         INSERT INTO jobs1 SELECT id, definition, updated FROM jobs;

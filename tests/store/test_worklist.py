@@ -19,7 +19,7 @@ from dicomweb_nb.dicom import ups
 from dicomweb_nb.dicom.query import parse_query
 from dicomweb_nb.errors import InvalidWorkitem, WorkitemStateError
 from dicomweb_nb.store import Store
-from dicomweb_nb.store.schema import SCHEMA_VERSION
+from dicomweb_nb.store.schema import SCHEMA_VERSION, WORKLIST_VERSION
 from dicomweb_nb.store.worklist import WorkitemNotFound
 
 GLOBAL = ups.GLOBAL_SUBSCRIPTION
@@ -289,12 +289,12 @@ def test_old_event_reports_are_pruned(make_store, monkeypatch):
 
 # -- the schema step -------------------------------------------------------------------------------
 
-def test_a_schema_2_store_gets_the_worklist_tables(make_store, store_backend, tmp_path):
+def test_a_store_from_before_the_worklist_gets_its_tables(make_store, store_backend, tmp_path):
     store = make_store()
     store.worklist.create(task(), "1.3.3.1")
-    # What a store of the previous schema has: no worklist tables.
+    # What a store of the schema before the worklist's step has: no worklist tables.
     store.index._transact(lambda ex: [ex(f"DROP TABLE {t}") for t in ("workitem_events", "workitem_subscriptions", "workitems")])
-    store.index._transact(lambda ex: ex("UPDATE meta SET value='2' WHERE key='schema'"))
+    store.index._transact(lambda ex: ex("UPDATE meta SET value=? WHERE key='schema'", (str(WORKLIST_VERSION - 1),)))
     store.close()
     reopened = make_store()
     with reopened.index._read() as ex:
@@ -303,12 +303,12 @@ def test_a_schema_2_store_gets_the_worklist_tables(make_store, store_backend, tm
     assert reopened.worklist.search(parse_query([], "workitem")).items[0]["00080018"]["Value"] == ["1.3.3.2"]
 
 
-def test_a_folder_store_of_schema_2_is_migrated(tmp_path):
+def test_a_folder_store_from_before_the_worklist_is_migrated(tmp_path):
     root = tmp_path / "old"
     Store(root).close()
     conn = sqlite3.connect(root / "index.sqlite")
     conn.executescript("DROP TABLE workitem_events; DROP TABLE workitem_subscriptions; DROP TABLE workitems; "
-                       "UPDATE meta SET value='2' WHERE key='schema';")
+                       f"UPDATE meta SET value='{WORKLIST_VERSION - 1}' WHERE key='schema';")
     conn.commit()
     conn.close()
     store = Store(root)

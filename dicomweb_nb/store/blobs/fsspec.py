@@ -48,6 +48,9 @@ class FsspecBlobs(BlobStorage):
         except PermissionError as exc:
             raise ValueError(f"blob storage {self.url}: access to the bucket {bucket!r} is denied ({exc}); "
                              "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)") from None
+        except Exception as exc:  # noqa: BLE001 - each driver has its own errors (botocore's NoCredentialsError, ...)
+            raise ValueError(f"blob storage {self.url}: cannot reach the bucket {bucket!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
 
     def _path(self, key: str) -> str:
         if key.startswith(("/", ".")) or ".." in key.split("/"):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ...fileio import StoreModes
+from ...fileio import StoreModes, fsync_directory
 from . import BlobStorage
 
 STAGING = ".tmp"  # uploads of the team store's processes, beside the blobs so that put() renames
@@ -50,7 +50,7 @@ class LocalBlobs(BlobStorage):
 
     def sync(self, keys: Iterable[str]) -> None:
         for directory in {self._path(k).parent for k in keys}:
-            _fsync_dir(directory)
+            fsync_directory(directory)
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
@@ -121,18 +121,5 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)

@@ -103,6 +103,37 @@ class Index(WorklistIndex, ABC):
     @abstractmethod
     def exists(self, sop_uid: str) -> bool: ...
 
+    # -- copying a store (store.migrate) ---------------------------------------------------------
+    @abstractmethod
+    def study_sizes(self) -> list[tuple[str, int]]:
+        """(StudyInstanceUID, number of instances) of every study, in the order QIDO answers them."""
+
+    @abstractmethod
+    def export(self, study_uids: Sequence[str]) -> list[Row]:
+        """The instance rows of these studies in QIDO order: UIDs, SOP class, transfer syntax, blob key
+        (``path``) and size, metadata, frames, number_of_frames, metadata_version."""
+
+    @abstractmethod
+    def sizes(self, sop_uids: Sequence[str]) -> dict[str, int]:
+        """The blob size of each of these SOP Instances that is stored."""
+
+    # -- metadata written by older versions (schema.METADATA_VERSION) ---------------------------
+    @abstractmethod
+    def metadata_floor(self) -> int:
+        """The metadata format every instance has at least (below the current one: some need refreshing)."""
+
+    @abstractmethod
+    def set_metadata_floor(self, version: int) -> None: ...
+
+    @abstractmethod
+    def stale_instances(self, after_id: int, limit: int) -> list[Row]:
+        """Instances whose metadata has an older format (id, sop_uid, path, size, stored), by id after ``after_id``."""
+
+    @abstractmethod
+    def refresh_metadata(self, entries: Sequence[Entry], stored: dict[str, float]) -> int:
+        """Rewrite the rows of instances re-read from their blobs (``entry.key`` their current blob;
+        an instance replaced meanwhile is left alone), keeping their stored times; returns how many."""
+
     # -- reading ------------------------------------------------------------------------------
     @abstractmethod
     def instances(self, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> list[Row]: ...
@@ -118,7 +149,8 @@ class Index(WorklistIndex, ABC):
                pn_case_insensitive: bool) -> tuple[list[Row], bool]: ...
 
     @abstractmethod
-    def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None: ...
+    def representative_metadata(self, level: str, uids: Sequence[str]) -> dict[str, str]:
+        """The metadata text of the latest instance of each study (``level`` "study") or series, by UID."""
 
     # -- jobs and servers ---------------------------------------------------------------------
     @abstractmethod

@@ -193,6 +193,36 @@ def _pn_condition(doc: str, match: Match, *, ci: bool, fuzzy: bool) -> tuple[str
     return _any_of(conditions)
 
 
+# -- text prefilters ------------------------------------------------------------------------------
+# A study's or series's match document, as JSON text, holds every value a match compares as a JSON
+# string: "value". A LIKE pattern over that text can then rule rows out through a trigram index
+# (pg_trgm on PostgreSQL, FTS5 on SQLite) before the exact condition runs on what is left: it must
+# admit every row the exact condition admits, which holds when each value pattern becomes
+# '%"' + pattern + '"%' with both wildcards as '%' (a '?' may stand for a character JSON escapes).
+
+_UNSAFE_IN_TEXT = re.compile(r'["\\%_\x00-\x1f]')
+
+
+def text_patterns(match: Match, *, ci: bool) -> list[str] | None:
+    """LIKE patterns over a match document's JSON text, one of which every row matching ``match``
+    satisfies; None when no such pattern has three literal characters in a row (a trigram index
+    could not use it) or a value holds a character JSON escapes or LIKE treats specially."""
+    if match.kind not in ("single", "list", "wildcard"):
+        return None
+    out = []
+    for value in match.values:
+        if match.vr == "PN" and ci:
+            value = value.casefold()
+        value = value.replace("\x00", "\ufffd")  # as stored
+        if _UNSAFE_IN_TEXT.search(value):
+            return None
+        pattern = '"' + value.replace("*", "%").replace("?", "%") + '"'
+        if max(len(run) for run in pattern.split("%")) < 3:
+            return None
+        out.append("%" + pattern + "%")
+    return out or None
+
+
 def column_condition(column: str, match: Match) -> tuple[str, list[Any]]:
     """SQL for an indexed (non-PN) column, which holds the normalised first value (ranges: ``sql.range_condition``)."""
     if match.kind == "wildcard":

@@ -14,7 +14,6 @@ process's connection closes, its lock goes, and another process may then sweep i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -35,7 +34,7 @@ from ..blobs import redact_text, redact_url
 from ..ingest import InstanceRecord
 from ..schema import SCHEMA_VERSION, ddl, statements
 from . import SchemaTooNew, matchdoc
-from .sql import T_INSTANCE, T_SERIES, T_STUDY, Condition, Execute, SqlIndex, range_condition, sqlite_integer
+from .sql import T_INSTANCE, T_SERIES, Condition, Execute, SqlIndex, compact_json, range_condition, sqlite_integer
 
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
@@ -67,14 +66,48 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return make
 
 
+def _check_connections(conn: psycopg.Connection, url: str, pool_size: int) -> None:
+    """Refuse a pool that can never fit in the server's connections; warn when it may not fit now.
+
+    Each process uses its pool plus one connection holding its session, so N processes on one
+    database need N x (pool + 1) of ``max_connections`` (less the superuser's reserve)."""
+    row = conn.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+                       "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()
+    assert row is not None
+    allowed, reserved, in_use = row
+    usable = allowed - reserved
+    if pool_size + 1 > usable:
+        raise ValueError(f"a pool of {pool_size} connections (plus one for the session) cannot fit in the {usable} connections "
+                         f"{url} accepts (max_connections {allowed}): lower the pool size (c.DicomWeb.database_pool_size)")
+    free = usable - in_use + 1  # this probe's connection is about to close
+    if pool_size + 1 > free:
+        log.warning("%s: %d of its %d connections are in use; a pool of %d (plus one for the session) may be refused "
+                    "connections: lower c.DicomWeb.database_pool_size or raise max_connections", url, in_use, usable, pool_size)
+
+
 def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+class _Executor:
+    """``Execute`` on a psycopg connection: ``?`` placeholders, NUL-free text, ``many`` pipelined."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def __call__(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self.conn.cursor() as cursor:  # executemany sends every row in one pipeline
+                cursor.executemany(sql.replace("?", "%s"), [[_text(p) for p in row] for row in rows])
+
+
 def _executor(conn: psycopg.Connection) -> Execute:
-    def ex(sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), [_text(p) for p in params])
-    return ex
+    return _Executor(conn)
 
 
 def _text(value: Any) -> Any:
@@ -101,20 +134,30 @@ class PostgresIndex(SqlIndex):
     def __init__(self, url: str, *, pool_size: int = 8):
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.url = redact_url(self.conninfo)
+        if pool_size < 1:
+            raise ValueError(f"the connection pool of {self.url} needs at least 1 connection, not {pool_size}")
+        pool: ConnectionPool | None = None
         try:
-            psycopg.connect(self.conninfo, connect_timeout=15).close()  # a wrong address fails now, not after the pool's retries
-            self.pool = ConnectionPool(self.conninfo, min_size=1, max_size=max(2, pool_size), kwargs={"autocommit": True},
-                                       configure=_configure, open=False, name="dicomweb-nb")
-            self.pool.open(wait=True, timeout=30)
+            # A wrong address fails now, not after the pool's retries.
+            with psycopg.connect(self.conninfo, connect_timeout=15) as probe:
+                _check_connections(probe, self.url, pool_size)
+            pool = ConnectionPool(self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
+                                  configure=_configure, open=False, name="dicomweb-nb")
+            pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc))}") from None
+        except ValueError:
+            raise
         except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and its kin: the pool is closed, the error told
-            self.pool.close()
+            if pool is not None:
+                pool.close()
             raise ValueError(f"cannot connect to {self.url}: {redact_text(str(exc)) or type(exc).__name__}") from None
+        self.pool = pool
         self._session: str | None = None
         self._session_conn: psycopg.Connection | None = None
         self._session_key = 0
         self._session_lock = threading.Lock()
+        self.text_search = False  # trigram indexes present (schema 4 with pg_trgm)
         try:
             self._open_schema()
         except BaseException:
@@ -133,14 +176,35 @@ class PostgresIndex(SqlIndex):
                 raise SchemaTooNew(
                     f"the index {self.url} has schema {version}, made by a newer dicomweb-nb; this version reads "
                     f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-            if version == SCHEMA_VERSION:
-                return
-            for statement in statements(ddl("postgresql")):
-                conn.execute(statement)
-            # (Version 2 is the first PostgreSQL schema: later versions migrate here. Version 3 adds
-            # the worklist's tables, which the DDL above creates.)
-            ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-               (str(SCHEMA_VERSION),))
+            if version != SCHEMA_VERSION:
+                if version is None:
+                    for statement in statements(ddl("postgresql")):  # version 2, the first PostgreSQL schema
+                        conn.execute(statement)
+                self._run_steps(ex, version)
+                ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (str(SCHEMA_VERSION),))
+            elif ex("SELECT to_regclass('studies_text')").fetchone()[0] is None:
+                self._create_text_indexes(ex)  # pg_trgm was missing when the index was made: try again
+            self.text_search = ex("SELECT to_regclass('studies_text')").fetchone()[0] is not None
+
+    def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
+        if version == 4:
+            self._create_text_indexes(ex)
+
+    def _create_text_indexes(self, ex: Execute) -> None:
+        """Trigram indexes over the study and series match documents (schema 4), so that wildcards
+        and any-attribute matches are index-driven. pg_trgm ships with PostgreSQL (contrib) and is a
+        trusted extension (PostgreSQL 13+): a database owner may create it. Without it, matching
+        works as before, scanning; the store tries again each time it opens."""
+        try:
+            with ex.conn.transaction():  # type: ignore[attr-defined]  # a savepoint: a failure leaves the rest
+                ex("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                for table in ("studies", "series"):
+                    ex(f"CREATE INDEX IF NOT EXISTS {table}_text ON {table} USING gin ((match::text) gin_trgm_ops)")
+        except psycopg.Error as exc:
+            log.warning("%s: no trigram indexes (%s): wildcard and any-attribute matching will scan rows. "
+                        "Run CREATE EXTENSION pg_trgm as a superuser (Debian: package postgresql-contrib) "
+                        "and open the store again", self.url, redact_text(str(exc)).splitlines()[0])
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -240,13 +304,19 @@ class PostgresIndex(SqlIndex):
             return " LIMIT ? OFFSET ?", [limit, offset]
         return (" OFFSET ?", [offset]) if offset else ("", [])
 
+    def _in(self, column: str, values: Sequence[Any]) -> Condition:
+        return Condition(f"{column} = ANY(?)", [list(values)])
+
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
-        if level == T_STUDY:
-            return {"match": _jsonb(matchdoc.build(record.level_json(T_STUDY), None))}
         if level == T_SERIES:
-            return {"match": _jsonb(matchdoc.build(record.level_json(T_SERIES), None)),
-                    "series_number_int": sqlite_integer(values.get("series_number"))}
-        return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
+            number = sqlite_integer(values.get("series_number"))
+            return {**super()._extra_columns(level, record, values), "series_number_int": number}
+        if level == T_INSTANCE:
+            return {"match": _jsonb(matchdoc.build(record.metadata, T_INSTANCE))}
+        return super()._extra_columns(level, record, values)
+
+    def _match_document(self, doc: dict[str, Any]) -> Any:
+        return _jsonb(doc)
 
     def _workitem_document(self, dataset: dict[str, Any]) -> dict[str, Any]:
         return {"match": _jsonb(matchdoc.build(dataset, None))}
@@ -258,6 +328,16 @@ class PostgresIndex(SqlIndex):
             return Condition(*matchdoc.column_condition(column, match))
         return Condition(*matchdoc.document_condition("{a}.match", match, pn_case_insensitive=ci, fuzzy=fuzzy))
 
+    def _text_condition(self, match: Match, attr_level: str, column: str | None, ci: bool) -> Condition | None:
+        # Values of other attributes are found through the match document's GIN index already.
+        wildcard = any("*" in v or "?" in v for v in match.values)
+        if not self.text_search or not (wildcard or (column is not None and match.vr != "PN")):
+            return None
+        patterns = matchdoc.text_patterns(match, ci=ci)
+        if patterns is None:
+            return None
+        return Condition("(" + " OR ".join("{a}.match::text LIKE ?" for _ in patterns) + ")", patterns)
+
     def _multi_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition:
         return Condition(*matchdoc.multi_condition(column, match))
 
@@ -266,8 +346,4 @@ class PostgresIndex(SqlIndex):
 
 
 def _jsonb(doc: dict[str, Any]) -> Jsonb:
-    return Jsonb(doc, dumps=_compact)
-
-
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return Jsonb(doc, dumps=compact_json)

@@ -14,17 +14,28 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ...dicom.dicomjson import DicomJson, value_texts
 from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
-from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS
-from . import DuplicatePolicy, Entry, Index, Row
+from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS, METADATA_VERSION, SCHEMA_VERSION, step_statements
+from . import DuplicatePolicy, Entry, Index, Row, matchdoc
 from .workitems import SqlWorkitems
 
-Execute = Callable[..., Any]  # ex(sql, params=()) -> cursor
+
+class Execute(Protocol):
+    """How the shared code talks to a connection: ``ex(sql, params)`` runs one statement and returns
+    its cursor; ``ex.many(sql, rows)`` runs one statement for each row of parameters (PostgreSQL:
+    pipelined, one round trip for them all)."""
+
+    def __call__(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+IN_CHUNK = 5000  # values of one IN list (SQLite allows 32766 variables in a statement)
 
 T_STUDY, T_SERIES, T_INSTANCE = "study", "series", "instance"
 ALIASES = {T_STUDY: "s", T_SERIES: "se", T_INSTANCE: "i"}
@@ -38,6 +49,8 @@ COMPUTED_COUNTS = {
     parse_tag("NumberOfSeriesRelatedInstances"): ("se", "num_instances"),
 }
 JOB_ACTIVE = ("Pending", "Running")
+# Columns with a B-tree index of their own (schema.ddl) on both engines.
+BTREE_COLUMNS = frozenset({"study_uid", "series_uid", "sop_uid", "patient_id", "study_date", "accession_number", "modality"})
 
 
 @dataclass
@@ -74,7 +87,26 @@ class SqlIndex(SqlWorkitems, Index):
     def _count_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition: ...
 
     def _extra_columns(self, level: str, record: InstanceRecord, values: dict[str, Any]) -> dict[str, Any]:
+        """Columns an engine adds to a row: the match document of study and series rows (schema 4;
+        PostgreSQL adds its own)."""
+        if level in (T_STUDY, T_SERIES):
+            return {"match": self._match_document(matchdoc.build(record.level_json(level), None))}
         return {}
+
+    def _match_document(self, doc: dict[str, Any]) -> Any:
+        """A match document as the engine's ``match`` column takes it."""
+        return compact_json(doc)
+
+    def _run_steps(self, ex: Execute, previous: int | None) -> None:
+        """The schema steps after version ``previous`` (None: a new index), in order."""
+        for version in range(3, SCHEMA_VERSION + 1):
+            if previous is None or version > previous:
+                for sql in step_statements(self.dialect, version, previous):  # type: ignore[arg-type]
+                    ex(sql)
+                self._after_step(ex, version, previous)
+
+    def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
+        """What an engine does after the statements of a schema step."""
 
     def _limit(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:
         if limit is not None:
@@ -82,6 +114,21 @@ class SqlIndex(SqlWorkitems, Index):
         if offset:
             return " LIMIT -1 OFFSET ?", [offset]
         return "", []
+
+    def _in(self, column: str, values: Sequence[Any]) -> Condition:
+        """``column`` equal to one of ``values`` (PostgreSQL overrides: one array parameter)."""
+        return Condition(f"{column} IN ({', '.join('?' * len(values))})", list(values))
+
+    def _rows_in(self, ex: Execute, sql: str, column: str, values: Iterable[Any], params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of ``sql`` whose ``{in}`` is ``column`` among ``values`` (in chunks: one statement each)."""
+        values = list(values)
+        rows: list[Any] = []
+        for start in range(0, len(values), IN_CHUNK):
+            cond = self._in(column, values[start:start + IN_CHUNK])
+            cursor = ex(sql.replace("{in}", cond.sql), [*params, *cond.params])
+            if cursor.description is not None:
+                rows += cursor.fetchall()
+        return rows
 
     # -- writing -----------------------------------------------------------------------------
     def add_intents(self, keys: Sequence[str], session: str) -> None:
@@ -92,10 +139,16 @@ class SqlIndex(SqlWorkitems, Index):
 
     def drop_intents(self, keys: Sequence[str], session: str) -> list[str]:
         def work(ex: Execute) -> list[str]:
-            return [k for k in keys if ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (k, session)).fetchone()]
+            dropped = {r[0] for r in self._rows_in(
+                ex, "DELETE FROM intents WHERE session=? AND {in} RETURNING key", "key", keys, [session])}
+            return [k for k in keys if k in dropped]
         return self._transact(work)
 
     def commit(self, entries: Sequence[Entry], policy: DuplicatePolicy, session: str, grace: float) -> list[str]:
+        """One transaction for the batch, its round trips to a database server independent of the
+        batch's size: the decisions are taken in Python from two reads (which intents are still
+        this session's, which instances exist), then the rows go in with one statement per table
+        (``ex.many``) and the study/series aggregates are recomputed set-wise."""
         def work(ex: Execute) -> list[str]:
             now = time.time()
             names = (
@@ -104,35 +157,41 @@ class SqlIndex(SqlWorkitems, Index):
                 | {e.record.study_uid for e in entries}
             )
             self._lock(ex, names)
+            mine = {r[0] for r in self._rows_in(ex, "DELETE FROM intents WHERE session=? AND {in} RETURNING key", "key",
+                                                [e.key for e in entries], [session])}
+            # Where each instance is stored now, updated as the batch goes (a SOP Instance twice in
+            # one batch: the later replaces the earlier, as two batches would).
+            current: dict[str, tuple[str, str, str]] = {
+                r[0]: (r[1], r[2], r[3]) for r in self._rows_in(
+                    ex, "SELECT sop_uid, path, study_uid, series_uid FROM instances WHERE {in}", "sop_uid",
+                    sorted({e.record.sop_uid for e in entries}))}
             affected: set[tuple[str, str]] = set()
-            due_now: list[str] = []
-
-            def garbage(key: str, due: float) -> None:
-                ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, due))
-                if due <= now:
-                    due_now.append(key)
-
+            garbage: list[tuple[str, float]] = []
+            written: dict[str, Entry] = {}  # by SOP Instance UID: first appearance orders, the last entry wins
             for entry in entries:
                 record = entry.record
-                mine = ex("DELETE FROM intents WHERE key=? AND session=? RETURNING key", (entry.key, session)).fetchone()
-                if mine is None:
+                if entry.key not in mine:
                     entry.decision = "lost"  # a sweep took this process for dead and owns the blob now
                     continue
-                old = ex("SELECT path, study_uid, series_uid FROM instances WHERE sop_uid=?", (record.sop_uid,)).fetchone()
+                old = current.get(record.sop_uid)
                 if old is not None and policy in ("reject", "keep"):
                     entry.decision = "duplicate" if policy == "reject" else "kept"
-                    garbage(entry.key, now)
+                    garbage.append((entry.key, now))
                     continue
-                self._upsert(ex, record, entry.key, entry.size, now)
+                current[record.sop_uid] = (entry.key, record.study_uid, record.series_uid)
+                written[record.sop_uid] = entry
                 if old is not None:
                     entry.decision = "replaced"
-                    garbage(old["path"], now + grace)
-                    affected.add((old["study_uid"], old["series_uid"]))
+                    garbage.append((old[0], now + grace))
+                    affected.add((old[1], old[2]))
                 else:
                     entry.decision = "stored"
                 affected.add((record.study_uid, record.series_uid))
+            self._upsert(ex, list(written.values()), now)
+            if garbage:
+                ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", garbage)
             self._refresh_aggregates(ex, affected)
-            return due_now
+            return [key for key, due in garbage if due <= now]
 
         try:
             return self._transact(work)
@@ -141,57 +200,81 @@ class SqlIndex(SqlWorkitems, Index):
                 entry.decision = ""
             raise
 
-    def _upsert(self, ex: Execute, record: InstanceRecord, key: str, size: int, now: float) -> None:
-        meta = record.metadata
-        study_cols = column_values(meta, T_STUDY)
-        study_json = json.dumps(record.level_json(T_STUDY), separators=(",", ":"), ensure_ascii=False)
-        upsert_row(ex, "studies", "study_uid", record.study_uid,
-                   {**study_cols, "study_json": study_json, "updated": now, **self._extra_columns(T_STUDY, record, study_cols)})
-        series_cols = column_values(meta, T_SERIES)
-        series_json = json.dumps(record.level_json(T_SERIES), separators=(",", ":"), ensure_ascii=False)
-        upsert_row(ex, "series", "series_uid", record.series_uid,
-                   {**series_cols, "study_uid": record.study_uid, "series_json": series_json, "updated": now,
-                    **self._extra_columns(T_SERIES, record, series_cols)})
-        inst_cols = column_values(meta, T_INSTANCE)
-        inst_cols.pop("sop_uid", None)
-        number = inst_cols.get("instance_number")
-        upsert_row(ex, "instances", "sop_uid", record.sop_uid, {
-            **inst_cols,
-            "sop_class_uid": record.sop_class_uid,
-            "series_uid": record.series_uid,
-            "study_uid": record.study_uid,
-            "instance_number_int": int(number) if number and number.lstrip("-").isdigit() else None,
-            "number_of_frames": str(record.number_of_frames),
-            "transfer_syntax": record.transfer_syntax,
-            "path": key,
-            "size": size,
-            "metadata": record.metadata_text,
-            "frames": record.layout.to_json(),
-            "stored": now,
-            **self._extra_columns(T_INSTANCE, record, inst_cols),
-        })
+    def _upsert(self, ex: Execute, entries: Sequence[Entry], now: float, stored: dict[str, float] | None = None) -> None:
+        """Insert or update the study, series and instance rows of ``entries`` (one statement per
+        table; a study or series of several entries takes the values of the last). ``stored``: the
+        stored time to keep for some instances (metadata refreshed in place), by SOP Instance UID."""
+        last_of_study = {e.record.study_uid: e.record for e in entries}  # in order of first appearance
+        last_of_series = {e.record.series_uid: e.record for e in entries}
+        studies: dict[str, dict[str, Any]] = {}
+        for uid, record in last_of_study.items():
+            study_cols = column_values(record.metadata, T_STUDY)
+            studies[uid] = {**study_cols, "study_json": compact_json(record.level_json(T_STUDY)), "updated": now,
+                            **self._extra_columns(T_STUDY, record, study_cols)}
+        series: dict[str, dict[str, Any]] = {}
+        for uid, record in last_of_series.items():
+            series_cols = column_values(record.metadata, T_SERIES)
+            series[uid] = {**series_cols, "study_uid": record.study_uid, "series_json": compact_json(record.level_json(T_SERIES)),
+                           "updated": now, **self._extra_columns(T_SERIES, record, series_cols)}
+        instances: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            record = entry.record
+            meta = record.metadata
+            inst_cols = column_values(meta, T_INSTANCE)
+            inst_cols.pop("sop_uid", None)
+            number = inst_cols.get("instance_number")
+            instances[record.sop_uid] = {
+                **inst_cols,
+                "sop_class_uid": record.sop_class_uid,
+                "series_uid": record.series_uid,
+                "study_uid": record.study_uid,
+                "instance_number_int": int(number) if number and number.lstrip("-").isdigit() else None,
+                "number_of_frames": str(record.number_of_frames),
+                "transfer_syntax": record.transfer_syntax,
+                "path": entry.key,
+                "size": entry.size,
+                "metadata": record.metadata_text,
+                "frames": record.layout.to_json(),
+                "stored": (stored or {}).get(record.sop_uid, now),
+                "metadata_version": METADATA_VERSION,
+                **self._extra_columns(T_INSTANCE, record, inst_cols),
+            }
+        upsert_rows(ex, "studies", "study_uid", studies)
+        upsert_rows(ex, "series", "series_uid", series)
+        upsert_rows(ex, "instances", "sop_uid", instances)
 
     def _refresh_aggregates(self, ex: Execute, affected: set[tuple[str, str]]) -> None:
-        for series_uid in sorted({s for _, s in affected}):
-            count = ex("SELECT COUNT(*) FROM instances WHERE series_uid=?", (series_uid,)).fetchone()[0]
-            if count:
-                ex("UPDATE series SET num_instances=? WHERE series_uid=?", (count, series_uid))
-            else:
-                ex("DELETE FROM series WHERE series_uid=?", (series_uid,))
-        for study_uid in sorted({s for s, _ in affected}):
-            row = ex("SELECT COUNT(*), COUNT(DISTINCT series_uid) FROM instances WHERE study_uid=?", (study_uid,)).fetchone()
-            if not row[0]:
-                ex("DELETE FROM studies WHERE study_uid=?", (study_uid,))
-                continue
-            modalities = sorted(
-                {
-                    r[0]
-                    for r in ex("SELECT DISTINCT modality FROM series WHERE study_uid=? AND modality IS NOT NULL", (study_uid,))
-                }
-            )
-            classes = sorted({r[0] for r in ex("SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid=?", (study_uid,))})
-            ex("UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
-               (row[0], row[1], _multi(modalities), _multi(classes), study_uid))
+        """Recompute the counts (and ModalitiesInStudy, SOPClassesInStudy) of the studies and series
+        in ``affected``; those left without instances go."""
+        series_uids = sorted({s for _, s in affected})
+        study_uids = sorted({s for s, _ in affected})
+        if not series_uids and not study_uids:
+            return
+        counts = {r[0]: r[1] for r in self._rows_in(
+            ex, "SELECT series_uid, COUNT(*) FROM instances WHERE {in} GROUP BY series_uid", "series_uid", series_uids)}
+        if counts:
+            ex.many("UPDATE series SET num_instances=? WHERE series_uid=?", [(counts[s], s) for s in series_uids if s in counts])
+        empty = [s for s in series_uids if s not in counts]
+        if empty:
+            self._rows_in(ex, "DELETE FROM series WHERE {in}", "series_uid", empty)
+        totals = {r[0]: (r[1], r[2]) for r in self._rows_in(
+            ex, "SELECT study_uid, COUNT(*), COUNT(DISTINCT series_uid) FROM instances WHERE {in} GROUP BY study_uid",
+            "study_uid", study_uids)}
+        modalities: dict[str, set[str]] = {s: set() for s in totals}
+        for r in self._rows_in(ex, "SELECT DISTINCT study_uid, modality FROM series WHERE modality IS NOT NULL AND {in}",
+                               "study_uid", list(totals)):
+            modalities[r[0]].add(r[1])
+        classes: dict[str, set[str]] = {s: set() for s in totals}
+        for r in self._rows_in(ex, "SELECT DISTINCT study_uid, sop_class_uid FROM instances WHERE {in}",
+                               "study_uid", list(totals)):
+            classes[r[0]].add(r[1])
+        if totals:
+            ex.many("UPDATE studies SET num_instances=?, num_series=?, modalities=?, sop_classes=? WHERE study_uid=?",
+                    [(totals[s][0], totals[s][1], _multi(sorted(modalities[s])), _multi(sorted(classes[s])), s)
+                     for s in study_uids if s in totals])
+        empty = [s for s in study_uids if s not in totals]
+        if empty:
+            self._rows_in(ex, "DELETE FROM studies WHERE {in}", "study_uid", empty)
 
     def delete(self, study_uid: str, series_uid: str | None, sop_uid: str | None, grace: float) -> tuple[int, list[str]]:
         def work(ex: Execute) -> tuple[int, list[str]]:
@@ -199,12 +282,56 @@ class SqlIndex(SqlWorkitems, Index):
             rows = self._select_instances(ex, study_uid, series_uid, sop_uid)
             self._lock(ex, {r["sop_uid"] for r in rows} | {r["series_uid"] for r in rows} | {study_uid})
             rows = self._select_instances(ex, study_uid, series_uid, sop_uid)  # as of the lock
-            for row in rows:
-                ex("DELETE FROM instances WHERE sop_uid=?", (row["sop_uid"],))
-                ex("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (row["path"], now + grace))
+            self._rows_in(ex, "DELETE FROM instances WHERE {in}", "sop_uid", [r["sop_uid"] for r in rows])
+            ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                    [(r["path"], now + grace) for r in rows])
             self._refresh_aggregates(ex, {(r["study_uid"], r["series_uid"]) for r in rows})
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
+
+    # -- copying a store (store.migrate) -------------------------------------------------------------
+    def study_sizes(self) -> list[tuple[str, int]]:
+        with self._read() as ex:
+            return [(r[0], r[1]) for r in ex("SELECT study_uid, num_instances FROM studies ORDER BY id")]
+
+    def export(self, study_uids: Sequence[str]) -> list[Row]:
+        sql = ("SELECT i.sop_uid, i.series_uid, i.study_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, "
+               "i.metadata, i.frames, i.number_of_frames, i.metadata_version, s.id AS study_row, se.id AS series_row, "
+               "i.id AS instance_row FROM instances i JOIN series se ON se.series_uid = i.series_uid "
+               "JOIN studies s ON s.study_uid = i.study_uid WHERE {in}")
+        with self._read() as ex:
+            rows = self._rows_in(ex, sql, "i.study_uid", study_uids)
+        return sorted(rows, key=lambda r: (r["study_row"], r["series_row"], r["instance_row"]))
+
+    def sizes(self, sop_uids: Sequence[str]) -> dict[str, int]:
+        with self._read() as ex:
+            return {r[0]: r[1] for r in self._rows_in(ex, "SELECT sop_uid, size FROM instances WHERE {in}", "sop_uid", sop_uids)}
+
+    # -- metadata written by older versions ----------------------------------------------------------
+    def metadata_floor(self) -> int:
+        with self._read() as ex:
+            row = ex("SELECT value FROM meta WHERE key='metadata'").fetchone()
+        return int(row[0]) if row else METADATA_VERSION
+
+    def set_metadata_floor(self, version: int) -> None:
+        self._transact(lambda ex: ex("INSERT INTO meta(key, value) VALUES ('metadata', ?) "
+                                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),)))
+
+    def stale_instances(self, after_id: int, limit: int) -> list[Row]:
+        with self._read() as ex:
+            return ex("SELECT id, sop_uid, path, size, stored FROM instances WHERE id > ? AND metadata_version < ? "
+                      "ORDER BY id LIMIT ?", (after_id, METADATA_VERSION, limit)).fetchall()
+
+    def refresh_metadata(self, entries: Sequence[Entry], stored: dict[str, float]) -> int:
+        def work(ex: Execute) -> int:
+            self._lock(ex, {e.record.sop_uid for e in entries} | {e.record.series_uid for e in entries}
+                       | {e.record.study_uid for e in entries})
+            current = {r[0]: r[1] for r in self._rows_in(ex, "SELECT sop_uid, path FROM instances WHERE {in}", "sop_uid",
+                                                         [e.record.sop_uid for e in entries])}
+            unchanged = [e for e in entries if current.get(e.record.sop_uid) == e.key]  # not replaced meanwhile
+            self._upsert(ex, unchanged, time.time(), stored)
+            return len(unchanged)
+        return self._transact(work) if entries else 0
 
     @abstractmethod
     def known_sessions(self) -> list[str]:
@@ -236,7 +363,7 @@ class SqlIndex(SqlWorkitems, Index):
     def forget_garbage(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            self._transact(lambda ex: [ex("DELETE FROM garbage WHERE key=?", (k,)) for k in keys])
+            self._transact(lambda ex: self._rows_in(ex, "DELETE FROM garbage WHERE {in}", "key", keys))
 
     def intent_keys(self) -> set[str]:
         with self._read() as ex:
@@ -252,15 +379,9 @@ class SqlIndex(SqlWorkitems, Index):
             return 0
 
         def work(ex: Execute) -> int:
-            affected = set()
-            removed = 0
-            for key in keys:
-                row = ex("DELETE FROM instances WHERE path=? RETURNING study_uid, series_uid", (key,)).fetchone()
-                if row is not None:
-                    affected.add((row["study_uid"], row["series_uid"]))
-                    removed += 1
-            self._refresh_aggregates(ex, affected)
-            return removed
+            rows = self._rows_in(ex, "DELETE FROM instances WHERE {in} RETURNING study_uid, series_uid", "path", keys)
+            self._refresh_aggregates(ex, {(r[0], r[1]) for r in rows})
+            return len(rows)
         return self._transact(work)
 
     def exists(self, sop_uid: str) -> bool:
@@ -310,6 +431,16 @@ class SqlIndex(SqlWorkitems, Index):
 
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
+        sql, params = self.search_statement(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
+                                            pn_case_insensitive=pn_case_insensitive)
+        with self._read() as ex:
+            rows = ex(sql, params).fetchall()
+        truncated = limit is not None and len(rows) > limit
+        return (rows[:limit] if truncated else rows), truncated
+
+    def search_statement(self, query: Query, *, study_uid: str | None = None, series_uid: str | None = None,
+                         limit: int | None = None, pn_case_insensitive: bool = True) -> tuple[str, list[Any]]:
+        """The SQL (``?`` placeholders) and parameters of a search, one row more than ``limit``."""
         level = query.level
         conditions: list[Condition] = []
         if study_uid is not None:
@@ -343,17 +474,15 @@ class SqlIndex(SqlWorkitems, Index):
         tail, tail_params = self._limit(limit + 1 if limit is not None else None, query.offset)
         sql += tail
         params += tail_params
-        with self._read() as ex:
-            rows = ex(sql, params).fetchall()
-        truncated = limit is not None and len(rows) > limit
-        return (rows[:limit] if truncated else rows), truncated
+        return sql, params
 
     def _condition(self, match: Match, level: str, ci: bool, fuzzy: bool) -> Condition:
         tag = match.path[0]
         rank = LEVEL_RANK[level]
         if len(match.path) == 1 and tag in COLUMNS_BY_TAG:
             col = COLUMNS_BY_TAG[tag]
-            return scoped(self._match_condition(match, f"{{a}}.{col.column}", col.level, ci, fuzzy), col.level, rank)
+            cond = self._match_condition(match, f"{{a}}.{col.column}", col.level, ci, fuzzy)
+            return scoped(self._prefiltered(cond, match, col.level, col.column, ci, fuzzy), col.level, rank)
         if len(match.path) == 1 and tag in COMPUTED_MULTI:
             return self._multi_condition(f"s.{COMPUTED_MULTI[tag]}", match, ci, fuzzy)
         if len(match.path) == 1 and tag in COMPUTED_COUNTS:
@@ -362,15 +491,32 @@ class SqlIndex(SqlWorkitems, Index):
                 return scoped(self._count_condition(f"{{a}}.{column}", match, ci, fuzzy), T_SERIES, rank)
             return self._count_condition(f"{alias}.{column}", match, ci, fuzzy)
         attr_level = level_of(tag)
-        return scoped(self._match_condition(match, None, attr_level, ci, fuzzy), attr_level, rank)
+        cond = self._match_condition(match, None, attr_level, ci, fuzzy)
+        return scoped(self._prefiltered(cond, match, attr_level, None, ci, fuzzy), attr_level, rank)
 
-    def representative_metadata(self, *, study_uid: str | None = None, series_uid: str | None = None) -> str | None:
+    def _prefiltered(self, cond: Condition, match: Match, attr_level: str, column: str | None, ci: bool,
+                     fuzzy: bool) -> Condition:
+        """``cond`` behind the engine's text index condition, where there is one (schema 4)."""
+        if attr_level not in (T_STUDY, T_SERIES) or fuzzy:
+            return cond
+        if column in BTREE_COLUMNS and not (match.kind == "wildcard" and match.values[0][:1] in ("*", "?")):
+            return cond  # the column's own index answers values and prefixes
+        pre = self._text_condition(match, attr_level, column, ci)
+        if pre is None:
+            return cond
+        return Condition(f"{pre.sql} AND ({cond.sql})", pre.params + cond.params)
+
+    def _text_condition(self, match: Match, attr_level: str, column: str | None, ci: bool) -> Condition | None:
+        """A condition through the text index of ``attr_level``'s table (``{a}`` its alias) that
+        every row satisfying ``match`` satisfies; None when the engine has none worth using."""
+        return None
+
+    def representative_metadata(self, level: str, uids: Sequence[str]) -> dict[str, str]:
+        column = "study_uid" if level == T_STUDY else "series_uid"
         with self._read() as ex:
-            if study_uid is not None:
-                r = ex("SELECT metadata FROM instances WHERE study_uid=? ORDER BY id DESC LIMIT 1", (study_uid,)).fetchone()
-            else:
-                r = ex("SELECT metadata FROM instances WHERE series_uid=? ORDER BY id DESC LIMIT 1", (series_uid,)).fetchone()
-        return r[0] if r else None
+            rows = self._rows_in(ex, f"SELECT {column}, metadata FROM instances WHERE id IN "
+                                     f"(SELECT MAX(id) FROM instances WHERE {{in}} GROUP BY {column})", column, uids)
+        return {r[0]: r[1] for r in rows}
 
     # -- jobs and servers --------------------------------------------------------------------
     def load_jobs(self) -> dict[str, dict[str, Any]]:
@@ -450,13 +596,13 @@ def scoped(cond: Condition, attr_level: str, query_rank: int) -> Condition:
     return Condition(sub, cond.params)
 
 
+_LEVEL_COLUMNS = {level: [(c.column, tag_hex(c.tag)) for c in INDEXED_COLUMNS
+                            if c.level == level and c.column not in ("study_uid", "series_uid")]
+                  for level in (T_STUDY, T_SERIES, T_INSTANCE)}
+
+
 def column_values(meta: DicomJson, level: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for col in INDEXED_COLUMNS:
-        if col.level != level or col.column in ("study_uid", "series_uid"):
-            continue
-        out[col.column] = matchable(meta.get(tag_hex(col.tag)))
-    return out
+    return {column: matchable(meta.get(key)) for column, key in _LEVEL_COLUMNS[level]}
 
 
 def matchable(elem: dict[str, Any] | None) -> str | None:
@@ -497,8 +643,16 @@ def _multi(values: list[str]) -> str | None:
     return "\\" + "\\".join(values) + "\\" if values else None
 
 
-def upsert_row(ex: Execute, table: str, key: str, uid: str, values: dict[str, Any]) -> None:
-    columns = list(values)
+def upsert_rows(ex: Execute, table: str, key: str, rows: dict[str, dict[str, Any]]) -> None:
+    """Insert or update rows of ``table`` by their unique ``key`` (every row with the same columns), in
+    the order given: one statement, executed for each row."""
+    if not rows:
+        return
+    columns = list(next(iter(rows.values())))
     assignments = ", ".join(f"{c}=excluded.{c}" for c in columns)
-    ex(f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))}) "
-       f"ON CONFLICT({key}) DO UPDATE SET {assignments}", [uid, *values.values()])
+    ex.many(f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({key}) DO UPDATE SET {assignments}", [[uid, *values.values()] for uid, values in rows.items()])
+
+
+def compact_json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

@@ -20,9 +20,9 @@ from typing import Any
 from ...dicom.dicomjson import DicomJson
 from ...dicom.query import Match, Query
 from ...fileio import StoreModes
-from ..schema import SCHEMA_VERSION, ddl, migrate_sqlite
-from . import Row, SchemaTooNew
-from .sql import JSON_COLUMN, Condition, Execute, SqlIndex, range_condition
+from ..schema import SCHEMA_VERSION, ddl, migrate_sqlite, sqlite_text_tables
+from . import Row, SchemaTooNew, matchdoc
+from .sql import JSON_COLUMN, T_STUDY, Condition, Execute, SqlIndex, range_condition
 
 try:
     import fcntl
@@ -44,6 +44,9 @@ class SqliteIndex(SqlIndex):
         self._session_file: Any = None
         self._session_path: Path | None = None
         self._connections: list[sqlite3.Connection] = []
+        # Wildcard and any-attribute matches at the study and series levels go through the FTS5
+        # trigram tables first (false: every row is matched in Python, the reference for tests).
+        self.text_search = True
         self._open_schema()
 
     def _open_schema(self) -> None:
@@ -58,16 +61,30 @@ class SqliteIndex(SqlIndex):
             raise SchemaTooNew(
                 f"the index {self.path} has schema {version}, made by a newer dicomweb-nb; this version reads "
                 f"schema {SCHEMA_VERSION} and older. Upgrade dicomweb-nb (pip install -U dicomweb-nb) to open it")
-        conn.executescript(ddl("sqlite"))
+        if version is None or version < 2:
+            conn.executescript(ddl("sqlite"))  # the schema as of version 2; later ones are steps
 
         def work(ex: Execute) -> None:
             row = ex("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                ex("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) < SCHEMA_VERSION:
-                migrate_sqlite(self._conn(), int(row[0]))
-                ex("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            previous = int(row[0]) if row else None
+            if previous is not None and previous >= SCHEMA_VERSION:
+                return
+            if previous is not None and previous < 2:
+                migrate_sqlite(self._conn(), previous)
+            self._run_steps(ex, previous)
+            ex("INSERT INTO meta(key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+               (str(SCHEMA_VERSION),))
         self._transact(work)
+
+    def _after_step(self, ex: Execute, version: int, previous: int | None) -> None:
+        if version == 4:
+            # The match documents of the rows already there, then the text tables built from them.
+            for table, json_column in (("studies", "study_json"), ("series", "series_json")):
+                ex.many(f"UPDATE {table} SET match=? WHERE id=?",
+                        [(self._match_document(matchdoc.build(json.loads(text), None)), row_id)
+                         for row_id, text in ex(f"SELECT id, {json_column} FROM {table}").fetchall()])
+            for statement in sqlite_text_tables():
+                ex(statement)
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -89,14 +106,14 @@ class SqliteIndex(SqlIndex):
 
     @contextmanager
     def _read(self) -> Iterator[Execute]:
-        yield self._conn().execute
+        yield _Executor(self._conn())
 
     def _transact(self, work: Callable[[Execute], Any]) -> Any:
         with self._write_lock:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(conn.execute)
+                result = work(_Executor(conn))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -177,11 +194,36 @@ class SqliteIndex(SqlIndex):
             return Condition(f"{column} = ?", list(match.values))
         return Condition(f"{column} IN ({','.join('?' * len(match.values))})", list(match.values))
 
+    def _text_condition(self, match: Match, attr_level: str, column: str | None, ci: bool) -> Condition | None:
+        if not self.text_search:
+            return None
+        patterns = matchdoc.text_patterns(match, ci=ci)
+        if patterns is None:
+            return None
+        table = "studies_text" if attr_level == T_STUDY else "series_text"
+        rows = " UNION ".join(f"SELECT rowid FROM {table} WHERE match LIKE ?" for _ in patterns)
+        return Condition(f"{{a}}.id IN ({rows})", patterns)
+
     def _multi_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition:
         return Condition(f"dw_multi({self._local.state.add(match)}, {column})")
 
     def _count_condition(self, column: str, match: Match, ci: bool, fuzzy: bool) -> Condition:
         return Condition(f"dw_value({self._local.state.add(match)}, CAST({column} AS TEXT))")
+
+
+class _Executor:
+    """``Execute`` on a SQLite connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __call__(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def many(self, sql: str, rows: Any) -> None:
+        self.conn.executemany(sql, rows)
 
 
 class _MatchFunctions:

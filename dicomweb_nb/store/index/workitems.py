@@ -24,12 +24,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...dicom.query import Match, Query
 
+if TYPE_CHECKING:
+    from .sql import Execute  # sql.py imports this module: the type only
+
 DicomJson = dict[str, Any]
-Execute = Callable[..., Any]
 T = TypeVar("T")
 
 WORKLIST_LOCK = "dicomweb-nb:worklist"
