@@ -22,7 +22,8 @@ from typing import Any
 __all__ = [
     "DicomWebError", "HTTPStatusError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "NotAcceptable",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "TooManyRequests", "ServerError", "ServiceUnavailable",
-    "ConnectionFailed", "InvalidFilter", "ConfigurationError", "UnknownServer", "InvalidResponse", "FrameError",
+    "ConnectionFailed", "InvalidFilter", "ConfirmationRequired", "ConfigurationError", "UnknownServer", "InvalidResponse",
+    "FrameError",
     "QueryError", "UnknownAttributeError", "MediaTypeError", "MultipartError",
     "PixelDecodeError", "DisplayError", "RenderParameterError", "TranscodeError", "VolumeError",
     "SegmentationError", "MeasurementError", "DicomWebWarning", "NotDicomError", "MissingAttributeError",
@@ -113,6 +114,10 @@ class QueryError(DicomWebError, ValueError):
 
 class InvalidFilter(QueryError):
     """A search filter that is not valid DICOM; raised before any request is sent."""
+
+
+class ConfirmationRequired(DicomWebError, ValueError):
+    """An irreversible request made without saying so (``pacs.delete(study)`` without ``confirm=True``)."""
 
 
 class UnknownAttributeError(DicomWebError, ValueError):

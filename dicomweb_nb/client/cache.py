@@ -174,6 +174,16 @@ class FrameCache:
         with self._pending_lock:
             return self._pending_lock.wait_for(lambda: not self._pending, timeout=timeout)
 
+    def forget(self, server: str, study: str, series: str | None = None, instance: str | None = None) -> int:
+        """Remove the frames of a study, series or instance of ``server`` (deleted there); returns how many."""
+        self.flush()
+        prefix = "|".join([server.rstrip("/"), study, *([series] if series else []), *([instance] if instance else [])]) + "|"
+        removed = 0
+        for key in list(self._store.iterkeys()):
+            if isinstance(key, str) and key.startswith(prefix) and self._store.delete(key, retry=True):
+                removed += 1
+        return removed
+
     def info(self) -> dict[str, Any]:
         self.flush()
         hits, misses = self._store.stats()

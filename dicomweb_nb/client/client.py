@@ -491,6 +491,44 @@ class Client(WorklistMethods):
             bar.close()
         return rows
 
+    # -- delete and the change feed (client.workflow) ------------------------------------------------
+    def delete(self, study: str, series: str | None = None, instance: str | None = None, *, confirm: bool = False) -> None:
+        """Delete a study, a series or an instance from the server (``DELETE`` of its URL; in-process
+        for this workspace's store). It cannot be undone: deleting a whole study needs
+        ``confirm=True`` (``dw.errors.ConfirmationRequired`` otherwise). An unknown UID raises
+        ``dw.errors.NotFound``; a server that does not allow it, its error (403, 405...).
+        Frames of what was deleted leave the local frame cache.
+        """
+        from .workflow import delete_resource
+
+        delete_resource(self.source, study, series, instance, confirm=confirm)
+
+    def changes(self, since: int | None = None, *, start: Any = None, end: Any = None, limit: int | None = None,
+                metadata: bool = False) -> pd.DataFrame:
+        """The server's change feed (Azure's DICOM change feed; ours has it): one row per instance
+        created or deleted, oldest first, columns ``Sequence``, ``Timestamp`` (UTC), ``Action``
+        (``create`` | ``delete``), ``State`` (``current`` | ``replaced`` | ``deleted``: what became of
+        it since), ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID``.
+
+        ``since``: only entries after that ``Sequence`` (keep the last one you processed and pass it
+        next time: an incremental pipeline). ``start``/``end``: a time window ``[start, end)``
+        (datetimes, naive ones in UTC, or ISO 8601 strings). ``limit``: at most that many.
+        ``metadata=True`` adds ``Metadata``, the instance's current DICOM JSON (None once deleted).
+        """
+        from .workflow import changes_frame, read_changes
+
+        return changes_frame(read_changes(self.source, since=since, start=start, end=end, limit=limit, metadata=metadata),
+                             metadata=metadata)
+
+    def latest_sequence(self) -> int:
+        """The ``Sequence`` of the newest change-feed entry (0 when nothing was ever stored): where
+        ``changes(since=...)`` starts to follow only what happens from now on."""
+        latest = getattr(self.source, "latest_change", None)
+        if latest is None:
+            raise DicomWebError(f"{type(self.source).__name__} has no change feed")
+        entry = latest()
+        return int(entry["Sequence"]) if entry else 0
+
     # -- copying elsewhere ------------------------------------------------------------------------
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None, *,
                  to: str | os.PathLike[str] | Client, batch_size: int = 50, progress: bool | None = None,

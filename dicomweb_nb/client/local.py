@@ -31,7 +31,7 @@ from ..fileio import open_private
 from ..pixels import render as rd
 from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
 from ..protocol import BulkPart, EncodedFrame, Level, RenderedImage, StowItem
-from ..store import reader, transcode
+from ..store import changefeed, reader, transcode
 from ..store.index import open_index
 from ..store.store import InstanceRow, NotFoundError, Store, workspace_store_options
 from ..store.worklist import event_report
@@ -150,6 +150,28 @@ class StoreSource:
         except (transcode.TranscodeError, rd.RenderParameterError, ValueError) as exc:
             raise NotAcceptable(str(exc), status=406, url=self._url(study, series, instance)) from None
         return RenderedImage(data, media_type)
+
+    # -- delete and the change feed (client.workflow) --------------------------------------------
+    def delete_resource(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        try:
+            self.store.delete(study, series, instance)
+        except NotFoundError as exc:
+            raise NotFound(str(exc), status=404, url=self._url(study, series, instance)) from None
+
+    def change_feed(self, *, offset: int = 0, limit: int = 100, start: str | None = None, end: str | None = None,
+                    include_metadata: bool = False) -> list[DicomJson]:
+        params = {"offset": [str(offset)], "limit": [str(limit)], "includeMetadata": [str(include_metadata)]}
+        params.update({name: [value] for name, value in (("startTime", start), ("endTime", end)) if value})
+        try:
+            request = changefeed.parse_feed_request(params)
+        except changefeed.ChangeFeedError as exc:
+            raise BadRequest(str(exc), status=400, url=self.base_url) from None
+        return [changefeed.feed_entry(e, self._url, include_metadata=include_metadata)
+                for e in changefeed.read_feed(self.store, request)]
+
+    def latest_change(self) -> DicomJson | None:
+        entry = self.store.latest_change(include_metadata=False)
+        return changefeed.feed_entry(entry, include_metadata=False) if entry is not None else None
 
     # -- STOW-RS ----------------------------------------------------------------------------------
     def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,

@@ -20,7 +20,7 @@ from ..dicom.mediatypes import (
     parse_media_type,
 )
 from ..dicom.multipart import new_boundary
-from ..errors import DicomWebError, DicomWebWarning, InvalidResponse
+from ..errors import DicomWebError, DicomWebWarning, InvalidResponse, NotFound
 from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .http import HttpClient
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
@@ -127,13 +127,7 @@ class WebSource:
                     warnings.warn(f"{self.url}: {text}", DicomWebWarning, stacklevel=7)
             if response.status_code == 204 or not response.content.strip():
                 return [], more
-            try:
-                page = response.json()
-            except ValueError as exc:
-                raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
-            if not isinstance(page, list):
-                raise InvalidResponse(f"GET {url}: expected a JSON array of datasets", status=response.status_code, url=url)
-            return page, more
+            return _json_array(response, url, "datasets"), more
 
         everything = [*wire.supersets, *wire.exacts]
 
@@ -312,6 +306,40 @@ class WebSource:
                                           params=dict(params) or {"viewport": "128,128"})
         return RenderedImage(response.content, _main_type(response.headers.get("Content-Type")) or media_type)
 
+    # -- delete and the change feed (client.workflow) ----------------------------------------
+    def delete_resource(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        """``DELETE`` a study, series or instance (as Azure's DICOM service and dcm4chee have it)."""
+        self.http.request("DELETE", self.http.url(*_resource_segments(study, series, instance)))
+        from .cache import frame_cache
+
+        cache = frame_cache()
+        if cache is not None:
+            cache.forget(self.url, study, series, instance)
+
+    def change_feed(self, *, offset: int = 0, limit: int = 100, start: str | None = None, end: str | None = None,
+                    include_metadata: bool = False) -> list[dict[str, Any]]:
+        """One page of ``{root}/changefeed`` (Azure's version 2 parameters)."""
+        params = [("offset", str(offset)), ("limit", str(limit)), ("includeMetadata", "true" if include_metadata else "false")]
+        params += [(name, value) for name, value in (("startTime", start), ("endTime", end)) if value]
+        url = self.http.url("changefeed", query=params)
+        return _json_array(self._feed_answer(url), url, "change-feed entries")
+
+    def latest_change(self) -> dict[str, Any] | None:
+        """``{root}/changefeed/latest`` without metadata; None when the feed is empty."""
+        url = self.http.url("changefeed", "latest", query=[("includeMetadata", "false")])
+        response = self._feed_answer(url)
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        entry: dict[str, Any] = _json_answer(response, url, dict, "a change-feed entry (a JSON object)")
+        return entry
+
+    def _feed_answer(self, url: str) -> Any:
+        try:
+            return self.http.get_content(url, accept="application/json")
+        except NotFound as exc:
+            raise type(exc)(f"{self.url} has no change feed: GET {url} answered {exc.status}", status=exc.status, url=url,
+                            server_message=exc.server_message, method="GET") from None
+
     # -- STOW-RS ------------------------------------------------------------------------------
     def store_instances(self, items: Sequence[StowItem], *, study: str | None = None,
                         on_sent: Callable[[StowItem], None] | None = None) -> DicomJson:
@@ -351,6 +379,23 @@ def _resource_segments(study: str, series: str | None, instance: str | None) -> 
             raise ValueError("an instance UID needs its series UID")
         segments += ["instances", instance]
     return segments
+
+
+def _json_array(response: Any, url: str, items: str) -> list[Any]:
+    """The JSON array an answer holds, or InvalidResponse saying what came instead."""
+    value: list[Any] = _json_answer(response, url, list, f"a JSON array of {items}")
+    return value
+
+
+def _json_answer(response: Any, url: str, expected: type, what: str) -> Any:
+    """The JSON an answer holds when it is an ``expected``, or InvalidResponse saying what came instead."""
+    try:
+        value = response.json()
+    except ValueError as exc:
+        raise InvalidResponse(f"GET {url}: the answer is not JSON", status=response.status_code, url=url) from exc
+    if not isinstance(value, expected):
+        raise InvalidResponse(f"GET {url}: expected {what}", status=response.status_code, url=url)
+    return value
 
 
 _WARNING_TEXT = re.compile(r'\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')

@@ -17,6 +17,11 @@ Actions, as jupyter-server names them:
   (a retrieve also writes into our store, so it needs both).
 
 Each route of ``routes.py`` names its ``Access``; a method it does not list is answered 405.
+
+A read-only server (``c.DicomWeb.read_only``) refuses, with a 403 saying so, every request that needs
+``write`` unless its route marks that method as keeping the stored data as it is (``keeps_data``:
+cancelling a job, sending instances to a remote server). One rule, so a route added later that
+changes data is covered by declaring that it needs ``write``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
-
-from tornado import web
 
 from .base import ApiError, DicomWebMixin
 
@@ -40,6 +43,13 @@ class Access:
     ``changes`` says for the others (a method in neither is answered 405)."""
 
     changes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Methods that need ``write`` (they create a job, for instance) but change no stored data: a
+    # read-only server still serves them.
+    keeps_data: frozenset[str] = frozenset()
+
+    def changes_data(self, method: str) -> bool:
+        """Whether the method changes what the server stores (refused by a read-only server)."""
+        return WRITE in (self.actions(method) or ()) and method not in self.keeps_data
 
     def actions(self, method: str) -> tuple[str, ...] | None:
         if method in _READING_METHODS:
@@ -50,9 +60,10 @@ class Access:
         return [*_READING_METHODS, *self.changes]
 
 
-def access(**changes: tuple[str, ...]) -> Access:
-    """``access(POST=(WRITE,))``: a route that reads with GET and changes things with POST."""
-    return Access(dict(changes))
+def access(*, keeps_data: tuple[str, ...] = (), **changes: tuple[str, ...]) -> Access:
+    """``access(POST=(WRITE,))``: a route that reads with GET and changes things with POST;
+    ``keeps_data=("POST",)``: that POST needs ``write`` but leaves the stored data as it is."""
+    return Access(dict(changes), frozenset(keeps_data))
 
 
 def _allow_unauthenticated(method: Any) -> Any:
@@ -85,8 +96,9 @@ class AccessMixin(DicomWebMixin):
 
     def allowed_methods(self) -> list[str]:
         """The methods of this URL: those its route grants that its handler implements."""
-        return [m for m in self.access.methods()
-                if m == "OPTIONS" or getattr(type(self), m.lower()) is not web.RequestHandler._unimplemented_method]
+        from .capabilities import served_methods
+
+        return served_methods(type(self), self.access)
 
     def is_cors_preflight(self) -> bool:
         headers = self.request.headers
@@ -94,7 +106,15 @@ class AccessMixin(DicomWebMixin):
 
     @_allow_unauthenticated
     def options(self, *args: Any, **kwargs: Any) -> None:
-        """The CORS preflight (no user needed), or the methods of this URL (``Allow``, needs read)."""
+        """The CORS preflight (no user needed), or the Retrieve Capabilities transaction (needs read):
+        the WADL of a resource under the DICOMweb root (``capabilities.py``) with its ``Allow``; elsewhere
+        (WADO-URI, Orthanc's /jobs) only the ``Allow`` header."""
+        root = self.ctx.root_path
+        if not self.is_cors_preflight() and (self.request.path.startswith(root) or self.request.path == root.rstrip("/")):
+            from .capabilities import answer_capabilities
+
+            answer_capabilities(self)
+            return
         if self.is_cors_preflight():
             allowed = self.ctx.config.cors_origins
             origin = self.request.headers.get("Origin")
@@ -125,3 +145,6 @@ class AccessMixin(DicomWebMixin):
                 who = getattr(user, "username", None) or "this user"
                 raise ApiError(403, f"{who} is not allowed to {action} {RESOURCE!r}: "
                                     f"{method} {self.request.path} needs {' and '.join(actions)}")
+        if self.ctx.config.read_only and self.access.changes_data(method):
+            raise ApiError(403, f"this server is read-only (c.DicomWeb.read_only): {method} {self.request.path} "
+                                "would change the stored data, and is refused")

@@ -15,13 +15,13 @@ from ..store import Store, StoreError
 from ..store.blobs import redact_text
 from ..store.index import DuplicatePolicy
 from ..store.store import location, workspace_store_options
-from . import standalone_handlers
+from . import metrics, standalone_handlers
 from .base import DicomWebContext
 from .config import DicomWeb
 from .jobs import JobManager
 from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
-from .routes import build_routes, jobs_routes
+from .routes import READ_ONLY, build_routes, jobs_routes
 from .workitems import close_relay
 
 log = logging.getLogger("dicomweb_nb.server")
@@ -82,7 +82,9 @@ def make_context(
                                 index=store if config.servers_in_store and not store.is_folder_store else None,
                                 default_timeout=config.request_timeout)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
-    announce_worklist(store)
+    if not config.read_only:  # a read-only server writes nothing, not even this notice
+        announce_worklist(store)
+    metrics.install(ctx)
     return ctx
 
 
@@ -106,6 +108,7 @@ def close_context(ctx: DicomWebContext) -> None:
     the store."""
     stop_jobs(ctx)
     close_relay(ctx)
+    metrics.uninstall(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
@@ -130,6 +133,8 @@ def make_app(
     # Orthanc keeps jobs at its root; scripts written for it look there.
     routes = jobs_routes(standalone_handlers, "/") + build_routes(
         standalone_handlers, ctx.root_path, ctx.wado_path if config.enable_wado else None)
+    # Prometheus metrics where Jupyter has its own (there these are added to Jupyter's /metrics).
+    routes.insert(0, (r"/metrics", standalone_handlers.MetricsHandler, {"access": READ_ONLY}))
     return web.Application(routes, dicomweb=ctx, **settings)
 
 

@@ -244,9 +244,12 @@ class StreamedBodyMixin(DicomWebMixin):
         if headers.get("Expect", "").lower() == "100-continue":
             return False
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        length = headers.get("Content-Length", "")
-        if not chunked and not (length.isdigit() and 0 < int(length) <= DRAIN_LIMIT):
+        length = headers.get("Content-Length", "").strip() or "0"  # no length and not chunked: no body
+        if not chunked and not (length.isdigit() and int(length) <= DRAIN_LIMIT):
             return False
+        # Even with no body to drain, the answer waits for tornado to have read the (empty) body: a
+        # connection answered before that is closed without a "Connection: close", and a kept-alive client's
+        # next request on it is reset.
         self.http_connection.set_max_body_size(DRAIN_LIMIT if chunked else int(length))
         self.keep_refusal(refusal)
         return True

@@ -10,6 +10,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, v
 from traitlets.config import Configurable
 
 METADATA_MODES = ("Full", "MainDicomTags", "Extrapolate")
+OTHER_BINARY_MODES = ("BulkDataURI", "InlineBinary")
 
 DEFAULT_SERIES_EXTRAPOLATED = [
     "BitsAllocated", "BitsStored", "Columns", "HighBit", "PhotometricInterpretation", "PixelSpacing",
@@ -64,8 +65,26 @@ class DicomWeb(Configurable):
     ).tag(config=True)
     public_url = Unicode(
         "",
-        help="Absolute URL of the DICOMweb root as clients see it, when neither the Host header nor "
-        "Forwarded / X-Forwarded-* headers give it right [Host + Ssl].",
+        help="Absolute URL of the DICOMweb root as clients see it (RetrieveURL, BulkDataURI, Content-Location), "
+        "when neither the Host header nor Forwarded / X-Forwarded-* headers give it right [Host + Ssl; "
+        "PublicRoot is its path: behind a reverse proxy mounting the root elsewhere, give the whole URL here, "
+        "or let the proxy send X-Forwarded-Prefix].",
+    ).tag(config=True)
+    read_only = Bool(
+        False,
+        help="Refuse every request that would change the stored data, with a 403 saying so: STOW-RS, DELETE, "
+        "worklist changes, PUT/DELETE /servers/{name} and /servers/{name}/retrieve (searches, retrieves and "
+        "sending to remote servers go on) [Orthanc core ReadOnly, honoured by the plugin since 1.18].",
+    ).tag(config=True)
+    enable_performance_logs = Bool(
+        False,
+        help="Log one line per request (logger dicomweb_nb.performance): service, status, elapsed time, bytes "
+        "and rate [EnablePerformanceLogs].",
+    ).tag(config=True)
+    other_binary_mode = Enum(
+        OTHER_BINARY_MODES, "BulkDataURI",
+        help="How binary attributes other than pixel data (VR OB, OD, OF, OL, OV, OW) appear in WADO-RS "
+        "metadata: BulkDataURI (a URL to fetch them; default) or InlineBinary (base64 in the JSON) [OtherBinaryMode].",
     ).tag(config=True)
     studies_metadata = Enum(METADATA_MODES, "Full", help="How study-level WADO-RS metadata is produced [StudiesMetadata].").tag(
         config=True

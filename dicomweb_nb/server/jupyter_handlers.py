@@ -13,9 +13,13 @@ from tornado.websocket import WebSocketHandler
 
 from .access import AccessMixin
 from .base import ApiError, NotFoundMixin
+from .changefeed import ChangeFeedLatestMixin, ChangeFeedMixin
+from .delete import DeleteMixin
 from .jobs import JobCancelMixin, JobMixin, JobsMixin
+from .metrics import RequestMetricsMixin
 from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
 from .qido import QidoMixin
+from .remote_calls import ServerDeleteMixin, ServerQidoMixin
 from .rendered import RenderedMixin, WadoUriMixin
 from .stow import StudiesMixin
 from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
@@ -31,7 +35,7 @@ from .workitems import (
 )
 
 
-class JupyterDicomWebHandler(AccessMixin, ExtensionHandlerMixin, JupyterHandler):
+class JupyterDicomWebHandler(AccessMixin, RequestMetricsMixin, ExtensionHandlerMixin, JupyterHandler):
     """Jupyter's authentication (no redirect to the login page: API clients get 403, as from
     jupyter-server's APIHandler), then the route's access through ``self.authorizer``."""
 
@@ -61,20 +65,20 @@ class StudiesHandler(StudiesMixin, JupyterDicomWebHandler):  # type: ignore[misc
 
 
 @web.stream_request_body
-class StudyHandler(StudyMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
-    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST)."""
+class StudyHandler(StudyMixin, DeleteMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST), delete (DELETE)."""
 
 
 class QidoHandler(QidoMixin, JupyterDicomWebHandler):
     """QIDO-RS searches of series and instances."""
 
 
-class SeriesHandler(SeriesMixin, JupyterDicomWebHandler):
-    """WADO-RS retrieve of a series."""
+class SeriesHandler(SeriesMixin, DeleteMixin, JupyterDicomWebHandler):
+    """WADO-RS retrieve of a series (GET), delete (DELETE)."""
 
 
-class InstanceHandler(InstanceMixin, JupyterDicomWebHandler):
-    """WADO-RS retrieve of an instance."""
+class InstanceHandler(InstanceMixin, DeleteMixin, JupyterDicomWebHandler):
+    """WADO-RS retrieve of an instance (GET), delete (DELETE)."""
 
 
 class MetadataHandler(MetadataMixin, JupyterDicomWebHandler):
@@ -99,6 +103,14 @@ class ResourceBulkDataHandler(ResourceBulkDataMixin, JupyterDicomWebHandler):
 
 class WadoUriHandler(WadoUriMixin, JupyterDicomWebHandler):
     """WADO-URI (``{wado_root}?requestType=WADO&...``)."""
+
+
+class ChangeFeedHandler(ChangeFeedMixin, JupyterDicomWebHandler):
+    """``{root}changefeed``: the change feed (Azure's)."""
+
+
+class ChangeFeedLatestHandler(ChangeFeedLatestMixin, JupyterDicomWebHandler):
+    """``{root}changefeed/latest``."""
 
 
 class NotFoundHandler(NotFoundMixin, JupyterDicomWebHandler):
@@ -153,6 +165,14 @@ class ServerHandler(ServerMixin, JupyterDicomWebHandler):
 
 class ServerGetHandler(ServerGetMixin, JupyterDicomWebHandler):
     """``{root}servers/{name}/get``."""
+
+
+class ServerQidoHandler(ServerQidoMixin, JupyterDicomWebHandler):
+    """``{root}servers/{name}/qido``."""
+
+
+class ServerDeleteHandler(ServerDeleteMixin, JupyterDicomWebHandler):
+    """``{root}servers/{name}/delete``."""
 
 
 class ServerStowHandler(ServerStowMixin, JupyterDicomWebHandler):

@@ -3,12 +3,15 @@
 ==============================================  =====================================================
 ``GET {root}/servers``                          names of the remote servers; ``?expand``: their public
                                                 definitions by name (passwords null, header names only)
-``GET {root}/servers/{name}``                   the operations offered: ``["get", "retrieve", "stow"]``
-                                                (as Orthanc); ``?expand``: the public definition
+``GET {root}/servers/{name}``                   the operations offered: ``["get", "retrieve", "stow", "qido"]``
+                                                and ``"delete"`` with ``HasDelete`` (as Orthanc, but for
+                                                its ``wado``); ``?expand``: the public definition
 ``PUT {root}/servers/{name}``                   add or replace a server (see ``remotes.py``)
 ``DELETE {root}/servers/{name}``                remove one added by PUT
 ``POST {root}/servers/{name}/get``              ``{"Uri", "Arguments"?, "HttpHeaders"?}``: a GET on the
                                                 remote (QIDO-RS, WADO-RS), its answer streamed back
+``POST {root}/servers/{name}/qido``, ``/delete``  a QIDO-RS search in Orthanc's simplified form, a DELETE
+                                                on the remote (``remote_calls.py``)
 ``POST {root}/servers/{name}/stow``             ``{"Resources", "HttpHeaders"?, "Synchronous"?, "Priority"?}``:
                                                 local instances sent by STOW-RS
 ``POST {root}/servers/{name}/retrieve``         ``{"Resources", "HttpHeaders"?, "GetArguments"?, ...}``:
@@ -196,7 +199,8 @@ class ServerMixin(_ProxyBase):
         if self.get_query_argument("expand", None) is not None:
             self.write_json(entry.public(), 200, "application/json")
         else:
-            self.write_json(["get", "retrieve", "stow"], 200, "application/json")
+            operations = ["get", "retrieve", "stow", "qido"] + (["delete"] if entry.definition.get("HasDelete") else [])
+            self.write_json(operations, 200, "application/json")
 
     async def put(self, name: str) -> None:
         body = self.json_body(allow_list=True)

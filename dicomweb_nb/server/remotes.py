@@ -9,7 +9,8 @@ Boolean or integer) kept with the server; three of them change what the proxy do
   false asks for the server's default syntax (for servers that refuse the wildcard).
 - ``ChunkedTransfers``: accepted and kept; STOW-RS requests always carry a Content-Length here, so
   servers without chunked uploads work either way.
-- ``HasDelete``: accepted and kept (the proxy offers no remote delete).
+- ``HasDelete``: ``/servers/{name}/delete`` may delete on that server (``remote_calls.py``); without
+  it that route answers 400, as in Orthanc.
 
 Where servers come from:
 

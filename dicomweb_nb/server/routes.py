@@ -20,13 +20,18 @@ Route = tuple[str, type, dict[str, Any]]
 
 # -- access of each kind of route ---------------------------------------------------------------
 READ_ONLY = access()
-STOW = access(POST=(WRITE,))  # the search or retrieve URL that also takes STOW-RS
+STOW = access(POST=(WRITE,))  # the search URL that also takes STOW-RS
+STUDY = access(POST=(WRITE,), DELETE=(WRITE,))  # retrieve, STOW-RS into it, delete it
+DELETABLE = access(DELETE=(WRITE,))  # a series or instance: retrieve, delete
 CHANGE_SERVER = access(PUT=(WRITE,), DELETE=(WRITE,))
-CALL_REMOTE = access(POST=(EXECUTE,))  # /servers/{name}/get: a GET on the remote, answered back
-# /servers/{name}/stow and /retrieve: transfers run as jobs (a change of this server), and a
-# retrieve stores what it gets.
-TRANSFER = access(POST=(EXECUTE, WRITE))
-CANCEL_JOB = access(POST=(WRITE,))
+# /servers/{name}/get, /qido, /delete: this server calls the remote and answers back (a /delete
+# changes the remote's data, not this server's).
+CALL_REMOTE = access(POST=(EXECUTE,))
+# /servers/{name}/stow and /retrieve: transfers run as jobs (a change of this server); a retrieve
+# stores what it gets, a stow only sends (a read-only server still sends).
+SEND = access(POST=(EXECUTE, WRITE), keeps_data=("POST",))
+RETRIEVE = access(POST=(EXECUTE, WRITE))
+CANCEL_JOB = access(POST=(WRITE,), keeps_data=("POST",))
 # The worklist (UPS-RS): creating, updating, claiming, completing, canceling and subscribing change it.
 WORKLIST_CHANGE = access(POST=(WRITE,))
 WORKITEM_STATE = access(PUT=(WRITE,))
@@ -49,12 +54,12 @@ def build_routes(handlers: ModuleType, root: str, wado: str | None) -> list[Rout
         _row(rf"{r}studies/?", h.StudiesHandler, STOW, level="study"),
         _row(rf"{r}series/?", h.QidoHandler, READ_ONLY, level="series"),
         _row(rf"{r}instances/?", h.QidoHandler, READ_ONLY, level="instance"),
-        _row(rf"{r}{st}/?", h.StudyHandler, STOW),
+        _row(rf"{r}{st}/?", h.StudyHandler, STUDY),
         _row(rf"{r}{st}/series/?", h.QidoHandler, READ_ONLY, level="series"),
         _row(rf"{r}{st}/instances/?", h.QidoHandler, READ_ONLY, level="instance"),
-        _row(rf"{r}{st}/{se}/?", h.SeriesHandler, READ_ONLY),
+        _row(rf"{r}{st}/{se}/?", h.SeriesHandler, DELETABLE),
         _row(rf"{r}{st}/{se}/instances/?", h.QidoHandler, READ_ONLY, level="instance"),
-        _row(rf"{r}{st}/{se}/{inst}/?", h.InstanceHandler, READ_ONLY),
+        _row(rf"{r}{st}/{se}/{inst}/?", h.InstanceHandler, DELETABLE),
         _row(rf"{r}{st}/metadata/?", h.MetadataHandler, READ_ONLY),
         _row(rf"{r}{st}/{se}/metadata/?", h.MetadataHandler, READ_ONLY),
         _row(rf"{r}{st}/{se}/{inst}/metadata/?", h.MetadataHandler, READ_ONLY),
@@ -67,16 +72,27 @@ def build_routes(handlers: ModuleType, root: str, wado: str | None) -> list[Rout
         _row(rf"{r}{st}/bulkdata/?", h.ResourceBulkDataHandler, READ_ONLY),
         _row(rf"{r}{st}/{se}/bulkdata/?", h.ResourceBulkDataHandler, READ_ONLY),
         _row(rf"{r}{st}/{se}/{inst}/bulkdata/?", h.ResourceBulkDataHandler, READ_ONLY),
+        # The change feed (Azure's): version 2 at changefeed and v2/changefeed, version 1 at v1/changefeed.
+        _row(rf"{r}changefeed/?", h.ChangeFeedHandler, READ_ONLY, version=2),
+        _row(rf"{r}changefeed/latest/?", h.ChangeFeedLatestHandler, READ_ONLY, version=2),
+        _row(rf"{r}v1/changefeed/?", h.ChangeFeedHandler, READ_ONLY, version=1),
+        _row(rf"{r}v1/changefeed/latest/?", h.ChangeFeedLatestHandler, READ_ONLY, version=1),
+        _row(rf"{r}v2/changefeed/?", h.ChangeFeedHandler, READ_ONLY, version=2),
+        _row(rf"{r}v2/changefeed/latest/?", h.ChangeFeedLatestHandler, READ_ONLY, version=2),
         *workitems_routes(h, r),
         # The client proxy (Orthanc's /servers API), its jobs, and the web client page.
         _row(rf"{r}servers/?", h.ServersHandler, READ_ONLY),
         _row(rf"{r}servers/{_NAME}/?", h.ServerHandler, CHANGE_SERVER),
         _row(rf"{r}servers/{_NAME}/get/?", h.ServerGetHandler, CALL_REMOTE),
-        _row(rf"{r}servers/{_NAME}/stow/?", h.ServerStowHandler, TRANSFER),
-        _row(rf"{r}servers/{_NAME}/retrieve/?", h.ServerRetrieveHandler, TRANSFER),
+        _row(rf"{r}servers/{_NAME}/qido/?", h.ServerQidoHandler, CALL_REMOTE),
+        _row(rf"{r}servers/{_NAME}/delete/?", h.ServerDeleteHandler, CALL_REMOTE),
+        _row(rf"{r}servers/{_NAME}/stow/?", h.ServerStowHandler, SEND),
+        _row(rf"{r}servers/{_NAME}/retrieve/?", h.ServerRetrieveHandler, RETRIEVE),
         *jobs_routes(h, r),
         _row(rf"{r}app/client", h.ClientPageRedirectHandler, READ_ONLY),
         _row(rf"{r}app/client/([A-Za-z0-9_.-]*)", h.ClientPageHandler, READ_ONLY),
+        # The root itself (OPTIONS there describes everything) and any other path under it: 404.
+        _row(rf"{r}?", h.NotFoundHandler, NOWHERE),
         _row(rf"{r}.*", h.NotFoundHandler, NOWHERE),
     ]
     if wado:

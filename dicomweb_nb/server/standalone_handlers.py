@@ -12,9 +12,13 @@ from tornado.websocket import WebSocketHandler
 
 from .access import AccessMixin, OneCredentialAuthorizer
 from .base import ApiError, DicomWebContext, NotFoundMixin
+from .changefeed import ChangeFeedLatestMixin, ChangeFeedMixin
+from .delete import DeleteMixin
 from .jobs import JobCancelMixin, JobMixin, JobsMixin
+from .metrics import MetricsMixin, RequestMetricsMixin
 from .proxy import ServerGetMixin, ServerMixin, ServerRetrieveMixin, ServersMixin, ServerStowMixin
 from .qido import QidoMixin
+from .remote_calls import ServerDeleteMixin, ServerQidoMixin
 from .rendered import RenderedMixin, WadoUriMixin
 from .stow import StudiesMixin
 from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
@@ -30,7 +34,7 @@ from .workitems import (
 )
 
 
-class StandaloneHandler(AccessMixin, web.RequestHandler):
+class StandaloneHandler(AccessMixin, RequestMetricsMixin, web.RequestHandler):
     """Optional token or HTTP basic authentication (``--token``, ``--basic-auth``), then the route's
     access through ``OneCredentialAuthorizer``: the one credential may do everything."""
 
@@ -76,20 +80,20 @@ class StudiesHandler(StudiesMixin, StandaloneHandler):
 
 
 @web.stream_request_body
-class StudyHandler(StudyMixin, StandaloneHandler):
-    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST)."""
+class StudyHandler(StudyMixin, DeleteMixin, StandaloneHandler):
+    """``{root}studies/{study}``: WADO-RS retrieve (GET), STOW-RS into that study (POST), delete (DELETE)."""
 
 
 class QidoHandler(QidoMixin, StandaloneHandler):
     """QIDO-RS searches of series and instances."""
 
 
-class SeriesHandler(SeriesMixin, StandaloneHandler):
-    """WADO-RS retrieve of a series."""
+class SeriesHandler(SeriesMixin, DeleteMixin, StandaloneHandler):
+    """WADO-RS retrieve of a series (GET), delete (DELETE)."""
 
 
-class InstanceHandler(InstanceMixin, StandaloneHandler):
-    """WADO-RS retrieve of an instance."""
+class InstanceHandler(InstanceMixin, DeleteMixin, StandaloneHandler):
+    """WADO-RS retrieve of an instance (GET), delete (DELETE)."""
 
 
 class MetadataHandler(MetadataMixin, StandaloneHandler):
@@ -114,6 +118,14 @@ class ResourceBulkDataHandler(ResourceBulkDataMixin, StandaloneHandler):
 
 class WadoUriHandler(WadoUriMixin, StandaloneHandler):
     """WADO-URI (``{wado_root}?requestType=WADO&...``)."""
+
+
+class ChangeFeedHandler(ChangeFeedMixin, StandaloneHandler):
+    """``{root}changefeed``: the change feed (Azure's)."""
+
+
+class ChangeFeedLatestHandler(ChangeFeedLatestMixin, StandaloneHandler):
+    """``{root}changefeed/latest``."""
 
 
 class NotFoundHandler(NotFoundMixin, StandaloneHandler):
@@ -170,6 +182,14 @@ class ServerGetHandler(ServerGetMixin, StandaloneHandler):
     """``{root}servers/{name}/get``."""
 
 
+class ServerQidoHandler(ServerQidoMixin, StandaloneHandler):
+    """``{root}servers/{name}/qido``."""
+
+
+class ServerDeleteHandler(ServerDeleteMixin, StandaloneHandler):
+    """``{root}servers/{name}/delete``."""
+
+
 class ServerStowHandler(ServerStowMixin, StandaloneHandler):
     """``{root}servers/{name}/stow``."""
 
@@ -196,3 +216,7 @@ class ClientPageRedirectHandler(ClientPageRedirectMixin, StandaloneHandler):
 
 class ClientPageHandler(ClientPageMixin, StandaloneHandler):
     """The web client page's files."""
+
+
+class MetricsHandler(MetricsMixin, StandaloneHandler):
+    """``/metrics``: Prometheus metrics (under Jupyter, Jupyter's own /metrics has them)."""

@@ -200,9 +200,8 @@ class MetadataMixin(DicomWebMixin):
         if instance is None:
             mode = config.series_metadata if series else config.studies_metadata
         newest = max(r.stored for r in rows)
-        etag = (
-            '"' + hashlib.sha1(f"{len(rows)}:{newest}:{mode}:{media_type}:{self.public_root()}".encode()).hexdigest()[:20] + '"'
-        )
+        representation = f"{len(rows)}:{newest}:{mode}:{config.other_binary_mode}:{media_type}:{self.public_root()}"
+        etag = '"' + hashlib.sha1(representation.encode()).hexdigest()[:20] + '"'
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", formatdate(newest, usegmt=True))
         self.set_header("Cache-Control", "private, no-cache")
@@ -250,6 +249,8 @@ class MetadataMixin(DicomWebMixin):
             texts = []
             for row in rows:
                 text = row.metadata_text if config.enable_metadata_cache else _reread_metadata(row)
+                if config.other_binary_mode == "InlineBinary":
+                    text = tc.inline_other_binary(row, text)
                 texts.append(absolutize_bulk_uris(text, url(row.study_uid, row.series_uid, row.sop_uid)))
             return texts
         objects = [json.loads(row.metadata_text) for row in rows]

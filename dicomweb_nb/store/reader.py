@@ -58,15 +58,29 @@ def read_dataset(row: InstanceRow, *, stop_before_pixels: bool = False) -> Datas
 def bulk_value(row: InstanceRow, path: str) -> bytes:
     """The value of the element a BulkDataURI ``bulk/{tag}[/{item}/{tag}...]`` names, in little-endian
     byte order whatever the stored transfer syntax (PS3.18 sends binary values little endian)."""
+    return bulk_values_at(row, [path])[path]
+
+
+def bulk_values_at(row: InstanceRow, paths: list[str]) -> dict[str, bytes]:
+    """``bulk_value`` of several paths, the instance read once; values larger than 64 KiB that no
+    path names (pixel data, mostly) are never read."""
+    parsed = {path: _parse_bulk_path(path) for path in paths}
+    with row.blob.open() as fp:
+        ds = pydicom.dcmread(fp, defer_size=64 << 10)
+        return {path: _value_at(ds, row, path, *tags_items) for path, tags_items in parsed.items()}
+
+
+def _parse_bulk_path(path: str) -> tuple[list[int], list[int]]:
     parts = [p for p in path.strip("/").split("/") if p]
     if not parts or len(parts) % 2 == 0:
         raise ValueError(f"malformed bulk data path {path!r}: expected tag[/item/tag...]")
     try:
-        tags = [int(p, 16) for p in parts[0::2]]
-        items = [int(p) for p in parts[1::2]]
+        return [int(p, 16) for p in parts[0::2]], [int(p) for p in parts[1::2]]
     except ValueError:
         raise ValueError(f"malformed bulk data path {path!r}: tags are 8 hex digits, items numbers") from None
-    ds = read_dataset(row)
+
+
+def _value_at(ds: Dataset, row: InstanceRow, path: str, tags: list[int], items: list[int]) -> bytes:
     node: Dataset = ds
     for depth, tag in enumerate(tags):
         if tag not in node:
@@ -81,6 +95,6 @@ def bulk_value(row: InstanceRow, path: str) -> bytes:
             return little_endian_value(bytes(elem.value), elem.VR, bits)
         seq = elem.value
         if elem.VR != "SQ" or not 0 <= items[depth] < len(seq):
-            raise NotFoundError(f"instance {row.sop_uid} has no item {items[depth]} in {parts[2 * depth]}")
+            raise NotFoundError(f"instance {row.sop_uid} has no item {items[depth]} in {path.split('/')[2 * depth]}")
         node = seq[items[depth]]
     raise NotFoundError(path)

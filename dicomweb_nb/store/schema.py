@@ -21,7 +21,10 @@ and indexes), run in order by both engines on a new index and on an older one al
   PostgreSQL, pg_trgm GIN indexes over the match documents; on SQLite, the match documents in a
   column and an FTS5 trigram table over it (``matchdoc.text_patterns``).
 - 5: PostgreSQL indexes finding the latest instance of a study or series in one probe.
-- 6: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
+- 6: the change feed (``changes``: one row per instance created or deleted, in one order; an index
+  made before it gets a ``create`` entry per instance it holds, in the order they were stored; see
+  ``index.changes``).
+- 7: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
 # kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
 METADATA_VERSION = 2
@@ -165,8 +168,8 @@ CREATE INDEX IF NOT EXISTS series_order ON series(study_uid, series_number_int, 
 
 
 def worklist_ddl(dialect: Dialect) -> str:
-    """Schema step 6, the worklist (``store/index/workitems.py``): each workitem's dataset (DICOM JSON,
-    without its Transaction UID, which is a column of its own, never returned) and state; the
+    """The worklist's schema step (``WORKLIST_VERSION``; ``store/index/workitems.py``): each workitem's
+    dataset (DICOM JSON, without its Transaction UID, which is a column of its own, never returned) and state; the
     subscriptions of AE titles to a workitem or to the whole worklist (``target`` is then the
     well-known UID of the worklist, or of the filtered worklist with its ``filter``); and the event
     reports due to each subscriber, kept a few minutes for the processes that deliver them."""
@@ -264,6 +267,25 @@ def _latest_instance_step(dialect: Dialect, previous: int | None) -> list[str]:
             "DROP INDEX IF EXISTS instances_study"]
 
 
+def _change_feed_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # The change feed (index.changes): one row per instance created or deleted, ``seq`` its order,
+    # ``recorded`` microseconds since the epoch. An index made before it gets a 'create' entry
+    # ('current') per instance it holds, in the order and at the time they were stored, so that
+    # reading the feed from its start finds everything the store holds.
+    t = _types(dialect)
+    text = t["text"]
+    out = [f"CREATE TABLE IF NOT EXISTS changes (seq {t['int']} PRIMARY KEY, recorded {t['int']} NOT NULL, "
+           f"action {text} NOT NULL, study_uid {text} NOT NULL, series_uid {text} NOT NULL, sop_uid {text} NOT NULL, "
+           f"state {text} NOT NULL)",
+           "CREATE INDEX IF NOT EXISTS changes_sop ON changes(sop_uid)",
+           "CREATE INDEX IF NOT EXISTS changes_recorded ON changes(recorded, seq)"]
+    if previous is not None:
+        out.append("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) "
+                   "SELECT ROW_NUMBER() OVER (ORDER BY stored, id), CAST(stored * 1000000 AS BIGINT), 'create', "
+                   "study_uid, series_uid, sop_uid, 'current' FROM instances")
+    return out
+
+
 # Each version after 2: the statements that make an index of the previous version into this one,
 # given the version the index had when it was opened (None: a new index).
 def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
@@ -271,8 +293,9 @@ def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
     return statements(worklist_ddl(dialect))
 
 
-WORKLIST_VERSION = 6  # the schema version whose step adds the worklist
-STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, WORKLIST_VERSION: _worklist_step}
+WORKLIST_VERSION = 7  # the schema version whose step adds the worklist
+STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, 6: _change_feed_step,
+         WORKLIST_VERSION: _worklist_step}
 
 
 def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:

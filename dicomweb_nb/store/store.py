@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomweb_nb.store")
 
 PARALLEL_PUT_BYTES = 4 << 20
+# Seconds a deleted instance's blob stays readable, in a folder too: a retrieve of a study opens its
+# files one after the other, and one under way when the study is deleted still sends every instance
+# it began with. (A replaced blob keeps the storage's own grace.)
+DELETED_BLOB_GRACE = 120.0
 
 try:
     import fcntl
@@ -90,6 +94,26 @@ class InstanceRow:
     layout: FrameLayout
     number_of_frames: int
     stored: float
+
+
+@dataclass
+class ChangeEntry:
+    """One entry of the change feed; ``metadata_text`` is the instance's current DICOM JSON
+    (relative BulkDataURIs) when it still exists and was asked for."""
+
+    sequence: int
+    timestamp: int  # microseconds since the epoch, UTC
+    action: str  # create | delete
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    state: str  # current | replaced | deleted
+    metadata_text: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ChangeEntry:
+        return cls(int(row["seq"]), int(row["recorded"]), row["action"], row["study_uid"], row["series_uid"],
+                   row["sop_uid"], row["state"], row["metadata"])
 
 
 @dataclass
@@ -141,6 +165,7 @@ class Store:
         self.blobs: BlobStorage = open_blob_storage(storage or self.root / FILES_DIRNAME,  # type: ignore[operator]
                                                     modes=self.modes, options=storage_options)
         self.garbage_grace = self.blobs.grace if garbage_grace is None else garbage_grace
+        self.deletion_grace = max(self.blobs.grace, DELETED_BLOB_GRACE) if garbage_grace is None else garbage_grace
         try:
             self.index: Index = open_index(database or sqlite_url(self.root / INDEX_FILENAME),  # type: ignore[operator]
                                            modes=self.modes, pool_size=pool_size)
@@ -253,15 +278,16 @@ class Store:
             self._lock_file.close()
 
     # -- crash recovery ---------------------------------------------------------------------
-    def sweep(self) -> dict[str, int]:
+    def sweep(self, *, now: float | None = None) -> dict[str, int]:
         """Remove what dead processes left (blobs of their write intents, their staging folders) and
-        garbage whose grace period is over. Safe while other processes write."""
+        garbage whose grace period is over (at ``now``, default the current time). Safe while other
+        processes write."""
         removed = {"intents": 0, "garbage": 0, "staging": 0}
         for key, session in self.index.dead_intents():
             if self.index.claim_intent(key, session):  # one sweeping process wins each
                 self.blobs.delete(key)
                 removed["intents"] += 1
-        due = self.index.due_garbage(time.time())
+        due = self.index.due_garbage(time.time() if now is None else now)
         for key in due:
             self.blobs.delete(key)
         self.index.forget_garbage(due)
@@ -505,8 +531,12 @@ class Store:
         self.index.forget_garbage(keys)
 
     def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> int:
-        """Delete a study, series or instance; returns the number of instances removed."""
-        count, due = self.index.delete(study_uid, series_uid, sop_uid, self.garbage_grace)
+        """Delete a study, series or instance; returns the number of instances removed.
+
+        One index transaction removes the rows (and records ``delete`` entries in the change feed);
+        the blobs become garbage, readable ``deletion_grace`` seconds more for reads under way, then
+        swept. Raises NotFoundError when nothing is there."""
+        count, due = self.index.delete(study_uid, series_uid, sop_uid, self.deletion_grace)
         if not count:
             raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
         self._collect(due)
@@ -531,6 +561,25 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return self.index.counts()
+
+    def usage(self) -> dict[str, Any]:
+        """``counts()`` plus ``bytes`` of the stored instances and ``jobs``: their number by state."""
+        return self.index.usage()
+
+    # -- the change feed ----------------------------------------------------------------------
+    def changes(self, *, start: int | None = None, end: int | None = None, offset: int = 0, limit: int = 100,
+                after: int | None = None, include_metadata: bool = True) -> list[ChangeEntry]:
+        """Change-feed entries in order (see ``index.changes``): those recorded in ``[start, end)``
+        (microseconds since the epoch) skipping ``offset`` of them, or with ``after``, those with a sequence in
+        ``(after, after + limit]``. At most ``limit``."""
+        rows = self.index.changes(start=start, end=end, offset=offset, limit=limit, after=after,
+                                  include_metadata=include_metadata)
+        return [ChangeEntry.from_row(r) for r in rows]
+
+    def latest_change(self, *, include_metadata: bool = True) -> ChangeEntry | None:
+        """The newest change-feed entry, or None when nothing was ever stored."""
+        row = self.index.latest_change(include_metadata=include_metadata)
+        return ChangeEntry.from_row(row) if row is not None else None
 
     def search(
         self,
@@ -637,7 +686,7 @@ def location(database: str | None, storage: str | None) -> StoreLocation:
 
 
 __all__ = [
-    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult",
+    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ChangeEntry",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
     "workspace_store_options", "StoreLocation", "location",

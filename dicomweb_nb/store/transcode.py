@@ -8,6 +8,7 @@ multi-frame instance to serve one frame.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -16,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -30,6 +32,7 @@ from pydicom.uid import (
 
 from ..dicom.dicomjson import (
     BULK_PLACEHOLDER,
+    PIXEL_DATA_TAGS,
     big_endian_word_size,
     little_endian_value,
 )
@@ -339,6 +342,38 @@ def bulk_values(row: InstanceRow, instance_url: str, *, as_stored: bool) -> list
         else:
             out.append(BulkValue(location, OCTET_STREAM, EXPLICIT_LE, compute=partial(uncompressed_pixel_data, row)))
     return out
+
+
+# Orthanc's OtherBinaryMode covers these VRs; pixel data stays a BulkDataURI whatever the mode.
+OTHER_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+
+
+def inline_other_binary(row: InstanceRow, text: str) -> str:
+    """The instance's metadata ``text`` with every BulkDataURI of a binary value other than pixel data
+    (VR OB, OD, OF, OL, OV, OW, in sequences too) replaced by its ``InlineBinary`` (base64), read
+    from the stored instance once; pixel data keeps its BulkDataURI."""
+    if BULK_PLACEHOLDER not in text:
+        return text
+    metadata = json.loads(text)
+    found: list[tuple[dict[str, Any], str]] = []
+
+    def walk(obj: dict[str, Any], prefix: str) -> None:
+        for key, elem in obj.items():
+            uri = elem.get("BulkDataURI")
+            pixel_data = not prefix and int(key, 16) in PIXEL_DATA_TAGS
+            if isinstance(uri, str) and elem.get("vr") in OTHER_BINARY_VRS and not pixel_data:
+                found.append((elem, uri[len(BULK_PLACEHOLDER) + len("bulk/"):]))
+            for index, item in enumerate(elem.get("Value") or []) if elem.get("vr") == "SQ" else ():
+                walk(item, f"{prefix}{key}/{index}/")
+
+    walk(metadata, "")
+    if not found:
+        return text
+    values = reader.bulk_values_at(row, [path for _elem, path in found])
+    for elem, path in found:
+        del elem["BulkDataURI"]
+        elem["InlineBinary"] = base64.b64encode(values[path]).decode("ascii")
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
 
 
 def stored_little_endian_native(row: InstanceRow) -> bool:

@@ -39,7 +39,9 @@ def describe_error(exc: BaseException, *, server: str | None = None) -> str:
         return (f"The server{where} refused the request (401 Unauthorized): the credentials are missing or wrong. "
                 "Add the server again with a username and password, or connect with a token.")
     if isinstance(exc, errors.Forbidden):
-        return f"The server{where} does not allow this (403 Forbidden) with these credentials."
+        # The server's reason when it gave one: a read-only server refuses every user alike.
+        reason = f": {exc.server_message}" if exc.server_message else " with these credentials."
+        return f"The server{where} does not allow this (403 Forbidden){reason}"
     if isinstance(exc, errors.ConnectionFailed):
         url = exc.url or server or "the server"
         return f"Cannot reach {url}: the server is not running, or the address is wrong."

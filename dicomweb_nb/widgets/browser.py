@@ -21,6 +21,7 @@ import pandas as pd
 from ..pixels.volume import Volume
 from ._tasks import UI_LOCK, StatusBar, TaskRunner, describe_error, guarded
 from .actions import RetrievePanel, UploadPanel
+from .delete import DeletePanel
 from .query import QueryForm
 from .series import SeriesList
 from .servers import ServerPicker
@@ -75,6 +76,7 @@ class Browser(widgets.VBox):
         self.viewer = Viewer(size=image_size, runner=self.runner, status=self.status)
         self.retrieve_panel = RetrievePanel(self.status, self.runner)
         self.upload_panel = UploadPanel(self.status, self.runner)
+        self.delete_panel = DeletePanel(self.status, self.runner)
         self.results = pd.DataFrame()
         self._search_token = 0
 
@@ -84,9 +86,10 @@ class Browser(widgets.VBox):
         self.servers.on_change(self._on_server_changed)
         self.retrieve_panel.button.on_click(lambda _b: self._click_retrieve())
         self.upload_panel.button.on_click(lambda _b: self._click_upload())
+        self.delete_panel.button.on_click(lambda _b: self._click_delete())
 
-        actions = widgets.Tab([self.retrieve_panel, self.upload_panel])
-        actions.titles = ("Retrieve", "Upload")
+        actions = widgets.Tab([self.retrieve_panel, self.upload_panel, self.delete_panel])
+        actions.titles = ("Retrieve", "Upload", "Delete")
         actions.add_class("dwnb-actions")
         self.header = widgets.HTML()
         super().__init__([
@@ -269,6 +272,34 @@ class Browser(widgets.VBox):
     @guarded(_status)
     def _click_upload(self) -> None:
         self.upload()
+
+    def delete(self, confirm: bool = False) -> Future | None:
+        """Delete the checked series (else the checked or opened studies) from the chosen server.
+
+        Without ``confirm`` this only asks, in the Delete panel (as its Delete… button does); answer
+        there, or call ``delete(confirm=True)`` to delete at once. The deleted studies leave the
+        table, and the series list of the opened study is read again."""
+        targets = self._retrieve_targets()
+        if confirm:
+            return self.delete_panel.run(self.client, targets, where=self.servers.label, on_done=self._after_delete)
+        self.delete_panel.ask(self.client, targets, where=self.servers.label, on_done=self._after_delete)
+        return None
+
+    @guarded(_status)
+    def _click_delete(self) -> None:
+        self.delete()
+
+    def _after_delete(self, deleted: list[tuple[str, str | None]]) -> None:
+        gone = {study for study, series in deleted if series is None}
+        with UI_LOCK:
+            if gone and len(self.results):
+                self.results = self.results[~self.results["StudyInstanceUID"].astype(str).isin(gone)].reset_index(drop=True)
+                self.studies.set_data(self.results)
+            opened = self.series_list.study
+            if opened in gone:
+                self.series_list.clear()
+        if opened is not None and opened not in gone and any(study == opened for study, _series in deleted):
+            self.series_list.show_study(self.client, opened)
 
     # -- for scripts and tests ------------------------------------------------------------------------
     @property

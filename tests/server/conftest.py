@@ -72,6 +72,16 @@ def stow(
     return requests.post(url, data=body, headers=all_headers, timeout=60)
 
 
+def stow_datasets(server, datasets, *, study: str | None = None) -> int:
+    """STOW-RS of pydicom datasets in one request, asserting success; returns the size of the body sent."""
+    from dicomweb_nb.dicom.multipart import encode_multipart
+
+    body, boundary = encode_multipart([("application/dicom", samples.dataset_bytes(ds)) for ds in datasets])
+    answer = stow(server, body, boundary=boundary, study=study)
+    assert answer.status_code == 200, answer.text
+    return len(body)
+
+
 def qido(server, path: str = "/studies", params=None, headers=None, **kwargs) -> requests.Response:
     return requests.get(
         f"{server.dicomweb_url}{path}", params=params, headers={**server.headers, **(headers or {})}, timeout=60, **kwargs

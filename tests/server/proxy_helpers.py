@@ -114,6 +114,12 @@ def import_study(store_dir: Path, study: Study, backend=None) -> None:
         store.close()
 
 
+def upload_to_orthanc(orthanc: Any, study: Study) -> None:
+    """Put a study into Orthanc through its own REST API (independent of our code)."""
+    for path in study.files:
+        assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
+
+
 def serve_studies(workdir: Path, *studies: Study, backend=None):
     """``dicomweb-nb serve`` on a store that already holds ``studies`` (a remote for the proxy)."""
     from ..fixtures.ourserver import start_standalone

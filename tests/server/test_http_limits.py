@@ -120,6 +120,23 @@ def test_a_refused_upload_is_answered_and_the_connection_stays_usable(limited_se
         assert _read_answer(sock)[0] == 200
 
 
+@pytest.mark.parametrize("method", ["DELETE", "GET"])
+def test_a_refused_request_without_a_body_keeps_its_connection(limited_server, method):
+    """``studies/{study}`` takes a streamed body (STOW-RS into a study): a DELETE or GET refused there
+    before any body (no credentials) is answered on a connection that stays open, as elsewhere. Tornado
+    closes, without saying so, a connection whose answer went out before it had read the (empty) body,
+    and a kept-alive client then saw its next request reset."""
+    parts = urlsplit(limited_server.dicomweb_url)
+    unauthenticated = 401 if limited_server.kind == "standalone" else 403
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        for _ in range(3):
+            _raw_request(sock, method, f"{parts.path}/studies/1.2.3", {})
+            answer_status, _, body = _read_answer(sock)
+            assert answer_status == unauthenticated, body[:300]
+        _raw_request(sock, "GET", f"{parts.path}/studies?limit=1", limited_server.headers)
+        assert _read_answer(sock)[0] == 200
+
+
 @pytest.mark.parametrize("case", ["text/plain", "over max_upload_size", "no credentials"])
 def test_requests_always_gets_the_refusal_of_a_big_upload(limited_server, case):
     """``requests`` sends the whole body before reading: each of many tries gets the refusal, over one

@@ -11,7 +11,7 @@ import requests
 
 from ..fixtures.ourserver import start_standalone
 from ..fixtures.peers import free_port
-from .proxy_helpers import Api, make_study, send, serve_studies, start_scripted
+from .proxy_helpers import Api, make_study, send, serve_studies, start_scripted, upload_to_orthanc
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,7 @@ def scripted():
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, orthanc, remote_ours, studies, scripted, store_backend):
-    for path in studies["orthanc"].files:  # through Orthanc's own REST API, independent of our code
-        assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
+    upload_to_orthanc(orthanc, studies["orthanc"])
     server = start_standalone(tmp_path_factory.mktemp("proxy-get-local"), backend=store_backend)
     api = Api(server)
     api.add_server("orthanc", orthanc.dicomweb_url)

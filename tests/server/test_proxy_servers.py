@@ -52,7 +52,8 @@ def test_servers_are_listed_added_updated_and_deleted(api):
                                 "HttpHeaders": ["Authorization"], "Timeout": 30, "HasDelete": True, "Site": "north",
                                 "Origin": "store"}
     assert expanded["configured"]["Origin"] == "configuration"
-    assert api.get("servers/pacs").json() == ["get", "retrieve", "stow"]  # Orthanc's answer: the operations
+    # Orthanc's answer: the operations, "delete" among them for a server with HasDelete.
+    assert api.get("servers/pacs").json() == ["get", "retrieve", "stow", "qido", "delete"]
     assert api.get("servers/pacs?expand").json()["Url"] == "http://127.0.0.1:8042/dicom-web"
 
     updated = api.put("servers/pacs", ["http://127.0.0.1:8043/dicom-web", "bob", SECRET])  # Orthanc's short form

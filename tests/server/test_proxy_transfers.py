@@ -24,6 +24,7 @@ from .proxy_helpers import (
     send_parts_then_break,
     serve_studies,
     start_scripted,
+    upload_to_orthanc,
 )
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -52,8 +53,7 @@ def remote(tmp_path_factory, data, store_backend):
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, data, orthanc, remote, store_backend):
-    for path in data["from_orthanc"].files:
-        assert requests.post(f"{orthanc.url}/instances", data=path.read_bytes(), timeout=30).status_code == 200
+    upload_to_orthanc(orthanc, data["from_orthanc"])
     server = serve_studies(tmp_path_factory.mktemp("proxy-transfer-local"),
                            *(data[key] for key in ("to_orthanc", "local_multi", "to_ours")), backend=store_backend)
     api = Api(server)

@@ -15,6 +15,7 @@ import requests
 import websocket
 
 from dicomweb_nb.dicom import ups
+from tests.fixtures.backends import open_store
 from tests.fixtures.ourserver import start_standalone
 
 _counter = itertools.count(1)
@@ -399,3 +400,50 @@ def test_a_search_past_the_servers_limit_is_partial_and_the_client_pages_on(tmp_
         pacs.close()
     finally:
         server.stop()
+
+
+def test_a_read_only_server_reads_the_worklist_and_refuses_every_change(tmp_path, store_backend):
+    """``c.DicomWeb.read_only``: every worklist change is a 403 saying so, searches, retrievals and
+    notification channels go on, and the workitem is as it was."""
+    for name in ("writer", "reader"):
+        (tmp_path / name).mkdir()
+    writer = start_standalone(tmp_path / "writer", tmp_path / "shared-store", backend=store_backend)
+    try:
+        label = unique_label("ro")
+        uid = create(writer, task(worklist=label))
+        claimed, transaction = create(writer, task(worklist=label)), new_uid()
+        assert change(writer, claimed, "IN PROGRESS", transaction).status_code == 200
+        assert call(writer, "POST", f"workitems/{uid}/subscribers/KEPT").status_code == 201
+        before = {u: call(writer, "GET", f"workitems/{u}").json() for u in (uid, claimed)}
+    finally:
+        writer.stop()
+    store = open_store(tmp_path / "shared-store", store_backend)
+    last_event = store.worklist.last_event_id()
+    reader = start_standalone(tmp_path / "reader", tmp_path / "shared-store", "-c", "read_only=true", backend=store_backend)
+    try:
+        socket = channel(reader, "KEPT")
+        try:
+            refused = {
+                "create": call(reader, "POST", f"workitems?{new_uid()}", task(worklist=label)),
+                "update": call(reader, "POST", f"workitems/{claimed}?{transaction}", PERFORMED),
+                "claim": change(reader, uid, "IN PROGRESS", new_uid()),
+                "complete": change(reader, claimed, "CANCELED", transaction),
+                "cancel request": call(reader, "POST", f"workitems/{uid}/cancelrequest", {}),
+                "subscribe": call(reader, "POST", f"workitems/{ups.GLOBAL_SUBSCRIPTION}/subscribers/OTHER"),
+                "unsubscribe": call(reader, "DELETE", f"workitems/{uid}/subscribers/KEPT"),
+                "suspend": call(reader, "POST", f"workitems/{ups.GLOBAL_SUBSCRIPTION}/subscribers/KEPT/suspend"),
+            }
+            for what, answer in refused.items():
+                assert answer.status_code == 403, (what, answer.status_code, answer.text)
+                assert "read-only (c.DicomWeb.read_only)" in answer.json()["message"], what
+            found = call(reader, "GET", "workitems", params={"WorklistLabel": label})
+            assert found.status_code == 200 and sorted(item["00080018"]["Value"][0] for item in found.json()) == sorted(before)
+            assert {u: call(reader, "GET", f"workitems/{u}").json() for u in before} == before
+            assert receive(socket, 1, timeout=1.0) == []
+            # A read-only server writes nothing, not even the restart notice a writable one records when it starts.
+            assert store.worklist.last_event_id() == last_event
+        finally:
+            socket.close()
+    finally:
+        reader.stop()
+        store.close()

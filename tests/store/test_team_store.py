@@ -228,7 +228,7 @@ def _downgrade_to_schema_1(path: Path) -> None:
         DROP TABLE studies_text; DROP TABLE series_text;
         ALTER TABLE studies DROP COLUMN match; ALTER TABLE series DROP COLUMN match;
         ALTER TABLE instances DROP COLUMN metadata_version; DELETE FROM meta WHERE key='metadata';
-        DROP TABLE intents; DROP TABLE garbage; DROP TABLE servers;
+        DROP TABLE intents; DROP TABLE garbage; DROP TABLE servers; DROP TABLE changes;
         CREATE TABLE jobs1 (id TEXT PRIMARY KEY, definition TEXT NOT NULL, updated REAL NOT NULL);
         INSERT INTO jobs1 SELECT id, definition, updated FROM jobs;
         DROP TABLE jobs; ALTER TABLE jobs1 RENAME TO jobs;
@@ -251,6 +251,7 @@ def test_a_schema_1_store_opens_and_is_migrated_in_place(tmp_path):
     store = Store(root)
     conn = sqlite3.connect(root / "index.sqlite")
     assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
+    assert conn.execute("SELECT COUNT(*) FROM changes WHERE action='create'").fetchone() == (3,)  # the feed knows them
     assert conn.execute("SELECT state FROM jobs WHERE id='j1'").fetchone() == ("Success",)
     conn.close()
     assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}

@@ -145,6 +145,19 @@ class Index(WorklistIndex, ABC):
     def counts(self) -> dict[str, int]: ...
 
     @abstractmethod
+    def usage(self) -> dict[str, Any]:
+        """counts() plus ``bytes`` (of the stored instances) and ``jobs`` (number by state)."""
+
+    # -- the change feed (index.changes) ---------------------------------------------------------
+    @abstractmethod
+    def changes(self, *, start: int | None = None, end: int | None = None, offset: int = 0, limit: int = 100,
+                after: int | None = None, include_metadata: bool = True) -> list[Row]:
+        """Change-feed entries in sequence order (see ``changes.select``)."""
+
+    @abstractmethod
+    def latest_change(self, *, include_metadata: bool = True) -> Row | None: ...
+
+    @abstractmethod
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]: ...
 

@@ -39,6 +39,7 @@ from .sql import T_INSTANCE, T_SERIES, Condition, Execute, SqlIndex, compact_jso
 log = logging.getLogger("dicomweb_nb.store.postgres")
 
 _SCHEMA_LOCK = 0x64776E62  # advisory lock serialising schema creation ("dwnb")
+_CHANGES_LOCK = 0x64776366  # advisory lock held from appending change-feed entries to the commit ("dwcf")
 _RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -227,6 +228,9 @@ class PostgresIndex(SqlIndex):
         keys = sorted({_lock_key(n) for n in names})
         if keys:
             ex("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS t(k)", (keys,))
+
+    def _lock_changes(self, ex: Execute) -> None:
+        ex("SELECT pg_advisory_xact_lock(?)", (_CHANGES_LOCK,))
 
     def close(self) -> None:
         with self._session_lock:

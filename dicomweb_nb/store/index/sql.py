@@ -21,7 +21,7 @@ from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
 from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS, METADATA_VERSION, SCHEMA_VERSION, step_statements
-from . import DuplicatePolicy, Entry, Index, Row, matchdoc
+from . import DuplicatePolicy, Entry, Index, Row, changes, matchdoc
 from .workitems import SqlWorkitems
 
 
@@ -75,6 +75,26 @@ class SqlIndex(SqlWorkitems, Index):
 
     def _lock(self, ex: Execute, names: Iterable[str]) -> None:
         """Order concurrent writers touching the same UIDs (no-op where writers are serial)."""
+
+    def _lock_changes(self, ex: Execute) -> None:
+        """Held from appending change-feed entries to the commit, so sequences follow commit order
+        (no-op where writers are serial). Taken last in a transaction: no one waits for another lock
+        while holding it."""
+
+    def _record_changes(self, ex: Execute, *, created: Sequence[changes.Uids] = (),
+                        deleted: Sequence[changes.Uids] = ()) -> None:
+        """Append the change-feed entries of this transaction (``changes.plan``) and update the
+        states of the earlier entries of their instances."""
+        if not created and not deleted:
+            return
+        self._lock_changes(ex)
+        last = ex("SELECT seq, recorded FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
+        batch = changes.plan((int(last[0]), int(last[1])) if last is not None else None, created=created, deleted=deleted)
+        for state, sops in ((changes.REPLACED, batch.replaced), (changes.DELETED, batch.deleted)):
+            if sops:
+                self._rows_in(ex, "UPDATE changes SET state=? WHERE {in}", "sop_uid", sops, [state])
+        ex.many("INSERT INTO changes(seq, recorded, action, study_uid, series_uid, sop_uid, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                batch.rows)
 
     @abstractmethod
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
@@ -168,6 +188,7 @@ class SqlIndex(SqlWorkitems, Index):
             affected: set[tuple[str, str]] = set()
             garbage: list[tuple[str, float]] = []
             written: dict[str, Entry] = {}  # by SOP Instance UID: first appearance orders, the last entry wins
+            created: list[changes.Uids] = []  # change-feed entries, in the batch's order
             for entry in entries:
                 record = entry.record
                 if entry.key not in mine:
@@ -187,10 +208,12 @@ class SqlIndex(SqlWorkitems, Index):
                 else:
                     entry.decision = "stored"
                 affected.add((record.study_uid, record.series_uid))
+                created.append((record.study_uid, record.series_uid, record.sop_uid))
             self._upsert(ex, list(written.values()), now)
             if garbage:
                 ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", garbage)
             self._refresh_aggregates(ex, affected)
+            self._record_changes(ex, created=created)
             return [key for key, due in garbage if due <= now]
 
         try:
@@ -286,6 +309,7 @@ class SqlIndex(SqlWorkitems, Index):
             ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
                     [(r["path"], now + grace) for r in rows])
             self._refresh_aggregates(ex, {(r["study_uid"], r["series_uid"]) for r in rows})
+            self._record_changes(ex, deleted=changes.uids_of(rows))
             return len(rows), [r["path"] for r in rows] if grace <= 0 else []
         return self._transact(work)
 
@@ -379,8 +403,9 @@ class SqlIndex(SqlWorkitems, Index):
             return 0
 
         def work(ex: Execute) -> int:
-            rows = self._rows_in(ex, "DELETE FROM instances WHERE {in} RETURNING study_uid, series_uid", "path", keys)
+            rows = self._rows_in(ex, "DELETE FROM instances WHERE {in} RETURNING study_uid, series_uid, sop_uid", "path", keys)
             self._refresh_aggregates(ex, {(r[0], r[1]) for r in rows})
+            self._record_changes(ex, deleted=[(r[0], r[1], r[2]) for r in rows])
             return len(rows)
         return self._transact(work)
 
@@ -428,6 +453,26 @@ class SqlIndex(SqlWorkitems, Index):
     def counts(self) -> dict[str, int]:
         with self._read() as ex:
             return {table: ex(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("studies", "series", "instances")}
+
+    def usage(self) -> dict[str, Any]:
+        """What the store holds (studies, series, instances, bytes of the instances) and its jobs by state."""
+        with self._read() as ex:
+            out: dict[str, Any] = {table: ex(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                                   for table in ("studies", "series", "instances")}
+            out["bytes"] = int(ex("SELECT COALESCE(SUM(size), 0) FROM instances").fetchone()[0])
+            out["jobs"] = {r[0] or "": int(r[1]) for r in ex("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+        return out
+
+    # -- the change feed (index.changes) ----------------------------------------------------------
+    def changes(self, *, start: int | None = None, end: int | None = None, offset: int = 0, limit: int = 100,
+                after: int | None = None, include_metadata: bool = True) -> list[Row]:
+        with self._read() as ex:
+            return changes.select(ex, start=start, end=end, offset=offset, limit=limit, after=after,
+                                  include_metadata=include_metadata)
+
+    def latest_change(self, *, include_metadata: bool = True) -> Row | None:
+        with self._read() as ex:
+            return changes.latest(ex, include_metadata=include_metadata)
 
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
