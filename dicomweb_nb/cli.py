@@ -62,10 +62,6 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import tornado.ioloop
-
-    from .server.app import close_context, make_app, make_http_server
-
     if args.help_options:
         from .server.config import DicomWeb
 
@@ -85,6 +81,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from .server.workers import default_workers, workers_supported
+
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise SystemExit("error: --workers must be at least 1")
+    if workers > 1 and not workers_supported():
+        print("warning: worker processes need fork(2), which this platform lacks; serving with one process", file=sys.stderr)
+        workers = 1
     config = _config_from_args(args)
     if args.database:
         config.database_url = args.database
@@ -93,7 +97,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if workers > 1:
+        return _serve_workers(args, config, workers, token, basic)
+    return _serve_one_process(args, config, token, basic)
+
+
+def _serve_one_process(args: argparse.Namespace, config, token: str | None, basic: tuple[str, str] | None) -> int:
+    import tornado.ioloop
+
     from .errors import ConfigurationError
+    from .server.app import close_context, make_app, make_http_server
 
     try:
         app = make_app(args.store, config, auth_token=token, basic_auth=basic)
@@ -103,11 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = make_http_server(app, config)
     server.listen(args.port, address=args.host)
     ctx = app.settings["dicomweb"]
-    counts = ctx.store.counts()
-    print(f"dicomweb-nb serving {ctx.store.location} ({counts['studies']} studies, {counts['instances']} instances)", flush=True)
-    print(f"  DICOMweb: http://{args.host}:{args.port}{ctx.root_path}", flush=True)
-    if config.enable_wado:
-        print(f"  WADO-URI: http://{args.host}:{args.port}{ctx.wado_path}", flush=True)
+    _print_serving(args, config, ctx.store.location, ctx.store.counts(), ctx.root_path, ctx.wado_path, 1)
     loop = tornado.ioloop.IOLoop.current()
 
     def stop(*_: object) -> None:
@@ -119,6 +128,103 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.stop()
     close_context(ctx)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | None,
+                   basic: tuple[str, str] | None) -> int:
+    """A supervisor and ``workers`` processes on one port (``server/workers.py``). The store is opened
+    here once (schema check, crash recovery) and closed before the workers fork: each opens its own."""
+    from .errors import ConfigurationError
+    from .server.app import open_store, serve_run_dir
+    from .server.workers import Supervisor, bind_listening
+
+    run_dir = serve_run_dir(args.host, args.port)
+    try:
+        store = open_store(config, args.store)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    location, counts = store.location, store.counts()
+    # While the server runs, its workers never take the folder store for theirs alone (they would
+    # reconcile it again, which start-up just did): this process keeps it open.
+    keep_open = store.detach_lock()
+    store.close()
+    try:
+        sockets = bind_listening(args.port, args.host)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+    def worker_main(index: int, counts_of_workers, ready) -> int:
+        return _run_worker(args, config, token, basic, run_dir, sockets, counts_of_workers, index, ready)
+
+    # Metrics of every worker in one /metrics (prometheus_client's multiprocess mode): a folder they
+    # all write, inside the run folder (removed at the end) unless the user gave one.
+    own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own_metrics_dir:
+        metrics_dir = Path(run_dir) / "metrics"
+        metrics_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from prometheus_client.multiprocess import mark_process_dead
+
+    supervisor = Supervisor(workers, worker_main, on_worker_exit=mark_process_dead)
+    try:
+        if not supervisor.start():
+            if supervisor.stop_asked:
+                return 0  # SIGTERM or Ctrl-C while a worker was still starting: a clean stop
+            print("error: the server's workers did not start (see the log above)", file=sys.stderr)
+            return 1
+        from .server.app import url_path_join
+
+        root_path = url_path_join("/", config.root, "/")
+        _print_serving(args, config, location, counts, root_path, url_path_join("/", config.wado_root), workers)
+        return supervisor.run()
+    finally:
+        for sock in sockets:
+            sock.close()
+        if keep_open is not None:
+            keep_open.close()
+        if own_metrics_dir:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_worker(args: argparse.Namespace, config, token: str | None, basic: tuple[str, str] | None, run_dir,
+                sockets, counts, index: int, ready) -> int:
+    """One worker process: its own store and application, serving the shared sockets until SIGTERM."""
+    import tornado.ioloop
+
+    from .server.app import close_context, make_app, make_http_server
+    from .server.workers import watch_parent
+
+    # The worklist's subscribers hear that the server started from its first worker only (PS3.4 CC.2.4.3).
+    app = make_app(args.store, config, auth_token=token, basic_auth=basic, shared_dir=run_dir, announce_start=index == 0)
+    server = make_http_server(app, config)
+    server.accept_balanced(sockets, counts, index)
+    loop = tornado.ioloop.IOLoop.current()
+
+    def stop(*_: object) -> None:
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    watch_parent(os.getppid(), lambda: loop.add_callback(loop.stop))
+    ready()
+    loop.start()
+    server.stop()
+    close_context(app.settings["dicomweb"])
+    return 0
+
+
+def _print_serving(args: argparse.Namespace, config, location: str, counts: dict[str, int], root_path: str,
+                   wado_path: str, workers: int) -> None:
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    print(f"dicomweb-nb serving {location} ({counts['studies']} studies, {counts['instances']} instances{processes})", flush=True)
+    print(f"  DICOMweb: http://{args.host}:{args.port}{root_path}", flush=True)
+    if config.enable_wado:
+        print(f"  WADO-URI: http://{args.host}:{args.port}{wado_path}", flush=True)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -263,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="a traitlets config file (.py or .json) with c.DicomWeb options")
     serve.add_argument("-c", dest="option", action="append", metavar="NAME=VALUE", help="set one c.DicomWeb option (repeatable)")
     serve.add_argument("--help-options", action="store_true", help="list the c.DicomWeb options and exit")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="server processes on the one port and store (default: the number of cores; 1 serves "
+                       "from this process alone). A worker that dies is restarted.")
     serve.add_argument("--quiet", action="store_true")
     serve.set_defaults(func=cmd_serve)
 

@@ -13,6 +13,7 @@ from dicomweb_nb.server import jupyter_handlers
 from dicomweb_nb.server.app import close_context, make_context, stop_jobs
 from dicomweb_nb.server.base import DicomWebContext
 from dicomweb_nb.server.config import DicomWeb
+from dicomweb_nb.server.cpu import default_cpu_processes
 from dicomweb_nb.server.limits import install_on
 from dicomweb_nb.server.routes import build_routes
 from dicomweb_nb.workspace import DATABASE_ENV, DEFAULT_STORE_DIRNAME, LOCAL_URL_ENV, SERVERS_ENV, STORAGE_ENV, STORE_ENV
@@ -68,7 +69,10 @@ class DicomWebExtension(ExtensionApp):
             return
         assert self.serverapp is not None  # linked before initialize_settings
         store_dir = store_dir_for(self.dicomweb, self.serverapp.root_dir)
-        self.context = make_context(self.dicomweb, store_dir, base_url=self.serverapp.base_url)
+        # Jupyter's server is one process: the CPU-heavy work of requests goes to a pool of processes
+        # (one per core unless c.DicomWeb.cpu_processes says otherwise), not onto its event loop's interpreter.
+        self.context = make_context(self.dicomweb, store_dir, base_url=self.serverapp.base_url,
+                                    cpu_processes=default_cpu_processes())
         self.settings["dicomweb"] = self.context
         _export_to_kernels(self.serverapp, self.dicomweb, store_dir, self.context.root_path)
         counts = self.context.store.counts()

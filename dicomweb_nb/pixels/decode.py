@@ -10,6 +10,7 @@ compressed syntaxes, the encapsulation pydicom expects around a codestream.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,14 @@ def decode_frame(data: bytes | bytearray | memoryview, attrs: ImageAttributes, t
                                    f"{attrs.bits_allocated} bits needs {expected} bytes, got {len(data)}")
         # Servers may pad a frame to an even length; the decoder must only see the frame itself.
         source: bytes | bytearray | memoryview = memoryview(data)[:expected]
+        fast = _fast_native_dtype(attrs, uid) if sys.byteorder == "little" else None
+        if fast is not None:
+            # What pydicom's Decoder.as_array does for such a frame (reinterpret, ignore the unused high
+            # bits), without building and validating a decode runner per call: 180-400 us a 512x512
+            # frame through pydicom, 20-40 us here (measured on the 2-core VM; a rendered image costs ~1 ms).
+            out = np.empty((attrs.rows, attrs.columns), dtype=fast)
+            _copy_correcting_unused_bits(out, _native_view(source, attrs, fast), attrs)
+            return out
         if uid in _LITTLE_ENDIAN_NATIVE:
             uid = ExplicitVRLittleEndian
             decoder = get_decoder(uid)
@@ -202,18 +211,10 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
         out[...] = array
         return
     assert dtype is not None
-    view = np.frombuffer(data, dtype=dtype, count=attrs.rows * attrs.columns).reshape(attrs.rows, attrs.columns)
+    view = _native_view(data, attrs, dtype)
     shift = attrs.bits_allocated - attrs.bits_stored
     if not rescale:
-        # As pydicom: the unused high bits are ignored (signed values sign-extended), in the same
-        # pass as the copy where possible: memory traffic, not arithmetic, is the cost here.
-        if shift <= 0:
-            np.copyto(out, view)
-        elif attrs.pixel_representation == 0:
-            np.bitwise_and(view, (1 << attrs.bits_stored) - 1, out=out)
-        else:
-            np.left_shift(view, shift, out=out)
-            np.right_shift(out, shift, out=out)
+        _copy_correcting_unused_bits(out, view, attrs)
         return
     source = view
     if shift > 0:
@@ -226,6 +227,24 @@ def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, att
         out *= scalar(slope)
     if intercept != 0.0:
         out += scalar(intercept)
+
+
+def _native_view(data: bytes | bytearray | memoryview, attrs: ImageAttributes, dtype: np.dtype) -> np.ndarray:
+    return np.frombuffer(data, dtype=dtype, count=attrs.rows * attrs.columns).reshape(attrs.rows, attrs.columns)
+
+
+def _copy_correcting_unused_bits(out: np.ndarray, view: np.ndarray, attrs: ImageAttributes) -> None:
+    """``out[...] = view`` with the unused high bits ignored, as pydicom does (signed values
+    sign-extended), in the same pass as the copy where possible: memory traffic, not arithmetic,
+    is the cost here."""
+    shift = attrs.bits_allocated - attrs.bits_stored
+    if shift <= 0:
+        np.copyto(out, view)
+    elif attrs.pixel_representation == 0:
+        np.bitwise_and(view, (1 << attrs.bits_stored) - 1, out=out)
+    else:
+        np.left_shift(view, shift, out=out)
+        np.right_shift(out, shift, out=out)
 
 
 def decode_frames(frames: list[bytes], attrs: ImageAttributes, transfer_syntax_uid: str, *,

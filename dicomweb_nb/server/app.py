@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import stat
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 
 from ..errors import ConfigurationError
 from ..store import Store, StoreError
@@ -18,10 +21,12 @@ from ..store.store import location, workspace_store_options
 from . import metrics, standalone_handlers
 from .base import DicomWebContext
 from .config import DicomWeb
+from .cpu import CpuPool
 from .jobs import JobManager
 from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
 from .routes import READ_ONLY, build_routes, jobs_routes
+from .workers import BalancedHTTPServer
 from .workitems import close_relay
 
 log = logging.getLogger("dicomweb_nb.server")
@@ -62,10 +67,20 @@ def make_context(
     base_url: str = "/",
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    shared_dir: str | os.PathLike[str] | None = None,
+    cpu_processes: int = 0,
+    announce_start: bool = True,
 ) -> DicomWebContext:
-    """The state shared by all handlers of one server (store opened and reconciled here)."""
+    """The state shared by all handlers of one server (store opened and reconciled here).
+
+    ``shared_dir``: the private folder of a server with several worker processes (``serve_run_dir``),
+    where what they share outside the store lives (servers added by PUT without ``servers_in_store``).
+    ``cpu_processes``: the size of the CPU pool when ``c.DicomWeb.cpu_processes`` is -1 (automatic).
+    ``announce_start``: tell the worklist's subscribers that the server started (one worker of several
+    does it, so that they hear it once)."""
     store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
+    processes = cpu_processes if config.cpu_processes < 0 else config.cpu_processes
     ctx = DicomWebContext(
         config=config,
         store=store,
@@ -74,15 +89,19 @@ def make_context(
         wado_path=url_path_join(base_url, config.wado_root),
         auth_token=auth_token,
         basic_auth=basic_auth,
+        cpu=CpuPool(processes, executor),
     )
     # The proxy's servers: the configured ones, plus those added by PUT, kept in the store's
     # servers.json (the file dw.connect("name") reads) when servers_in_store is on.
-    # A team store keeps them in its index instead, shared by every server on it.
+    # A team store keeps them in its index instead, shared by every server on it. Without
+    # servers_in_store they last until the server stops: in the memory of its one process, or in
+    # its private folder, which all its worker processes read and write.
     ctx.servers = RemoteServers(config.servers, store_dir=store.root if config.servers_in_store else None,
                                 index=store if config.servers_in_store and not store.is_folder_store else None,
-                                default_timeout=config.request_timeout)
+                                default_timeout=config.request_timeout,
+                                shared_dir=None if config.servers_in_store else shared_dir)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
-    if not config.read_only:  # a read-only server writes nothing, not even this notice
+    if announce_start and not config.read_only:  # a read-only server writes nothing, not even this notice
         announce_worklist(store)
     metrics.install(ctx)
     return ctx
@@ -111,6 +130,8 @@ def close_context(ctx: DicomWebContext) -> None:
     metrics.uninstall(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
+    if ctx.cpu is not None:
+        ctx.cpu.shutdown()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
     ctx.store.close()
 
@@ -125,11 +146,14 @@ def make_app(
     *,
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    shared_dir: str | os.PathLike[str] | None = None,
+    announce_start: bool = True,
     **settings: Any,
 ) -> web.Application:
     """The standalone DICOMweb application of ``dicomweb-nb serve`` (no Jupyter involved)."""
     config = config or DicomWeb()
-    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth)
+    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth, shared_dir=shared_dir,
+                       announce_start=announce_start)
     # Orthanc keeps jobs at its root; scripts written for it look there.
     routes = jobs_routes(standalone_handlers, "/") + build_routes(
         standalone_handlers, ctx.root_path, ctx.wado_path if config.enable_wado else None)
@@ -138,8 +162,25 @@ def make_app(
     return web.Application(routes, dicomweb=ctx, **settings)
 
 
-def make_http_server(app: web.Application, config: DicomWeb) -> HTTPServer:
+def make_http_server(app: web.Application, config: DicomWeb) -> BalancedHTTPServer:
     """The HTTP server of ``dicomweb-nb serve``: requests over the header limits are answered 414/431
-    (``limits.py``); uploads are streamed, their limit set by the STOW handler (max_upload_size)."""
-    return HTTPServer(HeaderLimits(app), max_body_size=config.max_upload_size, max_header_size=READ_HEADER_BYTES,
-                      idle_connection_timeout=3600)
+    (``limits.py``); uploads are streamed, their limit set by the STOW handler (max_upload_size).
+    ``listen()`` for one process; ``accept_balanced()`` in a worker process (``workers.py``)."""
+    return BalancedHTTPServer(HeaderLimits(app), max_body_size=config.max_upload_size,
+                              max_header_size=READ_HEADER_BYTES, idle_connection_timeout=3600)
+
+
+def serve_run_dir(host: str, port: int) -> Path:
+    """The private folder of the ``dicomweb-nb serve`` at ``host:port`` (one server holds an address
+    at a time), emptied now: what its worker processes share outside the store. Under
+    ``$XDG_RUNTIME_DIR`` when set, else ``{tmp}/dicomweb-nb-{uid}``; owner-only."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConfigurationError(f"{base} is not a folder of this user: remove it, or set $XDG_RUNTIME_DIR")
+    os.chmod(base, 0o700)
+    folder = base / f"serve-{host.replace('/', '_').replace(':', '_')}-{port}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    return folder

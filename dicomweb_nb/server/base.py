@@ -9,6 +9,7 @@ Authorizer). ``routes.py`` is the one URL table of both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -26,11 +27,13 @@ from tornado.ioloop import IOLoop
 
 from ..dicom.mediatypes import MediaType, MediaTypeError, NotAcceptable, negotiate, parse_accept
 from ..dicom.resources import resource_url
-from ..store import NotFoundError, Store
+from ..store import InstanceRow, NotFoundError, Store
 from ..store.transcode import TranscodeError
 from .config import DicomWeb
+from .cpu import Refusal
 
 if TYPE_CHECKING:
+    from .cpu import CpuPool
     from .jobs import JobManager
     from .proxy import RemoteServers
     from .workitems import EventRelay
@@ -61,6 +64,7 @@ class DicomWebContext:
     basic_auth: tuple[str, str] | None = None  # standalone only
     servers: RemoteServers | None = None
     jobs: JobManager | None = None
+    cpu: CpuPool | None = None  # CPU-heavy work (parsing uploads, rendering): pool processes or the executor
     worklist_relay: EventRelay | None = None  # the worklist's notification channels (workitems.py)
 
 
@@ -97,6 +101,28 @@ class DicomWebMixin(_RequestHandler):
             raise ApiError(404, str(exc)) from None
         except TranscodeError as exc:
             raise ApiError(406, str(exc)) from None
+
+    async def run_cpu(self, fn: Callable[..., T | Refusal], *args: Any, **kwargs: Any) -> T:
+        """Run CPU-heavy, picklable work in the CPU pool (``cpu.py``); a ``Refusal`` it returns
+        becomes the request's error answer."""
+        assert self.ctx.cpu is not None
+        try:
+            result = await asyncio.wrap_future(self.ctx.cpu.submit(fn, *args, **kwargs))
+        except NotFoundError as exc:
+            raise ApiError(404, str(exc)) from None
+        except TranscodeError as exc:
+            raise ApiError(406, str(exc)) from None
+        if isinstance(result, Refusal):
+            raise ApiError(result.status, result.message)
+        return result
+
+    async def instance_row(self, study: str | None, series: str | None, instance: str) -> InstanceRow:
+        """One stored instance: from the store's row cache on this thread when it is there (a
+        worker-thread round trip costs more than the cached lookup), else from the index on a worker."""
+        row = self.store.cached_instance(study, series, instance)
+        if row is not None:
+            return row
+        return (await self.run_blocking(self.store.instances, study, series, instance))[0]
 
     # -- errors -----------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:

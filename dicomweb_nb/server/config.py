@@ -139,6 +139,12 @@ class DicomWeb(Configurable):
     worker_threads = Int(4, help="Threads for disk, database and codec work, so the event loop never waits on them.").tag(
         config=True
     )
+    cpu_processes = Int(
+        -1,
+        help="Processes doing the CPU-heavy work of requests (parsing uploads, rendering) beside the server's own: "
+        "0 keeps it on the worker threads; -1 (default) picks one per core under Jupyter, whose server is one "
+        "process, and 0 for `dicomweb-nb serve`, whose --workers use the cores.",
+    ).tag(config=True)
     concurrent_jobs = Int(
         2,
         help="Jobs (asynchronous /stow and /retrieve transfers) run at once; the others wait, highest Priority first "

@@ -77,8 +77,10 @@ class JobRecords(Protocol):
         """Save a job record (None deletes it)."""
         ...
 
-    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Move a job between states for this process, atomically: one process wins a claim."""
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim
+        (``record``: the job's new record, written with the claim)."""
         ...
 
     def request_job_cancel(self, job_id: str) -> bool:
@@ -266,9 +268,6 @@ class JobManager:
                 log.warning("ignoring an unreadable job record: %s", exc)
                 continue
             if not job.finished and not self._owner_alive(job.owner):
-                # One process reports it: the one whose claim of the dead job succeeds.
-                if not self.store.claim_job(job.id, from_states=(PENDING, RUNNING), to_state=FAILURE):
-                    continue
                 job.state = FAILURE
                 job.completed = job.updated or time.time()
                 job.error_code = ERROR_INTERNAL
@@ -276,8 +275,14 @@ class JobManager:
                 job.error_details = (f"the server process (pid {job.owner.get('pid')}) stopped while this job was "
                                      f"{record.get('state', 'running').lower()}; what it had done is in Content")
                 job.http_status = 500
+                job.updated = time.time()
+                # One process reports it: the one whose claim of the dead job succeeds. The report is
+                # written with the claim: another process (a sibling worker) reading the job in
+                # between would otherwise see its new state beside the old record's error fields.
+                if not self.store.claim_job(job.id, from_states=(PENDING, RUNNING), to_state=FAILURE, record=job.record()):
+                    continue
+                self._last_saved[job.id] = job.updated
                 job.done.set_result(job)
-                self._save(job)
             self._jobs[job.id] = job
         self._prune()
 
@@ -318,6 +323,13 @@ class JobManager:
             log.warning("job %s was claimed by another process; not running it here", job.id)
             job.done.set_result(job)
         return claimed
+
+    def _cancel_requested_elsewhere(self, job: Job) -> bool:
+        try:
+            return self.store.job_cancel_requested(job.id)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("cannot read the cancellation of job %s", job.id)
+            return False
 
     def _prune(self) -> None:
         with self._lock:
@@ -428,6 +440,8 @@ class JobManager:
                     continue
                 if self.store is not None and not self._claim(job):
                     continue
+                if self.store is not None and self._cancel_requested_elsewhere(job):
+                    job.cancel_event.set()  # asked through another process while it waited here: it stops at once
                 job.state = RUNNING
                 job.started = time.time()
                 self._save(job)

@@ -20,14 +20,17 @@ Where servers come from:
   ``servers.json`` in the store folder (atomically, mode 0600) - the file ``dw.connect("name")``
   and the widgets read (``client.config.load_servers``), so a notebook sees a server as soon as it
   is added. A team store (PostgreSQL index) keeps them in its index instead, where every server
-  and notebook on that store sees them. Without it, added servers live in the server process
-  only until it stops (Orthanc's ``ServersInDatabase: false``).
+  and notebook on that store sees them. Without it, added servers last until the server stops
+  (Orthanc's ``ServersInDatabase: false``): in the memory of its one process, or, for
+  ``dicomweb-nb serve --workers N``, in a ``servers.json`` of the server's private folder that all
+  its worker processes read and write.
 
 A name in ``servers.json`` wins over the same name in the configuration, as in ``load_servers``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -43,6 +46,11 @@ from ..client.http import HttpClient
 from ..client.web import WebSource
 from ..errors import ConfigurationError
 from ..workspace import SERVERS_FILENAME
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process per server
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["RemoteServers", "ServerEntry", "ServerDefinitionError", "ReadOnlyServer", "UnknownRemote",
            "validate_definition", "public_definition", "SERVER_NAME"]
@@ -257,11 +265,12 @@ class RemoteServers:
 
     ``configured``: ``c.DicomWeb.servers`` (validated here: a bad entry stops start-up with a
     message naming it). ``store_dir``: the store folder whose ``servers.json`` holds servers added
-    by PUT, or None to keep them in memory.
+    by PUT, or None to keep them in memory, or in ``shared_dir``'s ``servers.json`` when given (the
+    private folder of a server's worker processes: they last until the server stops, like memory).
     """
 
     def __init__(self, configured: Mapping[str, Any], *, store_dir: str | os.PathLike[str] | None,
-                 index: Any = None, default_timeout: float = 60.0):
+                 index: Any = None, default_timeout: float = 60.0, shared_dir: str | os.PathLike[str] | None = None):
         self.default_timeout = default_timeout
         self._configured: dict[str, dict[str, Any]] = {}
         parsed = parse_servers(configured, source="c.DicomWeb.servers")  # the client's reading, so both agree
@@ -276,7 +285,10 @@ class RemoteServers:
                 raise ConfigurationError(f"c.DicomWeb.servers: server {name!r}: {exc}") from None
             assert self._configured[name]["Url"] == server.url
         self.index = index  # a team store: load_servers() / save_server(name, definition)
-        self.file = Path(store_dir) / SERVERS_FILENAME if store_dir is not None and index is None else None
+        self.file: Path | None = None
+        self._origin: Origin = "store" if store_dir is not None or index is not None else "memory"
+        if index is None and (store_dir is not None or shared_dir is not None):
+            self.file = Path(store_dir if store_dir is not None else shared_dir) / SERVERS_FILENAME  # type: ignore[arg-type]
         self._memory: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._file_cache: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
@@ -309,9 +321,8 @@ class RemoteServers:
     def entries(self) -> dict[str, ServerEntry]:
         with self._lock:
             out = {name: ServerEntry(name, d, "configuration") for name, d in self._configured.items()}
-            origin: Origin = "store" if self.file is not None or self.index is not None else "memory"
             for name, definition in self._stored().items():
-                out[name] = ServerEntry(name, definition, origin)
+                out[name] = ServerEntry(name, definition, self._origin)
             return dict(sorted(out.items()))
 
     def names(self) -> list[str]:
@@ -331,7 +342,7 @@ class RemoteServers:
             raise ServerDefinitionError("name", f"{name!r} is not a usable server name (letters, digits, '_', '.', '-'; "
                                                 "at most 64 characters, not starting with '.' or '-')")
         definition = validate_definition(body)
-        with self._lock:
+        with self._lock, self._file_lock():
             stored = dict(self._stored())
             if name in self._configured and name not in stored:
                 raise ReadOnlyServer(f"server {name!r} is defined in the configuration (c.DicomWeb.servers); "
@@ -343,7 +354,7 @@ class RemoteServers:
             return self.get(name), created
 
     def delete(self, name: str) -> None:
-        with self._lock:
+        with self._lock, self._file_lock():
             stored = dict(self._stored())
             if name not in stored:
                 if name in self._configured:
@@ -353,6 +364,21 @@ class RemoteServers:
             del stored[name]
             self._write(stored)
             self._forget_clients(name)
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Any:
+        """Serialise the read-modify-write of servers.json with other processes writing it (the
+        workers of one server, a notebook): an exclusive flock on a lock file beside it."""
+        if self.file is None or fcntl is None:
+            yield
+            return
+        fd = os.open(self.file.with_name(self.file.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._file_cache = None  # another process may have written it a moment ago
+            yield
+        finally:
+            os.close(fd)
 
     def _write(self, servers: dict[str, dict[str, Any]]) -> None:
         if self.index is not None:

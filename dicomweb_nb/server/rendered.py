@@ -8,7 +8,7 @@ Frames are decoded once (from their recorded offsets when uncompressed) and hand
 from __future__ import annotations
 
 import json
-import secrets
+from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -22,11 +22,12 @@ from ..pixels import encode
 from ..pixels import render as rd
 from ..pixels.renderparams import parse_rendered_params
 from ..pixels.voi import DisplayError
-from ..store import InstanceRow, NotFoundError, reader
+from ..store import InstanceRow, NotFoundError, Store, reader
 from ..store import transcode as tc
 from . import queryparams as qp
 from . import renderparams as rp
 from .base import ApiError
+from .cpu import Refusal
 from .streaming import StreamingMixin
 from .wado import RetrieveMixin, parse_frame_list
 
@@ -54,8 +55,8 @@ class RenderedMixin(StreamingMixin):
             raise ApiError(406, str(exc)) from None
         thumbnail = kind == "thumbnail"
         qp.warn_unknown(self, qp.THUMBNAIL if thumbnail else qp.RENDERED)
-        rows = await self.run_blocking(self.store.instances, study, series, instance)
         if instance is None:
+            rows = await self.run_blocking(self.store.instances, study, series, instance)
             # A study or series: its images, one per instance (a thumbnail: the middle one of the first series).
             chosen = tc.representative(rows)
             if chosen is None:
@@ -65,13 +66,13 @@ class RenderedMixin(StreamingMixin):
                 return
             await self._send_multipart([(r, 0) for r in rows if reader.frame_count(r)], media_type, options)
             return
-        row = rows[0]
+        row = await self.instance_row(study, series, instance)
         count = reader.frame_count(row)
         if not count:
             raise ApiError(404, f"instance {instance} has no pixel data to render")
         if frame_list is None:
             if count > 1 and media_type == "image/gif" and not thumbnail:
-                data = await self.run_blocking(tc.render_animation, row, list(range(count)), media_type, options)
+                data = await self.run_cpu(animation_task, row, list(range(count)), media_type, options)
                 self._finish_image(data, media_type)
                 return
             await self._send_image(row, 0 if not thumbnail else count // 2, media_type, options, thumbnail)
@@ -82,7 +83,7 @@ class RenderedMixin(StreamingMixin):
         if len(frame_list) == 1 or thumbnail:
             await self._send_image(row, frame_list[0] - 1, media_type, options, thumbnail)
         elif media_type == "image/gif":
-            data = await self.run_blocking(tc.render_animation, row, [n - 1 for n in frame_list], media_type, options)
+            data = await self.run_cpu(animation_task, row, [n - 1 for n in frame_list], media_type, options)
             self._finish_image(data, media_type)
         else:
             await self._send_multipart([(row, n - 1) for n in frame_list], media_type, options)
@@ -102,7 +103,7 @@ class RenderedMixin(StreamingMixin):
     async def _send_image(
         self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool
     ) -> None:
-        data = await self.run_blocking(_safe_render, row, index, media_type, options, thumbnail)
+        data = await self.run_cpu(render_task, row, index, media_type, options, thumbnail)
         self._finish_image(data, media_type)
 
     def _finish_image(self, data: bytes, media_type: str) -> None:
@@ -115,7 +116,7 @@ class RenderedMixin(StreamingMixin):
         self.set_header("Content-Type", mt.multipart_content_type(media_type, writer.boundary))
         url = self.url_builder()
         for row, index in items:
-            data = await self.run_blocking(_safe_render, row, index, media_type, options, False)
+            data = await self.run_cpu(render_task, row, index, media_type, options, False)
             location = url(row.study_uid, row.series_uid, row.sop_uid) + f"/frames/{index + 1}/rendered"
             self.write(writer.part_head(media_type, {"Content-Location": location}))
             self.write(data)
@@ -127,15 +128,29 @@ def _charsets_of(row: InstanceRow) -> list[str]:
     return qp.instance_charsets(values(json.loads(row.metadata_text), "SpecificCharacterSet"))
 
 
-def _safe_render(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes:
+def render_task(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes | Refusal:
+    """One rendered frame, or why not (run in the CPU pool: ``run_cpu``)."""
+    return _refusing(row, lambda: tc.render(row, index, media_type, options, thumbnail=thumbnail))
+
+
+def animation_task(row: InstanceRow, indices: list[int], media_type: str, options: rd.RenderOptions) -> bytes | Refusal:
+    """Several frames of one instance as an animated GIF or PNG, or why not."""
+    return _refusing(row, lambda: tc.render_animation(row, indices, media_type, options))
+
+
+def _refusing(row: InstanceRow, work: Callable[[], bytes]) -> bytes | Refusal:
     try:
-        return tc.render(row, index, media_type, options, thumbnail=thumbnail)
+        return work()
     except rd.RenderParameterError as exc:
-        raise ApiError(400, f"bad rendering parameter {exc}") from None
+        return Refusal(400, f"bad rendering parameter {exc}")
     except NotAcceptable as exc:
-        raise ApiError(406, str(exc)) from None
+        return Refusal(406, str(exc))
     except DisplayError as exc:
-        raise ApiError(406, f"instance {row.sop_uid} cannot be rendered: {exc}") from None
+        return Refusal(406, f"instance {row.sop_uid} cannot be rendered: {exc}")
+    except tc.TranscodeError as exc:
+        return Refusal(406, str(exc))
+    except NotFoundError as exc:
+        return Refusal(404, str(exc))
 
 
 class WadoUriMixin(RetrieveMixin):
@@ -176,7 +191,7 @@ class WadoUriMixin(RetrieveMixin):
                 raise ApiError(400, "anonymize=yes with annotation=patient: the annotation would draw the patient's "
                                     "identity into the image")
             await self.run_blocking(_refuse_burned_in, row, None)
-        data = await self.run_blocking(_safe_render, row, index, media_type, request.render, False)
+        data = await self.run_cpu(render_task, row, index, media_type, request.render, False)
         self.set_header("Content-Type", media_type)
         self.finish(data)
 
@@ -191,7 +206,7 @@ class WadoUriMixin(RetrieveMixin):
             charsets = await self.run_blocking(_charsets_of, row)
             qp.check_charset([request.charset], charsets, f"the text of object {row.sop_uid}")
         if request.anonymize:
-            data, sop = await self.run_blocking(_anonymized_file, row, target)
+            data, sop = await self.run_blocking(_anonymized_file, row, target, self.store)
             self.set_header("Content-Type", f"{mt.DICOM}; transfer-syntax={target}")
             self.set_header("Content-Disposition", f'attachment; filename="{sop}.dcm"')
             self.finish(data)
@@ -218,9 +233,10 @@ class WadoUriMixin(RetrieveMixin):
         return row
 
 
-# WADO-URI anonymize=yes remaps UIDs under one key per server process: the objects of a series fetched
-# one by one keep sharing their new Study and Series Instance UIDs.
-_ANONYMIZE_SECRET = secrets.token_bytes(32)
+# WADO-URI anonymize=yes remaps UIDs under one key kept in the store (Store.shared_secret): the objects
+# of a series fetched one by one keep sharing their new Study and Series Instance UIDs, whichever
+# worker process or team server answers each request.
+ANONYMIZE_SECRET = "wado-uri-anonymize"
 
 
 def _refuse_burned_in(row: InstanceRow, ds: Dataset | None) -> None:
@@ -231,11 +247,11 @@ def _refuse_burned_in(row: InstanceRow, ds: Dataset | None) -> None:
                             "clean pixels")
 
 
-def _anonymized_file(row: InstanceRow, target: str) -> tuple[bytes, str]:
+def _anonymized_file(row: InstanceRow, target: str, store: Store) -> tuple[bytes, str]:
     """The stored object de-identified by the PS3.15 Basic Profile (the notebook's pacs.deidentify rules)."""
     ds = reader.read_dataset(row)
     _refuse_burned_in(row, ds)
-    out = Deidentifier(secret=_ANONYMIZE_SECRET).deidentify(ds).dataset
+    out = Deidentifier(secret=store.shared_secret(ANONYMIZE_SECRET)).deidentify(ds).dataset
     if target != row.transfer_syntax:
         try:
             out = encode.transcode_dataset(out, target)

@@ -19,7 +19,7 @@ from ..dicom.dicomjson import json_to_xml
 from ..dicom.multipart import MultipartError, MultipartParser, PartBegin, PartData, PartEnd
 from ..dicom.stow import FAILURE_CANNOT_UNDERSTAND, FAILURE_PROCESSING, describe_failure, is_referenced, response_dataset
 from ..fileio import open_private
-from ..store import StoreOutcome
+from ..store import ParsedFile, StoreOutcome, parse_file
 from .base import DRAIN_LIMIT, ApiError, StreamedBodyMixin
 from .qido import QidoMixin
 
@@ -37,6 +37,7 @@ class _Part:
     file: BinaryIO | None = None
     rejected: str | None = None  # why the part was refused before reading it
     synced: Future | None = None  # fsync + close, started as soon as the part is complete
+    parsed: Future | None = None  # parse_file, started at the same moment (ParsedFile)
 
 
 def _sync_and_close(fp: BinaryIO) -> None:
@@ -139,9 +140,18 @@ class StowMixin(StreamedBodyMixin):
                 if current.file is not None:
                     current.file.write(event.data)
             elif isinstance(event, PartEnd):
-                current = self._stow_parts[-1]
-                if current.file is not None:
-                    current.synced = _FSYNC_POOL.submit(_sync_and_close, current.file)
+                self._part_complete(self._stow_parts[-1])
+
+    def _part_complete(self, part: _Part) -> None:
+        """A part is all here: its fsync starts, and so does its parsing (they overlap each other and
+        the parts still arriving); the index write waits for both."""
+        if part.file is None:
+            return
+        part.file.flush()  # the parser reads the file while the fsync runs
+        part.synced = _FSYNC_POOL.submit(_sync_and_close, part.file)
+        assert self.ctx.cpu is not None
+        part.parsed = self.ctx.cpu.submit(parse_file, part.path, self.store.tmp_dir, f"part {part.number}",
+                                          owned=True, synced=True)
 
     def _refuse_body(self, refusal: ApiError) -> None:
         """A refusal found in the body: the rest is drained (tornado's limit, set in prepare_body,
@@ -183,13 +193,17 @@ class StowMixin(StreamedBodyMixin):
                 raise ApiError(400, f"malformed multipart body: {exc}") from None
         if not self._stow_parts:
             raise ApiError(400, "the multipart body holds no parts")
-        if self._stow_single is not None and self._stow_single.file is not None:
-            self._stow_single.synced = _FSYNC_POOL.submit(_sync_and_close, self._stow_single.file)
+        if self._stow_single is not None and self._stow_single.synced is None:
+            self._part_complete(self._stow_single)
+        parsed: list[ParsedFile] = []
+        for part in self._stow_parts:
+            if part.parsed is not None:
+                parsed.append(await asyncio.wrap_future(part.parsed))
+                part.path = parsed[-1].path if parsed[-1].record is not None else part.path  # a rewrite replaced it
         for part in self._stow_parts:
             if part.synced is not None:
-                await asyncio.wrap_future(part.synced)
-        readable = [p for p in self._stow_parts if p.path is not None]
-        outcomes = await self.run_blocking(self._store_parts, readable, study)
+                await asyncio.wrap_future(part.synced)  # blob durable before its index row
+        outcomes = await self.run_blocking(self.store.store_parsed, parsed, expected_study=study)
         rejected = [
             StoreOutcome(
                 None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=p.rejected or "", source=f"part {p.number}"
@@ -198,10 +212,6 @@ class StowMixin(StreamedBodyMixin):
             if p.rejected
         ]
         self._respond(outcomes + rejected, study)
-
-    def _store_parts(self, parts: list[_Part], study: str | None) -> list[StoreOutcome]:
-        return self.store.store_files([p.path for p in parts if p.path], expected_study=study,
-                                      sources=[f"part {p.number}" for p in parts])
 
     def _respond(self, outcomes: list[StoreOutcome], study: str | None) -> None:
         body = response_dataset(outcomes, self.url_builder(), study)

@@ -81,7 +81,8 @@ class RetrieveMixin(StreamingMixin):
 
     async def retrieve(self, study: str, series: str | None = None, instance: str | None = None) -> None:
         qp.warn_unknown(self, qp.RETRIEVE)
-        rows = await self.run_blocking(self.store.instances, study, series, instance)
+        rows = ([await self.instance_row(study, series, instance)] if instance is not None
+                else await self.run_blocking(self.store.instances, study, series, instance))
         delivery = choose_instance_delivery(self.accepted(), rows, allow_single=instance is not None)
         url = self.url_builder()
         if delivery.container == "zip":
@@ -317,8 +318,7 @@ class FramesMixin(StreamingMixin):
                                    self.uid(instance, "SOPInstanceUID"))
         numbers = parse_frame_list(frame_list)
         qp.warn_unknown(self, qp.FRAMES)
-        rows = await self.run_blocking(self.store.instances, study, series, instance)
-        row = rows[0]
+        row = await self.instance_row(study, series, instance)
         count = reader.frame_count(row)
         if not count:
             raise ApiError(404, f"instance {instance} has no pixel data, so no frames")
@@ -332,6 +332,15 @@ class FramesMixin(StreamingMixin):
         else:
             self.set_header("Content-Type", f"{part_type}; transfer-syntax={ts}")
         base = self.url_builder()(study, series, instance)
+        slices = [s for s in (tc.stored_frame_slice(row, n - 1, ts) for n in numbers) if s is not None]
+        if len(slices) == len(numbers):
+            # Each frame is one range of the stored file: sent from it as it is (sendfile(2) when local).
+            part_head = f"{part_type}; transfer-syntax={ts}"
+            pieces = [Piece(writer.part_head(part_head, {"Content-Location": f"{base}/frames/{n}"}) if writer else b"",
+                            row.blob, offset, length)
+                      for n, (offset, length) in zip(numbers, slices)]
+            await self.send_pieces(pieces, writer.close() if writer is not None else b"")
+            return
         for n in numbers:
             data = await self.run_blocking(tc.frame_bytes, row, n - 1, ts)
             if writer is not None:

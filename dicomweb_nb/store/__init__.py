@@ -11,15 +11,18 @@ from .store import (
     FAILURE_STUDY_UID_MISMATCH,
     InstanceRow,
     NotFoundError,
+    ParsedFile,
     SearchResult,
     Store,
     StoreError,
     StoreOutcome,
     describe_failure,
+    parse_file,
 )
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",
+    "ParsedFile", "parse_file",
     "InstanceRecord", "read_instance", "NotDicomError", "MissingAttributeError", "ImportReport", "import_paths", "import_files",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_DUPLICATE", "FAILURE_PROCESSING",
     "FAILURE_STUDY_UID_MISMATCH", "describe_failure",

@@ -40,8 +40,9 @@ from .blobs import Blob, remove_path
 from .index import Row
 from .index.sql import JOB_ACTIVE
 from .ingest import FrameLayout, InstanceRecord, read_instance
+from .outcomes import StoreOutcome
 from .schema import METADATA_VERSION
-from .store import Store, StoreError, workspace_store_options
+from .store import ParsedFile, Store, StoreError, workspace_store_options
 
 BATCH_INSTANCES = 200  # instances per target commit
 BATCH_BYTES = 256 << 20  # bytes staged on local disk at once, at most (a batch ends at whichever comes first)
@@ -253,7 +254,10 @@ def _copy(source: Store, target: Store, rows: list[Row], pool: ThreadPoolExecuto
                 report.failed.append((row["sop_uid"], f"{type(exc).__name__}: {exc}"))
                 continue
             staged.append((path, record, digest, row))
-        outcomes = target.store_parsed([(path, record) for path, record, _d, _r in staged])
+        known = [ParsedFile(path, record, StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid,
+                                                       record.series_uid, source=path.name), owned=True)
+                 for path, record, _d, _r in staged]
+        outcomes = target.store_parsed(known)
     except BaseException:
         for future in futures:
             future.cancel()

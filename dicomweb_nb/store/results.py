@@ -23,11 +23,13 @@ _COMPUTED_KEYS = frozenset(COMPUTED_MULTI) | frozenset(COMPUTED_COUNTS) | {_RETR
 
 
 def result(row: Row, query: Query, study_uid: str | None, series_uid: str | None,
-           retrieve_url: UrlBuilder | None, representative: RepresentativeMetadata) -> DicomJson:
-    """One search result as DICOM JSON, its attributes in tag order."""
+           retrieve_url: UrlBuilder | None, representative: RepresentativeMetadata,
+           parents: dict[tuple[str, str], DicomJson] | None = None) -> DicomJson:
+    """One search result as DICOM JSON, its attributes in tag order. ``parents``: the study and series
+    JSON parsed for earlier results of the same search (the instances of a series share theirs)."""
     level = query.level
     keys = list(row.keys())
-    study = json.loads(row["study_json"])
+    study = _parent(parents, "study", row["study_uid"], row["study_json"])
     out: DicomJson = {}
     scoped = (level == T_SERIES and study_uid is not None) or (level == T_INSTANCE and series_uid is not None)
     wanted = default_return_tags(level, with_parent_levels=not scoped)
@@ -36,7 +38,7 @@ def result(row: Row, query: Query, study_uid: str | None, series_uid: str | None
     if level == T_INSTANCE:
         sources.append(json.loads(row["metadata"]))
     if level in (T_SERIES, T_INSTANCE):
-        sources.append(json.loads(row["series_json"]))
+        sources.append(_parent(parents, "series", row["series_uid"], row["series_json"]))
     sources.append(study)
     if query.include_all:
         allowed = level_tags_all(level)
@@ -80,6 +82,15 @@ def result(row: Row, query: Query, study_uid: str | None, series_uid: str | None
     if level == T_INSTANCE:
         out[tag_hex(_SOP_UID)] = {"vr": "UI", "Value": [row["sop_uid"]]}
     return dict(sorted(out.items()))
+
+
+def _parent(parents: dict[tuple[str, str], DicomJson] | None, level: str, uid: str, text: str) -> DicomJson:
+    if parents is None:
+        return json.loads(text)
+    parsed = parents.get((level, uid))
+    if parsed is None:
+        parsed = parents[(level, uid)] = json.loads(text)
+    return parsed
 
 
 def _computed(tag: int, row: Row, level: str, keys: list[str]) -> dict[str, Any] | None:

@@ -24,7 +24,9 @@ and indexes), run in order by both engines on a new index and on an older one al
 - 6: the change feed (``changes``: one row per instance created or deleted, in one order; an index
   made before it gets a ``create`` entry per instance it holds, in the order they were stored; see
   ``index.changes``).
-- 7: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
+- 7: ``instances.summary`` (``store.summary``): the attributes instance searches read most; NULL for
+  an instance stored before, which searches then read from its full metadata.
+- 8: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
 # kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
 METADATA_VERSION = 2
@@ -286,6 +288,11 @@ def _change_feed_step(dialect: Dialect, previous: int | None) -> list[str]:
     return out
 
 
+def _summary_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # Rows stored before keep NULL: searches read their full metadata instead (store.summary).
+    return ["ALTER TABLE instances ADD COLUMN summary TEXT"]
+
+
 # Each version after 2: the statements that make an index of the previous version into this one,
 # given the version the index had when it was opened (None: a new index).
 def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
@@ -293,9 +300,9 @@ def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
     return statements(worklist_ddl(dialect))
 
 
-WORKLIST_VERSION = 7  # the schema version whose step adds the worklist
+WORKLIST_VERSION = 8  # the schema version whose step adds the worklist
 STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, 6: _change_feed_step,
-         WORKLIST_VERSION: _worklist_step}
+         7: _summary_step, WORKLIST_VERSION: _worklist_step}
 
 
 def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:

@@ -30,6 +30,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ PARALLEL_PUT_BYTES = 4 << 20
 # files one after the other, and one under way when the study is deleted still sends every instance
 # it began with. (A replaced blob keeps the storage's own grace.)
 DELETED_BLOB_GRACE = 120.0
+ROW_CACHE_SIZE = 2048  # single-instance rows kept per process (a few KB each: the instance's DICOM JSON)
+DELETIONS_MARKER = ".deletions"  # beside local blobs (a dot name: never taken for a blob); see Store._note_deletion
 
 try:
     import fcntl
@@ -177,6 +180,19 @@ class Store:
             self._write_team_marker(database, storage)
         self._lock_file: Any = None
         self._tmp_lock: Any = None
+        # sop_uid -> InstanceRow of recent single-instance reads (see _cached_row), where a blob's
+        # existence tells its version is current.
+        staging = self.blobs.staging_dir()
+        self._rows: OrderedDict[str, InstanceRow] | None = (
+            OrderedDict() if staging is not None and self.garbage_grace <= 0 else None)
+        self._rows_lock = threading.Lock()
+        # A deleted instance's file stays readable for deletion_grace (reads under way finish), so its
+        # existence no longer tells a cached row is current: every delete appends a byte to this file
+        # beside the blobs, and a cache that sees its size change empties itself (all processes).
+        self._deletions_marker: Path | None = staging.parent / DELETIONS_MARKER if staging is not None else None
+        self._rows_generation = self._deletions_seen()
+        self._secrets: dict[str, bytes] = {}
+        self._secrets_lock = threading.Lock()
         self.tmp_dir = self._make_tmp_dir()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -259,6 +275,13 @@ class Store:
         if fcntl is not None:
             fcntl.flock(self._tmp_lock.fileno(), fcntl.LOCK_EX)
         return tmp
+
+    def detach_lock(self) -> Any:
+        """The folder store's shared lock, handed to the caller (None for a team store): ``close()``
+        leaves it held until the caller closes it. A process that opened the store to reconcile it and
+        then forks workers keeps it, so that no worker takes the store for its own alone."""
+        lock, self._lock_file = self._lock_file, None
+        return lock
 
     def session_alive(self, session: str) -> bool:
         """Whether the process that opened the store as ``session`` still has it open."""
@@ -373,6 +396,7 @@ class Store:
             refreshed += self.index.refresh_metadata(entries, stored)
         self.index.set_metadata_floor(METADATA_VERSION)
         if refreshed:
+            self.forget_cached_rows()  # rewritten in place: same blobs, new metadata
             log.info("%s: metadata of %d instance(s) re-derived", self.location, refreshed)
         return refreshed
 
@@ -392,73 +416,53 @@ class Store:
         """
         files = [Path(p) for p in paths]
         source_names = list(sources) if sources is not None else [p.name for p in files]
+        parsed = [parse_file(path, self.tmp_dir, source, owned=move) for path, source in zip(files, source_names)]
+        return self.store_parsed(parsed, expected_study=expected_study)
+
+    def store_parsed(self, parsed: Sequence[ParsedFile], *, expected_study: str | None = None) -> list[StoreOutcome]:
+        """Store files already read by ``parse_file`` (which a caller may run as each upload arrives,
+        in any thread or process) or whose records are known already (``migrate``); one outcome per
+        file, the good ones indexed in one transaction."""
         outcomes: list[StoreOutcome] = []
-        accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
-        for path, source in zip(files, source_names):
-            rewritten = False
-            try:
-                part10 = ensure_part10(path, self.tmp_dir)
-                rewritten = part10 != path
-                if rewritten and move:
-                    remove_path(path)
-                record = read_instance(part10)
-            except NotDicomError as exc:
-                outcomes.append(
-                    StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), source=source)
-                )
+        accepted: list[_Accepted] = []
+        for item in parsed:
+            outcomes.append(item.outcome)
+            record = item.record
+            if record is None:
                 continue
-            except MissingAttributeError as exc:
-                if rewritten:
-                    remove_path(part10)
-                outcomes.append(
-                    StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH, message=str(exc), source=source)
-                )
-                continue
-            outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
-            outcomes.append(outcome)
             if expected_study is not None and record.study_uid != expected_study:
-                outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
-                outcome.message = (
+                item.outcome.failure_reason = FAILURE_STUDY_UID_MISMATCH
+                item.outcome.message = (
                     f"StudyInstanceUID {record.study_uid} does not match the study {expected_study} of the request URL"
                 )
-                if rewritten:
-                    remove_path(part10)
+                if item.rewritten:
+                    remove_path(item.path)
                 continue
-            if record.warnings:
-                outcome.message = "; ".join(record.warnings)
-            accepted.append((part10, record, outcome, move or rewritten))
+            accepted.append(_Accepted(item.path, record, item.outcome, item.owned, item.synced))
         if accepted:
             self._write(accepted)
         return outcomes
 
-    def store_parsed(self, files: Sequence[tuple[Path, InstanceRecord]], *, move: bool = True) -> list[StoreOutcome]:
-        """Store files whose records are known already (copied from another store's index by
-        ``migrate``): written and indexed as ``store_files`` does, without parsing them again."""
-        outcomes = [StoreOutcome(r.sop_uid, r.sop_class_uid, r.study_uid, r.series_uid, source=p.name) for p, r in files]
-        if files:
-            self._write([(path, record, outcome, move) for (path, record), outcome in zip(files, outcomes)])
-        return outcomes
-
-    def _write(self, accepted: list[tuple[Path, InstanceRecord, StoreOutcome, bool]]) -> None:
-        to_write: list[tuple[Path, InstanceRecord, StoreOutcome, bool]] = []
+    def _write(self, accepted: list[_Accepted]) -> None:
+        to_write: list[_Accepted] = []
         if self.duplicates in ("reject", "keep"):
             # Stored already: settled without writing a blob (the transaction decides again).
             for item in accepted:
-                if self.index.exists(item[1].sop_uid):
-                    self._settle_duplicate(item[2])
-                    if item[3]:
-                        remove_path(item[0])
+                if self.index.exists(item.record.sop_uid):
+                    self._settle_duplicate(item.outcome)
+                    if item.owned:
+                        remove_path(item.path)
                 else:
                     to_write.append(item)
         else:
             to_write = accepted
         if not to_write:
             return
-        keys = [f"{r.study_uid}/{r.series_uid}/{r.sop_uid}.{secrets.token_hex(4)}.dcm" for _p, r, _o, _m in to_write]
+        keys = [f"{a.record.study_uid}/{a.record.series_uid}/{a.record.sop_uid}.{secrets.token_hex(4)}.dcm" for a in to_write]
         self.index.add_intents(keys, self.session)
         try:
-            sizes = self._put_all([(key, path, move) for key, (path, _r, _o, move) in zip(keys, to_write)])
-            entries = [Entry(record, key, size) for key, size, (_p, record, _o, _m) in zip(keys, sizes, to_write)]
+            sizes = self._put_all(list(zip(keys, to_write)))
+            entries = [Entry(a.record, key, size) for key, size, a in zip(keys, sizes, to_write)]
             self.blobs.sync(keys)
             due = self.index.commit(entries, self.duplicates, self.session, self.garbage_grace)
         except BaseException:
@@ -475,43 +479,46 @@ class Store:
                     self.blobs.delete(key)
                 except Exception:
                     log.exception("cannot remove blob %s of a failed write", key)
-            for _path, _record, outcome, _move in to_write:
-                outcome.stored = outcome.replaced = False
+            for item in to_write:
+                item.outcome.stored = item.outcome.replaced = False
             raise
         finally:
-            for path, _record, _outcome, move in to_write:
-                if move:
-                    remove_path(path)  # not moved (object storage, a failure): the temporary copy goes
-        for entry, (_path, _record, outcome, _move) in zip(entries, to_write):
+            for item in to_write:
+                if item.owned:
+                    remove_path(item.path)  # not moved (object storage, a failure): the temporary copy goes
+        for entry, item in zip(entries, to_write):
             if entry.decision in ("stored", "replaced"):
-                outcome.stored = True
-                outcome.replaced = entry.decision == "replaced"
+                item.outcome.stored = True
+                item.outcome.replaced = entry.decision == "replaced"
             elif entry.decision in ("duplicate", "kept"):
-                self._settle_duplicate(outcome)
+                self._settle_duplicate(item.outcome)
             else:
-                outcome.failure_reason = FAILURE_PROCESSING
-                outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
+                item.outcome.failure_reason = FAILURE_PROCESSING
+                item.outcome.message = "the write was interrupted (this process was taken for dead by another); store it again"
         self._collect(due)
 
-    def _put_all(self, puts: list[tuple[str, Path, bool]]) -> list[int]:
+    def _put_all(self, puts: list[tuple[str, _Accepted]]) -> list[int]:
         """Write the blobs of a batch: one after the other into a folder (renames), several at
         once into object storage (each is a request), in waves of at most PARALLEL_PUT_BYTES so
         memory stays bounded (an object store client may hold a whole part in memory)."""
+        def put(key: str, item: _Accepted) -> int:
+            return self.blobs.put(key, item.path, move=item.owned, synced=item.synced)
+
         if self.blobs.staging_dir() is not None or len(puts) == 1:
-            return [self.blobs.put(key, path, move=move) for key, path, move in puts]
-        waves: list[list[tuple[str, Path, bool]]] = [[]]
+            return [put(key, item) for key, item in puts]
+        waves: list[list[tuple[str, _Accepted]]] = [[]]
         size = 0
-        for put in puts:
-            length = put[1].stat().st_size
+        for key, item in puts:
+            length = item.path.stat().st_size
             if waves[-1] and (size + length > PARALLEL_PUT_BYTES or len(waves[-1]) == 8):
                 waves.append([])
                 size = 0
-            waves[-1].append(put)
+            waves[-1].append((key, item))
             size += length
         sizes: list[int] = []
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-put") as pool:
             for wave in waves:
-                sizes += pool.map(lambda p: self.blobs.put(p[0], p[1], move=p[2]), wave)
+                sizes += pool.map(lambda p: put(*p), wave)
         return sizes
 
     def _settle_duplicate(self, outcome: StoreOutcome) -> None:
@@ -539,25 +546,107 @@ class Store:
         count, due = self.index.delete(study_uid, series_uid, sop_uid, self.deletion_grace)
         if not count:
             raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
+        self._note_deletion()
         self._collect(due)
         return count
+
+    def _note_deletion(self) -> None:
+        """Tell every process's row cache (``_cached_row``) that rows were deleted: after the index commit."""
+        if self._deletions_marker is None:
+            return
+        fd = os.open(self._deletions_marker, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.modes.file_mode)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+
+    def _deletions_seen(self) -> int:
+        if self._deletions_marker is None:
+            return 0
+        try:
+            return os.stat(self._deletions_marker).st_size
+        except FileNotFoundError:
+            return 0
 
     # -- reading ----------------------------------------------------------------------------
     def instances(self, study_uid: str | None, series_uid: str | None = None, sop_uid: str | None = None) -> list[InstanceRow]:
         """Instances of a study / series / one instance, in series then instance order.
 
-        Raises NotFoundError when nothing matches, naming the level that does not exist.
+        Raises NotFoundError when nothing matches, naming the level that does not exist. One
+        instance (``sop_uid``) comes from the row cache when it is there (``_cached_row``).
         """
+        deletions = 0
+        if sop_uid is not None:
+            cached = self.cached_instance(study_uid, series_uid, sop_uid)
+            if cached is not None:
+                return [cached]
+            deletions = self._deletions_seen()
         rows = self.index.instances(study_uid, series_uid, sop_uid)
         if not rows:
             raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
-        return [InstanceRow(
+        out = [InstanceRow(
             study_uid=r["study_uid"], series_uid=r["series_uid"], sop_uid=r["sop_uid"],
             sop_class_uid=r["sop_class_uid"], transfer_syntax=r["transfer_syntax"],
             blob=Blob(self.blobs, r["path"], r["size"]), size=r["size"], metadata_text=r["metadata"],
             layout=FrameLayout.from_json(r["frames"]), number_of_frames=int(r["number_of_frames"] or 0),
             stored=r["stored"],
         ) for r in rows]
+        # A delete committed while the index was read may have missed this row: then it is not cached.
+        if sop_uid is not None and self._rows is not None and self._deletions_seen() == deletions:
+            with self._rows_lock:
+                if self._rows_generation != deletions:
+                    self._rows.clear()
+                    self._rows_generation = deletions
+                self._rows[sop_uid] = out[0]
+                while len(self._rows) > ROW_CACHE_SIZE:
+                    self._rows.popitem(last=False)
+        return out
+
+    def cached_instance(self, study_uid: str | None, series_uid: str | None, sop_uid: str) -> InstanceRow | None:
+        """The instance's row if the cache holds it (no index query; a stat() at most), else None:
+        for callers that would rather not wait on a worker thread for a cached answer."""
+        row = self._cached_row(sop_uid)
+        if row is not None and study_uid in (None, row.study_uid) and series_uid in (None, row.series_uid):
+            return row
+        return None
+
+    def _cached_row(self, sop_uid: str) -> InstanceRow | None:
+        """The row of a recently read instance, if it is still the stored one.
+
+        Frames, rendered images and single-instance retrieves ask for the same few instances again
+        and again; the cache spares them the index (and the parse of the frame offsets). It is on
+        where the blobs are local files and a replaced one goes at once (no grace period): a version
+        is current while its file exists, whichever process stored what since (a re-STOW writes a new
+        file and removes the old one), so a stat() is the check. A deleted instance's file stays a
+        while for reads under way, so deletes are seen through the deletions marker instead (one more
+        stat). Elsewhere (object storage keeps old versions readable a while) every lookup asks the index.
+        """
+        if self._rows is None:
+            return None
+        deletions = self._deletions_seen()
+        with self._rows_lock:
+            if deletions != self._rows_generation:
+                self._rows.clear()
+                self._rows_generation = deletions
+                return None
+            row = self._rows.get(sop_uid)
+            if row is None:
+                return None
+            self._rows.move_to_end(sop_uid)
+        path = row.blob.local_path
+        if path is not None and os.path.isfile(path):
+            return row
+        with self._rows_lock:
+            if self._rows.get(sop_uid) is row:
+                del self._rows[sop_uid]
+        return None
+
+    def forget_cached_rows(self) -> None:
+        """Empty the single-instance row cache: for rows rewritten in place (same blob, new metadata),
+        which the cache, valid while an instance's blob file exists, would not notice."""
+        if self._rows is not None:
+            with self._rows_lock:
+                self._rows.clear()
 
     def counts(self) -> dict[str, int]:
         return self.index.counts()
@@ -598,6 +687,7 @@ class Store:
         limit = query.limit if query.limit is not None else max_results
         rows, truncated = self.index.search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                                             pn_case_insensitive=self.pn_case_insensitive)
+        parents: dict[tuple[str, str], Any] = {}  # study/series JSON parsed once per search (results.result)
         texts: dict[str, str] = {}
 
         def representative(row: Any, level: str) -> dict[str, Any]:
@@ -608,8 +698,10 @@ class Store:
                 texts.update(self.index.representative_metadata(level, sorted({r[column] for r in rows})))
             text = texts.get(row[column])
             return json.loads(text) if text else {}
-        return SearchResult([result(row, query, study_uid, series_uid, retrieve_url, representative) for row in rows],
-                            truncated)
+
+        return SearchResult(
+            [result(row, query, study_uid, series_uid, retrieve_url, representative, parents) for row in rows], truncated
+        )
 
     @property
     def worklist(self) -> Worklist:
@@ -629,9 +721,11 @@ class Store:
         """Save a job record (None deletes it)."""
         self.index.save_job(job_id, record)
 
-    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Move a job between states for this process, atomically: one process wins a claim."""
-        return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state)
+    def claim_job(self, job_id: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Move a job between states for this process, atomically: one process wins a claim
+        (``record``: the job's new record, written with the claim)."""
+        return self.index.claim_job(job_id, self.session, from_states=from_states, to_state=to_state, record=record)
 
     def request_job_cancel(self, job_id: str) -> bool:
         """Ask the process that runs a job to cancel it."""
@@ -647,6 +741,69 @@ class Store:
 
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
         self.index.save_server(name, definition)
+
+    def shared_secret(self, name: str) -> bytes:
+        """32 random bytes kept in the index under ``name``: the same in every process on this store
+        (the workers of a server, the servers of a team), and across restarts."""
+        with self._secrets_lock:
+            secret = self._secrets.get(name)
+            if secret is None:
+                secret = bytes.fromhex(self.index.shared_value(f"secret:{name}", lambda: secrets.token_hex(32)))
+                self._secrets[name] = secret
+            return secret
+
+
+@dataclass
+class ParsedFile:
+    """A file read for storing (``parse_file``): its record, or None when it cannot be stored (the
+    outcome says why), and what ``store_parsed`` may do with the file."""
+
+    path: Path  # the Part 10 file to store: the file given, or its rewrite under the store's tmp/
+    record: InstanceRecord | None
+    outcome: StoreOutcome
+    owned: bool  # the file may be moved into place or removed (an upload, a rewrite), else it is copied
+    rewritten: bool = False
+    synced: bool = False  # its bytes are durable already (the caller fsynced the upload)
+
+
+@dataclass
+class _Accepted:
+    path: Path
+    record: InstanceRecord
+    outcome: StoreOutcome
+    owned: bool
+    synced: bool
+
+
+def parse_file(path: str | os.PathLike[str], tmp_dir: Path, source: str | None = None, *, owned: bool = True,
+               synced: bool = False) -> ParsedFile:
+    """Read one file for ``Store.store_parsed``: the work of a store that needs no store (pure but
+    for files), so that uploads are parsed as they arrive, in any thread or process.
+
+    ``owned``: the file is an upload to be moved into the store; ``synced``: its bytes are already
+    durable (a rewrite of a file without preamble, made under ``tmp_dir``, never is).
+    """
+    path = Path(path)
+    source = source if source is not None else path.name
+    rewritten = False
+    try:
+        part10 = ensure_part10(path, tmp_dir)
+        rewritten = part10 != path
+        if rewritten and owned:
+            remove_path(path)
+        record = read_instance(part10)
+    except NotDicomError as exc:
+        return ParsedFile(path, None, StoreOutcome(None, None, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc),
+                                                   source=source), owned)
+    except MissingAttributeError as exc:
+        if rewritten:
+            remove_path(part10)
+        return ParsedFile(path, None, StoreOutcome(None, None, failure_reason=FAILURE_DATASET_DOES_NOT_MATCH,
+                                                   message=str(exc), source=source), owned)
+    outcome = StoreOutcome(record.sop_uid, record.sop_class_uid, record.study_uid, record.series_uid, source=source)
+    if record.warnings:
+        outcome.message = "; ".join(record.warnings)
+    return ParsedFile(part10, record, outcome, owned or rewritten, rewritten, synced and not rewritten)
 
 
 class StoreLocation(TypedDict, total=False):
@@ -686,7 +843,8 @@ def location(database: str | None, storage: str | None) -> StoreLocation:
 
 
 __all__ = [
-    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ChangeEntry",
+    "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ChangeEntry", "ParsedFile",
+    "parse_file",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
     "workspace_store_options", "StoreLocation", "location",

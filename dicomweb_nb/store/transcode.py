@@ -111,8 +111,47 @@ def transcode_file(blob: Blob, target: str) -> bytes:
         raise TranscodeError(f"{blob.key}: cannot transcode to {target}: {str(exc).splitlines()[0]}") from None
 
 
+# Decoded frames of compressed instances, by blob key (a new version has a new key, so an entry never
+# goes stale) and frame: a viewer asks for the same image again and again with another window, and a
+# JPEG 2000 or JPEG-LS decode costs 10-100x the windowing and encoding of a render.
+_DECODED: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+_DECODED_LOCK = threading.Lock()
+DECODED_CACHE_BYTES = 128 << 20
+_decoded_bytes = 0
+
+
 def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known."""
+    """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known.
+    Frames of compressed instances are kept (read-only) for the next request of the same frame."""
+    if row.transfer_syntax in UNCOMPRESSED:
+        return _decode(row, index)  # a read of the stored bytes, no cheaper from a cache
+    key = (row.blob.key, index)
+    with _DECODED_LOCK:
+        cached = _DECODED.get(key)
+        if cached is not None:
+            _DECODED.move_to_end(key)
+            return cached
+    frame = _decode(row, index)
+    frame.flags.writeable = False
+    _remember_decoded(key, frame)
+    return frame
+
+
+def _remember_decoded(key: tuple[str, int], frame: np.ndarray) -> None:
+    global _decoded_bytes
+    if frame.nbytes > DECODED_CACHE_BYTES // 8:
+        return
+    with _DECODED_LOCK:
+        if key in _DECODED:
+            return
+        _DECODED[key] = frame
+        _decoded_bytes += frame.nbytes
+        while _decoded_bytes > DECODED_CACHE_BYTES:
+            _, old = _DECODED.popitem(last=False)
+            _decoded_bytes -= old.nbytes
+
+
+def _decode(row: InstanceRow, index: int) -> np.ndarray:
     problems = []
     if row.layout.frames:
         try:
@@ -159,6 +198,19 @@ def _cached_pixel_attributes(sop_uid: str, stored: float, metadata_text: str) ->
         return PixelAttributes.from_json(json.loads(metadata_text))
     except (PixelDecodeError, ValueError, TypeError) as exc:
         raise TranscodeError(f"instance {sop_uid}: {exc}") from None
+
+
+def stored_frame_slice(row: InstanceRow, index: int, target: str) -> tuple[int, int] | None:
+    """(offset, length) of frame ``index`` in the stored blob when its bytes there are exactly what
+    ``frame_bytes(row, index, target)`` gives (one fragment, or native little-endian pixels asked for
+    uncompressed); None when they must be read and put together, decoded or converted."""
+    frames = row.layout.frames
+    if not frames or not 0 <= index < len(frames) or len(frames[index]) != 1:
+        return None
+    stored = row.transfer_syntax
+    if (target == stored and stored != DEFLATED) or (target in UNCOMPRESSED and stored in (EXPLICIT_LE, IMPLICIT_LE)):
+        return frames[index][0]
+    return None
 
 
 def frame_bytes(row: InstanceRow, index: int, target: str) -> bytes:

@@ -447,3 +447,62 @@ def test_a_read_only_server_reads_the_worklist_and_refuses_every_change(tmp_path
     finally:
         reader.stop()
         store.close()
+
+
+def test_with_several_workers_a_channel_hears_the_changes_made_through_every_worker(tmp_path, store_backend):
+    """``serve --workers 2``: one notice that the server started; each worker delivers the event reports of
+    the channels open in it, reading them from the store, where whichever worker made a change recorded them."""
+    import re
+
+    from tests.fixtures.waiting import wait_until
+
+    from .test_workers import serving, sessions_on_two_workers, worker_pid
+
+    # A subscriber of the store's worklist from before: it hears once that the server started.
+    (tmp_path / "earlier").mkdir()
+    earlier = start_standalone(tmp_path / "earlier", tmp_path / "store", backend=store_backend)
+    try:
+        assert call(earlier, "POST", f"workitems/{ups.GLOBAL_SUBSCRIPTION}/subscribers/BOOT").status_code == 201
+    finally:
+        earlier.stop()
+    store = open_store(tmp_path / "store", store_backend)
+    before_start = store.worklist.last_event_id()
+    server = start_standalone(tmp_path, tmp_path / "store", "--workers", "2", quiet=False, backend=store_backend)
+    try:
+        wait_until(lambda: len(serving(server)) == 2, what="both workers serving")
+        notices = store.worklist.events_after(before_start, ["BOOT"])
+        assert [(e.workitem, e.report["00001002"]["Value"]) for e in notices] == [(ups.GLOBAL_SUBSCRIPTION, [4])]
+        aetitle = f"WK{os.getpid() % 10000}{next(_counter)}"[:16]
+        socket = channel(server, aetitle)
+
+        def channel_pid() -> int | None:
+            line = next((line for line in server.log_text().splitlines() if f"/subscribers/{aetitle}" in line), None)
+            match = re.search(r"\[worker \d+ pid (\d+)\]", line) if line else None
+            return int(match.group(1)) if match else None
+
+        try:
+            held_by = wait_until(channel_pid, what="the log line of the channel's upgrade")
+            first, second = sessions_on_two_workers(server)
+            pids = {worker_pid(server, first), worker_pid(server, second)}
+            assert held_by in pids and len(pids) == 2  # one session on the channel's worker, one on the other
+            subscribed = first.post(f"{server.dicomweb_url}/workitems/{ups.GLOBAL_SUBSCRIPTION}/subscribers/{aetitle}",
+                                    headers=server.headers, timeout=30)
+            assert subscribed.status_code == 201, subscribed.text
+            uids = []
+            for session in (first, second, first, second):
+                uid = new_uid()
+                answer = session.post(f"{server.dicomweb_url}/workitems?{uid}", data=json.dumps(task()),
+                                      headers={**server.headers, "Content-Type": "application/dicom+json"}, timeout=30)
+                assert answer.status_code == 201, answer.text
+                uids.append(uid)
+            claimed = second.put(f"{server.dicomweb_url}/workitems/{uids[0]}/state",
+                                 data=json.dumps(ups.state_request("IN PROGRESS", new_uid())),
+                                 headers={**server.headers, "Content-Type": "application/dicom+json"}, timeout=30)
+            assert claimed.status_code == 200, claimed.text
+            expected = [(uid, 1, "SCHEDULED") for uid in uids] + [(uids[0], 1, "IN PROGRESS")]
+            assert kinds(receive(socket, len(expected), timeout=20)) == expected
+        finally:
+            socket.close()
+    finally:
+        server.stop()
+        store.close()

@@ -180,7 +180,7 @@ def test_a_store_made_before_the_change_feed_gets_an_entry_per_instance_in_the_o
 
     store = make_store()
     with store.index._read() as ex:
-        assert ex("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)  # and later steps ran too
+        assert ex("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
     assert feed(store) == [(n + 1, "create", sop, "current") for n, sop in enumerate(order)]
     more = series(1, patient_id="OLD-9")
     store.store_files(samples.write_series(more, tmp_path / "more"), move=False)

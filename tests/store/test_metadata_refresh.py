@@ -54,6 +54,7 @@ def make_old(store: Store, sop_uid: str) -> None:
         ex("UPDATE studies SET study_json=?", (json.dumps(study),))
         ex("UPDATE meta SET value='1' WHERE key='metadata'")
     store.index._transact(work)
+    store.forget_cached_rows()  # rewritten behind the store's back, in place
 
 
 def instance_attributes(store: Store) -> dict:

@@ -232,6 +232,7 @@ def _downgrade_to_schema_1(path: Path) -> None:
         CREATE TABLE jobs1 (id TEXT PRIMARY KEY, definition TEXT NOT NULL, updated REAL NOT NULL);
         INSERT INTO jobs1 SELECT id, definition, updated FROM jobs;
         DROP TABLE jobs; ALTER TABLE jobs1 RENAME TO jobs;
+        ALTER TABLE instances DROP COLUMN summary;
         UPDATE meta SET value='1' WHERE key='schema';
     """)
     conn.commit()
@@ -256,6 +257,8 @@ def test_a_schema_1_store_opens_and_is_migrated_in_place(tmp_path):
     conn.close()
     assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
     assert store.load_jobs()["j1"]["state"] == "Success"
+    found = store.search(parse_query([], "instance")).items  # from the metadata of instances without a summary
+    assert sorted(item["00200013"]["Value"][0] for item in found) == [1, 2, 3]
     more = samples.write_series(series(2, patient_id="OLD-1"), tmp_path / "more")
     assert all(o.stored for o in store.store_files(more, move=False))  # intents and garbage work on it
     store.close()

@@ -40,9 +40,10 @@ class BlobStorage(ABC):
     grace: float = 0.0
 
     @abstractmethod
-    def put(self, key: str, source: Path, *, move: bool) -> int:
+    def put(self, key: str, source: Path, *, move: bool, synced: bool = False) -> int:
         """Store the local file ``source`` under ``key`` (moved when ``move`` and possible); returns
-        its size. When this returns the blob is complete, though maybe not yet durable (``sync``)."""
+        its size. When this returns the blob is complete, though maybe not yet durable (``sync``).
+        ``synced``: the caller made ``source``'s bytes durable already (no second fsync)."""
 
     def sync(self, keys: Iterable[str]) -> None:  # noqa: B027 - optional: nothing to do where a put is durable
         """Make the blobs ``put`` under ``keys`` durable (before the index refers to them)."""

@@ -57,7 +57,7 @@ class FsspecBlobs(BlobStorage):
             raise ValueError(f"not a blob key: {key!r}")
         return f"{self.root}/{key}"
 
-    def put(self, key: str, source: Path, *, move: bool) -> int:
+    def put(self, key: str, source: Path, *, move: bool, synced: bool = False) -> int:
         path = self._path(key)
         self.fs.put_file(str(source), path)
         size = Path(source).stat().st_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -12,6 +13,7 @@ from ...fileio import StoreModes, fsync_directory
 from . import BlobStorage
 
 STAGING = ".tmp"  # uploads of the team store's processes, beside the blobs so that put() renames
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-dirsync")  # a batch's folder fsyncs, together
 
 
 class LocalBlobs(BlobStorage):
@@ -32,11 +34,12 @@ class LocalBlobs(BlobStorage):
     def staging_dir(self) -> Path | None:
         return self.root / STAGING
 
-    def put(self, key: str, source: Path, *, move: bool) -> int:
+    def put(self, key: str, source: Path, *, move: bool, synced: bool = False) -> int:
         final = self._path(key)
         self.modes.make_dir(final.parent)
         if move:
-            _fsync_file(source)  # a rewritten upload (no preamble) was never synced
+            if not synced:
+                _fsync_file(source)  # a rewritten upload (no preamble) was never synced
             self.modes.fix_file(source)
             try:
                 os.replace(source, final)
@@ -49,8 +52,12 @@ class LocalBlobs(BlobStorage):
         return final.stat().st_size
 
     def sync(self, keys: Iterable[str]) -> None:
-        for directory in {self._path(k).parent for k in keys}:
-            fsync_directory(directory)
+        directories = list({self._path(k).parent for k in keys})
+        if len(directories) == 1:
+            fsync_directory(directories[0])
+            return
+        # The disk takes several flushes at once as cheaply as one: waiting on them in turn adds up.
+        list(_SYNC_POOL.map(fsync_directory, directories))
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -173,8 +173,10 @@ class Index(WorklistIndex, ABC):
     def save_job(self, job_id: str, record: dict[str, Any] | None) -> None: ...
 
     @abstractmethod
-    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str) -> bool:
-        """Atomically move a job from one of ``from_states`` to ``to_state`` owned by ``session``."""
+    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
+        """Atomically move a job from one of ``from_states`` to ``to_state`` owned by ``session``
+        (``record``: the job's new record, written with the claim)."""
 
     @abstractmethod
     def request_job_cancel(self, job_id: str) -> bool: ...
@@ -187,6 +189,11 @@ class Index(WorklistIndex, ABC):
 
     @abstractmethod
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None: ...
+
+    @abstractmethod
+    def shared_value(self, key: str, make: Callable[[], str]) -> str:
+        """The value kept under ``key`` (in the index's ``meta`` table), made by ``make`` by whichever
+        process asks first; every process sharing the index gets the same."""
 
     @abstractmethod
     def close(self) -> None: ...

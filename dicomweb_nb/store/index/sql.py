@@ -21,6 +21,7 @@ from ...dicom.query import Match, Query, _canonical_number, normalize_temporal
 from ...dicom.tags import level_of, parse_tag, tag_hex
 from ..ingest import InstanceRecord
 from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS, METADATA_VERSION, SCHEMA_VERSION, step_statements
+from ..summary import summary_suffices
 from . import DuplicatePolicy, Entry, Index, Row, changes, matchdoc
 from .workitems import SqlWorkitems
 
@@ -257,6 +258,7 @@ class SqlIndex(SqlWorkitems, Index):
                 "path": entry.key,
                 "size": entry.size,
                 "metadata": record.metadata_text,
+                "summary": record.summary_text or None,
                 "frames": record.layout.to_json(),
                 "stored": (stored or {}).get(record.sop_uid, now),
                 "metadata_version": METADATA_VERSION,
@@ -503,8 +505,11 @@ class SqlIndex(SqlWorkitems, Index):
                    "FROM series se JOIN studies s ON s.study_uid = se.study_uid")
             order = f" ORDER BY s.id, {series_order}"
         else:
+            # The instance's summary when the answer needs nothing else (store.summary): a tenth of the JSON to parse.
+            summarized = summary_suffices(query, series_scoped=series_uid is not None)
+            metadata = "COALESCE(i.summary, i.metadata) AS metadata" if summarized else "i.metadata"
             sql = (
-                "SELECT i.sop_uid, i.series_uid, i.study_uid, i.metadata, se.series_json, "
+                f"SELECT i.sop_uid, i.series_uid, i.study_uid, {metadata}, se.series_json, "
                 "se.num_instances AS series_num_instances, "
                 "s.study_json, s.modalities, s.sop_classes, s.num_series, s.num_instances AS study_num_instances "
                 "FROM instances i JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid"
@@ -587,11 +592,13 @@ class SqlIndex(SqlWorkitems, Index):
                (job_id, json.dumps(record), time.time(), record.get("state"), owner))
         self._transact(work)
 
-    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str) -> bool:
+    def claim_job(self, job_id: str, session: str, *, from_states: Sequence[str], to_state: str,
+                  record: dict[str, Any] | None = None) -> bool:
         placeholders = ", ".join("?" for _ in from_states)
+        definition, values = ("", []) if record is None else (", definition=?", [json.dumps(record)])
         return self._transact(lambda ex: ex(
-            f"UPDATE jobs SET state=?, owner=?, updated=? WHERE id=? AND state IN ({placeholders}) RETURNING id",
-            (to_state, session, time.time(), job_id, *from_states)).fetchone() is not None)
+            f"UPDATE jobs SET state=?, owner=?, updated=?{definition} WHERE id=? AND state IN ({placeholders}) RETURNING id",
+            (to_state, session, time.time(), *values, job_id, *from_states)).fetchone() is not None)
 
     def request_job_cancel(self, job_id: str) -> bool:
         return self._transact(lambda ex: ex("UPDATE jobs SET cancel=1 WHERE id=? RETURNING id", (job_id,)).fetchone() is not None)
@@ -604,6 +611,12 @@ class SqlIndex(SqlWorkitems, Index):
     def load_servers(self) -> dict[str, dict[str, Any]]:
         with self._read() as ex:
             return {r[0]: json.loads(r[1]) for r in ex("SELECT name, definition FROM servers ORDER BY name")}
+
+    def shared_value(self, key: str, make: Callable[[], str]) -> str:
+        def work(ex: Execute) -> str:
+            ex("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, make()))
+            return ex("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+        return self._transact(work)
 
     def save_server(self, name: str, definition: dict[str, Any] | None) -> None:
         def work(ex: Execute) -> None:
