@@ -199,7 +199,8 @@ def _run_worker(args: argparse.Namespace, config, token: str | None, basic: tupl
     from .server.app import close_context, make_app, make_http_server
     from .server.workers import watch_parent
 
-    app = make_app(args.store, config, auth_token=token, basic_auth=basic, shared_dir=run_dir)
+    # The worklist's subscribers hear that the server started from its first worker only (PS3.4 CC.2.4.3).
+    app = make_app(args.store, config, auth_token=token, basic_auth=basic, shared_dir=run_dir, announce_start=index == 0)
     server = make_http_server(app, config)
     server.accept_balanced(sockets, counts, index)
     loop = tornado.ioloop.IOLoop.current()

@@ -27,6 +27,7 @@ __all__ = [
     "QueryError", "UnknownAttributeError", "MediaTypeError", "MultipartError",
     "PixelDecodeError", "DisplayError", "RenderParameterError", "TranscodeError", "VolumeError",
     "SegmentationError", "MeasurementError", "DicomWebWarning", "NotDicomError", "MissingAttributeError",
+    "WorkitemError", "InvalidWorkitem", "WorkitemStateError",
 ]
 
 
@@ -185,6 +186,32 @@ class SegmentationError(DicomWebError, ValueError):
 
 class MeasurementError(SegmentationError):
     """A measurement table that cannot be written as a report, or a report that is not TID 1500."""
+
+
+class WorkitemError(HTTPStatusError):
+    """A worklist (UPS-RS, PS3.18 11) request refused by the rules of PS3.4 Annex CC.
+
+    ``status`` is the HTTP status PS3.18 gives the refusal (400, 404 or 409), ``warning`` the PS3.18
+    ``Warning`` text that goes with it (None where PS3.18 names none) and ``dimse_status`` the PS3.4
+    status code of the same refusal (``"C301"``: the correct Transaction UID was not provided, ...).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, warning: str | None = None,
+                 dimse_status: str | None = None, **kwargs: Any):
+        super().__init__(message, status=status, **kwargs)
+        self.warning = warning
+        self.dimse_status = dimse_status
+
+
+class InvalidWorkitem(WorkitemError, BadRequest, ValueError):
+    """A workitem dataset that does not meet PS3.4 Table CC.2.5-3 (a required attribute missing or empty,
+    an attribute that may not be set, a value outside its enumerated values); the message names them."""
+
+
+class WorkitemStateError(WorkitemError):
+    """A change the workitem's state or its transaction UID does not allow: claiming a workitem someone
+    else claimed, completing one that is not IN PROGRESS, changing one that is COMPLETED or CANCELED, a
+    missing or wrong transaction UID. ``status`` is 400 or 409, as PS3.18 11.6-11.8 assign them."""
 
 
 class DicomWebWarning(UserWarning):

@@ -22,6 +22,7 @@ from . import wado
 from .dataframes import to_dataframe
 from .qido import answer_columns, build_searches, result_key, scope_fields, validate_fields
 from .stow import batches, collect_items, response_outcomes
+from .workitems import WorklistMethods
 
 if TYPE_CHECKING:
     from ..dicom.deidentify import Deidentifier
@@ -63,11 +64,12 @@ def _series_pairs(series: Any) -> list[tuple[str, str]]:
     return [(str(a), str(b)) for a, b in pairs]
 
 
-class Client:
+class Client(WorklistMethods):
     """A DICOMweb service seen from a notebook.
 
     Make one with ``dw.connect(url)``. Every method names the PS3.18 transaction it uses; UIDs are
-    strings. Searches return DataFrames (see ``dw.to_dataframe``), pixels numpy arrays.
+    strings. Searches return DataFrames (see ``dw.to_dataframe``), pixels numpy arrays. The worklist
+    (UPS-RS task queue: ``workitems``, ``create_workitem``, ``claim``, ``complete``...) is ``WorklistMethods``'.
     """
 
     def __init__(self, source: DicomWebSource, *, max_workers: int = 8, progress: bool = True):

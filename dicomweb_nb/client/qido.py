@@ -48,7 +48,7 @@ _RELAXABLE_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC"
 _TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") | frozenset(QUERY_SAFE)
 _LEVEL_RANK = {"study": 0, "series": 1, "instance": 2}
-_LEVEL_UID = {"study": "0020000D", "series": "0020000E", "instance": "00080018"}
+_LEVEL_UID = {"study": "0020000D", "series": "0020000E", "instance": "00080018", "workitem": "00080018"}
 _CS_VALUE = re.compile(r"[A-Z0-9 _*?]*")
 _TAG_PAIR = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?$")
 _RESERVED = ("limit", "offset", "includefield", "fuzzymatching")
@@ -192,8 +192,9 @@ def build_searches(level: str, filters: Mapping[Any, Any] | None, keywords: Mapp
     sequence paths; ``keywords`` are the keyword arguments (``PatientName="DOE*"``). Values may be
     text, numbers, dates, ``(low, high)`` tuples for ranges and lists (or sets, arrays, Series) for
     several values. Raises InvalidFilter naming the offending filter, before anything is sent.
+    ``level`` ``workitem`` plans a worklist search (PS3.18 11.9), whose filters are the same.
     """
-    if level not in _LEVEL_RANK:
+    if level not in _LEVEL_RANK and level != "workitem":
         raise ValueError(f"unknown QIDO level {level!r}")
     if filters is not None and not isinstance(filters, Mapping):
         raise InvalidFilter(f"filters must be a mapping of attribute to value, not {type(filters).__name__}")

@@ -84,6 +84,13 @@ class WebSource:
     def __repr__(self) -> str:
         return f"WebSource({self.url!r})"
 
+    @property
+    def worklist(self) -> Any:
+        """The worklist transactions (UPS-RS, PS3.18 11) of this server (``workitems.py``)."""
+        from .workitems_web import WebWorklist
+
+        return WebWorklist(self.http, page_size=self.page_size)
+
     # -- QIDO-RS ------------------------------------------------------------------------------
     def search(self, level: Level, filters: Sequence[tuple[str, str]], *, study: str | None = None,
                series: str | None = None, fields: Sequence[str] = (), fuzzy: bool = False,

@@ -383,12 +383,30 @@ def _parse_count(name: str, text: str, *, minimum: int) -> int:
     return number
 
 
+def search_parameters(filters: Iterable[tuple[str, str]], *, fields: Iterable[str] = (), fuzzy: bool = False,
+                      limit: int | None = None, offset: int = 0) -> list[tuple[str, str]]:
+    """The query parameters of a search: its matching keys, then ``includefield``, ``fuzzymatching``,
+    ``limit`` and ``offset`` where they are given."""
+    params = list(filters)
+    fields = list(fields)
+    if fields:
+        params.append(("includefield", ",".join(fields)))
+    if fuzzy:
+        params.append(("fuzzymatching", "true"))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    if offset:
+        params.append(("offset", str(offset)))
+    return params
+
+
 def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int | None = MAX_LIMIT) -> Query:
-    """Parse decoded ``(name, value)`` pairs of a QIDO-RS request at ``level`` (study, series, instance).
+    """Parse decoded ``(name, value)`` pairs of a QIDO-RS request at ``level`` (study, series, instance),
+    or of a worklist search (``workitem``: PS3.18 11.9 uses the same query parameters).
 
     Raises QueryError naming the offending parameter.
     """
-    if level not in ("study", "series", "instance"):
+    if level not in ("study", "series", "instance", "workitem"):
         raise ValueError(f"unknown QIDO level {level!r}")
     query = Query(level)
     seen_keys: dict[str, Match] = {}
@@ -433,7 +451,7 @@ def parse_query(params: Iterable[tuple[str, str]], level: str, *, max_limit: int
 
 
 __all__ = [
-    "QueryError", "Match", "Query", "parse_query", "parse_match", "parse_attribute_path",
+    "QueryError", "Match", "Query", "parse_query", "parse_match", "parse_attribute_path", "search_parameters",
     "normalize_date", "normalize_time", "normalize_datetime", "normalize_temporal", "split_values",
     "COMMA_FREE_VRS", "pn_text",
 ]

@@ -10,7 +10,9 @@ Actions, as jupyter-server names them:
 - ``read``: GET, HEAD and OPTIONS (not the CORS preflight, which needs no user): searches, retrievals,
   the list of remote servers, jobs.
 - ``write``: changes to this server: STOW-RS, ``PUT``/``DELETE /servers/{name}``, creating and
-  cancelling jobs (every proxy transfer is a job).
+  cancelling jobs (every proxy transfer is a job), and every change of the worklist (creating,
+  updating, claiming, completing or canceling a workitem, asking for its cancellation, subscribing).
+  Reading the worklist and opening a notification channel (``{root}subscribers/{aetitle}``) is read.
 - ``execute``: making this server call a remote one: ``/servers/{name}/get``, ``/stow``, ``/retrieve``
   (a retrieve also writes into our store, so it needs both).
 

@@ -27,6 +27,7 @@ from .limits import READ_HEADER_BYTES, HeaderLimits
 from .remotes import RemoteServers
 from .routes import READ_ONLY, build_routes, jobs_routes
 from .workers import BalancedHTTPServer
+from .workitems import close_relay
 
 log = logging.getLogger("dicomweb_nb.server")
 
@@ -68,12 +69,15 @@ def make_context(
     basic_auth: tuple[str, str] | None = None,
     shared_dir: str | os.PathLike[str] | None = None,
     cpu_processes: int = 0,
+    announce_start: bool = True,
 ) -> DicomWebContext:
     """The state shared by all handlers of one server (store opened and reconciled here).
 
     ``shared_dir``: the private folder of a server with several worker processes (``serve_run_dir``),
     where what they share outside the store lives (servers added by PUT without ``servers_in_store``).
-    ``cpu_processes``: the size of the CPU pool when ``c.DicomWeb.cpu_processes`` is -1 (automatic)."""
+    ``cpu_processes``: the size of the CPU pool when ``c.DicomWeb.cpu_processes`` is -1 (automatic).
+    ``announce_start``: tell the worklist's subscribers that the server started (one worker of several
+    does it, so that they hear it once)."""
     store = open_store(config, store_dir)
     executor = ThreadPoolExecutor(max_workers=max(1, config.worker_threads), thread_name_prefix="dicomweb")
     processes = cpu_processes if config.cpu_processes < 0 else config.cpu_processes
@@ -97,8 +101,18 @@ def make_context(
                                 default_timeout=config.request_timeout,
                                 shared_dir=None if config.servers_in_store else shared_dir)
     ctx.jobs = JobManager(store, workers=config.concurrent_jobs, history=config.jobs_history_size)
+    if announce_start and not config.read_only:  # a read-only server writes nothing, not even this notice
+        announce_worklist(store)
     metrics.install(ctx)
     return ctx
+
+
+def announce_worklist(store: Store) -> None:
+    """Tell the worklist's subscribers that a server started (PS3.4 CC.2.4.3, SCP Status Change)."""
+    try:
+        store.worklist.announce_restart()
+    except Exception:
+        log.exception("cannot record the worklist's restart event")
 
 
 def stop_jobs(ctx: DicomWebContext) -> None:
@@ -112,6 +126,7 @@ def close_context(ctx: DicomWebContext) -> None:
     """Stop the jobs (``stop_jobs``), then release the remote connections, the worker threads and
     the store."""
     stop_jobs(ctx)
+    close_relay(ctx)
     metrics.uninstall(ctx)
     if ctx.servers is not None:
         ctx.servers.close()
@@ -132,11 +147,13 @@ def make_app(
     auth_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
     shared_dir: str | os.PathLike[str] | None = None,
+    announce_start: bool = True,
     **settings: Any,
 ) -> web.Application:
     """The standalone DICOMweb application of ``dicomweb-nb serve`` (no Jupyter involved)."""
     config = config or DicomWeb()
-    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth, shared_dir=shared_dir)
+    ctx = make_context(config, store_dir, auth_token=auth_token, basic_auth=basic_auth, shared_dir=shared_dir,
+                       announce_start=announce_start)
     # Orthanc keeps jobs at its root; scripts written for it look there.
     routes = jobs_routes(standalone_handlers, "/") + build_routes(
         standalone_handlers, ctx.root_path, ctx.wado_path if config.enable_wado else None)

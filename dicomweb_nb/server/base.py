@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .cpu import CpuPool
     from .jobs import JobManager
     from .proxy import RemoteServers
+    from .workitems import EventRelay
 
 if TYPE_CHECKING:
     # The mixins are written against tornado's RequestHandler (each is combined with one in the
@@ -64,6 +65,7 @@ class DicomWebContext:
     servers: RemoteServers | None = None
     jobs: JobManager | None = None
     cpu: CpuPool | None = None  # CPU-heavy work (parsing uploads, rendering): pool processes or the executor
+    worklist_relay: EventRelay | None = None  # the worklist's notification channels (workitems.py)
 
 
 class ApiError(web.HTTPError):

@@ -48,7 +48,8 @@ _FRAME_TYPES = tuple(sorted({_OCTET_MULTIPART,
 
 # Template names of the URL groups, by the literal segment before them (PS3.18 Table H-1's names).
 _TEMPLATES = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID", "instances": "SOPInstanceUID",
-              "frames": "frameList", "bulk": "attributePath", "servers": "name", "jobs": "id", "client": "file"}
+              "frames": "frameList", "bulk": "attributePath", "servers": "name", "jobs": "id", "client": "file",
+              "workitems": "workitem", "subscribers": "AETitle"}
 _LEVELS = {"studies": "Study", "series": "Series", "instances": "Instance"}
 
 # -- what each handler's methods are --------------------------------------------------------------
@@ -74,6 +75,12 @@ def _qido_keys() -> tuple[str, ...]:
             "{attributeID}")
 
 
+def _worklist_keys() -> tuple[str, ...]:
+    return ("includefield", "fuzzymatching", "limit", "offset", "{attributeID}")
+
+
+_WORKITEM_TYPES = (mt.DICOM_JSON, mt.JSON, _XML_MULTIPART)
+_WORKITEM_BODY = (mt.DICOM_JSON, _XML_MULTIPART)
 _RETRIEVE: dict[str, Any] = dict(service="WADO-RS", produces=(_DICOM_MULTIPART, mt.ZIP), transfer_syntaxes=True)
 _METADATA: dict[str, Any] = dict(service="WADO-RS", produces=(mt.DICOM_JSON, mt.JSON, _XML_MULTIPART),
                                  query=tuple(sorted(qp.METADATA)))
@@ -123,6 +130,23 @@ TRANSACTIONS: dict[str, dict[str, Transaction]] = {
     "ClientPageRedirectHandler": {"GET": Transaction("WebClient", "web client", ("text/html",), status=301)},
     "ClientPageHandler": {"GET": Transaction("WebClient", "web client", ("text/html", "text/css", "text/javascript"))},
     "MetricsHandler": {"GET": Transaction("Metrics", "metrics", ("text/plain",))},
+    # The worklist (UPS-RS, PS3.18 11; Table 11.1-1's transaction names).
+    "WorkitemsHandler": {
+        "GET": Transaction("SearchForWorkitems", "UPS-RS", _WORKITEM_TYPES, query=_worklist_keys()),
+        "POST": Transaction("CreateWorkitem", "UPS-RS", (), consumes=_WORKITEM_BODY, query=("{workitem}",), status=201),
+    },
+    "WorkitemHandler": {
+        "GET": Transaction("RetrieveWorkitem", "UPS-RS", _WORKITEM_TYPES),
+        "POST": Transaction("UpdateWorkitem", "UPS-RS", (), consumes=_WORKITEM_BODY, query=("{transaction-uid}",)),
+    },
+    "WorkitemStateHandler": {"PUT": Transaction("ChangeWorkitemState", "UPS-RS", (), consumes=_WORKITEM_BODY)},
+    "WorkitemCancelHandler": {"POST": Transaction("RequestCancellation", "UPS-RS", (), consumes=_WORKITEM_BODY, status=202)},
+    "SubscriptionHandler": {
+        "POST": Transaction("CreateSubscription", "UPS-RS", (), query=("deletionlock", "filter"), status=201),
+        "DELETE": Transaction("DeleteSubscription", "UPS-RS", ()),
+    },
+    "SuspendHandler": {"POST": Transaction("SuspendGlobalSubscription", "UPS-RS", ())},
+    "EventChannelHandler": {"GET": Transaction("OpenNotificationConnection", "UPS-RS", (), status=101)},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
+from tornado.websocket import WebSocketHandler
 
 from .access import AccessMixin
 from .base import ApiError, NotFoundMixin
@@ -23,6 +24,15 @@ from .rendered import RenderedMixin, WadoUriMixin
 from .stow import StudiesMixin
 from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
 from .webapp import ClientPageMixin, ClientPageRedirectMixin
+from .workitems import (
+    EventChannelMixin,
+    SubscriptionMixin,
+    SuspendMixin,
+    WorkitemCancelMixin,
+    WorkitemMixin,
+    WorkitemsMixin,
+    WorkitemStateMixin,
+)
 
 
 class JupyterDicomWebHandler(AccessMixin, RequestMetricsMixin, ExtensionHandlerMixin, JupyterHandler):
@@ -105,6 +115,42 @@ class ChangeFeedLatestHandler(ChangeFeedLatestMixin, JupyterDicomWebHandler):
 
 class NotFoundHandler(NotFoundMixin, JupyterDicomWebHandler):
     """Any other path under the root: a JSON 404."""
+
+
+# -- the worklist (UPS-RS, PS3.18 11) -----------------------------------------------------------------
+
+@web.stream_request_body
+class WorkitemsHandler(WorkitemsMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems``: search (GET), create (POST)."""
+
+
+@web.stream_request_body
+class WorkitemHandler(WorkitemMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems/{uid}``: retrieve (GET), update (POST)."""
+
+
+@web.stream_request_body
+class WorkitemStateHandler(WorkitemStateMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems/{uid}/state``: change the state (PUT)."""
+
+
+@web.stream_request_body
+class WorkitemCancelHandler(WorkitemCancelMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems/{uid}/cancelrequest``: request cancellation (POST)."""
+
+
+@web.stream_request_body
+class SubscriptionHandler(SubscriptionMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems/{uid}/subscribers/{aetitle}``: subscribe (POST), unsubscribe (DELETE)."""
+
+
+@web.stream_request_body
+class SuspendHandler(SuspendMixin, JupyterDicomWebHandler):  # type: ignore[misc]  # prepare() takes no _redirect_to_login
+    """``{root}workitems/{worklist UID}/subscribers/{aetitle}/suspend``: suspend (POST)."""
+
+
+class EventChannelHandler(EventChannelMixin, WebSocketHandler, JupyterDicomWebHandler):  # type: ignore[misc]
+    """``{root}subscribers/{aetitle}``: the notification channel of an AE title (WebSocket)."""
 
 
 # -- the client proxy, its jobs, the web client page ----------------------------------------------------

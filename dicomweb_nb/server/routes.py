@@ -32,6 +32,10 @@ CALL_REMOTE = access(POST=(EXECUTE,))
 SEND = access(POST=(EXECUTE, WRITE), keeps_data=("POST",))
 RETRIEVE = access(POST=(EXECUTE, WRITE))
 CANCEL_JOB = access(POST=(WRITE,), keeps_data=("POST",))
+# The worklist (UPS-RS): creating, updating, claiming, completing, canceling and subscribing change it.
+WORKLIST_CHANGE = access(POST=(WRITE,))
+WORKITEM_STATE = access(PUT=(WRITE,))
+WORKITEM_SUBSCRIPTION = access(POST=(WRITE,), DELETE=(WRITE,))
 # Any other path under the root: a 404 whatever the method, which reads nothing and changes nothing.
 NOWHERE = access(POST=(READ,), PUT=(READ,), DELETE=(READ,), PATCH=(READ,))
 
@@ -75,6 +79,7 @@ def build_routes(handlers: ModuleType, root: str, wado: str | None) -> list[Rout
         _row(rf"{r}v1/changefeed/latest/?", h.ChangeFeedLatestHandler, READ_ONLY, version=1),
         _row(rf"{r}v2/changefeed/?", h.ChangeFeedHandler, READ_ONLY, version=2),
         _row(rf"{r}v2/changefeed/latest/?", h.ChangeFeedLatestHandler, READ_ONLY, version=2),
+        *workitems_routes(h, r),
         # The client proxy (Orthanc's /servers API), its jobs, and the web client page.
         _row(rf"{r}servers/?", h.ServersHandler, READ_ONLY),
         _row(rf"{r}servers/{_NAME}/?", h.ServerHandler, CHANGE_SERVER),
@@ -93,6 +98,20 @@ def build_routes(handlers: ModuleType, root: str, wado: str | None) -> list[Rout
     if wado:
         routes.insert(0, _row(rf"{wado}/?", h.WadoUriHandler, READ_ONLY))
     return routes
+
+
+def workitems_routes(handlers: ModuleType, root: str) -> list[Route]:
+    """The Worklist Service (UPS-RS, PS3.18 11; ``workitems.py``) and its notification channels."""
+    h, wi = handlers, f"{root}workitems/{_SEG}"
+    return [
+        _row(rf"{root}workitems/?", h.WorkitemsHandler, WORKLIST_CHANGE),
+        _row(rf"{wi}/?", h.WorkitemHandler, WORKLIST_CHANGE),
+        _row(rf"{wi}/state/?", h.WorkitemStateHandler, WORKITEM_STATE),
+        _row(rf"{wi}/cancelrequest/?", h.WorkitemCancelHandler, WORKLIST_CHANGE),
+        _row(rf"{wi}/subscribers/{_NAME}/?", h.SubscriptionHandler, WORKITEM_SUBSCRIPTION),
+        _row(rf"{wi}/subscribers/{_NAME}/suspend/?", h.SuspendHandler, WORKLIST_CHANGE),
+        _row(rf"{root}subscribers/{_NAME}/?", h.EventChannelHandler, READ_ONLY),
+    ]
 
 
 def jobs_routes(handlers: ModuleType, root: str) -> list[Route]:

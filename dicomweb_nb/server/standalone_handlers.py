@@ -8,6 +8,7 @@ import base64
 import hmac
 
 from tornado import web
+from tornado.websocket import WebSocketHandler
 
 from .access import AccessMixin, OneCredentialAuthorizer
 from .base import ApiError, DicomWebContext, NotFoundMixin
@@ -22,6 +23,15 @@ from .rendered import RenderedMixin, WadoUriMixin
 from .stow import StudiesMixin
 from .wado import BulkDataMixin, FramesMixin, InstanceMixin, MetadataMixin, ResourceBulkDataMixin, SeriesMixin, StudyMixin
 from .webapp import ClientPageMixin, ClientPageRedirectMixin
+from .workitems import (
+    EventChannelMixin,
+    SubscriptionMixin,
+    SuspendMixin,
+    WorkitemCancelMixin,
+    WorkitemMixin,
+    WorkitemsMixin,
+    WorkitemStateMixin,
+)
 
 
 class StandaloneHandler(AccessMixin, RequestMetricsMixin, web.RequestHandler):
@@ -120,6 +130,42 @@ class ChangeFeedLatestHandler(ChangeFeedLatestMixin, StandaloneHandler):
 
 class NotFoundHandler(NotFoundMixin, StandaloneHandler):
     """Any other path under the root: a JSON 404."""
+
+
+# -- the worklist (UPS-RS, PS3.18 11) -----------------------------------------------------------------
+
+@web.stream_request_body
+class WorkitemsHandler(WorkitemsMixin, StandaloneHandler):
+    """``{root}workitems``: search (GET), create (POST)."""
+
+
+@web.stream_request_body
+class WorkitemHandler(WorkitemMixin, StandaloneHandler):
+    """``{root}workitems/{uid}``: retrieve (GET), update (POST)."""
+
+
+@web.stream_request_body
+class WorkitemStateHandler(WorkitemStateMixin, StandaloneHandler):
+    """``{root}workitems/{uid}/state``: change the state (PUT)."""
+
+
+@web.stream_request_body
+class WorkitemCancelHandler(WorkitemCancelMixin, StandaloneHandler):
+    """``{root}workitems/{uid}/cancelrequest``: request cancellation (POST)."""
+
+
+@web.stream_request_body
+class SubscriptionHandler(SubscriptionMixin, StandaloneHandler):
+    """``{root}workitems/{uid}/subscribers/{aetitle}``: subscribe (POST), unsubscribe (DELETE)."""
+
+
+@web.stream_request_body
+class SuspendHandler(SuspendMixin, StandaloneHandler):
+    """``{root}workitems/{worklist UID}/subscribers/{aetitle}/suspend``: suspend (POST)."""
+
+
+class EventChannelHandler(EventChannelMixin, WebSocketHandler, StandaloneHandler):
+    """``{root}subscribers/{aetitle}``: the notification channel of an AE title (WebSocket)."""
 
 
 # -- the client proxy, its jobs, the web client page ----------------------------------------------------

@@ -26,6 +26,7 @@ and indexes), run in order by both engines on a new index and on an older one al
   ``index.changes``).
 - 7: ``instances.summary`` (``store.summary``): the attributes instance searches read most; NULL for
   an instance stored before, which searches then read from its full metadata.
+- 8: the worklist (UPS-RS): workitems, their subscriptions and event reports (``worklist_ddl``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Literal
 
 from ..dicom.tags import parse_tag
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # The format of the precomputed DICOM JSON of an instance: 1 before issue 10's fixes (group lengths
 # kept, trailing padding left out, ambiguous VRs taken from the dictionary), 2 since.
 METADATA_VERSION = 2
@@ -168,6 +169,52 @@ CREATE INDEX IF NOT EXISTS series_order ON series(study_uid, series_number_int, 
     return statements
 
 
+def worklist_ddl(dialect: Dialect) -> str:
+    """The worklist's schema step (``WORKLIST_VERSION``; ``store/index/workitems.py``): each workitem's
+    dataset (DICOM JSON, without its Transaction UID, which is a column of its own, never returned) and state; the
+    subscriptions of AE titles to a workitem or to the whole worklist (``target`` is then the
+    well-known UID of the worklist, or of the filtered worklist with its ``filter``); and the event
+    reports due to each subscriber, kept a few minutes for the processes that deliver them."""
+    t = _types(dialect)
+    text, pg = t["text"], dialect == "postgresql"
+    match = f"    match {t['json']} NOT NULL DEFAULT '{{}}',\n" if pg else ""
+    # Event ids only grow (pollers deliver "id > last seen"): SQLite must not reuse a pruned row's id.
+    event_id = t["id"] if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    script = f"""
+CREATE TABLE IF NOT EXISTS workitems (
+    id {t['id']},
+    uid {text} NOT NULL UNIQUE,
+    state {text} NOT NULL,
+    transaction_uid {text},
+    dataset TEXT NOT NULL,
+{match}    created {t['real']} NOT NULL,
+    updated {t['real']} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workitems_state ON workitems(state);
+CREATE TABLE IF NOT EXISTS workitem_subscriptions (
+    aetitle {text} NOT NULL,
+    target {text} NOT NULL,
+    deletion_lock {t['int']} NOT NULL DEFAULT 0,
+    filter TEXT,
+    created {t['real']} NOT NULL,
+    PRIMARY KEY (aetitle, target)
+);
+CREATE INDEX IF NOT EXISTS workitem_subscriptions_target ON workitem_subscriptions(target);
+CREATE TABLE IF NOT EXISTS workitem_events (
+    id {event_id},
+    aetitle {text} NOT NULL,
+    workitem {text} NOT NULL,
+    report TEXT NOT NULL,
+    created {t['real']} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workitem_events_ae ON workitem_events(aetitle, id);
+CREATE INDEX IF NOT EXISTS workitem_events_created ON workitem_events(created);
+"""
+    if pg:
+        script += "CREATE INDEX IF NOT EXISTS workitems_match ON workitems USING gin (match jsonb_path_ops);\n"
+    return script
+
+
 def statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -248,8 +295,14 @@ def _summary_step(dialect: Dialect, previous: int | None) -> list[str]:
 
 # Each version after 2: the statements that make an index of the previous version into this one,
 # given the version the index had when it was opened (None: a new index).
+def _worklist_step(dialect: Dialect, previous: int | None) -> list[str]:
+    # New tables only: an older index has no workitems to move.
+    return statements(worklist_ddl(dialect))
+
+
+WORKLIST_VERSION = 8  # the schema version whose step adds the worklist
 STEPS = {3: _metadata_version_step, 4: _text_index_step, 5: _latest_instance_step, 6: _change_feed_step,
-         7: _summary_step}
+         7: _summary_step, WORKLIST_VERSION: _worklist_step}
 
 
 def step_statements(dialect: Dialect, version: int, previous: int | None) -> list[str]:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..dicom.query import Query
 from ..dicom.stow import (
@@ -54,6 +54,9 @@ from .ingest import FrameLayout, InstanceRecord, MissingAttributeError, NotDicom
 from .outcomes import StoreOutcome, UrlBuilder
 from .results import result
 from .schema import METADATA_VERSION
+
+if TYPE_CHECKING:
+    from .worklist import Worklist
 
 log = logging.getLogger("dicomweb_nb.store")
 
@@ -193,6 +196,7 @@ class Store:
         self.tmp_dir = self._make_tmp_dir()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._worklist: Worklist | None = None
         alone = self._hold_store_lock() if self.is_folder_store else False
         if alone and reconcile:
             self.reconcile()  # others opening the store wait for this (they want the shared lock)
@@ -698,6 +702,15 @@ class Store:
         return SearchResult(
             [result(row, query, study_uid, series_uid, retrieve_url, representative, parents) for row in rows], truncated
         )
+
+    @property
+    def worklist(self) -> Worklist:
+        """The worklist (UPS-RS workitems) of this store, shared by every process on it."""
+        if self._worklist is None:
+            from .worklist import Worklist
+
+            self._worklist = Worklist(self.index, pn_case_insensitive=self.pn_case_insensitive)
+        return self._worklist
 
     # -- what processes share: proxy jobs (server/jobs.py's JobRecords) and servers added over REST --
     def load_jobs(self) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from ...dicom.query import Query
 from ..blobs import redact_url
 from ..ingest import InstanceRecord
+from .workitems import WorklistIndex
 
 DuplicatePolicy = Literal["replace", "reject", "keep"]
 Row = Mapping[str, Any]
@@ -42,8 +43,9 @@ class Entry:
     decision: str = ""
 
 
-class Index(ABC):
-    """What the store needs from an index engine; one instance per process, thread-safe."""
+class Index(WorklistIndex, ABC):
+    """What the store needs from an index engine; one instance per process, thread-safe. The worklist's
+    part (UPS-RS workitems) is ``WorklistIndex``, in ``workitems.py``."""
 
     url: str  # redacted, for messages
     dialect: str

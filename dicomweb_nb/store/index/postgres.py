@@ -322,6 +322,9 @@ class PostgresIndex(SqlIndex):
     def _match_document(self, doc: dict[str, Any]) -> Any:
         return _jsonb(doc)
 
+    def _workitem_document(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        return {"match": _jsonb(matchdoc.build(dataset, None))}
+
     def _match_condition(self, match: Match, column: str | None, attr_level: str, ci: bool, fuzzy: bool) -> Condition:
         if column is not None and match.vr != "PN":
             if match.kind == "range":

@@ -23,6 +23,7 @@ from ..ingest import InstanceRecord
 from ..schema import COLUMNS_BY_TAG, INDEXED_COLUMNS, METADATA_VERSION, SCHEMA_VERSION, step_statements
 from ..summary import summary_suffices
 from . import DuplicatePolicy, Entry, Index, Row, changes, matchdoc
+from .workitems import SqlWorkitems
 
 
 class Execute(Protocol):
@@ -40,7 +41,7 @@ IN_CHUNK = 5000  # values of one IN list (SQLite allows 32766 variables in a sta
 T_STUDY, T_SERIES, T_INSTANCE = "study", "series", "instance"
 ALIASES = {T_STUDY: "s", T_SERIES: "se", T_INSTANCE: "i"}
 LEVEL_RANK = {T_STUDY: 0, T_SERIES: 1, T_INSTANCE: 2}
-JSON_COLUMN = {T_STUDY: "study_json", T_SERIES: "series_json", T_INSTANCE: "metadata"}
+JSON_COLUMN = {T_STUDY: "study_json", T_SERIES: "series_json", T_INSTANCE: "metadata", "workitem": "dataset"}
 
 COMPUTED_MULTI = {parse_tag("ModalitiesInStudy"): "modalities", parse_tag("SOPClassesInStudy"): "sop_classes"}
 COMPUTED_COUNTS = {
@@ -59,8 +60,8 @@ class Condition:
     params: list[Any] = field(default_factory=list)
 
 
-class SqlIndex(Index):
-    """The engine-independent part of an SQL index."""
+class SqlIndex(SqlWorkitems, Index):
+    """The engine-independent part of an SQL index (its worklist part: ``SqlWorkitems``)."""
 
     nulls_first = ""  # PostgreSQL sorts NULL last unless told; SQLite first
     series_number_order = "CAST(se.series_number AS INTEGER)"

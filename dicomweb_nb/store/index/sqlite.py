@@ -169,10 +169,13 @@ class SqliteIndex(SqlIndex):
         return False
 
     # -- QIDO matching (Python functions over the stored values) ------------------------------------
+    def _prepare_matching(self, ci: bool, fuzzy: bool) -> None:
+        self._conn()
+        self._local.state.reset(ci, fuzzy)
+
     def search(self, query: Query, *, study_uid: str | None, series_uid: str | None, limit: int | None,
                pn_case_insensitive: bool) -> tuple[list[Row], bool]:
-        self._conn()
-        self._local.state.reset(pn_case_insensitive, query.fuzzy)
+        self._prepare_matching(pn_case_insensitive, query.fuzzy)
         return super().search(query, study_uid=study_uid, series_uid=series_uid, limit=limit,
                               pn_case_insensitive=pn_case_insensitive)
 
