@@ -138,7 +138,6 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     from .server.app import open_store, serve_run_dir
     from .server.workers import Supervisor, bind_listening
 
-    run_dir = serve_run_dir(args.host, args.port)
     try:
         store = open_store(config, args.store)
     except ConfigurationError as exc:
@@ -152,7 +151,20 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     try:
         sockets = bind_listening(args.port, args.host)
     except OSError as exc:
+        if keep_open is not None:
+            keep_open.close()
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    # Only once the address is ours: the run folder is emptied when made, and a server that already
+    # holds this address (whose start this one would fail) keeps its own.
+    try:
+        run_dir = serve_run_dir(args.host, sockets[0].getsockname()[1])
+    except ConfigurationError as exc:
+        for sock in sockets:
+            sock.close()
+        if keep_open is not None:
+            keep_open.close()
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     def worker_main(index: int, counts_of_workers, ready) -> int:
