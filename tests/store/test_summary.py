@@ -11,7 +11,7 @@ import pytest
 from dicomweb_nb import samples
 from dicomweb_nb.dicom.query import parse_query
 from dicomweb_nb.dicom.tags import parse_tag, tag_hex
-from dicomweb_nb.store import import_paths
+from dicomweb_nb.store import import_paths, schema
 from dicomweb_nb.store.index import sql
 from dicomweb_nb.store.schema import SCHEMA_VERSION
 from dicomweb_nb.store.summary import SUMMARY_KEYWORDS, summary_suffices
@@ -85,14 +85,15 @@ def test_the_summary_is_recorded_and_an_instance_without_one_still_answers(make_
 
 
 
-def test_an_index_of_schema_5_gets_the_summary_column(make_store, tmp_path, monkeypatch):
-    """Schema step 6 on an index made before it: the column is added, the instances stored before
-    have no summary and answer from their metadata, those stored after have one."""
+def test_an_index_made_before_the_summary_step_gets_the_summary_column(make_store, tmp_path, monkeypatch):
+    """The summary's schema step on an index of the version before it: the column is added, the
+    instances stored before have no summary and answer from their metadata, those stored after have one."""
+    before = next(version for version, step in schema.STEPS.items() if step is schema._summary_step) - 1
     store = _stored(make_store, tmp_path)
     params = [("includefield", GEOMETRY)]
     full = _answers(store, params, summary=False, monkeypatch=monkeypatch)
     store.index._transact(lambda ex: (ex("ALTER TABLE instances DROP COLUMN summary"),
-                                      ex("UPDATE meta SET value='5' WHERE key='schema'")))
+                                      ex(f"UPDATE meta SET value='{before}' WHERE key='schema'")))
     store.close()
     store = make_store()
     assert store.index._transact(lambda ex: ex("SELECT value FROM meta WHERE key='schema'").fetchone()[0]) == str(SCHEMA_VERSION)
