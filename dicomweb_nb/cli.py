@@ -4,10 +4,12 @@ into another (``migrate``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -148,39 +150,37 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
     # reconcile it again, which start-up just did): this process keeps it open.
     keep_open = store.detach_lock()
     store.close()
-    try:
-        sockets = bind_listening(args.port, args.host)
-    except OSError as exc:
+    with contextlib.ExitStack() as cleanup:  # undone in reverse, on every return below
         if keep_open is not None:
-            keep_open.close()
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    # Only once the address is ours: the run folder is emptied when made, and a server that already
-    # holds this address (whose start this one would fail) keeps its own.
-    try:
-        run_dir = serve_run_dir(args.host, sockets[0].getsockname()[1])
-    except ConfigurationError as exc:
+            cleanup.callback(keep_open.close)
+        try:
+            sockets = bind_listening(args.port, args.host)
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         for sock in sockets:
-            sock.close()
-        if keep_open is not None:
-            keep_open.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            cleanup.callback(sock.close)
+        # Only once the address is ours: the run folder is emptied when made, and a server that already
+        # holds this address (whose start this one would fail) keeps its own.
+        try:
+            run_dir = serve_run_dir(args.host, sockets[0].getsockname()[1])
+        except ConfigurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        # Metrics of every worker in one /metrics (prometheus_client's multiprocess mode): a folder they
+        # all write, inside the run folder unless the user gave one.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_dir = run_dir / "metrics"
+            metrics_dir.mkdir(mode=0o700)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+            cleanup.callback(os.environ.pop, "PROMETHEUS_MULTIPROC_DIR", None)
+        from prometheus_client.multiprocess import mark_process_dead
 
-    def worker_main(index: int, counts_of_workers, ready) -> int:
-        return _run_worker(args, config, token, basic, run_dir, sockets, counts_of_workers, index, ready)
+        def worker_main(index: int, counts_of_workers, ready) -> int:
+            return _run_worker(args, config, token, basic, run_dir, sockets, counts_of_workers, index, ready)
 
-    # Metrics of every worker in one /metrics (prometheus_client's multiprocess mode): a folder they
-    # all write, inside the run folder (removed at the end) unless the user gave one.
-    own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if own_metrics_dir:
-        metrics_dir = Path(run_dir) / "metrics"
-        metrics_dir.mkdir(mode=0o700, exist_ok=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from prometheus_client.multiprocess import mark_process_dead
-
-    supervisor = Supervisor(workers, worker_main, on_worker_exit=mark_process_dead)
-    try:
+        supervisor = Supervisor(workers, worker_main, on_worker_exit=mark_process_dead)
         if not supervisor.start():
             if supervisor.stop_asked:
                 return 0  # SIGTERM or Ctrl-C while a worker was still starting: a clean stop
@@ -191,16 +191,6 @@ def _serve_workers(args: argparse.Namespace, config, workers: int, token: str | 
         root_path = url_path_join("/", config.root, "/")
         _print_serving(args, config, location, counts, root_path, url_path_join("/", config.wado_root), workers)
         return supervisor.run()
-    finally:
-        for sock in sockets:
-            sock.close()
-        if keep_open is not None:
-            keep_open.close()
-        if own_metrics_dir:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_worker(args: argparse.Namespace, config, token: str | None, basic: tuple[str, str] | None, run_dir,
