@@ -575,12 +575,13 @@ class Store:
         Raises NotFoundError when nothing matches, naming the level that does not exist. One
         instance (``sop_uid``) comes from the row cache when it is there (``_cached_row``).
         """
-        deletions = 0
+        deletions: int | None = None  # when the row may be cached: the deletions seen before reading it
         if sop_uid is not None:
             cached = self.cached_instance(study_uid, series_uid, sop_uid)
             if cached is not None:
                 return [cached]
-            deletions = self._deletions_seen()
+            if self._rows is not None:
+                deletions = self._deletions_seen()
         rows = self.index.instances(study_uid, series_uid, sop_uid)
         if not rows:
             raise NotFoundError(self.index.not_found_message(study_uid, series_uid, sop_uid))
@@ -592,11 +593,9 @@ class Store:
             stored=r["stored"],
         ) for r in rows]
         # A delete committed while the index was read may have missed this row: then it is not cached.
-        if sop_uid is not None and self._rows is not None and self._deletions_seen() == deletions:
+        if sop_uid is not None and deletions is not None and self._rows is not None and self._deletions_seen() == deletions:
             with self._rows_lock:
-                if self._rows_generation != deletions:
-                    self._rows.clear()
-                    self._rows_generation = deletions
+                self._forget_rows_before(deletions)
                 self._rows[sop_uid] = out[0]
                 while len(self._rows) > ROW_CACHE_SIZE:
                     self._rows.popitem(last=False)
@@ -625,9 +624,7 @@ class Store:
             return None
         deletions = self._deletions_seen()
         with self._rows_lock:
-            if deletions != self._rows_generation:
-                self._rows.clear()
-                self._rows_generation = deletions
+            if self._forget_rows_before(deletions):
                 return None
             row = self._rows.get(sop_uid)
             if row is None:
@@ -640,6 +637,15 @@ class Store:
             if self._rows.get(sop_uid) is row:
                 del self._rows[sop_uid]
         return None
+
+    def _forget_rows_before(self, deletions: int) -> bool:
+        """Empty the row cache if instances were deleted since it was filled (``deletions``: the
+        marker's size now); True if it was. Called holding ``_rows_lock``."""
+        if self._rows is None or deletions == self._rows_generation:
+            return False
+        self._rows.clear()
+        self._rows_generation = deletions
+        return True
 
     def forget_cached_rows(self) -> None:
         """Empty the single-instance row cache: for rows rewritten in place (same blob, new metadata),
