@@ -67,6 +67,8 @@ PARALLEL_PUT_BYTES = 4 << 20
 DELETED_BLOB_GRACE = 120.0
 ROW_CACHE_SIZE = 2048  # single-instance rows kept per process (a few KB each: the instance's DICOM JSON)
 DELETIONS_MARKER = ".deletions"  # beside local blobs (a dot name: never taken for a blob); see Store._note_deletion
+STAGING_IN_MAKING = "making-"  # a staging folder's name until its process holds its lock
+STAGING_MAKING_GRACE = 600.0  # seconds after which an unnamed staging folder is a dead process's
 
 try:
     import fcntl
@@ -269,11 +271,16 @@ class Store:
         base = self.blobs.staging_dir() or (self.root / TMP_DIRNAME if self.root is not None else
                                              Path(tempfile.gettempdir()) / f"dicomweb-nb-{os.getuid()}")
         self.modes.make_dir(base)
-        tmp = base / self.session
-        self.modes.make_dir(tmp)
-        self._tmp_lock = self.modes.open_file(tmp / ".lock", "a+b")
+        # The folder gets its name only once its lock is held: another process's sweep removes any
+        # named folder whose lock it can take, and a folder it could see before this one locked it
+        # would be removed under this process's feet.
+        making = base / f"{STAGING_IN_MAKING}{self.session}"
+        self.modes.make_dir(making)
+        self._tmp_lock = self.modes.open_file(making / ".lock", "a+b")
         if fcntl is not None:
             fcntl.flock(self._tmp_lock.fileno(), fcntl.LOCK_EX)
+        tmp = base / self.session
+        os.rename(making, tmp)
         return tmp
 
     def detach_lock(self) -> Any:
@@ -319,21 +326,36 @@ class Store:
             removed["staging"] = self._sweep_staging()
         return removed
 
-    def _sweep_staging(self) -> int:
+    def _sweep_staging(self, *, now: float | None = None) -> int:
+        """Remove the staging folders of processes that are gone (their lock is free)."""
         count = 0
+        now = time.time() if now is None else now
         for folder in self.tmp_dir.parent.iterdir():
             if folder == self.tmp_dir or not folder.is_dir():
                 continue
-            try:
-                with self.modes.open_file(folder / ".lock", "a+b") as lock:
-                    if fcntl is not None:
-                        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its process is alive
-            except OSError:
+            if folder.name.startswith(STAGING_IN_MAKING):
+                # being made (renamed within milliseconds), unless a process died in between
+                try:
+                    stale = now - folder.stat().st_mtime > STAGING_MAKING_GRACE
+                except FileNotFoundError:
+                    continue
+                if stale:
+                    remove_path(folder)
+                    count += 1
                 continue
-            remove_path(folder)
-            count += 1
+            try:
+                lock = os.open(folder / ".lock", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # not a staging folder (they are named only once locked)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                remove_path(folder)  # while holding the lock: a dead process's folder, for certain
+                count += 1
+            except BlockingIOError:
+                pass  # its process is alive
+            finally:
+                os.close(lock)
         return count
 
     def _sweep_periodically(self, interval: float) -> None:

@@ -289,6 +289,57 @@ def test_a_replaced_object_stays_readable_for_its_grace_period(tmp_path, make_st
     assert check_store_consistent(store)["instances"] == 1
 
 
+def test_a_sweep_never_removes_the_staging_folder_of_a_store_being_opened(make_store, store_backend):
+    """Found by CI: a sweep in one store met another store's staging folder after its mkdir and
+    before its lock; the sweep took the free lock and removed the folder the new store then used."""
+    if not store_backend.team:
+        pytest.skip("a folder store stages in its own tmp/, which no sweep of another process touches")
+    sweeper = make_store()
+    import threading
+
+    stop = threading.Event()
+    sweeps = []
+
+    def sweep_all_the_time():
+        while not stop.is_set():
+            sweeps.append(sweeper._sweep_staging())
+
+    thread = threading.Thread(target=sweep_all_the_time)
+    thread.start()
+    try:
+        for _ in range(60):
+            opened = Store(sweeper.root, **sweeper.backend_kwargs, garbage_grace=0)
+            try:
+                held = os.fstat(opened._tmp_lock.fileno())
+                named = (opened.tmp_dir / ".lock").stat()
+                assert (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino), "the staging folder went"
+            finally:
+                opened.close()
+    finally:
+        stop.set()
+        thread.join()
+    assert len(sweeps) > 1
+    assert [p.name for p in sweeper.tmp_dir.parent.iterdir()] == [sweeper.tmp_dir.name]  # closed ones removed
+
+
+def test_a_dead_process_staging_folder_is_swept_and_a_half_made_one_waits(make_store, store_backend):
+    if not store_backend.team:
+        pytest.skip("team stores only")
+    from dicomweb_nb.store.store import STAGING_IN_MAKING, STAGING_MAKING_GRACE
+
+    store = make_store()
+    base = store.tmp_dir.parent
+    dead = base / "gone-host-1-abc"
+    dead.mkdir()
+    (dead / ".lock").touch()
+    (dead / "upload.part").write_bytes(b"x")
+    making = base / f"{STAGING_IN_MAKING}other-2-def"
+    making.mkdir()
+    assert store._sweep_staging() == 1 and not dead.exists() and making.exists()
+    assert store._sweep_staging(now=time.time() + STAGING_MAKING_GRACE + 1) == 1 and not making.exists()
+    assert store.tmp_dir.is_dir()  # its own, never
+
+
 def test_frames_are_read_as_byte_ranges(tmp_path, make_store):
     from dicomweb_nb.store import reader
 
