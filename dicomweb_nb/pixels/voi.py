@@ -137,9 +137,9 @@ def _display_table(dtype: str, slope: float, intercept: float, modality_lut: Lut
 
 # Display tables (``_display_table``) kept for the next frames with the same transforms, each with the
 # range of values it covers: the slices of a series share one, and a window dragged over one image
-# makes a new one per step. A table over the values a frame holds (a CT slice: ~2,000 of 65,536) costs
-# ~0.05 ms through pydicom's functions, a table over every 16-bit value 0.4 ms; the frame's min and max
-# 0.01 ms, the gather over a 512x512 frame 0.2 ms (benchmarks/bench_pure.py render).
+# makes a new one per step. A table over the values a frame holds (a CT slice: ~1,000-4,000 of 65,536)
+# costs ~0.1 ms through pydicom's functions, a table over every 16-bit value 0.4-0.6 ms; the frame's
+# min and max 0.01 ms, the gather over a 512x512 frame 0.2 ms (benchmarks/bench_pure.py render).
 _TABLES: OrderedDict[tuple[Any, ...], tuple[int, int, np.ndarray]] = OrderedDict()
 _TABLES_LOCK = threading.Lock()
 _TABLES_KEPT = 64

@@ -128,10 +128,6 @@ class SizedLru:
                 self._items.move_to_end(key)
             return value
 
-    def __contains__(self, key: Any) -> bool:
-        with self._lock:
-            return key in self._items
-
     def put(self, key: Any, value: Any) -> None:
         size = _size_of(value)
         if size > self.max_bytes // 8:
@@ -144,11 +140,6 @@ class SizedLru:
             while self._bytes > self.max_bytes:
                 _, old = self._items.popitem(last=False)
                 self._bytes -= _size_of(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
 
 
 def _size_of(value: Any) -> int:
@@ -167,7 +158,8 @@ def decoded_frame(row: InstanceRow, index: int) -> np.ndarray:
     """Frame ``index`` (0-based) decoded to a numpy array, from its recorded bytes when they are known.
     Frames of compressed instances are kept (read-only) for the next request of the same frame."""
     if row.transfer_syntax in UNCOMPRESSED:
-        return _decode(row, index)  # a read of the stored bytes, no cheaper from a cache
+        # A read of the recorded bytes and one copy: 0.04 ms for a 512x512 slice, not worth a second copy in memory.
+        return _decode(row, index)
     key = (row.blob.key, index)
     cached = _DECODED.get(key)
     if cached is not None:
