@@ -20,7 +20,8 @@ What each row measures (wall clock on the client side, over loopback):
 - rendered JPEG p50: ``.../instances/{i}/rendered`` as image/jpeg, one client, p50 latency of as many
   requests as there are slices, three ways: every slice once (a slice's first render), one slice again
   and again (ours answers those from its cache of rendered images: labelled so), one slice with a new
-  ``window`` each request (a window/level drag, rendered anew each time).
+  ``window`` each request (a window/level drag, rendered anew each time). The servers take turns
+  request by request in these rows, so a burst of load on the shared machine meets them all alike.
 - QIDO: p50 latency of the study searches of bench_ingest_qido.py on the 10,000-instance store.
 - series metadata p50, series retrieve MB/s (multipart application/dicom, transfer-syntax=*).
 - client volume: ``dw.connect(url).volume(study, series)`` of the 512x512 series against the raw
@@ -190,24 +191,47 @@ class Table:
         self.selected = selected or []
         self.rows: list[dict] = []
 
+    def _skipped(self, label: str) -> bool:
+        return bool(self.selected) and not any(s.lower() in label.lower() for s in self.selected)
+
     def measure(self, label: str, unit: str, target: str,
                 run: Callable[[Contender], tuple[float, int]], *, loads_data: bool = False) -> None:
         """``run(contender)`` returns (figure, operations); CPU is taken around it. A row not selected
         is skipped, or run unmeasured when later rows need the data it ``loads_data``."""
-        if self.selected and not any(s.lower() in label.lower() for s in self.selected):
+        if self._skipped(label):
             if loads_data:
                 for contender in self.contenders:
                     run(contender)
             return
-        row: dict = {"measure": f"{label} ({unit})", "target": target}
-        figures = {}
+        figures, cpu = {}, {}
         for contender in self.contenders:
             before = contender.cpu()
             figure, operations = run(contender)
-            cpu_ms = (contender.cpu() - before) / max(1, operations) * 1000
+            cpu[contender.name] = (contender.cpu() - before) / max(1, operations) * 1000
             figures[contender.name] = figure
-            row[contender.name] = figure
-            row[f"cpu ms/op {contender.name}"] = cpu_ms
+        self._record(label, unit, target, figures, cpu)
+
+    def measure_interleaved(self, label: str, target: str, request: Callable[[Contender, int], None], count: int) -> None:
+        """p50 latency (ms) of ``request(contender, i)`` for i in 1..count-1 (0 is a warm-up), the
+        contenders taking turns request by request: on a shared machine each then meets the same load."""
+        if self._skipped(label):
+            return
+        seconds: dict[str, list[float]] = {c.name: [] for c in self.contenders}
+        before = {c.name: c.cpu() for c in self.contenders}
+        for i in range(count):
+            for contender in self.contenders:
+                start = time.perf_counter()
+                request(contender, i)
+                if i:
+                    seconds[contender.name].append(time.perf_counter() - start)
+        cpu = {c.name: (c.cpu() - before[c.name]) / count * 1000 for c in self.contenders}
+        self._record(label, "ms", target, {name: statistics.median(s) * 1000 for name, s in seconds.items()}, cpu)
+
+    def _record(self, label: str, unit: str, target: str, figures: dict[str, float], cpu: dict[str, float]) -> None:
+        row: dict = {"measure": f"{label} ({unit})", "target": target}
+        for name, figure in figures.items():
+            row[name] = figure
+            row[f"cpu ms/op {name}"] = cpu[name]
         orthanc = figures.get("orthanc")
         for name, figure in figures.items():
             if name != "orthanc" and orthanc:
@@ -306,34 +330,34 @@ def main() -> None:
             # Rendered JPEGs, one client, as many requests as there are slices: every slice once (none
             # rendered before by that server), one slice again and again (a viewer scrolling back and
             # forth: ours answers from its cache of rendered images), and one slice with a new window
-            # each time (a window/level drag: rendered anew).
-            instance_url = f"{{url}}/studies/{study}/series/{series}/instances/{{sop}}/rendered"
+            # each time (a window/level drag: rendered anew). The contenders take turns request by request.
+            sessions = {c.name: requests.Session() for c in contenders}
+            answers: dict[str, set[bytes]] = {}
 
-            def render_p50(c: Contender, urls: list[str]) -> tuple[float, int]:
-                session = requests.Session()
-                it = iter(urls)
-                answers: dict[str, bytes] = {}
+            def rendered(c: Contender, sop: str, query: str = "") -> None:
+                r = sessions[c.name].get(f"{c.url}/studies/{study}/series/{series}/instances/{sop}/rendered{query}",
+                                         headers={"Accept": "image/jpeg"})
+                r.raise_for_status()
+                if r.content[:2] != b"\xff\xd8":
+                    raise AssertionError("rendered answer is not a JPEG")
+                answers.setdefault(c.name, set()).add(r.content)
 
-                def one() -> None:
-                    url = next(it)
-                    r = session.get(url, headers={"Accept": "image/jpeg"})
-                    r.raise_for_status()
-                    if r.content[:2] != b"\xff\xd8":
-                        raise AssertionError("rendered answer is not a JPEG")
-                    answers[url] = r.content
+            def different_images(label: str) -> None:
+                for name, images in answers.items():
+                    if len(images) < 2:
+                        raise AssertionError(f"{name} answered one image to different rendered requests ({label})")
+                answers.clear()
 
-                seconds = p50(one, len(urls) - 1)
-                if len(urls) > 2 and len(set(urls)) > 1 and len(set(answers.values())) < 2:
-                    raise AssertionError(f"{c.name} answered the same image to {len(set(urls))} different requests")
-                return seconds * 1000, len(urls)
-
-            table.measure("rendered image/jpeg, a new slice each request, p50", "ms", "<= 0.4x",
-                          lambda c: render_p50(c, [instance_url.format(url=c.url, sop=sop) for sop in sops]))
-            table.measure("rendered image/jpeg, one slice again and again, p50", "ms", "<= 0.4x",
-                          lambda c: render_p50(c, [instance_url.format(url=c.url, sop=sops[0])] * len(sops)))
-            windows = [f"?window={-1000 + k * 1000 // len(sops)},400,linear" for k in range(len(sops))]
-            table.measure("rendered image/jpeg, one slice, a new window each request, p50", "ms", "<= 0.4x",
-                          lambda c: render_p50(c, [instance_url.format(url=c.url, sop=sops[0]) + w for w in windows]))
+            table.measure_interleaved("rendered image/jpeg, a new slice each request, p50", "<= 0.4x",
+                                      lambda c, i: rendered(c, sops[i]), len(sops))
+            different_images("slices")
+            table.measure_interleaved("rendered image/jpeg, one slice again and again (ours: from its cache), p50",
+                                      "<= 0.4x", lambda c, i: rendered(c, sops[0]), len(sops))
+            answers.clear()
+            table.measure_interleaved("rendered image/jpeg, one slice, a new window each request, p50", "<= 0.4x",
+                                      lambda c, i: rendered(c, sops[0], f"?window={-1000 + i * 1000 // len(sops)},400,linear"),
+                                      len(sops))
+            different_images("windows")
 
             for name, query in QUERIES.items():
                 def qido(c: Contender, query: str = query) -> tuple[float, int]:
