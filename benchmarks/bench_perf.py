@@ -2,6 +2,7 @@
 
     python benchmarks/bench_perf.py            # the full table (10,000 small instances, 300 x 512x512)
     python benchmarks/bench_perf.py --quick    # a fast check (1,000 small instances, 60 x 512x512)
+    python benchmarks/bench_perf.py --quick --rows rendered frames   # only those rows (all data loaded)
 
 Starts ``dicomweb-nb serve --workers 1``, ``dicomweb-nb serve`` with its default worker count, and
 Orthanc 1.10 + DICOMweb 1.7, each on empty storage, loads the same generated data into each over
@@ -16,7 +17,11 @@ What each row measures (wall clock on the client side, over loopback):
 - STOW volume, 2 uploaders: a 300-slice 512x512 16-bit series (batches of 10), MB/s of Part 10 bytes.
 - frames/s: one single-frame WADO-RS request per instance of the 512x512 series
   (application/octet-stream), from 1 and from 4 concurrent clients.
-- rendered JPEG p50: ``.../instances/{i}/rendered`` as image/jpeg, one client, p50 latency.
+- rendered JPEG p50: ``.../instances/{i}/rendered`` as image/jpeg, one client, p50 latency of as many
+  requests as there are slices, three ways: every slice once (a slice's first render), one slice again
+  and again (ours answers those from its cache of rendered images: labelled so), one slice with a new
+  ``window`` each request (a window/level drag, rendered anew each time). The servers take turns
+  request by request in these rows, so a burst of load on the shared machine meets them all alike.
 - QIDO: p50 latency of the study searches of bench_ingest_qido.py on the 10,000-instance store.
 - series metadata p50, series retrieve MB/s (multipart application/dicom, transfer-syntax=*).
 - client volume: ``dw.connect(url).volume(study, series)`` of the 512x512 series against the raw
@@ -103,16 +108,21 @@ def serve_supports_workers() -> bool:
     return "--workers" in usage
 
 
-def start_contenders(workdir: Path, only: list[str]) -> list[Contender]:
+def start_contenders(workdir: Path, only: list[str], baseline: str | None = None) -> list[Contender]:
+    """Our server with one worker and the default, Orthanc, and with ``baseline`` (a checkout of
+    dicomweb-nb, e.g. main's) our server run from that code with one worker: before and after in one run."""
     contenders = []
     workers = serve_supports_workers()
     variants = [("ours, 1 worker", ["--workers", "1"]), ("ours, default workers", [])] if workers else [("ours", [])]
-    for name, extra in variants:
+    variants = [(name, extra, None) for name, extra in variants]
+    if baseline:
+        variants.insert(0, ("baseline, 1 worker", ["--workers", "1"], {"PYTHONPATH": str(Path(baseline).resolve())}))
+    for name, extra, env in variants:
         if only and not any(o in name for o in only):
             continue
         folder = workdir / name.replace(" ", "_").replace(",", "")
         folder.mkdir()
-        server = start_standalone(folder, None, *extra)
+        server = start_standalone(folder, None, *extra, env=env)
         contenders.append(Contender(name, server.dicomweb_url, server.process.pid, server.stop))
     if not only or "orthanc" in only:
         orthanc = OrthancProcess(workdir / "orthanc")
@@ -176,22 +186,52 @@ def p50(fn: Callable[[], object], repeat: int) -> float:
 class Table:
     """Rows of one figure per contender, each with its server CPU per operation."""
 
-    def __init__(self, contenders: list[Contender]):
+    def __init__(self, contenders: list[Contender], selected: list[str] | None = None):
         self.contenders = contenders
+        self.selected = selected or []
         self.rows: list[dict] = []
 
+    def _skipped(self, label: str) -> bool:
+        return bool(self.selected) and not any(s.lower() in label.lower() for s in self.selected)
+
     def measure(self, label: str, unit: str, target: str,
-                run: Callable[[Contender], tuple[float, int]]) -> None:
-        """``run(contender)`` returns (figure, operations); CPU is taken around it."""
-        row: dict = {"measure": f"{label} ({unit})", "target": target}
-        figures = {}
+                run: Callable[[Contender], tuple[float, int]], *, loads_data: bool = False) -> None:
+        """``run(contender)`` returns (figure, operations); CPU is taken around it. A row not selected
+        is skipped, or run unmeasured when later rows need the data it ``loads_data``."""
+        if self._skipped(label):
+            if loads_data:
+                for contender in self.contenders:
+                    run(contender)
+            return
+        figures, cpu = {}, {}
         for contender in self.contenders:
             before = contender.cpu()
             figure, operations = run(contender)
-            cpu_ms = (contender.cpu() - before) / max(1, operations) * 1000
+            cpu[contender.name] = (contender.cpu() - before) / max(1, operations) * 1000
             figures[contender.name] = figure
-            row[contender.name] = figure
-            row[f"cpu ms/op {contender.name}"] = cpu_ms
+        self._record(label, unit, target, figures, cpu)
+
+    def measure_interleaved(self, label: str, target: str, request: Callable[[Contender, int], None], count: int) -> None:
+        """p50 latency (ms) of ``request(contender, i)`` for i in 1..count-1 (0 is a warm-up), the
+        contenders taking turns request by request: on a shared machine each then meets the same load."""
+        if self._skipped(label):
+            return
+        seconds: dict[str, list[float]] = {c.name: [] for c in self.contenders}
+        before = {c.name: c.cpu() for c in self.contenders}
+        for i in range(count):
+            for contender in self.contenders:
+                start = time.perf_counter()
+                request(contender, i)
+                if i:
+                    seconds[contender.name].append(time.perf_counter() - start)
+        cpu = {c.name: (c.cpu() - before[c.name]) / count * 1000 for c in self.contenders}
+        self._record(label, "ms", target, {name: statistics.median(s) * 1000 for name, s in seconds.items()}, cpu)
+
+    def _record(self, label: str, unit: str, target: str, figures: dict[str, float], cpu: dict[str, float]) -> None:
+        row: dict = {"measure": f"{label} ({unit})", "target": target}
+        for name, figure in figures.items():
+            row[name] = figure
+            row[f"cpu ms/op {name}"] = cpu[name]
         orthanc = figures.get("orthanc")
         for name, figure in figures.items():
             if name != "orthanc" and orthanc:
@@ -210,6 +250,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=[], help="contenders to run (substrings: 1, default, orthanc)")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run our server from this checkout's code "
+                        "(one worker), e.g. /work/main: before and after in one run")
+    parser.add_argument("--rows", nargs="*", default=[],
+                        help="rows to measure (substrings of their labels, e.g. rendered frames); the data the "
+                             "others would load (STOW rows) is still loaded, unmeasured")
     args = parser.parse_args()
     n_small = args.instances or (1_000 if args.quick else 10_000)
     n_slices = args.slices or (60 if args.quick else 300)
@@ -229,8 +274,8 @@ def main() -> None:
         repeat + 1, rows=32, columns=32, patient_name="SINGLE^UPLOAD", patient_id="SINGLE", seed=99)]
 
     with tempfile.TemporaryDirectory() as tmp:
-        contenders = start_contenders(Path(tmp), args.only)
-        table = Table(contenders)
+        contenders = start_contenders(Path(tmp), args.only, args.baseline)
+        table = Table(contenders, args.rows)
         try:
             # Small instances: first half by one uploader, second half by two (a fresh SOP set each).
             def stow_one_uploader(c: Contender) -> tuple[float, int]:
@@ -239,8 +284,9 @@ def main() -> None:
             def stow_two_uploaders(c: Contender) -> tuple[float, int]:
                 return (len(small) - half) / parallel_stow(c.url, small[half:], 2, 50), len(small) - half
 
-            table.measure("STOW-RS small instances, 1 uploader", "instances/s", ">= 1.5x", stow_one_uploader)
-            table.measure("STOW-RS small instances, 2 uploaders", "instances/s", ">= 1.5x; >= 1.6x our 1", stow_two_uploaders)
+            table.measure("STOW-RS small instances, 1 uploader", "instances/s", ">= 1.5x", stow_one_uploader, loads_data=True)
+            table.measure("STOW-RS small instances, 2 uploaders", "instances/s", ">= 1.5x; >= 1.6x our 1", stow_two_uploaders,
+                          loads_data=True)
             for c in contenders:
                 stored = count_instances(c.url)
                 if stored != len(small):
@@ -257,7 +303,8 @@ def main() -> None:
                 seconds = parallel_stow(c.url, big_blobs, 2, 10)
                 return sum(map(len, big_blobs)) / seconds / 1e6, len(big_blobs)
 
-            table.measure(f"STOW-RS {args.size}x{args.size} volume, 2 uploaders", "MB/s", ">= 1.5x", stow_volume)
+            table.measure(f"STOW-RS {args.size}x{args.size} volume, 2 uploaders", "MB/s", ">= 1.5x", stow_volume,
+                          loads_data=True)
 
             for clients in (1, 4):
                 def frames(c: Contender, clients: int = clients) -> tuple[float, int]:
@@ -280,20 +327,37 @@ def main() -> None:
                 table.measure(f"frames, {len(sops)} single-frame requests, {clients} client(s)", "frames/s",
                               ">= 4x" if clients == 1 else ">= 5x", frames)
 
-            def rendered(c: Contender) -> tuple[float, int]:
-                session = requests.Session()
-                it = iter(sops * 2)
+            # Rendered JPEGs, one client, as many requests as there are slices: every slice once (none
+            # rendered before by that server), one slice again and again (a viewer scrolling back and
+            # forth: ours answers from its cache of rendered images), and one slice with a new window
+            # each time (a window/level drag: rendered anew). The contenders take turns request by request.
+            sessions = {c.name: requests.Session() for c in contenders}
+            answers: dict[str, set[bytes]] = {}
 
-                def one() -> None:
-                    r = session.get(f"{c.url}/studies/{study}/series/{series}/instances/{next(it)}/rendered",
-                                    headers={"Accept": "image/jpeg"})
-                    r.raise_for_status()
-                    if r.content[:2] != b"\xff\xd8":
-                        raise AssertionError("rendered answer is not a JPEG")
+            def rendered(c: Contender, sop: str, query: str = "") -> None:
+                r = sessions[c.name].get(f"{c.url}/studies/{study}/series/{series}/instances/{sop}/rendered{query}",
+                                         headers={"Accept": "image/jpeg"})
+                r.raise_for_status()
+                if r.content[:2] != b"\xff\xd8":
+                    raise AssertionError("rendered answer is not a JPEG")
+                answers.setdefault(c.name, set()).add(r.content)
 
-                return p50(one, repeat) * 1000, repeat + 1
+            def different_images(label: str) -> None:
+                for name, images in answers.items():
+                    if len(images) < 2:
+                        raise AssertionError(f"{name} answered one image to different rendered requests ({label})")
+                answers.clear()
 
-            table.measure("rendered image/jpeg, p50", "ms", "<= 0.4x", rendered)
+            table.measure_interleaved("rendered image/jpeg, a new slice each request, p50", "<= 0.4x",
+                                      lambda c, i: rendered(c, sops[i]), len(sops))
+            different_images("slices")
+            table.measure_interleaved("rendered image/jpeg, one slice again and again (ours: from its cache), p50",
+                                      "<= 0.4x", lambda c, i: rendered(c, sops[0]), len(sops))
+            answers.clear()
+            table.measure_interleaved("rendered image/jpeg, one slice, a new window each request, p50", "<= 0.4x",
+                                      lambda c, i: rendered(c, sops[0], f"?window={-1000 + i * 1000 // len(sops)},400,linear"),
+                                      len(sops))
+            different_images("windows")
 
             for name, query in QUERIES.items():
                 def qido(c: Contender, query: str = query) -> tuple[float, int]:

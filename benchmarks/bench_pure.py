@@ -8,7 +8,9 @@ so the numbers are the cost of the code itself, which the comments in the module
 
 - render: ``pixels.render.render`` of a generated 512x512 16-bit CT slice (rescale, stored window) as
   image/jpeg, ``pixels.voi.to_display`` alone (the display pipeline: modality LUT, VOI, MONOCHROME1),
-  and the 65536-entry display table that pipeline builds for 16-bit frames (its cache bypassed).
+  the display table that pipeline builds for 16-bit frames (its cache bypassed: over every 16-bit value,
+  and over the values the slice holds, which is what it builds), and a render with a new window each call
+  (a window dragged over one image).
 - dicomjson: ``dicom.dicomjson.dataset_to_json`` of a CT header with its raw-value fast path, and
   with the fast path switched off (every element through pydicom's ``DataElement.to_json_dict``).
 - multipart: a 64 MB multipart/related body of 32 parts fed in 64 KiB chunks to
@@ -51,13 +53,19 @@ def bench_render(repeat: int) -> list[dict]:
     attrs = ImageAttributes.from_dataset(ds)
     floats = frame.astype(np.float32) - 1024
     float_attrs = ImageAttributes(512, 512, windows=(Window(40, 400),))
-    table = getattr(voi_module, "_display_table", None)
     rows = []
-    if table is not None:  # the table of display values of every 16-bit stored value, built anew each call
-        build = table.__wrapped__
-        rows.append({"part": "render", "what": "16-bit display table (pydicom: rescale, window), p50", "unit": "ms",
-                     "value": _p50_ms(lambda: build(frame.dtype.str, attrs.rescale_slope, attrs.rescale_intercept,
-                                                    None, attrs.windows[0], False), repeat)})
+    table = getattr(voi_module, "_display_table", None)
+    if table is not None:  # the table of display values of 16-bit stored values, built anew each call
+        low, high = int(frame.min()), int(frame.max())
+        for what, span in (("every 16-bit value", (-32768, 32767) if frame.dtype.kind == "i" else (0, 65535)),
+                           (f"the slice's {high - low + 1} values", (low, high))):
+            rows.append({"part": "render", "what": f"display table of {what} (pydicom: rescale, window), p50",
+                         "unit": "ms", "value": _p50_ms(lambda span=span: table(
+                             frame.dtype.str, attrs.rescale_slope, attrs.rescale_intercept, None, attrs.windows[0],
+                             False, *span), repeat)})
+    windows = iter(range(10**9))
+    rows.append({"part": "render", "what": "render 512x512 CT as JPEG, a new window each call, p50", "unit": "ms",
+                 "value": _p50_ms(lambda: rd.render(frame, attrs, window=(next(windows) % 500, 400)), repeat)})
     return rows + [
         {"part": "render", "what": "render 512x512 CT as JPEG, p50", "unit": "ms",
          "value": _p50_ms(lambda: rd.render(frame, attrs), repeat)},

@@ -12,9 +12,9 @@
 
 The attributes the pipeline needs travel in an :class:`~dicomweb_nb.pixels.attributes.ImageAttributes`.
 
-Integer frames of 8 or 16 bits are mapped through one lookup table built over every possible stored
-value (at most 65536 entries), so pydicom's functions run once per value and the per-pixel work is a
-single ``numpy.take``; 32-bit and float frames go through them pixel by pixel.
+Integer frames of 8 or 16 bits are mapped through one lookup table built over the values they hold (of
+at most 65536), so pydicom's functions run once per value and the per-pixel work is a single
+``numpy.take``; 32-bit and float frames go through them pixel by pixel.
 
 Choices made where the standard leaves room:
 
@@ -27,7 +27,10 @@ Choices made where the standard leaves room:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -119,18 +122,50 @@ def _grayscale_display(values: np.ndarray, voi: Window | Lut, monochrome1: bool)
     return out
 
 
-@lru_cache(maxsize=64)
 def _display_table(dtype: str, slope: float, intercept: float, modality_lut: Lut | None, voi: Window | Lut,
-                   monochrome1: bool) -> np.ndarray:
-    """The display value of every value of an 8- or 16-bit dtype, indexed by its bit pattern.
-
-    Kept for the next frames with the same transforms (the slices of a series share one): building a
-    16-bit table through pydicom's functions costs 0.4 ms, the gather over a 512x512 frame 0.2 ms
-    (benchmarks/bench_pure.py render).
-    """
-    values = _all_values(np.dtype(dtype))
-    table = _grayscale_display(_modality(values, slope, intercept, modality_lut), voi, monochrome1)
+                   monochrome1: bool, low: int, high: int) -> np.ndarray:
+    """The display value of the values ``low..high`` of an 8- or 16-bit dtype, in a table indexed by the
+    bit pattern of every value of the dtype (entries outside ``low..high`` are 0 and never looked up)."""
+    kind = np.dtype(dtype)
+    unsigned = np.dtype(f"u{kind.itemsize}")
+    values = np.arange(low, high + 1, dtype=np.int64).astype(kind)
+    table = np.zeros(1 << (8 * kind.itemsize), dtype=np.uint8)
+    table[values.view(unsigned)] = _grayscale_display(_modality(values, slope, intercept, modality_lut), voi, monochrome1)
     table.flags.writeable = False
+    return table
+
+
+# Display tables (``_display_table``) kept for the next frames with the same transforms, each with the
+# range of values it covers: the slices of a series share one, and a window dragged over one image
+# makes a new one per step. A table over the values a frame holds (a CT slice: ~1,000-4,000 of 65,536)
+# costs ~0.1 ms through pydicom's functions, a table over every 16-bit value 0.4-0.6 ms; the frame's
+# min and max 0.01 ms, the gather over a 512x512 frame 0.2 ms (benchmarks/bench_pure.py render).
+_TABLES: OrderedDict[tuple[Any, ...], tuple[int, int, np.ndarray]] = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+_TABLES_KEPT = 64
+
+
+def _table_for(frame: np.ndarray, slope: float, intercept: float, modality_lut: Lut | None, voi: Window | Lut,
+               monochrome1: bool) -> np.ndarray:
+    """A display table covering every value of ``frame`` (an 8- or 16-bit integer array)."""
+    key = (frame.dtype.str, slope, intercept, modality_lut, voi, monochrome1)
+    if frame.dtype.itemsize == 1 or frame.size == 0:
+        low, high = int(np.iinfo(frame.dtype).min), int(np.iinfo(frame.dtype).max)
+    else:
+        low, high = int(frame.min()), int(frame.max())
+    with _TABLES_LOCK:
+        kept = _TABLES.get(key)
+        if kept is not None:
+            _TABLES.move_to_end(key)
+            if kept[0] <= low and high <= kept[1]:
+                return kept[2]
+            low, high = min(low, kept[0]), max(high, kept[1])
+    table = _display_table(frame.dtype.str, slope, intercept, modality_lut, voi, monochrome1, low, high)
+    with _TABLES_LOCK:
+        _TABLES[key] = (low, high, table)
+        _TABLES.move_to_end(key)
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
     return table
 
 
@@ -196,9 +231,9 @@ def _grayscale(frame: np.ndarray, attrs: ImageAttributes, window: Window | None,
         frame = frame.astype(frame.dtype.newbyteorder("="))
     monochrome1 = attrs.photometric_interpretation == "MONOCHROME1"
     if frame.dtype.kind in "ui" and frame.dtype.itemsize <= 2:
-        # Every possible stored value through the pipeline once, then one gather per pixel.
-        table = _display_table(frame.dtype.str, attrs.rescale_slope, attrs.rescale_intercept, attrs.modality_lut,
-                               voi, monochrome1)
+        # Every value the frame holds through the pipeline once (a table kept for the next frames), then
+        # one gather per pixel.
+        table = _table_for(frame, attrs.rescale_slope, attrs.rescale_intercept, attrs.modality_lut, voi, monochrome1)
         part = frame if region is None else frame[region]
         return np.take(table, part.view(f"u{frame.dtype.itemsize}"))
     part = frame if region is None else frame[region]

@@ -102,12 +102,12 @@ class DicomWebMixin(_RequestHandler):
         except TranscodeError as exc:
             raise ApiError(406, str(exc)) from None
 
-    async def run_cpu(self, fn: Callable[..., T | Refusal], *args: Any, **kwargs: Any) -> T:
-        """Run CPU-heavy, picklable work in the CPU pool (``cpu.py``); a ``Refusal`` it returns
-        becomes the request's error answer."""
+    async def run_cpu(self, fn: Callable[..., T | Refusal], *args: Any, inline: bool = False, **kwargs: Any) -> T:
+        """Run CPU-heavy, picklable work in the CPU pool (``cpu.py``), or here with ``inline`` (work
+        known to cost less than handing it over); a ``Refusal`` it returns becomes the request's error answer."""
         assert self.ctx.cpu is not None
         try:
-            result = await asyncio.wrap_future(self.ctx.cpu.submit(fn, *args, **kwargs))
+            result = fn(*args, **kwargs) if inline else await asyncio.wrap_future(self.ctx.cpu.submit(fn, *args, **kwargs))
         except NotFoundError as exc:
             raise ApiError(404, str(exc)) from None
         except TranscodeError as exc:

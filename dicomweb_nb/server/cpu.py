@@ -5,8 +5,10 @@ interpreter: a render on a worker thread holds up the event loop and every other
 of processes (``c.DicomWeb.cpu_processes``) runs that work beside it, on the other cores. It pays
 where the work costs more than handing it over (arguments and answer pickled through a pipe, about
 0.1-0.2 ms a call, measured with ``benchmarks/bench_cpu_pool.py``): parsing an upload (~0.8 ms for
-a small CT instance) and rendering a 512x512 image (~1-2 ms) do; JSON building from the stored
-metadata (string joins) and reading frames (sendfile) do not and stay on the threads.
+a small CT instance) and rendering a large or compressed image do; JSON building from the stored
+metadata (string joins) and reading frames (sendfile) do not and stay on the threads, and a light
+render (a JPEG of an uncompressed 512x512 slice, ~0.6 ms: ``transcode.render_is_light``) runs on the
+request's own thread (``run_cpu(..., inline=True)``): handing it over costs about what it does.
 ``dicomweb-nb serve --workers N`` uses the cores with its worker processes, so it runs the work on
 its threads unless told otherwise.
 

@@ -26,7 +26,7 @@ from ..store import InstanceRow, NotFoundError, Store, reader
 from ..store import transcode as tc
 from . import queryparams as qp
 from . import renderparams as rp
-from .base import ApiError
+from .base import ApiError, DicomWebMixin
 from .cpu import Refusal
 from .streaming import StreamingMixin
 from .wado import RetrieveMixin, parse_frame_list
@@ -103,7 +103,7 @@ class RenderedMixin(StreamingMixin):
     async def _send_image(
         self, row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool
     ) -> None:
-        data = await self.run_cpu(render_task, row, index, media_type, options, thumbnail)
+        data = await rendered_frame(self, row, index, media_type, options, thumbnail)
         self._finish_image(data, media_type)
 
     def _finish_image(self, data: bytes, media_type: str) -> None:
@@ -116,7 +116,7 @@ class RenderedMixin(StreamingMixin):
         self.set_header("Content-Type", mt.multipart_content_type(media_type, writer.boundary))
         url = self.url_builder()
         for row, index in items:
-            data = await self.run_cpu(render_task, row, index, media_type, options, False)
+            data = await rendered_frame(self, row, index, media_type, options, False)
             location = url(row.study_uid, row.series_uid, row.sop_uid) + f"/frames/{index + 1}/rendered"
             self.write(writer.part_head(media_type, {"Content-Location": location}))
             self.write(data)
@@ -126,6 +126,19 @@ class RenderedMixin(StreamingMixin):
 
 def _charsets_of(row: InstanceRow) -> list[str]:
     return qp.instance_charsets(values(json.loads(row.metadata_text), "SpecificCharacterSet"))
+
+
+async def rendered_frame(handler: DicomWebMixin, row: InstanceRow, index: int, media_type: str,
+                         options: rd.RenderOptions, thumbnail: bool) -> bytes:
+    """One rendered frame: from this process's cache of answers, else rendered (on this thread when
+    light, else in the CPU pool) and kept there."""
+    key = tc.render_key(row, index, media_type, options, thumbnail)
+    data: bytes | None = tc.RENDERED.get(key)
+    if data is None:
+        data = await handler.run_cpu(render_task, row, index, media_type, options, thumbnail,
+                                     inline=tc.render_is_light(row, index, media_type, options))
+        tc.RENDERED.put(key, data)
+    return data
 
 
 def render_task(row: InstanceRow, index: int, media_type: str, options: rd.RenderOptions, thumbnail: bool) -> bytes | Refusal:
@@ -191,7 +204,7 @@ class WadoUriMixin(RetrieveMixin):
                 raise ApiError(400, "anonymize=yes with annotation=patient: the annotation would draw the patient's "
                                     "identity into the image")
             await self.run_blocking(_refuse_burned_in, row, None)
-        data = await self.run_cpu(render_task, row, index, media_type, request.render, False)
+        data = await rendered_frame(self, row, index, media_type, request.render, False)
         self.set_header("Content-Type", media_type)
         self.finish(data)
 

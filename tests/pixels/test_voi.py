@@ -87,6 +87,22 @@ def test_window_matches_the_literal_formula_on_every_value(function, center, wid
     np.testing.assert_array_equal(image.reshape(-1), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_frames_with_the_same_transforms_each_get_every_value_mapped(dtype):
+    # The pipeline keeps one table per transform, over the values frames held so far: a frame with
+    # values outside them (higher, lower, negative) must still get each mapped by the formula.
+    window = Window(100.5, 300.25, "LINEAR")
+    attrs = ImageAttributes(64, 64, bits_stored=16, pixel_representation=int(dtype == np.int16),
+                            rescale_intercept=-7.0)
+    low = np.int64(-2000) if dtype == np.int16 else np.int64(0)
+    frames = [np.full((64, 64), 150, dtype=dtype), (RAMP // 8).astype(dtype),
+              (np.arange(4096).reshape(64, 64) * 3 + low).astype(dtype), np.full((64, 64), 150, dtype=dtype)]
+    for frame in frames:
+        expected = np.array([reference(float(v) - 7.0, window.center, window.width, "LINEAR") for v in frame.reshape(-1)],
+                            dtype=np.uint8)
+        np.testing.assert_array_equal(to_display(frame, attrs, window=window).reshape(-1), expected)
+
+
 def test_rescale_slope_and_intercept_are_applied_before_the_window():
     attrs = ImageAttributes(64, 64, rescale_slope=2.0, rescale_intercept=-100.0)
     values = modality_values(RAMP, attrs)

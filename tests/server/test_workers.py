@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from PIL import Image
 
 from dicomweb_nb import samples
 from tests.fixtures.backends import open_store
@@ -153,6 +154,49 @@ def test_a_restow_or_delete_through_one_worker_is_seen_by_the_cached_rows_of_ano
         store.close()
     assert other.get(f"{url}/frames/1", headers=octets, timeout=30).status_code == 404
     assert other.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30).status_code == 404
+
+
+def test_rendered_images_a_worker_keeps_follow_a_restow_or_delete_through_another(workers):
+    # A worker keeps the images it rendered (and the frames it decoded): what another worker or
+    # process stores or deletes since must show in its next answer, never the kept image.
+    one, other = sessions_on_two_workers(workers)
+    ds, v1 = _instance_bytes(1000)  # HU -24: grey in the stored window (40, 400)
+    url = (f"{workers.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")
+
+    def grey(session, query: str = "") -> float:
+        answer = session.get(f"{url}/rendered{query}", headers={"Accept": "image/jpeg"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return float(np.asarray(Image.open(io.BytesIO(answer.content))).mean())
+
+    def restow(dataset) -> None:
+        with one:
+            content_type = 'multipart/related; type="application/dicom"; boundary=dicomweb-nb-test-boundary'
+            answer = one.post(f"{workers.dicomweb_url}/studies", data=multipart_body([samples.dataset_bytes(dataset)]),
+                              timeout=60, headers={"Content-Type": content_type})
+        assert answer.status_code == 200, answer.text
+
+    assert stow(workers, multipart_body([v1])).status_code == 200
+    first = grey(other)
+    assert grey(other) == first and 60 < first < 120  # the second answer is the kept one
+    dragged = grey(other, "?window=-24,400,linear")
+    assert abs(dragged - 128) < 2
+    # New pixels through the other worker.
+    ds.PixelData = np.full((16, 16), 1200, dtype=np.uint16).tobytes()  # HU 176
+    restow(ds)
+    assert grey(other) > first + 80
+    assert abs(grey(other, "?window=-24,400,linear") - 128) > 40
+    # Same pixels, another stored window: the image depends on the metadata too.
+    ds.WindowCenter, ds.WindowWidth = 176, 400
+    restow(ds)
+    assert abs(grey(other) - 128) < 2
+    # Deleted by another process on the store: the kept images are not served.
+    store = open_store(workers.store_dir)
+    try:
+        assert store.delete(ds.StudyInstanceUID) == 1
+    finally:
+        store.close()
+    assert other.get(f"{url}/rendered", headers={"Accept": "image/jpeg"}, timeout=30).status_code == 404
 
 
 def test_wado_uri_anonymization_maps_uids_alike_in_every_worker(workers):
