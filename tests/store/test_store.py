@@ -177,6 +177,45 @@ def test_moving_an_instance_to_another_series_updates_both(tmp_path, make_store)
     assert check_store_consistent(store) == {"studies": 1, "series": 2, "instances": 2}
 
 
+def _row_written(store: Store, table: str, key: str, uid: str) -> float:
+    with store.index._read() as ex:
+        return float(ex(f"SELECT updated FROM {table} WHERE {key}=?", (uid,)).fetchone()[0])
+
+
+def test_a_study_row_is_rewritten_only_when_its_attributes_change(tmp_path, make_store):
+    """Each instance of a study carries the study's attributes; rewriting the study and series rows
+    (and their text index entries) for every one of them was most of a one-instance STOW's index work."""
+    first, second, third = series(3)
+    study, series_uid = first.StudyInstanceUID, first.SeriesInstanceUID
+    store = make_store()
+    store.store_files(write([first], tmp_path / "a"), move=False)
+    written = (_row_written(store, "studies", "study_uid", study), _row_written(store, "series", "series_uid", series_uid))
+    store.store_files(write([second], tmp_path / "b"), move=False)
+    assert (_row_written(store, "studies", "study_uid", study),
+            _row_written(store, "series", "series_uid", series_uid)) == written
+    third.StudyDescription = "Described again"
+    third.SeriesDescription = "Series described again"
+    store.store_files(write([third], tmp_path / "c"), move=False)
+    assert _row_written(store, "studies", "study_uid", study) > written[0]
+    assert _row_written(store, "series", "series_uid", series_uid) > written[1]
+    assert search(store, "study", StudyDescription="Described*")[0]["00201208"]["Value"] == [3]
+    assert [s["0008103E"]["Value"] for s in search(store, "series", SeriesDescription="*again")] == [["Series described again"]]
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
+
+
+def test_a_series_sent_again_under_another_study_moves_there(tmp_path, make_store):
+    datasets = series(2)
+    store = make_store()
+    store.store_files(write(datasets, tmp_path / "a"), move=False)
+    moved = copy.deepcopy(datasets)
+    for ds in moved:
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1082.78"
+    store.store_files(write(moved, tmp_path / "b"), move=False)
+    [found] = store.search(parse_query([], "series"), study_uid="1.2.826.0.1.3680043.10.1082.78").items
+    assert found["0020000E"]["Value"] == [datasets[0].SeriesInstanceUID]
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 2}
+
+
 def test_bad_policy_is_refused(tmp_path):
     with pytest.raises(ValueError, match="replace, reject or keep"):
         Store(tmp_path / "s", duplicates="overwrite")
