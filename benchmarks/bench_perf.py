@@ -2,6 +2,7 @@
 
     python benchmarks/bench_perf.py            # the full table (10,000 small instances, 300 x 512x512)
     python benchmarks/bench_perf.py --quick    # a fast check (1,000 small instances, 60 x 512x512)
+    python benchmarks/bench_perf.py --quick --rows STOW-RS   # only the rows whose label holds STOW-RS
 
 Starts ``dicomweb-nb serve --workers 1``, ``dicomweb-nb serve`` with its default worker count, and
 Orthanc 1.10 + DICOMweb 1.7, each on empty storage, loads the same generated data into each over
@@ -176,13 +177,17 @@ def p50(fn: Callable[[], object], repeat: int) -> float:
 class Table:
     """Rows of one figure per contender, each with its server CPU per operation."""
 
-    def __init__(self, contenders: list[Contender]):
+    def __init__(self, contenders: list[Contender], only_rows: list[str] | None = None):
         self.contenders = contenders
         self.rows: list[dict] = []
+        self.only_rows = [r.lower() for r in only_rows or []]
 
     def measure(self, label: str, unit: str, target: str,
                 run: Callable[[Contender], tuple[float, int]]) -> None:
-        """``run(contender)`` returns (figure, operations); CPU is taken around it."""
+        """``run(contender)`` returns (figure, operations); CPU is taken around it. Skipped when
+        ``--rows`` names others."""
+        if self.only_rows and not any(r in label.lower() for r in self.only_rows):
+            return
         row: dict = {"measure": f"{label} ({unit})", "target": target}
         figures = {}
         for contender in self.contenders:
@@ -210,6 +215,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=[], help="contenders to run (substrings: 1, default, orthanc)")
+    parser.add_argument("--rows", nargs="*", default=[],
+                        help="rows to measure, substrings of their labels (e.g. 'STOW-RS' for the four STOW rows); "
+                             "frames, rendered, metadata, retrieve and client rows read the volume its STOW row stores")
     args = parser.parse_args()
     n_small = args.instances or (1_000 if args.quick else 10_000)
     n_slices = args.slices or (60 if args.quick else 300)
@@ -230,7 +238,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         contenders = start_contenders(Path(tmp), args.only)
-        table = Table(contenders)
+        table = Table(contenders, args.rows)
         try:
             # Small instances: first half by one uploader, second half by two (a fresh SOP set each).
             def stow_one_uploader(c: Contender) -> tuple[float, int]:
@@ -241,7 +249,8 @@ def main() -> None:
 
             table.measure("STOW-RS small instances, 1 uploader", "instances/s", ">= 1.5x", stow_one_uploader)
             table.measure("STOW-RS small instances, 2 uploaders", "instances/s", ">= 1.5x; >= 1.6x our 1", stow_two_uploaders)
-            for c in contenders:
+            both_small_rows = sum(r["measure"].startswith("STOW-RS small") for r in table.rows) == 2
+            for c in contenders if both_small_rows else []:
                 stored = count_instances(c.url)
                 if stored != len(small):
                     raise AssertionError(f"{c.name} holds {stored} instances, {len(small)} were stored")
@@ -360,7 +369,7 @@ def main() -> None:
         finally:
             for c in contenders:
                 c.stop()
-    report("perf", table.rows)
+    report("perf" if not args.rows else "perf-rows", table.rows)  # a partial run leaves the full table
 
 
 if __name__ == "__main__":
