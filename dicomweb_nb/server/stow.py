@@ -224,11 +224,11 @@ class StowMixin(StreamedBodyMixin):
         parts = [p for p in self._stow_parts if p.path is not None and not p.rejected]
         small = [p for p in parts if p.parsed is None]
         assert self.ctx.cpu is not None
-        if self.ctx.cpu.in_processes and small:
-            small_parsed = self.ctx.cpu.submit(parse_files, [(p.path, f"part {p.number}") for p in small],
-                                               self.store.tmp_dir).result()
+        uploads = [(p.path, f"part {p.number}") for p in small if p.path is not None]
+        if self.ctx.cpu.in_processes and uploads:
+            small_parsed = self.ctx.cpu.submit(parse_files, uploads, self.store.tmp_dir).result()
         else:
-            small_parsed = parse_files([(p.path, f"part {p.number}") for p in small], self.store.tmp_dir)
+            small_parsed = parse_files(uploads, self.store.tmp_dir)
         by_part = dict(zip(map(id, small), small_parsed))
         parsed: list[ParsedFile] = []
         for part in parts:
