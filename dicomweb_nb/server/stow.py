@@ -218,15 +218,19 @@ class StowMixin(StreamedBodyMixin):
         self._respond(outcomes + rejected, study)
 
     def _store_parts(self, study: str | None) -> list[StoreOutcome]:
-        """On a worker thread: parse the small parts (in the CPU pool when it has processes, all in one
-        task), wait for the large ones' parsing and fsyncs, and store them all (one index transaction;
+        """On a worker thread: parse the small parts (in the CPU pool when it has processes, one task
+        per pool process), wait for the large ones' parsing and fsyncs, and store them all (one index transaction;
         the store makes the small ones durable before it)."""
         parts = [p for p in self._stow_parts if p.path is not None and not p.rejected]
         small = [p for p in parts if p.parsed is None]
         assert self.ctx.cpu is not None
         uploads = [(p.path, f"part {p.number}") for p in small if p.path is not None]
         if self.ctx.cpu.in_processes and uploads:
-            small_parsed = self.ctx.cpu.submit(parse_files, uploads, self.store.tmp_dir).result()
+            # One task per pool process, each a share of the parts: the pool's processes parse at once.
+            shares = min(len(uploads), self.ctx.cpu.processes)
+            tasks = [self.ctx.cpu.submit(parse_files, uploads[i::shares], self.store.tmp_dir) for i in range(shares)]
+            results = [task.result() for task in tasks]
+            small_parsed = [results[i % shares][i // shares] for i in range(len(uploads))]
         else:
             small_parsed = parse_files(uploads, self.store.tmp_dir)
         by_part = dict(zip(map(id, small), small_parsed))
