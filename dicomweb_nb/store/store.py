@@ -835,9 +835,9 @@ def parse_file(path: str | os.PathLike[str], tmp_dir: Path, source: str | None =
 
 
 def parse_files(uploads: Sequence[tuple[Path, str]], tmp_dir: Path) -> list[ParsedFile]:
-    """``parse_file`` of uploads not yet synced, ``(path, source)`` each: the small parts of one
+    """``parse_file`` of uploads already durable, ``(path, source)`` each: the small parts of one
     STOW-RS request, parsed in one task (on a thread) or a few (one per CPU pool process), not one each."""
-    return [parse_file(path, tmp_dir, source, owned=True) for path, source in uploads]
+    return [parse_file(path, tmp_dir, source, owned=True, synced=True) for path, source in uploads]
 
 
 class StoreLocation(TypedDict, total=False):
