@@ -32,8 +32,8 @@ _FSYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-fsy
 # Smaller ones are parsed together, in the one worker call that stores the request: handing each to a
 # worker and its answer back to the event loop cost more than parsing it (a 3 KB CT instance). Every
 # part's fsync starts as soon as it is complete, overlapping the parsing. Server CPU per instance of a
-# 50-part STOW of 3 KB instances, 1 worker: 1.68 -> 1.10 ms (median of 3 alternated
-# ``bench_perf.py --quick --rows STOW-RS`` runs, load average 6-9).
+# 50-part STOW of 3 KB instances, 1 worker: 1.45 -> 1.16 ms, with a server of each version answering
+# alternate requests (load average 5.5-6; README, issue 13).
 EARLY_PARSE_BYTES = 256 << 10
 
 
@@ -278,4 +278,3 @@ class StudiesMixin(StowMixin, QidoMixin):
 
 def _header_safe(text: str) -> str:
     return "".join(ch if 32 <= ord(ch) < 127 and ch != '"' else "'" if ch == '"' else " " for ch in text)[:300]
-

@@ -58,10 +58,9 @@ class LocalBlobs(BlobStorage):
 
     def sync(self, keys: Iterable[str]) -> None:
         """fsync the blobs moved into place unsynced, then their folders. The files' fsyncs come after
-        the renames: a journaling filesystem (ext4, XFS) commits the renames with the files' data in
-        the same journal commit, and the folders' fsyncs then find nothing left to write. (Syncing an
-        upload before moving it, then its folder, took two commits, one after the other: on this
-        machine's disk, under I/O from other processes, each is milliseconds.)"""
+        the renames: a journaling filesystem (ext4, XFS) commits the renames with the files' data, and
+        the folders' fsyncs then have less left to do (here, ext4: 0.12 ms against 0.17 for a folder
+        whose rename was not committed yet)."""
         keys = list(keys)
         with self._unsynced_lock:
             files = [self._path(k) for k in keys if k in self._unsynced]
