@@ -18,11 +18,12 @@ from .store import (
     StoreOutcome,
     describe_failure,
     parse_file,
+    parse_files,
 )
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "FrameLayout",
-    "ParsedFile", "parse_file",
+    "ParsedFile", "parse_file", "parse_files",
     "InstanceRecord", "read_instance", "NotDicomError", "MissingAttributeError", "ImportReport", "import_paths", "import_files",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_DUPLICATE", "FAILURE_PROCESSING",
     "FAILURE_STUDY_UID_MISMATCH", "describe_failure",

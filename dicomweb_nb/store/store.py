@@ -834,6 +834,12 @@ def parse_file(path: str | os.PathLike[str], tmp_dir: Path, source: str | None =
     return ParsedFile(part10, record, outcome, owned or rewritten, rewritten, synced and not rewritten)
 
 
+def parse_files(uploads: Sequence[tuple[Path, str]], tmp_dir: Path) -> list[ParsedFile]:
+    """``parse_file`` of uploads already durable, ``(path, source)`` each: the small parts of one
+    STOW-RS request, parsed in one task (on a thread) or a few (one per CPU pool process), not one each."""
+    return [parse_file(path, tmp_dir, source, owned=True, synced=True) for path, source in uploads]
+
+
 class StoreLocation(TypedDict, total=False):
     """Where a team store's parts are: ``Store(root, **location)``."""
 
@@ -872,7 +878,7 @@ def location(database: str | None, storage: str | None) -> StoreLocation:
 
 __all__ = [
     "Store", "StoreError", "NotFoundError", "StoreOutcome", "InstanceRow", "SearchResult", "ChangeEntry", "ParsedFile",
-    "parse_file",
+    "parse_file", "parse_files",
     "FAILURE_CANNOT_UNDERSTAND", "FAILURE_DATASET_DOES_NOT_MATCH", "FAILURE_STUDY_UID_MISMATCH",
     "FAILURE_DUPLICATE", "FAILURE_PROCESSING", "describe_failure",
     "workspace_store_options", "StoreLocation", "location",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -175,6 +176,83 @@ def test_moving_an_instance_to_another_series_updates_both(tmp_path, make_store)
     moved.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1082.77"
     store.store_files(write([moved], tmp_path / "b"), move=False)
     assert check_store_consistent(store) == {"studies": 1, "series": 2, "instances": 2}
+
+
+def _row_written(store: Store, table: str, key: str, uid: str) -> float:
+    with store.index._read() as ex:
+        return float(ex(f"SELECT updated FROM {table} WHERE {key}=?", (uid,)).fetchone()[0])
+
+
+def test_a_study_row_is_rewritten_only_when_its_attributes_change(tmp_path, make_store):
+    """Each instance of a study carries the study's attributes; rewriting the study and series rows
+    (and their text index entries) for every one of them was most of a one-instance STOW's index work."""
+    first, second, third = series(3)
+    study, series_uid = first.StudyInstanceUID, first.SeriesInstanceUID
+    store = make_store()
+    store.store_files(write([first], tmp_path / "a"), move=False)
+    written = (_row_written(store, "studies", "study_uid", study), _row_written(store, "series", "series_uid", series_uid))
+    store.store_files(write([second], tmp_path / "b"), move=False)
+    assert (_row_written(store, "studies", "study_uid", study),
+            _row_written(store, "series", "series_uid", series_uid)) == written
+    third.StudyDescription = "Described again"
+    third.SeriesDescription = "Series described again"
+    store.store_files(write([third], tmp_path / "c"), move=False)
+    assert _row_written(store, "studies", "study_uid", study) > written[0]
+    assert _row_written(store, "series", "series_uid", series_uid) > written[1]
+    assert search(store, "study", StudyDescription="Described*")[0]["00201208"]["Value"] == [3]
+    assert [s["0008103E"]["Value"] for s in search(store, "series", SeriesDescription="*again")] == [["Series described again"]]
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 3}
+
+
+def test_a_series_sent_again_under_another_study_moves_there(tmp_path, make_store):
+    datasets = series(2)
+    store = make_store()
+    store.store_files(write(datasets, tmp_path / "a"), move=False)
+    moved = copy.deepcopy(datasets)
+    for ds in moved:
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1082.78"
+    store.store_files(write(moved, tmp_path / "b"), move=False)
+    [found] = store.search(parse_query([], "series"), study_uid="1.2.826.0.1.3680043.10.1082.78").items
+    assert found["0020000E"]["Value"] == [datasets[0].SeriesInstanceUID]
+    assert check_store_consistent(store) == {"studies": 1, "series": 1, "instances": 2}
+
+
+def test_an_upload_is_synced_in_place_before_its_index_row(tmp_path, make_store, monkeypatch):
+    """Crash safety: the blob's bytes and its folder entry are durable before the index row refers to
+    it. The upload is moved into place first and synced there (with its folder): a journaling
+    filesystem then commits the move and the bytes together, where syncing it before the move took
+    a second commit, after the first."""
+    store = make_store()
+    if store.blobs.staging_dir() is None:
+        pytest.skip("blobs in object storage: a put is durable when it returns")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_commit = os.fsync, os.replace, store.index.commit
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        events.append(("replace", str(dst)))
+        return real_replace(src, dst, **kwargs)
+
+    def commit(*args, **kwargs):
+        events.append(("commit", ""))
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(store.index, "commit", commit)
+    [ds] = series(1)
+    upload = store.tmp_dir / "upload.part"
+    upload.write_bytes(samples.dataset_bytes(ds))
+    [outcome] = store.store_files([upload])
+    assert outcome.stored
+    blob = str(store.instances(None, None, ds.SOPInstanceUID)[0].blob.local_path)
+    moved, commit_at = events.index(("replace", blob)), events.index(("commit", ""))
+    assert ("fsync", blob) in events[moved:commit_at], events
+    assert ("fsync", str(Path(blob).parent)) in events[moved:commit_at], events
+    assert not [e for e in events[:moved] if e[0] == "fsync"], "the upload was synced before its move"
 
 
 def test_bad_policy_is_refused(tmp_path):

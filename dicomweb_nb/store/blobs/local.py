@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -13,7 +14,7 @@ from ...fileio import StoreModes, fsync_directory
 from . import BlobStorage
 
 STAGING = ".tmp"  # uploads of the team store's processes, beside the blobs so that put() renames
-_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-dirsync")  # a batch's folder fsyncs, together
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomweb-blobsync")  # a batch's fsyncs, together
 
 
 class LocalBlobs(BlobStorage):
@@ -22,6 +23,8 @@ class LocalBlobs(BlobStorage):
         self.modes = modes
         modes.make_dir(self.root)
         self.url = str(self.root)
+        self._unsynced: set[str] = set()  # keys of blobs moved into place whose bytes ``sync`` makes durable
+        self._unsynced_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         if key.startswith(("/", ".")) or ".." in key.split("/"):
@@ -38,8 +41,6 @@ class LocalBlobs(BlobStorage):
         final = self._path(key)
         self.modes.make_dir(final.parent)
         if move:
-            if not synced:
-                _fsync_file(source)  # a rewritten upload (no preamble) was never synced
             self.modes.fix_file(source)
             try:
                 os.replace(source, final)
@@ -47,17 +48,25 @@ class LocalBlobs(BlobStorage):
                 if exc.errno != 18:  # EXDEV: the upload lives on another filesystem
                     raise
                 _copy_durably(source, final, self.modes)
+            else:
+                if not synced:  # its fsync waits for sync(), after the rename: see there
+                    with self._unsynced_lock:
+                        self._unsynced.add(key)
         else:
             _copy_durably(source, final, self.modes)
         return final.stat().st_size
 
     def sync(self, keys: Iterable[str]) -> None:
-        directories = list({self._path(k).parent for k in keys})
-        if len(directories) == 1:
-            fsync_directory(directories[0])
-            return
-        # The disk takes several flushes at once as cheaply as one: waiting on them in turn adds up.
-        list(_SYNC_POOL.map(fsync_directory, directories))
+        """fsync the blobs moved into place unsynced, then their folders. The files' fsyncs come after
+        the renames: a journaling filesystem (ext4, XFS) commits the renames with the files' data, and
+        the folders' fsyncs then have less left to do (here, ext4: 0.12 ms against 0.17 for a folder
+        whose rename was not committed yet)."""
+        keys = list(keys)
+        with self._unsynced_lock:
+            files = [self._path(k) for k in keys if k in self._unsynced]
+            self._unsynced.difference_update(keys)
+        _in_parallel(_fsync_file, files)
+        _in_parallel(fsync_directory, list({self._path(k).parent for k in keys}))
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
@@ -79,6 +88,8 @@ class LocalBlobs(BlobStorage):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
+        with self._unsynced_lock:
+            self._unsynced.discard(key)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -122,6 +133,15 @@ def _copy_durably(src: Path, dst: Path, modes: StoreModes) -> None:
         fout.flush()
         os.fsync(fout.fileno())
     os.replace(tmp, dst)
+
+
+def _in_parallel(fsync: Callable[[Path], None], paths: list[Path]) -> None:
+    """The disk takes several flushes at once as cheaply as one: waiting on them in turn adds up
+    (50 small files: 10 ms at once, 140-230 ms one after the other, here)."""
+    if len(paths) == 1:
+        fsync(paths[0])
+    elif paths:
+        list(_SYNC_POOL.map(fsync, paths))
 
 
 def _fsync_file(path: Path) -> None:

@@ -210,7 +210,7 @@ class SqlIndex(SqlWorkitems, Index):
                     entry.decision = "stored"
                 affected.add((record.study_uid, record.series_uid))
                 created.append((record.study_uid, record.series_uid, record.sop_uid))
-            self._upsert(ex, list(written.values()), now)
+            self._upsert(ex, list(written.values()), now, unchanged=self._level_json_of(ex, written.values()))
             if garbage:
                 ex.many("INSERT INTO garbage(key, due) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", garbage)
             self._refresh_aggregates(ex, affected)
@@ -224,21 +224,48 @@ class SqlIndex(SqlWorkitems, Index):
                 entry.decision = ""
             raise
 
-    def _upsert(self, ex: Execute, entries: Sequence[Entry], now: float, stored: dict[str, float] | None = None) -> None:
+    def _level_json_of(self, ex: Execute, entries: Iterable[Entry]) -> dict[tuple[str, str], tuple[str, str]]:
+        """What is stored of the studies and series of ``entries``, in one query (in the write
+        transaction, after its locks): ``(level, uid) -> (JSON, study UID)``."""
+        study_uids = sorted({e.record.study_uid for e in entries})
+        series_uids = sorted({e.record.series_uid for e in entries})
+        if not study_uids or len(study_uids) + len(series_uids) > IN_CHUNK:
+            return {}  # a batch this large is rare: its rows are written without the check
+        studies, series = self._in("study_uid", study_uids), self._in("series_uid", series_uids)
+        rows = ex(f"SELECT 0, study_uid, study_json, study_uid FROM studies WHERE {studies.sql} "
+                  f"UNION ALL SELECT 1, series_uid, series_json, study_uid FROM series WHERE {series.sql}",
+                  [*studies.params, *series.params])
+        return {(T_SERIES if r[0] else T_STUDY, r[1]): (r[2], r[3]) for r in rows.fetchall()}
+
+    def _upsert(self, ex: Execute, entries: Sequence[Entry], now: float, stored: dict[str, float] | None = None,
+                unchanged: dict[tuple[str, str], tuple[str, str]] | None = None) -> None:
         """Insert or update the study, series and instance rows of ``entries`` (one statement per
         table; a study or series of several entries takes the values of the last). ``stored``: the
-        stored time to keep for some instances (metadata refreshed in place), by SOP Instance UID."""
+        stored time to keep for some instances (metadata refreshed in place), by SOP Instance UID.
+        ``unchanged``: what is stored of the studies and series (``_level_json_of``); a study or series
+        row whose attributes (and parent study) are those already stored is left as it is. (Rewriting it costs
+        more than the instance's own row: its match document is rebuilt, and its text index entry,
+        SQLite's FTS trigram table or PostgreSQL's GIN index, is replaced. Every instance of a
+        study used to rewrite the study's row; its ``updated`` time is now when its attributes were
+        last written.)"""
+        unchanged = unchanged or {}
         last_of_study = {e.record.study_uid: e.record for e in entries}  # in order of first appearance
         last_of_series = {e.record.series_uid: e.record for e in entries}
         studies: dict[str, dict[str, Any]] = {}
         for uid, record in last_of_study.items():
+            study_json = compact_json(record.level_json(T_STUDY))
+            if unchanged.get((T_STUDY, uid)) == (study_json, uid):
+                continue
             study_cols = column_values(record.metadata, T_STUDY)
-            studies[uid] = {**study_cols, "study_json": compact_json(record.level_json(T_STUDY)), "updated": now,
+            studies[uid] = {**study_cols, "study_json": study_json, "updated": now,
                             **self._extra_columns(T_STUDY, record, study_cols)}
         series: dict[str, dict[str, Any]] = {}
         for uid, record in last_of_series.items():
+            series_json = compact_json(record.level_json(T_SERIES))
+            if unchanged.get((T_SERIES, uid)) == (series_json, record.study_uid):
+                continue
             series_cols = column_values(record.metadata, T_SERIES)
-            series[uid] = {**series_cols, "study_uid": record.study_uid, "series_json": compact_json(record.level_json(T_SERIES)),
+            series[uid] = {**series_cols, "study_uid": record.study_uid, "series_json": series_json,
                            "updated": now, **self._extra_columns(T_SERIES, record, series_cols)}
         instances: dict[str, dict[str, Any]] = {}
         for entry in entries:
