@@ -255,6 +255,19 @@ def test_an_upload_is_synced_in_place_before_its_index_row(tmp_path, make_store,
     assert not [e for e in events[:moved] if e[0] == "fsync"], "the upload was synced before its move"
 
 
+def test_a_stored_row_crosses_to_a_cpu_pool_process(tmp_path, make_store):
+    """Rows go to the CPU pool's processes under Jupyter (rendering, transcoding): pickled, with
+    their blob storage, they must read the same bytes there."""
+    import pickle
+
+    store = make_store()
+    ds = samples.generate_ct_series(1, rows=16, columns=16, patient_id="PICKLE-1")[0]
+    store.store_files(samples.write_series([ds], tmp_path / "src"), move=False)
+    [row] = store.instances(ds.StudyInstanceUID)
+    copied = pickle.loads(pickle.dumps(row))
+    assert copied.blob.read() == row.blob.read()
+
+
 def test_bad_policy_is_refused(tmp_path):
     with pytest.raises(ValueError, match="replace, reject or keep"):
         Store(tmp_path / "s", duplicates="overwrite")

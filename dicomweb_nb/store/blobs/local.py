@@ -26,6 +26,18 @@ class LocalBlobs(BlobStorage):
         self._unsynced: set[str] = set()  # keys of blobs moved into place whose bytes ``sync`` makes durable
         self._unsynced_lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # Rows (with their blob) go to the CPU pool's processes, which only read: no lock to pickle,
+        # and the fsyncs still owed stay this process's.
+        state = self.__dict__.copy()
+        del state["_unsynced_lock"]
+        state["_unsynced"] = set()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._unsynced_lock = threading.Lock()
+
     def _path(self, key: str) -> Path:
         if key.startswith(("/", ".")) or ".." in key.split("/"):
             raise ValueError(f"not a blob key: {key!r}")
