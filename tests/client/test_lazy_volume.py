@@ -114,6 +114,42 @@ def test_whole_volume_is_one_request(lazy_client, lazy_data):
     assert np.array_equal(full, lazy_client.volume(study, series).array)
 
 
+def test_whole_volume_is_handed_over_as_read_not_copied_once_more(lazy_client, lazy_data, monkeypatch):
+    """dask copies an array's single computed chunk in case something else holds it; the buffer a reader has
+    just filled for this computation is held by nothing else, so ``.compute()`` hands it over as read (for a
+    300 x 512 x 512 CT, 300 MB less to copy). What may be shared is still copied: a persisted chunk, and a
+    part of a read (a slice is not a view keeping the whole read alive)."""
+    study, series = lazy_data.uids("ct")
+    lazy = lazy_client.volume(study, series, lazy=True, cache=False)
+    eager = lazy_client.volume(study, series).array
+    filled: list[np.ndarray] = []
+    read = FrameReader.__getitem__
+
+    def recording(self, index):
+        filled.append(read(self, index))
+        return filled[-1]
+
+    monkeypatch.setattr(FrameReader, "__getitem__", recording)
+    full = lazy.array.compute()
+    assert full is filled[-1] and np.array_equal(full, eager) and full.flags.writeable
+    (again,) = dask.compute(lazy.array)
+    assert again is filled[-1] and not np.shares_memory(full, again)
+    full[:] = 0  # the caller's own array
+    assert np.array_equal(np.asarray(lazy.array), eager)
+
+    persisted = lazy.array.persist()
+    kept = filled[-1]
+    one, two = persisted.compute(), persisted.compute()
+    assert not np.shares_memory(one, kept) and not np.shares_memory(one, two)
+    one[:] = 0
+    assert np.array_equal(persisted.compute(), eager)
+
+    column = lazy.array[:, 5, :].compute()
+    assert not np.shares_memory(column, filled[-1]) and np.array_equal(column, eager[:, 5, :])
+    assert column.base is None or column.base.nbytes == column.nbytes
+    assert np.array_equal(lazy.array[::-1].compute(), eager[::-1])  # a reordering of a whole read is no hand-over
+
+
 def test_cache_serves_repeats(lazy_client, lazy_data, private_frame_cache):
     study, series = lazy_data.uids("oblique")
     lazy = lazy_client.volume(study, series, lazy=True)
