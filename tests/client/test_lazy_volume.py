@@ -150,6 +150,37 @@ def test_whole_volume_is_handed_over_as_read_not_copied_once_more(lazy_client, l
     assert np.array_equal(lazy.array[::-1].compute(), eager[::-1])  # a reordering of a whole read is no hand-over
 
 
+def test_garbage_collector_is_paused_while_the_geometry_is_read_and_resumed_after(lazy_ours, lazy_data, monkeypatch):
+    """The series' JSON is read and dropped with the cyclic collector paused (no full collection of the
+    notebook's heap for a first slice); it runs again afterwards, also after an error, and stays off where the
+    caller had turned it off."""
+    import gc
+
+    study, series = lazy_data.uids("ct")
+    with dw.connect(lazy_ours.dicomweb_url, progress=False) as pacs:
+        during = []
+        read = pacs.source.retrieve_metadata
+
+        def reading(*args, **kwargs):
+            during.append(gc.isenabled())
+            return read(*args, **kwargs)
+
+        monkeypatch.setattr(pacs.source, "retrieve_metadata", reading)
+        assert gc.isenabled()
+        lazy = pacs.volume(study, series, lazy=True)
+        assert during == [False] and gc.isenabled()
+        assert np.array_equal(lazy.array.compute(), pacs.volume(study, series).array)
+        with pytest.raises(errors.NotFound):
+            pacs.volume(study, "1.2.3.404", lazy=True)
+        assert during[-1] is False and gc.isenabled()
+        gc.disable()
+        try:
+            pacs.volume(study, series, lazy=True)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+
 def test_cache_serves_repeats(lazy_client, lazy_data, private_frame_cache):
     study, series = lazy_data.uids("oblique")
     lazy = lazy_client.volume(study, series, lazy=True)
