@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 import threading
 import uuid
 import weakref
@@ -570,9 +571,23 @@ def _finalize_volume(results: Any) -> Any:
     single = results
     while isinstance(single, (list, tuple)) and len(single) == 1:
         single = single[0]
-    if isinstance(single, np.ndarray) and _fresh_buffers.claim(single):
+    if isinstance(single, np.ndarray) and not _distributed_client() and _fresh_buffers.claim(single):
         return single
     return finalize(results)
+
+
+def _distributed_client() -> bool:
+    """Whether a ``dask.distributed`` client is this process's scheduler: its workers keep what they computed
+    (in this process too, for an in-process cluster), so a result is copied there as dask does."""
+    if "distributed" not in sys.modules:
+        return False
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):  # ValueError: no client
+        return False
+    return True
 
 
 def volume_array(array: Any) -> Any:

@@ -181,6 +181,31 @@ def test_garbage_collector_is_paused_while_the_geometry_is_read_and_resumed_afte
             gc.enable()
 
 
+def test_on_a_distributed_cluster_the_whole_volume_is_copied_as_dask_does(lazy_ours, lazy_data, monkeypatch):
+    """An in-process dask.distributed cluster keeps what its workers computed in this very process: there
+    the result is dask's own copy, never the buffer a worker holds."""
+    from distributed import Client, LocalCluster
+
+    study, series = lazy_data.uids("ct")
+    filled: list[np.ndarray] = []
+    read = FrameReader.__getitem__
+
+    def recording(self, index):
+        filled.append(read(self, index))
+        return filled[-1]
+
+    monkeypatch.setattr(FrameReader, "__getitem__", recording)
+    with dw.connect(lazy_ours.dicomweb_url, progress=False) as pacs, \
+            LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster):
+        lazy = pacs.volume(study, series, lazy=True, cache=False)
+        full = lazy.array.compute()
+        assert filled and not any(np.shares_memory(full, f) for f in filled)
+        assert np.array_equal(full, pacs.volume(study, series).array)
+    filled.clear()
+    assert lazy.array.compute() is filled[-1]  # the cluster gone, the threaded scheduler's result is handed over
+
+
 @pytest.mark.parametrize("slices, expected", [(300, 300), (600, 600), (1000, 1000), (1100, 550), (2999, 1000), (3073, 769)])
 def test_a_ct_of_up_to_a_thousand_slices_is_one_chunk_and_bigger_ones_even_chunks(slices, expected):
     """A whole volume in one chunk is one Retrieve Bulkdata read straight into the result; in several, each
