@@ -114,7 +114,21 @@ def test_whole_volume_is_one_request(lazy_client, lazy_data):
     assert np.array_equal(full, lazy_client.volume(study, series).array)
 
 
-def test_whole_volume_is_handed_over_as_read_not_copied_once_more(lazy_client, lazy_data, monkeypatch):
+@pytest.fixture()
+def filled(monkeypatch) -> list[np.ndarray]:
+    """Every array the lazy readers return, in order."""
+    arrays: list[np.ndarray] = []
+    read = FrameReader.__getitem__
+
+    def recording(self, index):
+        arrays.append(read(self, index))
+        return arrays[-1]
+
+    monkeypatch.setattr(FrameReader, "__getitem__", recording)
+    return arrays
+
+
+def test_whole_volume_is_handed_over_as_read_not_copied_once_more(lazy_client, lazy_data, filled):
     """dask copies an array's single computed chunk in case something else holds it; the buffer a reader has
     just filled for this computation is held by nothing else, so ``.compute()`` hands it over as read (for a
     300 x 512 x 512 CT, 300 MB less to copy). What may be shared is still copied: a persisted chunk, and a
@@ -122,14 +136,6 @@ def test_whole_volume_is_handed_over_as_read_not_copied_once_more(lazy_client, l
     study, series = lazy_data.uids("ct")
     lazy = lazy_client.volume(study, series, lazy=True, cache=False)
     eager = lazy_client.volume(study, series).array
-    filled: list[np.ndarray] = []
-    read = FrameReader.__getitem__
-
-    def recording(self, index):
-        filled.append(read(self, index))
-        return filled[-1]
-
-    monkeypatch.setattr(FrameReader, "__getitem__", recording)
     full = lazy.array.compute()
     assert full is filled[-1] and np.array_equal(full, eager) and full.flags.writeable
     (again,) = dask.compute(lazy.array)
@@ -181,20 +187,12 @@ def test_garbage_collector_is_paused_while_the_geometry_is_read_and_resumed_afte
             gc.enable()
 
 
-def test_on_a_distributed_cluster_the_whole_volume_is_copied_as_dask_does(lazy_ours, lazy_data, monkeypatch):
+def test_on_a_distributed_cluster_the_whole_volume_is_copied_as_dask_does(lazy_ours, lazy_data, filled):
     """An in-process dask.distributed cluster keeps what its workers computed in this very process: there
     the result is dask's own copy, never the buffer a worker holds."""
     from distributed import Client, LocalCluster
 
     study, series = lazy_data.uids("ct")
-    filled: list[np.ndarray] = []
-    read = FrameReader.__getitem__
-
-    def recording(self, index):
-        filled.append(read(self, index))
-        return filled[-1]
-
-    monkeypatch.setattr(FrameReader, "__getitem__", recording)
     with dw.connect(lazy_ours.dicomweb_url, progress=False) as pacs, \
             LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster):
