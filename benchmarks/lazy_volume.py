@@ -19,6 +19,7 @@ shared by the client, the servers and the cluster's workers).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -74,7 +75,7 @@ def measure(name: str, url: str, study: str, series: str, args: argparse.Namespa
     rows: list[dict] = []
 
     def row(path: str, seconds: float, note: str = "") -> None:
-        rows.append({"server": name, "path": path, "ms": seconds * 1000, "note": note})
+        rows.append({"server": name, "path": path, "ms": seconds * 1000, "note": note, "load": os.getloadavg()[0]})
 
     with dw.connect(url, progress=False) as pacs:
         pacs.volume(study, series)  # warm the server's caches for every contender alike
@@ -101,6 +102,9 @@ def measure(name: str, url: str, study: str, series: str, args: argparse.Namespa
             assert np.array_equal(got, eager.array[middle])
             row(f"first slice, cold cache (geometry={geometry})", t_first,
                 f"{100 * ratio:.1f}% of eager [target < 5%, never > 10%]")
+        fresh, imports = fresh_process_first_slice(url, study, series, middle, args.repeats)
+        row("first slice in a fresh process (dask not imported yet)", fresh,
+            f"{100 * fresh / t_eager:.0f}% of eager; of which importing dask.array {1000 * imports:.0f} ms")
         _, t_full_off, ratio, full = paired(
             load_eager, lambda: pacs.volume(study, series, lazy=True, cache=False).array.compute(), args.repeats
         )
@@ -130,6 +134,34 @@ def measure(name: str, url: str, study: str, series: str, args: argparse.Namespa
         row("one slice, cold cache", t_cold)
         row("one slice, warm cache (no request)", t_warm, f"{1 / ratio:.1f}x faster than the first read [target >= 5x]")
     return rows
+
+
+FRESH = """
+import sys, time
+import dicomweb_nb as dw
+with dw.connect(sys.argv[1], progress=False) as pacs:
+    pacs.studies(StudyInstanceUID=sys.argv[2])  # a kernel that has used the client: connection open
+    start = time.perf_counter()
+    import dask.array
+    imported = time.perf_counter()
+    pacs.volume(sys.argv[2], sys.argv[3], lazy=True, cache=False).array[int(sys.argv[4])].compute()
+    print(time.perf_counter() - start, imported - start)
+"""
+
+
+def fresh_process_first_slice(url: str, study: str, series: str, middle: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of the first ``volume(lazy=True)`` and slice of a new Python process that has imported and
+    used the client but not dask (as in a new kernel), and of that, importing dask.array. The other first-slice
+    figures leave both out, as in a notebook that has used dask before."""
+    import subprocess
+
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", FRESH, url, study, series, str(middle)], check=True,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+        total, imports = map(float, out.split())
+        runs.append((total, imports))
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def cohort(url: str, series: list[tuple[str, str]], args: argparse.Namespace) -> list[dict]:

@@ -215,10 +215,8 @@ def plan_from_metadata(metadata: Sequence[DicomJson], series: str) -> MetadataPl
         raise VolumeError(f"series {series} has no image instances")
     slices: list[SliceGeometry] = []
     owners: list[tuple[int, int]] = []  # (index in metas, frame number) of each slice
-    attrs_of: list[PixelAttributes] = []
-    for index, meta in enumerate(metas):
-        attrs = PixelAttributes.from_json(meta)
-        attrs_of.append(attrs)
+    attrs_of = PixelAttributes.from_json_many(metas)
+    for index, (meta, attrs) in enumerate(zip(metas, attrs_of)):
         uid = (meta.get("00080018") or {}).get("Value", [None])[0]
         for frame in range(1, attrs.number_of_frames + 1):
             slices.append(SliceGeometry.from_json(meta, key=(uid, frame), frame=frame))

@@ -204,3 +204,18 @@ def test_bad_servers_file_is_a_clear_error(tmp_path):
     (tmp_path / "servers.json").write_text(json.dumps({"x": {"Url": "ftp://nowhere"}}))
     with pytest.raises(errors.ConfigurationError, match="'x'.*http"):
         load_servers(tmp_path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_json_answers_decode_whatever_their_unicode_encoding(scripted_server, encoding):
+    """Answers are decoded by orjson, which reads UTF-8 (what PS3.18 F.2 asks for); one in UTF-16 or UTF-32
+    still decodes (requests' decoder, which finds the encoding), and one that is not JSON is a clear error."""
+    metadata = [{"00080018": {"vr": "UI", "Value": ["1.2.3.4"]}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Zoë"}]}}]
+    content = json.dumps(metadata, ensure_ascii=False).encode(encoding)
+    scripted_server.script = [(200, {"Content-Type": "application/dicom+json"}, content)] * 2
+    pacs = dw.connect(scripted_server.url, progress=False)
+    assert pacs.source.retrieve_metadata(STUDY, "1.2.3.4") == metadata
+    assert pacs.studies(PatientName="Zoë").PatientName.tolist() == ["Zoë"]
+    scripted_server.script = [(200, {"Content-Type": "application/dicom+json"}, b"[{not json")]
+    with pytest.raises(errors.InvalidResponse, match="metadata answer is not JSON"):
+        pacs.source.retrieve_metadata(STUDY, "1.2.3.4")

@@ -70,3 +70,48 @@ def test_enhanced_rescale_is_read_from_the_functional_groups_for_decoding_too():
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     for attrs in (PixelAttributes.from_dataset(ds), PixelAttributes.from_json(ds.to_json_dict())):
         assert apply_rescale(np.full((2, 2), 1024, np.uint16), attrs).tolist() == [[0, 0], [0, 0]]
+
+
+def _series_json() -> list[dict]:
+    """A generated CT series' DICOM JSON, each instance with its own UIDs, position and Pixel Data URI."""
+    from dicomweb_nb import samples
+
+    objs = []
+    for ds in samples.generate_ct_series(n_slices=6, rows=8, columns=8, seed=4):
+        obj = dataset_to_json(ds)
+        obj["7FE00010"] = {"vr": "OW", "BulkDataURI": f"http://pacs/instances/{ds.SOPInstanceUID}/bulk/7FE00010"}
+        objs.append(obj)
+    return objs
+
+
+def test_attributes_of_many_instances_equal_each_ones_and_are_read_once_per_distinct_set(monkeypatch):
+    """``from_json_many`` (a series' planning) reads the attributes once for instances that differ only in
+    what the reader does not look at (UIDs, positions, the Pixel Data URI), and anew where a value it reads
+    differs: a rescale, a window, Bits Stored, which pixel data element is there (a lower-case key)."""
+    from dicomweb_nb.pixels import attributes
+
+    objs = _series_json()
+    objs[2]["00281052"] = {"vr": "DS", "Value": [-1000]}  # another intercept
+    objs[3]["00281050"] = {"vr": "DS", "Value": [40, 400]}  # other windows
+    objs[3]["00281051"] = {"vr": "DS", "Value": [350, 2000]}
+    objs[4]["00280004"] = objs[4].pop("00280004")  # the same value, another dict order: shared
+    objs[5]["00280101"] = objs[5].pop("00280101")
+    objs[5]["00280101"] = {"vr": "US", "Value": [11]}  # Bits Stored
+    slope = dict(objs[0])
+    slope["00281053"] = {"vr": "DS", "Value": [2]}
+    floats = dict(objs[0])
+    floats["7fe00008"] = floats.pop("7FE00010")  # Float Pixel Data instead, by a lower-case key
+    again = dict(objs[1])  # the first set of values again, after others
+    objs += [slope, floats, again]
+    reads = []
+    original = attributes._read
+    monkeypatch.setattr(attributes, "_read", lambda *args, **kw: reads.append(1) or original(*args, **kw))
+    many = PixelAttributes.from_json_many(objs)
+    assert len(reads) == 6  # objs[0] (shared by 1 and 4), 2, 3, 5, slope, floats; `again` shares objs[0]'s
+    monkeypatch.setattr(attributes, "_read", original)
+    each = [PixelAttributes.from_json(obj) for obj in objs]
+    assert many == each
+    assert [a.modality_lut for a in many] == [a.modality_lut for a in each]
+    assert many[2].rescale_intercept == -1000 and many[3].windows != many[0].windows
+    assert many[5].bits_stored == 11 and many[6].rescale_slope == 2 and many[7].pixel_keyword == "FloatPixelData"
+    assert many[1] is many[0] and many[4] is many[0] and many[8] is many[0]
