@@ -21,7 +21,7 @@ from ..dicom.mediatypes import (
 )
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, DicomWebWarning, InvalidResponse, NotFound
-from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
+from ..protocol import BulkPart, BulkRoom, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .http import HttpClient
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
@@ -34,7 +34,6 @@ FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-sy
 FRAMES_ACCEPT_FALLBACK = 'multipart/related; type="application/octet-stream"'
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 BULKDATA_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-BULK_CHUNK_SIZE = 4 << 20
 INSTANCE_ACCEPT_FALLBACK = 'multipart/related; type="application/dicom"'
 # 406/415: the media type is refused; 400: some servers say so with a bad request; 500: Orthanc 1.10
 # fails this way when the stored syntax cannot be served as frames (big endian, deflated).
@@ -170,7 +169,8 @@ class WebSource:
         for _headers, content in self.http.iter_multipart(response):
             yield content
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None, *,
+                      into: BulkRoom | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
         known = self._bulkdata_missing
         if known is not None:  # known missing on this server: no second round trip
@@ -179,8 +179,9 @@ class WebSource:
             raise type(known)(known.message, status=known.status, url=url, server_message=known.server_message,
                               method="GET")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
-        # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
-        for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
+        last: list[Any] = [None, None]  # the headers room_for saw last, and what they say
+
+        def describe(headers: dict[str, str]) -> tuple[str, str | None, str]:
             location = headers.get("content-location")
             if not location:
                 raise InvalidResponse(f"GET {url}: a bulk data part without Content-Location", url=url)
@@ -190,7 +191,21 @@ class WebSource:
             except MediaTypeError:
                 raise InvalidResponse(f"GET {url}: unreadable part Content-Type {part_type!r}", url=url) from None
             syntax = media.params.get("transfer-syntax") or DEFAULT_TRANSFER_SYNTAX.get(media.type)
-            yield BulkPart(location, content, syntax, media.type)
+            return location, syntax, media.type
+
+        def room_for(headers: dict[str, str]) -> memoryview | None:
+            last[:] = [headers, describe(headers)]
+            found = last[1]
+            if into is None:
+                return None
+            room = into(found[0], found[1])
+            length = headers.get("content-length", "").strip()
+            # A part that says its length and says another one goes through read(): the room stays unused.
+            return None if room is None or (length.isdigit() and int(length) != len(room)) else room
+
+        for headers, content, filled in self.http.iter_multipart_into(response, room_for):
+            location, syntax, media_type = last[1] if last[0] is headers else describe(headers)
+            yield BulkPart(location, content, syntax, media_type, filled=filled)
 
     def note_bulkdata_missing(self, error: DicomWebError) -> None:
         """The server refused Retrieve Bulkdata of a resource that exists: do not ask again."""
