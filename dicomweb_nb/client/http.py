@@ -243,14 +243,16 @@ class HttpClient:
             response.close()
 
     @staticmethod
-    def iter_multipart_into(response: requests.Response, room_for: Callable[[dict[str, str]], memoryview | None]
-                            ) -> Iterator[tuple[dict[str, str], bytes | memoryview, bool]]:
-        """Each part of a multipart/related answer as ``(headers, content, filled)``, read as a stream.
+    def iter_multipart_into(response: requests.Response, room_for: Callable[[dict[str, str], bytes], memoryview | None],
+                            *, head_size: Callable[[], int] | None = None
+                            ) -> Iterator[tuple[dict[str, str], bytes, bytes | memoryview, bool]]:
+        """Each part of a multipart/related answer as ``(headers, head, rest, filled)``, read as a stream.
 
-        Where ``room_for(headers)`` gives a writable byte view of the part's size, the content is read
-        from the connection straight into it: ``content`` is then that view and ``filled`` True (the
-        bytes are copied once, by the kernel, instead of through chunks, joins and a final copy).
-        Otherwise, or when the part's size differs, ``content`` is the part's bytes.
+        ``head`` is the first ``head_size()`` bytes of the part's content (none without ``head_size``),
+        ``rest`` the others. Where ``room_for(headers, head)`` gives a writable byte view of the
+        rest's size, the rest is read from the connection straight into it: ``rest`` is then that
+        view and ``filled`` True (the bytes are copied once, by the kernel, instead of through
+        chunks, joins and a final copy). Otherwise, or when the size differs, ``rest`` is bytes.
         """
         url = response.url
 
@@ -272,18 +274,22 @@ class HttpClient:
                 raise InvalidResponse(f"GET {url}: unreadable Content-Type {content_type!r}",
                                       status=response.status_code, url=url) from exc
             if media is None or media.main != "multipart":
-                yield {"content-type": content_type}, guarded(lambda: response.content), False
+                yield {"content-type": content_type}, b"", guarded(lambda: response.content), False
                 return
             boundary = media.params.get("boundary")
             if not boundary:
                 raise InvalidResponse(f"GET {url}: multipart answer without a boundary", status=response.status_code, url=url)
             reader = MultipartReader(_body_stream(response), boundary)
             while (headers := guarded(reader.next_part)) is not None:
-                room = room_for(headers)
+                head = guarded(partial(reader.read_head, head_size())) if head_size is not None else b""
+                if not reader.in_content:  # the whole part fitted in the head
+                    yield headers, head, b"", False
+                    continue
+                room = room_for(headers, head)
                 if room is not None and guarded(partial(reader.read_into, room)):
-                    yield headers, room, True
+                    yield headers, head, room, True
                 else:
-                    yield headers, guarded(reader.read), False
+                    yield headers, head, guarded(reader.read), False
         finally:
             response.close()
 

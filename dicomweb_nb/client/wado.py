@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_VR_LITTLE_ENDIAN
+from pydicom.uid import ImplicitVRLittleEndian as IMPLICIT_VR_LITTLE_ENDIAN
 
 from ..errors import DicomWebError, InvalidResponse
 from ..pixels.decode import (
@@ -452,18 +453,168 @@ def encoded_frames(ds: Dataset, attrs: PixelAttributes, syntax: str) -> list[Any
     return list(generate_frames(ds.PixelData, number_of_frames=attrs.number_of_frames))
 
 
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+_FIRST_HEAD_SIZE = 16 << 10  # bytes of a Part 10 file read before its pixel data is placed, until one is parsed
+_HEADER_READ_MIN = 2048  # ... then its header's length and a margin (the pixels in the head are copied once more)
+_LITTLE_ENDIAN_PART10 = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN})
+
+
+def _parse_head(head: bytes) -> tuple[Dataset, int, int] | None:
+    """The attributes before the pixel data of a little-endian Part 10 file's first bytes, where its
+    native Pixel Data value starts in them, and its length; None when the head does not reach the
+    Pixel Data element or the file is anything else (compressed, big endian, deflated...)."""
+    fp = BytesIO(head)
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+    except Exception:  # noqa: BLE001 - not a file this fast path reads: the whole file is parsed later
+        return None
+    position = fp.tell()  # pydicom stops in front of the pixel data element
+    if head[position:position + 4] != _PIXEL_DATA_TAG or syntax not in _LITTLE_ENDIAN_PART10:
+        return None
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        value_offset = position + 8
+        length = int.from_bytes(head[position + 4:position + 8], "little")
+    else:
+        if head[position + 4:position + 6] not in (b"OW", b"OB"):
+            return None
+        value_offset = position + 12
+        length = int.from_bytes(head[position + 8:position + 12], "little")
+    if length == 0xFFFFFFFF or value_offset > len(head) or "Rows" not in ds:
+        return None  # encapsulated, or a header cut short
+    return ds, value_offset, length
+
+
+class _SeriesVolume:
+    """The volume of a series retrieve, filled in arrival order (sorted in place at the end).
+
+    Instances are parsed as they arrive. Where the source lets the caller place each file's bulk
+    (``iter_instances_into``), an uncompressed little-endian file's attributes are parsed from its
+    first bytes and its pixel data received straight into its place (1.4 ms a 512x512 CT file for
+    pydicom's whole parse on the 2-core VM, 0.3 ms for the attributes before the pixels, and no
+    copies of the pixels). Anything else is parsed whole in worker threads.
+    """
+
+    def __init__(self, expected: int, rescale: bool, progress: bool):
+        self.expected, self.rescale = expected, rescale
+        self.buffer: np.ndarray | None = None
+        self.geometries: list[SliceGeometry] = []
+        self.head_size = _FIRST_HEAD_SIZE
+        self.longest_header = 0
+        self.pending: deque[Future[Any]] = deque()
+        self.placing: tuple[list[SliceGeometry], PixelAttributes, str, memoryview | None] | None = None
+        self._staging = bytearray()
+        self.bar = _progress_bar(expected, "volume", progress, unit="instance")
+
+    def reserve(self, count: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """The first of ``count`` slots for the next instance's frames."""
+        start = len(self.geometries)
+        if self.buffer is None:
+            self.buffer = np.empty((max(self.expected, 1) * count, *shape), dtype=dtype)
+        if start + count > self.buffer.shape[0]:
+            grown = np.empty((max(2 * self.buffer.shape[0], start + count), *self.buffer.shape[1:]), dtype=self.buffer.dtype)
+            grown[:start] = self.buffer[:start]
+            self.buffer = grown
+        return start
+
+    def room(self, head: bytes) -> memoryview | None:
+        """Where the rest of a Part 10 file whose first bytes are ``head`` goes: the rest of its pixel
+        data's place in the volume (or the staging buffer of a rescaled volume), or None."""
+        self.placing = None
+        parsed = _parse_head(head)
+        if parsed is None:
+            if len(head) >= self.head_size:
+                self.head_size = 4 * len(head)  # perhaps a long header: look further in the next file
+            return None
+        ds, value_offset, length = parsed
+        self.longest_header = max(self.longest_header, value_offset)
+        self.head_size = max(_HEADER_READ_MIN, self.longest_header + 256)
+        attrs = PixelAttributes.from_dataset(ds)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        dtype = raw_frame_dtype(attrs, syntax)
+        in_head = len(head) - value_offset
+        if (dtype is None or length != attrs.number_of_frames * attrs.native_frame_length or in_head >= length
+                or (self.rescale and attrs.modality_lut is not None)):
+            return None
+        if self.buffer is not None and (self.buffer.shape[1:] != attrs.frame_shape
+                                        or (not self.rescale and self.buffer.dtype != dtype)):
+            return None  # the whole-file path explains the mismatch
+        while self.pending:  # the files before this one take the slots before its
+            self.place(self.pending.popleft().result())
+        start = self.reserve(attrs.number_of_frames, attrs.frame_shape, np.dtype(np.float32) if self.rescale else dtype)
+        assert self.buffer is not None
+        if self.rescale:
+            if len(self._staging) < length:
+                self._staging = bytearray(length)
+            target = memoryview(self._staging)[:length]
+        else:
+            target = self.buffer[start:start + attrs.number_of_frames].data.cast("B")
+        target[:in_head] = head[value_offset:]
+        uid = str(ds.SOPInstanceUID)
+        geometry = [SliceGeometry.from_dataset(ds, key=(uid, frame), frame=frame)
+                    for frame in range(1, attrs.number_of_frames + 1)]
+        self.placing = (geometry, attrs, syntax, target if self.rescale else None)
+        return target[in_head:]
+
+    def placed(self) -> None:
+        """The rest of the file ``room`` was asked about is in its room."""
+        assert self.placing is not None and self.buffer is not None
+        geometry, attrs, syntax, staging = self.placing
+        start = len(self.geometries)
+        frames = self.buffer[start:start + len(geometry)]
+        if staging is None:
+            mask_unused_bits(frames, attrs)
+        else:
+            length = attrs.native_frame_length
+            for i in range(len(geometry)):
+                decode_frame_into(frames[i], staging[i * length:(i + 1) * length], attrs, syntax, rescale=True)
+        self.geometries.extend(geometry)
+        self.placing = None
+        self.bar.update(1)
+
+    def place(self, result: Any) -> None:
+        """A file parsed whole (``_decode_instance``) into the next slots."""
+        if result is None:
+            return
+        geometry, payloads, attrs, syntax = result
+        shape = attrs.frame_shape
+        if self.buffer is None:
+            if self.rescale:
+                dtype = np.dtype(np.float32)
+            elif isinstance(payloads[0], np.ndarray):
+                dtype = payloads[0].dtype
+            else:
+                dtype = decode_frame(payloads[0], attrs, syntax).dtype
+            self.reserve(len(payloads), shape, dtype)
+        assert self.buffer is not None
+        if shape != self.buffer.shape[1:]:
+            raise VolumeError(f"slice {geometry[0].key!r} has shape {shape}, earlier ones {self.buffer.shape[1:]}")
+        start = self.reserve(len(payloads), shape, self.buffer.dtype)
+        for offset, payload in enumerate(payloads):
+            target = self.buffer[start + offset]
+            if isinstance(payload, np.ndarray):
+                if payload.dtype != self.buffer.dtype:
+                    raise VolumeError(f"slice {geometry[offset].key!r} decodes to {payload.dtype}, earlier ones to "
+                                      f"{self.buffer.dtype} (mixed Pixel Representation?); rescale=True gives one float type")
+                target[...] = payload
+            else:
+                try:
+                    decode_frame_into(target, payload, attrs, syntax, rescale=self.rescale)
+                except PixelDecodeError as exc:
+                    raise VolumeError(f"slice {geometry[offset].key!r}: {exc}") from exc
+        self.geometries.extend(geometry)
+        self.bar.update(1)
+
+
 def _volume_from_series(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,
                         progress: bool) -> Volume:
     # Decoding is CPU work: more threads than cores only contend for the GIL.
     workers = max(1, min(max_workers, os.cpu_count() or 2))
     in_flight = threading.BoundedSemaphore(2 * workers)  # bounds undecoded bytes held in memory
-    # Instances are decoded in arrival order into a growing buffer (pages never written cost no
+    # Instances are placed in arrival order into a growing buffer (pages never written cost no
     # memory, so reserving room for the whole series is free), then sorted in place at the end:
     # no second full-size copy of the volume.
-    expected = _series_size(source, study, series)
-    buffer: np.ndarray | None = None
-    geometries: list[SliceGeometry] = []
-    attrs_seen: list[PixelAttributes] = []
+    state = _SeriesVolume(_series_size(source, study, series), rescale, progress)
 
     def decode(content: bytes) -> Any:
         try:
@@ -471,62 +622,34 @@ def _volume_from_series(source: DicomWebSource, study: str, series: str, *, resc
         finally:
             in_flight.release()
 
-    def place(result: Any) -> None:
-        nonlocal buffer
-        if result is None:
-            return
-        geometry, payloads, attrs, syntax = result
-        shape = attrs.frame_shape
-        if buffer is None:
-            if rescale:
-                dtype = np.dtype(np.float32)
-            elif isinstance(payloads[0], np.ndarray):
-                dtype = payloads[0].dtype
-            else:
-                dtype = decode_frame(payloads[0], attrs, syntax).dtype
-            buffer = np.empty((max(expected, 1) * len(payloads), *shape), dtype=dtype)
-        start = len(geometries)
-        if start + len(payloads) > buffer.shape[0]:
-            grown = np.empty((max(2 * buffer.shape[0], start + len(payloads)), *buffer.shape[1:]), dtype=buffer.dtype)
-            grown[:start] = buffer[:start]
-            buffer = grown
-        if shape != buffer.shape[1:]:
-            raise VolumeError(f"slice {geometry[0].key!r} has shape {shape}, earlier ones {buffer.shape[1:]}")
-        for offset, payload in enumerate(payloads):
-            target = buffer[start + offset]
-            if isinstance(payload, np.ndarray):
-                if payload.dtype != buffer.dtype:
-                    raise VolumeError(f"slice {geometry[offset].key!r} decodes to {payload.dtype}, earlier ones to "
-                                      f"{buffer.dtype} (mixed Pixel Representation?); rescale=True gives one float type")
-                target[...] = payload
-            else:
-                try:
-                    decode_frame_into(target, payload, attrs, syntax, rescale=rescale)
-                except PixelDecodeError as exc:
-                    raise VolumeError(f"slice {geometry[offset].key!r}: {exc}") from exc
-        geometries.extend(geometry)
-        attrs_seen.append(attrs)
-        bar.update(1)
-
-    bar = _progress_bar(expected, "volume", progress, unit="instance")
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque[Future[Any]] = deque()
-            for content in source.iter_instances(study, series):
+            def submit(content: bytes) -> None:
                 in_flight.acquire()
-                pending.append(pool.submit(decode, content))
-                while pending and pending[0].done():
-                    place(pending.popleft().result())
-            while pending:
-                place(pending.popleft().result())
+                state.pending.append(pool.submit(decode, content))
+                while state.pending and state.pending[0].done():
+                    state.place(state.pending.popleft().result())
+
+            into = getattr(source, "iter_instances_into", None)
+            if into is not None:
+                for head, rest, filled in into(study, series, head_size=lambda: state.head_size, room_for=state.room):
+                    if filled:
+                        state.placed()
+                    else:
+                        submit(head + bytes(rest))
+            else:
+                for content in source.iter_instances(study, series):
+                    submit(content)
+            while state.pending:
+                state.place(state.pending.popleft().result())
     finally:
-        bar.close()
-    if buffer is None:
+        state.bar.close()
+    if state.buffer is None:
         raise VolumeError(f"series {series} has no image instances")
-    plan = plan_volume(geometries)
-    volume = buffer[: len(geometries)]
+    plan = plan_volume(state.geometries)
+    volume = state.buffer[: len(state.geometries)]
     _permute_in_place(volume, plan.order)
-    return Volume(volume, plan.spacing, plan.origin, plan.direction, [geometries[i].key for i in plan.order],
+    return Volume(volume, plan.spacing, plan.origin, plan.direction, [state.geometries[i].key for i in plan.order],
                   rescaled=rescale)
 
 

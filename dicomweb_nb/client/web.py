@@ -169,6 +169,30 @@ class WebSource:
         for _headers, content in self.http.iter_multipart(response):
             yield content
 
+    def iter_instances_into(self, study: str, series: str | None = None, instance: str | None = None, *,
+                            head_size: Callable[[], int], room_for: Callable[[bytes], memoryview | None]
+                            ) -> Iterator[tuple[bytes, bytes | memoryview, bool]]:
+        """``iter_instances`` for a caller that places the bulk of each instance itself: each Part 10
+        file's first ``head_size()`` bytes go to ``room_for(head)``, which may give a room for exactly
+        the rest of the file (its pixel data, say). Yields ``(head, rest, filled)``: ``rest`` is that
+        room, read straight from the connection, when ``filled``; the rest's bytes otherwise."""
+        url = self.http.url(*_resource_segments(study, series, instance))
+        try:
+            response = self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
+        except DicomWebError as exc:
+            if exc.status not in _FALLBACK_STATUSES:
+                raise
+            response = self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
+
+        def room(headers: dict[str, str], head: bytes) -> memoryview | None:
+            found = room_for(head)
+            length = headers.get("content-length", "").strip()
+            # A part that says its length and says another one goes through read(): the room stays unused.
+            return None if found is None or (length.isdigit() and int(length) != len(head) + len(found)) else found
+
+        for _headers, head, rest, filled in self.http.iter_multipart_into(response, room, head_size=head_size):
+            yield head, rest, filled
+
     def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None, *,
                       into: BulkRoom | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
@@ -193,7 +217,7 @@ class WebSource:
             syntax = media.params.get("transfer-syntax") or DEFAULT_TRANSFER_SYNTAX.get(media.type)
             return location, syntax, media.type
 
-        def room_for(headers: dict[str, str]) -> memoryview | None:
+        def room_for(headers: dict[str, str], _head: bytes) -> memoryview | None:
             last[:] = [headers, describe(headers)]
             found = last[1]
             if into is None:
@@ -203,7 +227,7 @@ class WebSource:
             # A part that says its length and says another one goes through read(): the room stays unused.
             return None if room is None or (length.isdigit() and int(length) != len(room)) else room
 
-        for headers, content, filled in self.http.iter_multipart_into(response, room_for):
+        for headers, _head, content, filled in self.http.iter_multipart_into(response, room_for):
             location, syntax, media_type = last[1] if last[0] is headers else describe(headers)
             yield BulkPart(location, content, syntax, media_type, filled=filled)
 

@@ -328,10 +328,34 @@ class MultipartReader:
             return None
         return self._read_headers()
 
+    @property
+    def in_content(self) -> bool:
+        """Whether the current part's content is still (partly) unread."""
+        return self._state == _BODY
+
+    def read_head(self, size: int) -> bytes:
+        """The next ``size`` bytes of the current part's content, or what is left of it when that is
+        less (the part is then read: ``in_content`` is False)."""
+        if self._state != _BODY:
+            raise MultipartError("read_head needs a part whose content is not read yet")
+        wanted = size + len(self._delimiter) + 1  # a delimiter starting within the size is seen whole
+        self._fill(wanted, max(_HEADER_READ, wanted))
+        buffer, start = self._buffer, self._start
+        found = buffer.find(self._delimiter, start, min(self._end, start + wanted))
+        if found >= 0 and found - start <= size:
+            stop = found - 1 if found > start and buffer[found - 1] == 0x0D else found
+            self._start = found + len(self._delimiter)
+            self._state = _AFTER_DELIMITER
+            return bytes(memoryview(buffer)[start:stop])
+        if self._end - start < wanted:
+            raise self._truncated()
+        self._start = start + size
+        return bytes(memoryview(buffer)[start:start + size])
+
     def read_into(self, room: memoryview) -> bool:
-        """Read the current part's content into ``room`` (a writable byte view) if it is exactly
-        ``len(room)`` bytes long: True then. False otherwise, and ``room`` holds no meaning: the
-        content is left for ``read``."""
+        """Read the rest of the current part's content into ``room`` (a writable byte view) if it is
+        exactly ``len(room)`` bytes long: True then. False otherwise, and ``room`` holds no meaning:
+        the rest is left for ``read``."""
         if self._state != _BODY:
             raise MultipartError("read_into needs a part whose content is not read yet")
         size = len(room)
@@ -360,7 +384,7 @@ class MultipartReader:
         return True
 
     def read(self) -> bytes:
-        """The rest of the current part's content."""
+        """The rest of the current part's content (after what ``read_head`` took)."""
         if self._state != _BODY:
             raise MultipartError("read needs a part whose content is not read yet")
         return self._scan_content(keep=True)

@@ -17,7 +17,7 @@ from dicomweb_nb.client.http import _body_stream
 from dicomweb_nb.client.web import BULKDATA_ACCEPT
 from dicomweb_nb.dicom.multipart import MultipartWriter
 
-ROWS, COLUMNS = 20, 18
+ROWS, COLUMNS = 130, 124  # pixel data longer than the first look into a file
 
 
 def stray_bit_series(signed: bool, seed: int) -> list:
@@ -156,3 +156,50 @@ def test_volume_from_parts_padded_or_exact(scripted_server):
     assert volume.array.dtype == np.uint16 and np.array_equal(volume.array, np.stack([first, second]))
     assert [path for _method, path, _headers, _body in scripted_server.requests] == [
         "/dicom-web/studies/1.2/series/3.4/bulkdata", "/dicom-web/studies/1.2/series/3.4/metadata"]
+
+
+# -- the series retrieve: each file's attributes parsed from its first bytes, its pixels received into place ------
+
+def assorted_series() -> list:
+    """Ten slices stored in every way a series retrieve may bring them: explicit and implicit VR
+    little endian, RLE, an element after the pixel data, a header longer than the first look."""
+    from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
+    series = samples.generate_ct_series(10, rows=ROWS, columns=COLUMNS, seed=41, patient_id="ASSORTED")
+    series[2].compress(RLELossless, generate_instance_uid=False)
+    series[7].compress(RLELossless, generate_instance_uid=False)
+    series[4].file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    series[5].add_new(0xFFFCFFFC, "OB", b"\x00" * 6)  # Data Set Trailing Padding: after the pixel data
+    for index in (1, 8):  # a private element of 40 KB before the pixel data
+        series[index].private_block(0x0009, "DICOMWEB-NB TEST", create=True).add_new(0x01, "OB", bytes(40_000))
+    return series
+
+
+def test_series_volume_places_what_it_can_and_parses_the_rest_whole(our_server, monkeypatch):
+    from dicomweb_nb.client import wado
+
+    series = assorted_series()
+    expected = np.stack([ds.pixel_array for ds in series])
+    whole = []
+    original = wado._decode_instance
+    monkeypatch.setattr(wado, "_decode_instance", lambda content, rescale: whole.append(1) or original(content, rescale))
+    with dw.connect(our_server.dicomweb_url, progress=False) as pacs:
+        shuffled = list(series)
+        random.Random(2).shuffle(shuffled)
+        assert set(pacs.store(shuffled).status) == {"stored"}
+        stored = pacs.volume(*uids(series), rescale=False, method="series")
+        assert stored.array.dtype == np.uint16 and np.array_equal(stored.array, expected)
+        # RLE twice, the trailing element, and the long headers (the first look into a file is short)
+        assert len(whole) == 5
+        rescaled = pacs.volume(*uids(series), method="series")
+        assert np.array_equal(rescaled.array, expected.astype(np.float32) - np.float32(1024))
+        assert [key[0] for key in stored.keys] == [str(ds.SOPInstanceUID) for ds in series]
+
+
+def test_series_retrieve_gives_the_rest_of_each_file_its_room(our_server, stray):
+    files = {samples.dataset_bytes(ds)[:512]: samples.dataset_bytes(ds) for ds in stray}
+    with dw.connect(our_server.dicomweb_url, progress=False) as pacs:
+        got = list(pacs.source.iter_instances_into(*uids(stray), head_size=lambda: 512,
+                                                   room_for=lambda head: memoryview(bytearray(len(files[head]) - 512))))
+    assert len(got) == len(stray) and all(filled for _head, _rest, filled in got)
+    assert sorted(head + bytes(rest) for head, rest, _filled in got) == sorted(files.values())
