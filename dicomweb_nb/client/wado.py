@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_VR_LITTLE_ENDIAN
 from pydicom.uid import ImplicitVRLittleEndian as IMPLICIT_VR_LITTLE_ENDIAN
 
 from ..errors import DicomWebError, InvalidResponse
+from ..pixels.attributes import AttributesMemo
 from ..pixels.decode import (
     NATIVE_FRAME_SYNTAXES,
     PixelAttributes,
@@ -218,8 +219,9 @@ def plan_from_metadata(metadata: Sequence[DicomJson], series: str) -> MetadataPl
     slices: list[SliceGeometry] = []
     owners: list[tuple[int, int]] = []  # (index in metas, frame number) of each slice
     attrs_of: list[PixelAttributes] = []
+    memo = AttributesMemo()  # a series' instances mostly share their pixel attributes
     for index, meta in enumerate(metas):
-        attrs = PixelAttributes.from_json(meta)
+        attrs = memo.from_json(meta)
         attrs_of.append(attrs)
         uid = (meta.get("00080018") or {}).get("Value", [None])[0]
         for frame in range(1, attrs.number_of_frames + 1):
@@ -501,6 +503,7 @@ class _SeriesVolume:
         self.geometries: list[SliceGeometry] = []
         self.head_size = _FIRST_HEAD_SIZE
         self.longest_header = 0
+        self.attributes = AttributesMemo()
         self.pending: deque[Future[Any]] = deque()
         self.placing: tuple[list[SliceGeometry], PixelAttributes, str, memoryview | None] | None = None
         self._staging = bytearray()
@@ -529,7 +532,7 @@ class _SeriesVolume:
         ds, value_offset, length = parsed
         self.longest_header = max(self.longest_header, value_offset)
         self.head_size = max(_HEADER_READ_MIN, self.longest_header + 256)
-        attrs = PixelAttributes.from_dataset(ds)
+        attrs = self.attributes.from_dataset(ds)
         syntax = str(ds.file_meta.TransferSyntaxUID)
         dtype = raw_frame_dtype(attrs, syntax)
         in_head = len(head) - value_offset

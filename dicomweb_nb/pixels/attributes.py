@@ -36,7 +36,7 @@ from pydicom.multival import MultiValue
 from ..errors import DisplayError, PixelDecodeError
 from .transforms import VOI_FUNCTIONS, Lut, Window
 
-__all__ = ["BulkDataHandler", "DEFER_BULK_DATA", "ImageAttributes", "PixelAttributes"]
+__all__ = ["BulkDataHandler", "DEFER_BULK_DATA", "ImageAttributes", "PixelAttributes", "AttributesMemo"]
 
 BulkDataHandler = Callable[[str, str, str], Any]
 
@@ -301,7 +301,8 @@ class _JsonSource:
             present = {key: element for key, element in present.items() if key not in unfetched}
             handler = None
         else:
-            handler, unfetched = self._handler, ()
+            # Nothing to fetch: DEFER_BULK_DATA is no handler pydicom can be given (it checks it is callable).
+            handler, unfetched = (None if self._handler is DEFER_BULK_DATA else self._handler), ()
         ds = Dataset.from_json(present, bulk_data_uri_handler=handler)
         ds.set_original_encoding(False, True)
         return _palette_dataset(ds, True), unfetched
@@ -476,3 +477,95 @@ def _palette_dataset(ds: Dataset, little_endian: bool) -> Dataset:
         raise DisplayError("PALETTE COLOR image without a Red Palette Color Lookup Table Descriptor")
     palette.set_original_encoding(False, True)
     return palette
+
+
+# ---------------------------------------------------------------------------------- a series' memo
+
+@cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
+class _Recorder:
+    """A source that notes each attribute the reader asks for, as stored (before it is converted): the
+    reader's result is a function of those answers alone, so another dataset storing the same values
+    has the same attributes. What a memo cannot compare cheaply (sequences with items, binary
+    values, palettes) makes the result not reusable."""
+
+    def __init__(self, source: _Source, raw: Callable[[str], Any]):
+        self._source, self._raw = source, raw
+        self.what = source.what
+        self.asked: dict[str, Any] = {}  # keyword -> its value as stored when first asked for
+        self.reusable = True
+
+    def value(self, keyword: str) -> Any:
+        if keyword not in self.asked:
+            self.asked[keyword] = self._raw(keyword)
+        return self._source.value(keyword)
+
+    def items(self, keyword: str) -> list[Any]:
+        if keyword not in self.asked:
+            self.asked[keyword] = self._raw(keyword)
+        found = self._source.items(keyword)
+        if found:
+            self.reusable = False
+        return found
+
+    def binary(self, keyword: str) -> tuple[Any, str]:
+        self.reusable = False
+        return self._source.binary(keyword)
+
+    @property
+    def little_endian(self) -> bool:
+        return self._source.little_endian
+
+    @property
+    def pixel_keyword(self) -> str:
+        return self._source.pixel_keyword
+
+    def palette(self) -> tuple[Dataset, tuple[str, ...]]:
+        self.reusable = False
+        return self._source.palette()
+
+
+def _raw_dataset_value(ds: Dataset, keyword: str) -> Any:
+    """An element as read from the file, before pydicom converts it (converting is what costs)."""
+    element = ds.get_item(_tag(keyword))
+    return None if element is None else (type(element), element.VR, element.value)
+
+
+class AttributesMemo:
+    """``PixelAttributes.from_dataset`` / ``from_json`` (frame 0, as RGB) for the many instances of one series, which
+    mostly share their pixel attributes: an instance whose attributes, as the reader reads them,
+    equal a previous instance's (compared as stored, before conversion) gets that instance's result.
+
+    Reading a 512x512 CT file's attributes costs 0.6 ms through pydicom's conversions on the 2-core
+    VM (180 ms for a 300-slice series, as much as receiving its pixels); the comparison 0.05 ms.
+    """
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[tuple[Any, ...], dict[str, Any], PixelAttributes]] = []
+
+    def from_dataset(self, ds: Dataset) -> PixelAttributes:
+        meta = getattr(ds, "file_meta", None)
+        fixed = (meta.get("TransferSyntaxUID") if meta is not None else None, ds.original_encoding,
+                 _raw_dataset_value(ds, "SpecificCharacterSet"),
+                 tuple(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS))
+        return self._read(_DatasetSource(ds), fixed, lambda keyword: _raw_dataset_value(ds, keyword))
+
+    def from_json(self, obj: Mapping[str, Any]) -> PixelAttributes:
+        source = _JsonSource(obj, PixelAttributes._bulk_data_default)
+        fixed = tuple(source._element(_key(keyword)) is not None for keyword in _PIXEL_DATA_KEYWORDS)
+        return self._read(source, fixed, lambda keyword: source._element(_key(keyword)))
+
+    def _read(self, source: _Source, fixed: tuple[Any, ...], raw: Callable[[str], Any]) -> PixelAttributes:
+        for seen_fixed, asked, result in self._seen:
+            if seen_fixed == fixed and all(raw(keyword) == value for keyword, value in asked.items()):
+                return result
+        recorder = _Recorder(source, raw)
+        result = _read(PixelAttributes, recorder, frame_index=0, as_rgb=True)  # type: ignore[arg-type]
+        if recorder.reusable and len(self._seen) < 8:
+            self._seen.append((fixed, recorder.asked, result))
+        return result
