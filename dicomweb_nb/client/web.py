@@ -159,15 +159,18 @@ class WebSource:
         return data
 
     def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
+        for _headers, content in self.http.iter_multipart(self._retrieve(study, series, instance)):
+            yield content
+
+    def _retrieve(self, study: str, series: str | None, instance: str | None) -> Any:
+        """The streamed retrieve of a resource's instances: as stored, or as the server likes where refused."""
         url = self.http.url(*_resource_segments(study, series, instance))
         try:
-            response = self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
+            return self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
         except DicomWebError as exc:
             if exc.status not in _FALLBACK_STATUSES:
                 raise
-            response = self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
-        for _headers, content in self.http.iter_multipart(response):
-            yield content
+            return self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
 
     def iter_instances_into(self, study: str, series: str | None = None, instance: str | None = None, *,
                             head_size: Callable[[], int], room_for: Callable[[bytes], memoryview | None]
@@ -176,20 +179,10 @@ class WebSource:
         file's first ``head_size()`` bytes go to ``room_for(head)``, which may give a room for exactly
         the rest of the file (its pixel data, say). Yields ``(head, rest, filled)``: ``rest`` is that
         room, read straight from the connection, when ``filled``; the rest's bytes otherwise."""
-        url = self.http.url(*_resource_segments(study, series, instance))
-        try:
-            response = self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
-        except DicomWebError as exc:
-            if exc.status not in _FALLBACK_STATUSES:
-                raise
-            response = self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
-
         def room(headers: dict[str, str], head: bytes) -> memoryview | None:
-            found = room_for(head)
-            length = headers.get("content-length", "").strip()
-            # A part that says its length and says another one goes through read(): the room stays unused.
-            return None if found is None or (length.isdigit() and int(length) != len(head) + len(found)) else found
+            return _agreeing_room(headers, room_for(head), len(head))
 
+        response = self._retrieve(study, series, instance)
         for _headers, head, rest, filled in self.http.iter_multipart_into(response, room, head_size=head_size):
             yield head, rest, filled
 
@@ -222,10 +215,7 @@ class WebSource:
             found = last[1]
             if into is None:
                 return None
-            room = into(found[0], found[1])
-            length = headers.get("content-length", "").strip()
-            # A part that says its length and says another one goes through read(): the room stays unused.
-            return None if room is None or (length.isdigit() and int(length) != len(room)) else room
+            return _agreeing_room(headers, into(found[0], found[1]), 0)
 
         for headers, _head, content, filled in self.http.iter_multipart_into(response, room_for):
             location, syntax, media_type = last[1] if last[0] is headers else describe(headers)
@@ -418,6 +408,13 @@ def _resource_segments(study: str, series: str | None, instance: str | None) -> 
             raise ValueError("an instance UID needs its series UID")
         segments += ["instances", instance]
     return segments
+
+
+def _agreeing_room(headers: Mapping[str, str], room: memoryview | None, head: int) -> memoryview | None:
+    """``room`` for the rest of a part after its first ``head`` bytes, unless the part says it is of
+    another length (then it is read as it comes, and the room stays unused)."""
+    length = headers.get("content-length", "").strip()
+    return None if room is None or (length.isdigit() and int(length) != head + len(room)) else room
 
 
 def _json_array(response: Any, url: str, items: str) -> list[Any]:
