@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 DicomJson = dict[str, Any]
 Level = Literal["study", "series", "instance"]
 
-__all__ = ["DicomJson", "Level", "EncodedFrame", "BulkPart", "RenderedImage", "StowItem", "DicomWebSource"]
+__all__ = ["DicomJson", "Level", "EncodedFrame", "BulkPart", "BulkRoom", "RenderedImage", "StowItem", "DicomWebSource"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class BulkPart:
     data: bytes | memoryview  # bytes-like: a view of the received chunk where the part fitted in one
     transfer_syntax_uid: str | None = None
     media_type: str = "application/octet-stream"
+    filled: bool = False  # data is the room ``into`` gave for this part, filled with its bytes
+
+
+# ``into(location, transfer_syntax_uid)`` of Retrieve Bulkdata: a writable byte view the part's
+# content should be read into when it has exactly that size, or None to receive it as bytes.
+BulkRoom = Callable[[str, str | None], memoryview | None]
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,12 @@ class DicomWebSource(Protocol):
         """WADO-RS retrieve: the Part 10 bytes of each instance, one at a time as they arrive."""
         ...
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None, *,
+                      into: BulkRoom | None = None) -> Iterator[BulkPart]:
         """WADO-RS Retrieve Bulkdata of a resource: every bulk value, compressed pixel data as stored.
 
+        ``into`` places the parts the caller has room for: a part of the room's size is read
+        into it (``BulkPart.filled``; its ``data`` is the room, valid until the next part is asked for).
         Optional for a server (Orthanc 1.10 has none): callers fall back when it raises DicomWebError.
         """
         ...

@@ -8,17 +8,20 @@ cannot rewind, so ``HttpClient.post`` retries itself, asking the caller for a fr
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, Literal, overload
+from functools import partial
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..dicom.mediatypes import MediaTypeError, parse_media_type
-from ..dicom.multipart import MultipartError, iter_parts
+from ..dicom.multipart import MultipartError, MultipartReader, ReadableInto, iter_parts
 from ..errors import (
     ConnectionFailed,
     DicomWebError,
@@ -35,6 +38,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # values (Debian's Orthanc 1.10 + DICOMweb 1.7) then still see "*", "?", ",", "-" and "." as sent.
 QUERY_SAFE = "-._~!$'()*,;:@/?"
 CHUNK_SIZE = 1 << 20
+# What reading an answer's body can raise below requests: the socket's errors, http.client's
+# (IncompleteRead), urllib3's (ProtocolError, ReadTimeoutError) and requests' own.
+_BODY_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, requests.exceptions.RequestException)
+_T = TypeVar("_T")
 
 
 def encode_query(params: Sequence[tuple[str, str]]) -> str:
@@ -235,6 +242,87 @@ class HttpClient:
         finally:
             response.close()
 
+    @staticmethod
+    def iter_multipart_into(response: requests.Response, room_for: Callable[[dict[str, str], bytes], memoryview | None],
+                            *, head_size: Callable[[], int] | None = None
+                            ) -> Iterator[tuple[dict[str, str], bytes, bytes | memoryview, bool]]:
+        """Each part of a multipart/related answer as ``(headers, head, rest, filled)``, read as a stream.
+
+        ``head`` is the first ``head_size()`` bytes of the part's content (none without ``head_size``),
+        ``rest`` the others. Where ``room_for(headers, head)`` gives a writable byte view of the
+        rest's size, the rest is read from the connection straight into it: ``rest`` is then that
+        view and ``filled`` True (the bytes are copied once, by the kernel, instead of through
+        chunks, joins and a final copy). Otherwise, or when the size differs, ``rest`` is bytes.
+        """
+        url = response.url
+
+        def guarded(step: Callable[[], _T]) -> _T:
+            try:
+                return step()
+            except MultipartError as exc:
+                raise InvalidResponse(f"GET {url}: malformed multipart answer: {exc}",
+                                      status=response.status_code, url=url) from exc
+            except _BODY_ERRORS as exc:
+                raise ConnectionFailed(f"GET {url}: connection broken while reading the answer: {exc}",
+                                       url=url, method="GET") from exc
+
+        try:
+            content_type = response.headers.get("Content-Type", "")
+            try:
+                media = parse_media_type(content_type) if content_type else None
+            except MediaTypeError as exc:
+                raise InvalidResponse(f"GET {url}: unreadable Content-Type {content_type!r}",
+                                      status=response.status_code, url=url) from exc
+            if media is None or media.main != "multipart":
+                yield {"content-type": content_type}, b"", guarded(lambda: response.content), False
+                return
+            boundary = media.params.get("boundary")
+            if not boundary:
+                raise InvalidResponse(f"GET {url}: multipart answer without a boundary", status=response.status_code, url=url)
+            reader = MultipartReader(_body_stream(response), boundary)
+            while (headers := guarded(reader.next_part)) is not None:
+                head = guarded(partial(reader.read_head, head_size())) if head_size is not None else b""
+                if not reader.in_content:  # the whole part fitted in the head
+                    yield headers, head, b"", False
+                    continue
+                room = room_for(headers, head)
+                if room is not None and guarded(partial(reader.read_into, room)):
+                    yield headers, head, room, True
+                else:
+                    yield headers, head, guarded(reader.read), False
+        finally:
+            response.close()
+
     def close(self) -> None:
         if self.owns_session:
             self.session.close()
+
+
+class _DecodedBody:
+    """``readinto`` over urllib3's decoding reads: for answers whose bytes are not the content
+    (gzip) or whose connection urllib3 has already read from."""
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+
+    def readinto(self, buffer: memoryview) -> int:
+        data = self._raw.read(len(buffer), decode_content=True)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _body_stream(response: requests.Response) -> ReadableInto:
+    """The answer's body as a stream to ``readinto``: the ``http.client`` response under urllib3
+    where nothing stands between it and the content (no content coding, nothing read yet), so a
+    part can be received straight into its destination; urllib3's decoding reads otherwise.
+
+    urllib3 has no public way to this: its own ``readinto`` reads into a new bytes object and copies
+    (http.client's ``read(n)`` copies once more), which for a 157 MB volume cost as much as the
+    transfer itself. ``_fp`` is the attribute urllib3 1.x and 2.x keep it in.
+    """
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    coded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+    if isinstance(fp, http.client.HTTPResponse) and not coded and getattr(raw, "tell", lambda: -1)() == 0:
+        return fp
+    return _DecodedBody(raw)

@@ -30,7 +30,7 @@ from ..errors import BadRequest, NotAcceptable, NotFound
 from ..fileio import open_private
 from ..pixels import render as rd
 from ..pixels.renderparams import RENDERED_PARAMETERS, parse_rendered_params
-from ..protocol import BulkPart, EncodedFrame, Level, RenderedImage, StowItem
+from ..protocol import BulkPart, BulkRoom, EncodedFrame, Level, RenderedImage, StowItem
 from ..store import changefeed, reader, transcode
 from ..store.index import open_index
 from ..store.store import InstanceRow, NotFoundError, Store, workspace_store_options
@@ -89,10 +89,17 @@ class StoreSource:
         for row in self._instances(study, series, instance):
             yield row.blob.read()
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None, *,
+                      into: BulkRoom | None = None) -> Iterator[BulkPart]:
         for row in self._instances(study, series, instance):
             for value in transcode.bulk_values(row, self._url(row.study_uid, row.series_uid, row.sop_uid), as_stored=True):
-                yield BulkPart(value.location, value.read(), value.transfer_syntax, value.media_type)
+                data = value.read()
+                room = into(value.location, value.transfer_syntax) if into is not None else None
+                if room is not None and len(room) == len(data):
+                    room[:] = data
+                    yield BulkPart(value.location, room, value.transfer_syntax, value.media_type, filled=True)
+                else:
+                    yield BulkPart(value.location, data, value.transfer_syntax, value.media_type)
 
     def retrieve_frames(self, study: str, series: str, instance: str, frames: Sequence[int]) -> list[EncodedFrame]:
         row = self._instances(study, series, instance)[0]

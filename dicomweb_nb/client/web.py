@@ -22,7 +22,7 @@ from ..dicom.mediatypes import (
 )
 from ..dicom.multipart import new_boundary
 from ..errors import DicomWebError, DicomWebWarning, InvalidResponse, NotFound
-from ..protocol import BulkPart, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
+from ..protocol import BulkPart, BulkRoom, DicomJson, EncodedFrame, Level, RenderedImage, StowItem
 from .http import HttpClient
 from .qido import DEFAULT_PAGE_SIZE, paged_search, wire_filters
 from .stow import StowBody
@@ -35,7 +35,6 @@ FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-sy
 FRAMES_ACCEPT_FALLBACK = 'multipart/related; type="application/octet-stream"'
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 BULKDATA_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-BULK_CHUNK_SIZE = 4 << 20
 INSTANCE_ACCEPT_FALLBACK = 'multipart/related; type="application/dicom"'
 # 406/415: the media type is refused; 400: some servers say so with a bad request; 500: Orthanc 1.10
 # fails this way when the stored syntax cannot be served as frames (big endian, deflated).
@@ -161,17 +160,35 @@ class WebSource:
         return data
 
     def iter_instances(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[bytes]:
+        for _headers, content in self.http.iter_multipart(self._retrieve(study, series, instance)):
+            yield content
+
+    def _retrieve(self, study: str, series: str | None, instance: str | None) -> Any:
+        """The streamed retrieve of a resource's instances: as stored, or as the server likes where refused."""
         url = self.http.url(*_resource_segments(study, series, instance))
         try:
-            response = self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
+            return self.http.get(url, accept=INSTANCE_ACCEPT, stream=True, headers=_BULK_HEADERS)
         except DicomWebError as exc:
             if exc.status not in _FALLBACK_STATUSES:
                 raise
-            response = self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
-        for _headers, content in self.http.iter_multipart(response):
-            yield content
+            return self.http.get(url, accept=INSTANCE_ACCEPT_FALLBACK, stream=True, headers=_BULK_HEADERS)
 
-    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None) -> Iterator[BulkPart]:
+    def iter_instances_into(self, study: str, series: str | None = None, instance: str | None = None, *,
+                            head_size: Callable[[], int], room_for: Callable[[bytes], memoryview | None]
+                            ) -> Iterator[tuple[bytes, bytes | memoryview, bool]]:
+        """``iter_instances`` for a caller that places the bulk of each instance itself: each Part 10
+        file's first ``head_size()`` bytes go to ``room_for(head)``, which may give a room for exactly
+        the rest of the file (its pixel data, say). Yields ``(head, rest, filled)``: ``rest`` is that
+        room, read straight from the connection, when ``filled``; the rest's bytes otherwise."""
+        def room(headers: dict[str, str], head: bytes) -> memoryview | None:
+            return _agreeing_room(headers, room_for(head), len(head))
+
+        response = self._retrieve(study, series, instance)
+        for _headers, head, rest, filled in self.http.iter_multipart_into(response, room, head_size=head_size):
+            yield head, rest, filled
+
+    def iter_bulkdata(self, study: str, series: str | None = None, instance: str | None = None, *,
+                      into: BulkRoom | None = None) -> Iterator[BulkPart]:
         url = self.http.url(*_resource_segments(study, series, instance), "bulkdata")
         known = self._bulkdata_missing
         if known is not None:  # known missing on this server: no second round trip
@@ -180,8 +197,9 @@ class WebSource:
             raise type(known)(known.message, status=known.status, url=url, server_message=known.server_message,
                               method="GET")
         response = self.http.get(url, accept=BULKDATA_ACCEPT, stream=True, headers=_BULK_HEADERS)
-        # Big reads: a series' pixels are hundreds of megabytes, and each read costs a Python round trip.
-        for headers, content in self.http.iter_multipart(response, chunk_size=BULK_CHUNK_SIZE, views=True):
+        last: list[Any] = [None, None]  # the headers room_for saw last, and what they say
+
+        def describe(headers: dict[str, str]) -> tuple[str, str | None, str]:
             location = headers.get("content-location")
             if not location:
                 raise InvalidResponse(f"GET {url}: a bulk data part without Content-Location", url=url)
@@ -191,7 +209,18 @@ class WebSource:
             except MediaTypeError:
                 raise InvalidResponse(f"GET {url}: unreadable part Content-Type {part_type!r}", url=url) from None
             syntax = media.params.get("transfer-syntax") or DEFAULT_TRANSFER_SYNTAX.get(media.type)
-            yield BulkPart(location, content, syntax, media.type)
+            return location, syntax, media.type
+
+        def room_for(headers: dict[str, str], _head: bytes) -> memoryview | None:
+            last[:] = [headers, describe(headers)]
+            found = last[1]
+            if into is None:
+                return None
+            return _agreeing_room(headers, into(found[0], found[1]), 0)
+
+        for headers, _head, content, filled in self.http.iter_multipart_into(response, room_for):
+            location, syntax, media_type = last[1] if last[0] is headers else describe(headers)
+            yield BulkPart(location, content, syntax, media_type, filled=filled)
 
     def note_bulkdata_missing(self, error: DicomWebError) -> None:
         """The server refused Retrieve Bulkdata of a resource that exists: do not ask again."""
@@ -390,6 +419,13 @@ def _decode_json(response: Any) -> Any:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return response.json()
+
+
+def _agreeing_room(headers: Mapping[str, str], room: memoryview | None, head: int) -> memoryview | None:
+    """``room`` for the rest of a part after its first ``head`` bytes, unless the part says it is of
+    another length (then it is read as it comes, and the room stays unused)."""
+    length = headers.get("content-length", "").strip()
+    return None if room is None or (length.isdigit() and int(length) != head + len(room)) else room
 
 
 def _json_array(response: Any, url: str, items: str) -> list[Any]:

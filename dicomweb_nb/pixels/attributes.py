@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar, TypeVar
@@ -36,7 +36,7 @@ from pydicom.multival import MultiValue
 from ..errors import DisplayError, PixelDecodeError
 from .transforms import VOI_FUNCTIONS, Lut, Window
 
-__all__ = ["BulkDataHandler", "DEFER_BULK_DATA", "ImageAttributes", "PixelAttributes"]
+__all__ = ["BulkDataHandler", "DEFER_BULK_DATA", "ImageAttributes", "PixelAttributes", "AttributesMemo"]
 
 BulkDataHandler = Callable[[str, str, str], Any]
 
@@ -67,8 +67,6 @@ DEFER_BULK_DATA: Any = _Defer()
 """``bulk_data_handler`` that fetches nothing: a LUT or palette given by BulkDataURI raises a
 DisplayError naming it when it is used, not when the attributes are read."""
 _CLASS_DEFAULT: Any = object()
-# Distinct attribute sets ``from_json_many`` compares an object with before reading it anew.
-_DISTINCT_KEPT = 8
 
 
 _Attributes = TypeVar("_Attributes", bound="ImageAttributes")
@@ -184,40 +182,6 @@ class ImageAttributes:
         handler = cls._bulk_data_default if bulk_data_handler is _CLASS_DEFAULT else bulk_data_handler
         return _read(cls, _JsonSource(obj, handler), frame_index=frame_index, as_rgb=as_rgb)
 
-    @classmethod
-    def from_json_many(
-        cls: type[_Attributes],
-        objs: Sequence[Mapping[str, Any]],
-        *,
-        as_rgb: bool = True,
-        bulk_data_handler: BulkDataHandler | None = _CLASS_DEFAULT,
-    ) -> list[_Attributes]:
-        """``from_json`` of each object (its first frame), read once per distinct set of the values the
-        reader looks at: the instances of a series mostly share them all (their UIDs and positions, which
-        differ, are not read; of Pixel Data, only whether it is there). Equal to reading each one, and
-        measured on a 300-instance CT series' metadata: 1.9 ms instead of 10.6 ms (2-core machine, load 2.8)."""
-        handler = cls._bulk_data_default if bulk_data_handler is _CLASS_DEFAULT else bulk_data_handler
-        # (the keys whose values were read and those only tested for presence, with what the object read had
-        # there, and its attributes), the latest first
-        known: list[tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...], tuple[bool, ...], _Attributes]] = []
-        result: list[_Attributes] = []
-        for obj in objs:
-            same = next((attrs for keys, elements, tested, present, attrs in known
-                         if all(obj.get(key) == element for key, element in zip(keys, elements))
-                         and all((obj.get(key) is not None) == there for key, there in zip(tested, present))), None)
-            if same is not None:
-                attrs = same
-            else:
-                source = _JsonSource(obj, handler, record=True)
-                attrs = _read(cls, source, frame_index=0, as_rgb=as_rgb)
-                keys = tuple(source.read_keys)
-                tested = tuple(key for key in source.tested_keys if key not in source.read_keys)
-                present = tuple(obj.get(key) is not None for key in tested)
-                known.insert(0, (keys, tuple(obj.get(key) for key in keys), tested, present, attrs))
-                del known[_DISTINCT_KEPT:]
-            result.append(attrs)
-        return result
-
 
 class PixelAttributes(ImageAttributes):
     """:class:`ImageAttributes` as a decoder reads them from metadata: the same fields and readers,
@@ -282,24 +246,13 @@ class _JsonSource:
     what = "metadata"
     little_endian = True  # PS3.18 F.2.7: binary values in DICOM JSON are little endian
 
-    def __init__(self, obj: Mapping[str, Any], handler: BulkDataHandler | None, *, record: bool = False):
+    def __init__(self, obj: Mapping[str, Any], handler: BulkDataHandler | None):
         self._obj = obj
         self._handler = handler
-        # When recording (``from_json_many``), the top-level keys whose values were read (nested items are
-        # read from their elements) and those only tested for presence: these decide the reader's result.
-        self.read_keys: dict[str, None] = {}
-        self.tested_keys: dict[str, None] = {}
-        self._record = record
 
-    def _element(self, key: str, *, presence: bool = False) -> Any:
-        if self._record:
-            (self.tested_keys if presence else self.read_keys)[key] = None
+    def _element(self, key: str) -> Any:
         element = self._obj.get(key)
-        if element is not None:
-            return element
-        if self._record:
-            (self.tested_keys if presence else self.read_keys)[key.lower()] = None
-        return self._obj.get(key.lower())
+        return self._obj.get(key.lower()) if element is None else element
 
     def value(self, keyword: str) -> Any:
         element = self._element(_key(keyword))
@@ -333,8 +286,7 @@ class _JsonSource:
 
     @property
     def pixel_keyword(self) -> str:
-        return next((keyword for keyword in _PIXEL_DATA_KEYWORDS
-                     if self._element(_key(keyword), presence=True) is not None),
+        return next((keyword for keyword in _PIXEL_DATA_KEYWORDS if self._element(_key(keyword)) is not None),
                     "PixelData")
 
     def palette(self) -> tuple[Dataset, tuple[str, ...]]:
@@ -349,7 +301,8 @@ class _JsonSource:
             present = {key: element for key, element in present.items() if key not in unfetched}
             handler = None
         else:
-            handler, unfetched = self._handler, ()
+            # Nothing to fetch: DEFER_BULK_DATA is no handler pydicom can be given (it checks it is callable).
+            handler, unfetched = (None if self._handler is DEFER_BULK_DATA else self._handler), ()
         ds = Dataset.from_json(present, bulk_data_uri_handler=handler)
         ds.set_original_encoding(False, True)
         return _palette_dataset(ds, True), unfetched
@@ -524,3 +477,95 @@ def _palette_dataset(ds: Dataset, little_endian: bool) -> Dataset:
         raise DisplayError("PALETTE COLOR image without a Red Palette Color Lookup Table Descriptor")
     palette.set_original_encoding(False, True)
     return palette
+
+
+# ---------------------------------------------------------------------------------- a series' memo
+
+@cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
+class _Recorder:
+    """A source that notes each attribute the reader asks for, as stored (before it is converted): the
+    reader's result is a function of those answers alone, so another dataset storing the same values
+    has the same attributes. What a memo cannot compare cheaply (sequences with items, binary
+    values, palettes) makes the result not reusable."""
+
+    def __init__(self, source: _Source, raw: Callable[[str], Any]):
+        self._source, self._raw = source, raw
+        self.what = source.what
+        self.asked: dict[str, Any] = {}  # keyword -> its value as stored when first asked for
+        self.reusable = True
+
+    def value(self, keyword: str) -> Any:
+        if keyword not in self.asked:
+            self.asked[keyword] = self._raw(keyword)
+        return self._source.value(keyword)
+
+    def items(self, keyword: str) -> list[Any]:
+        if keyword not in self.asked:
+            self.asked[keyword] = self._raw(keyword)
+        found = self._source.items(keyword)
+        if found:
+            self.reusable = False
+        return found
+
+    def binary(self, keyword: str) -> tuple[Any, str]:
+        self.reusable = False
+        return self._source.binary(keyword)
+
+    @property
+    def little_endian(self) -> bool:
+        return self._source.little_endian
+
+    @property
+    def pixel_keyword(self) -> str:
+        return self._source.pixel_keyword
+
+    def palette(self) -> tuple[Dataset, tuple[str, ...]]:
+        self.reusable = False
+        return self._source.palette()
+
+
+def _raw_dataset_value(ds: Dataset, keyword: str) -> Any:
+    """An element as read from the file, before pydicom converts it (converting is what costs)."""
+    element = ds.get_item(_tag(keyword))
+    return None if element is None else (type(element), element.VR, element.value)
+
+
+class AttributesMemo:
+    """``PixelAttributes.from_dataset`` / ``from_json`` (frame 0, as RGB) for the many instances of one series, which
+    mostly share their pixel attributes: an instance whose attributes, as the reader reads them,
+    equal a previous instance's (compared as stored, before conversion) gets that instance's result.
+
+    Reading a 512x512 CT file's attributes costs 0.6 ms through pydicom's conversions on the 2-core
+    VM (180 ms for a 300-slice series, as much as receiving its pixels); the comparison 0.05 ms.
+    """
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[tuple[Any, ...], dict[str, Any], PixelAttributes]] = []
+
+    def from_dataset(self, ds: Dataset) -> PixelAttributes:
+        meta = getattr(ds, "file_meta", None)
+        fixed = (meta.get("TransferSyntaxUID") if meta is not None else None, ds.original_encoding,
+                 _raw_dataset_value(ds, "SpecificCharacterSet"),
+                 tuple(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS))
+        return self._read(_DatasetSource(ds), fixed, lambda keyword: _raw_dataset_value(ds, keyword))
+
+    def from_json(self, obj: Mapping[str, Any]) -> PixelAttributes:
+        source = _JsonSource(obj, PixelAttributes._bulk_data_default)
+        fixed = tuple(source._element(_key(keyword)) is not None for keyword in _PIXEL_DATA_KEYWORDS)
+        return self._read(source, fixed, lambda keyword: source._element(_key(keyword)))
+
+    def _read(self, source: _Source, fixed: tuple[Any, ...], raw: Callable[[str], Any]) -> PixelAttributes:
+        for seen_fixed, asked, result in self._seen:
+            if seen_fixed == fixed and all(raw(keyword) == value for keyword, value in asked.items()):
+                return result
+        recorder = _Recorder(source, raw)
+        result = _read(PixelAttributes, recorder, frame_index=0, as_rgb=True)  # type: ignore[arg-type]
+        if recorder.reusable and len(self._seen) < 8:
+            self._seen.append((fixed, recorder.asked, result))
+        return result

@@ -32,7 +32,7 @@ from .attributes import ImageAttributes, PixelAttributes
 
 __all__ = [
     "PixelDecodeError", "PixelAttributes", "decode_frame", "decode_frame_into", "decode_frames", "apply_rescale",
-    "has_rescale", "repair_jpeg_scan_headers", "NATIVE_FRAME_SYNTAXES",
+    "has_rescale", "repair_jpeg_scan_headers", "NATIVE_FRAME_SYNTAXES", "raw_frame_dtype", "mask_unused_bits",
 ]
 
 # Encapsulated Uncompressed Explicit VR Little Endian: pydicom.uid has no name for it.
@@ -183,6 +183,19 @@ def _fast_native_dtype(attrs: ImageAttributes, transfer_syntax_uid: str) -> np.d
             or attrs.pixel_keyword != "PixelData" or attrs.bits_allocated not in (8, 16, 32)):
         return None
     return np.dtype(f"<{'i' if attrs.pixel_representation else 'u'}{attrs.bits_allocated // 8}")
+
+
+def raw_frame_dtype(attrs: ImageAttributes, transfer_syntax_uid: str) -> np.dtype | None:
+    """The dtype whose values a native frame's bytes are, read as they lie (then ``mask_unused_bits``
+    makes them what ``decode_frame`` gives), or None when the frame needs decoding."""
+    return _fast_native_dtype(attrs, transfer_syntax_uid.strip())
+
+
+def mask_unused_bits(frames: np.ndarray, attrs: ImageAttributes) -> None:
+    """In place, what ``decode_frame`` does to raw pixel values of ``raw_frame_dtype``: the unused
+    high bits ignored (signed values sign-extended from Bits Stored), as pydicom does."""
+    if attrs.bits_allocated > attrs.bits_stored:
+        _copy_correcting_unused_bits(frames, frames, attrs)
 
 
 def decode_frame_into(out: np.ndarray, data: bytes | bytearray | memoryview, attrs: ImageAttributes,

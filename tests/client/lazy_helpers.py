@@ -176,9 +176,9 @@ def counting(pacs) -> Iterator[RequestLog]:
         log.record(f"/studies/{study}/series/{series}/instances/{instance}/frames/{','.join(map(str, frames))}")
         return original_frames(study, series, instance, frames)
 
-    def iter_bulkdata(study, series=None, instance=None):
+    def iter_bulkdata(study, series=None, instance=None, **options):
         log.record(f"/studies/{study}/series/{series}/bulkdata")
-        return original_bulk(study, series, instance)
+        return original_bulk(study, series, instance, **options)
 
     source.retrieve_frames, source.iter_bulkdata = retrieve_frames, iter_bulkdata
     try:

@@ -85,7 +85,7 @@ def _series_json() -> list[dict]:
 
 
 def test_attributes_of_many_instances_equal_each_ones_and_are_read_once_per_distinct_set(monkeypatch):
-    """``from_json_many`` (a series' planning) reads the attributes once for instances that differ only in
+    """``AttributesMemo.from_json`` (a series' planning) reads the attributes once for instances that differ only in
     what the reader does not look at (UIDs, positions, the Pixel Data URI), and anew where a value it reads
     differs: a rescale, a window, Bits Stored, which pixel data element is there (a lower-case key)."""
     from dicomweb_nb.pixels import attributes
@@ -106,7 +106,8 @@ def test_attributes_of_many_instances_equal_each_ones_and_are_read_once_per_dist
     reads = []
     original = attributes._read
     monkeypatch.setattr(attributes, "_read", lambda *args, **kw: reads.append(1) or original(*args, **kw))
-    many = PixelAttributes.from_json_many(objs)
+    memo = attributes.AttributesMemo()
+    many = [memo.from_json(obj) for obj in objs]
     assert len(reads) == 6  # objs[0] (shared by 1 and 4), 2, 3, 5, slope, floats; `again` shares objs[0]'s
     monkeypatch.setattr(attributes, "_read", original)
     each = [PixelAttributes.from_json(obj) for obj in objs]
