@@ -398,10 +398,15 @@ class MultipartReader:
             unread = self._end - self._start
             request = max(read_size, wanted - unread)
             if len(self._buffer) - self._end < request:  # move the unread bytes to the front, grow if need be
-                self._buffer[:unread] = self._buffer[self._start:self._end]
-                self._start, self._end = 0, unread
                 if len(self._buffer) < unread + request:
-                    self._buffer.extend(bytes(unread + request - len(self._buffer)))
+                    # A new buffer, never one resized in place: a view the stream was given may still be
+                    # alive (held by a traceback, or a cycle not collected yet), and resizing would raise.
+                    grown = bytearray(unread + request)
+                    grown[:unread] = memoryview(self._buffer)[self._start:self._end]
+                    self._buffer = grown
+                else:
+                    self._buffer[:unread] = self._buffer[self._start:self._end]  # same size: no resize
+                self._start, self._end = 0, unread
             with memoryview(self._buffer) as view:
                 got = self._stream.readinto(view[self._end:self._end + request])
             if not got:

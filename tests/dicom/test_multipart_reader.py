@@ -133,3 +133,23 @@ def test_reading_out_of_turn_is_an_error():
     assert reader.read() == b"x"
     with pytest.raises(MultipartError, match="not read yet"):
         reader.read_into(memoryview(bytearray(1)))
+
+
+class KeepingStream(TrickleStream):
+    """A stream that keeps the last view it was given (as a wrapper holding it in a traceback or a
+    cycle the collector has not freed yet would): the reader's buffer stays exported."""
+
+    def readinto(self, buffer: memoryview) -> int:
+        self.kept = buffer
+        return super().readinto(buffer)
+
+
+def test_the_buffer_grows_while_a_stream_still_holds_a_view_of_it():
+    """Seen once in the suite: ``BufferError: Existing exports of data: object cannot be re-sized``
+    when the reader grew its buffer in place while a view of it was still alive."""
+    big = bytes(range(256)) * (3 << 12)  # 3 MiB: more than the reader's first buffer, read whole by ``read``
+    body, _ = encode_multipart([("application/octet-stream", big)], "grow")
+    reader = MultipartReader(KeepingStream(body, 1 << 16), "grow")
+    assert reader.next_part() is not None
+    assert reader.read() == big
+    assert reader.next_part() is None
