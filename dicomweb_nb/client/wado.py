@@ -246,6 +246,19 @@ def _resource_path(url: str) -> str:
     return url[index:] if index >= 0 else url
 
 
+class _StagingBuffer:
+    """One buffer reused for each part (or file) received before conversion into the volume, grown
+    when one is larger: a new bytearray, never one resized in place (a view of it may still be alive)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def view(self, length: int) -> memoryview:
+        if len(self._buffer) < length:
+            self._buffer = bytearray(length)
+        return memoryview(self._buffer)[:length]
+
+
 class _BulkdataVolume:
     """One volume read through Retrieve Bulkdata: the plan (from the series metadata, read when the
     first part's headers have arrived), the volume, and the room each part is received into.
@@ -263,7 +276,7 @@ class _BulkdataVolume:
         self.rescaling = False
         self.out: np.ndarray | None = None
         self.room_in_place = False  # whether the last room given is the volume itself
-        self._staging = bytearray()
+        self._staging = _StagingBuffer()
 
     def plan(self) -> MetadataPlan:
         if self.planned is not None:
@@ -316,9 +329,7 @@ class _BulkdataVolume:
         if self.rescaling and attrs.modality_lut is not None:
             return None  # decode_frame_into's table lookup: through bytes
         length = len(slots) * attrs.native_frame_length
-        if len(self._staging) < length:
-            self._staging = bytearray(length)
-        return memoryview(self._staging)[:length]
+        return self._staging.view(length)
 
 
 def _volume_from_bulkdata(source: DicomWebSource, study: str, series: str, *, rescale: bool, max_workers: int,
@@ -506,7 +517,7 @@ class _SeriesVolume:
         self.attributes = AttributesMemo()
         self.pending: deque[Future[Any]] = deque()
         self.placing: tuple[list[SliceGeometry], PixelAttributes, str, memoryview | None] | None = None
-        self._staging = bytearray()
+        self._staging = _StagingBuffer()
         self.bar = _progress_bar(expected, "volume", progress, unit="instance")
 
     def reserve(self, count: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
@@ -546,12 +557,8 @@ class _SeriesVolume:
             self.place(self.pending.popleft().result())
         start = self.reserve(attrs.number_of_frames, attrs.frame_shape, np.dtype(np.float32) if self.rescale else dtype)
         assert self.buffer is not None
-        if self.rescale:
-            if len(self._staging) < length:
-                self._staging = bytearray(length)
-            target = memoryview(self._staging)[:length]
-        else:
-            target = self.buffer[start:start + attrs.number_of_frames].data.cast("B")
+        target = (self._staging.view(length) if self.rescale
+                  else self.buffer[start:start + attrs.number_of_frames].data.cast("B"))
         target[:in_head] = head[value_offset:]
         uid = str(ds.SOPInstanceUID)
         geometry = [SliceGeometry.from_dataset(ds, key=(uid, frame), frame=frame)
