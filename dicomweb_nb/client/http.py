@@ -218,20 +218,11 @@ class HttpClient:
 
         A single-part answer that is not multipart (some servers send a lone frame so) is one part.
         """
-        content_type = response.headers.get("Content-Type", "")
+        boundary = _multipart_boundary(response)
         try:
-            media = parse_media_type(content_type) if content_type else None
-        except MediaTypeError as exc:
-            raise InvalidResponse(f"GET {response.url}: unreadable Content-Type {content_type!r}",
-                                  status=response.status_code, url=response.url) from exc
-        try:
-            if media is None or media.main != "multipart":
-                yield {"content-type": content_type}, response.content
+            if boundary is None:
+                yield {"content-type": response.headers.get("Content-Type", "")}, response.content
                 return
-            boundary = media.params.get("boundary")
-            if not boundary:
-                raise InvalidResponse(f"GET {response.url}: multipart answer without a boundary",
-                                      status=response.status_code, url=response.url)
             yield from iter_parts(response.iter_content(chunk_size=chunk_size), boundary, views=views)
         except MultipartError as exc:
             raise InvalidResponse(f"GET {response.url}: malformed multipart answer: {exc}",
@@ -267,18 +258,10 @@ class HttpClient:
                                        url=url, method="GET") from exc
 
         try:
-            content_type = response.headers.get("Content-Type", "")
-            try:
-                media = parse_media_type(content_type) if content_type else None
-            except MediaTypeError as exc:
-                raise InvalidResponse(f"GET {url}: unreadable Content-Type {content_type!r}",
-                                      status=response.status_code, url=url) from exc
-            if media is None or media.main != "multipart":
-                yield {"content-type": content_type}, b"", guarded(lambda: response.content), False
+            boundary = _multipart_boundary(response)
+            if boundary is None:
+                yield {"content-type": response.headers.get("Content-Type", "")}, b"", guarded(lambda: response.content), False
                 return
-            boundary = media.params.get("boundary")
-            if not boundary:
-                raise InvalidResponse(f"GET {url}: multipart answer without a boundary", status=response.status_code, url=url)
             reader = MultipartReader(_body_stream(response), boundary)
             while (headers := guarded(reader.next_part)) is not None:
                 head = guarded(partial(reader.read_head, head_size())) if head_size is not None else b""
@@ -296,6 +279,24 @@ class HttpClient:
     def close(self) -> None:
         if self.owns_session:
             self.session.close()
+
+
+def _multipart_boundary(response: requests.Response) -> str | None:
+    """The boundary of a multipart answer, None for an answer that is not multipart (some servers
+    send a lone frame so); InvalidResponse when its Content-Type cannot be read or has no boundary."""
+    content_type = response.headers.get("Content-Type", "")
+    try:
+        media = parse_media_type(content_type) if content_type else None
+    except MediaTypeError as exc:
+        raise InvalidResponse(f"GET {response.url}: unreadable Content-Type {content_type!r}",
+                              status=response.status_code, url=response.url) from exc
+    if media is None or media.main != "multipart":
+        return None
+    boundary = media.params.get("boundary")
+    if not boundary:
+        raise InvalidResponse(f"GET {response.url}: multipart answer without a boundary",
+                              status=response.status_code, url=response.url)
+    return boundary
 
 
 class _DecodedBody:
